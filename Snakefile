@@ -1,0 +1,26 @@
+# swebench-runner: select SWE-bench instances, prompt a model, extract its patches,
+# merge the predictions and summarise the run. README.md tells how to run it. Every
+# stage of every instance is a file target under results/<run_id>/.
+import os
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/select.smk"
+include: "rules/context.smk"
+include: "rules/prompt.smk"
+include: "rules/generate.smk"
+include: "rules/patch.smk"
+include: "rules/predictions.smk"
+include: "rules/summary.smk"
+
+
+rule all:
+    input:
+        run_targets,

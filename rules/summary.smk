@@ -1,0 +1,24 @@
+rule summary:
+    input:
+        instances=INSTANCES,
+        predictions=f"{RUN}/predictions.jsonl",
+        # Read by the summary from the run folder; listed so that they are made first.
+        responses=[] if config["predictions"] else per_instance("response.json"),
+        patches=[] if config["predictions"] else per_instance("patch.json"),
+    output:
+        json=f"{RUN}/summary.json",
+        md=f"{RUN}/summary.md",
+    params:
+        run_dir=RUN,
+        run_info=json.dumps(
+            {
+                "run_id": settings.run_id(config),
+                "mode": "predictions" if config["predictions"] else "generate",
+                **{k: config[k] for k in ("dataset", "split", "provider", "context", "evaluation")},
+                "model": MODEL,
+            }
+        ),
+    shell:
+        PYTHON + ".summary --instances {input.instances:q} --predictions {input.predictions:q}"
+        " --run-dir {params.run_dir:q} --run-info {params.run_info:q}"
+        " --out-json {output.json:q} --out-md {output.md:q}"

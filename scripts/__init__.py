@@ -1,0 +1,1 @@
+"""The Python behind the workflow's rules: one module per stage."""

@@ -1,0 +1,94 @@
+"""Predictions: merge the instances' patches into one SWE-bench predictions JSONL, sorted by id.
+
+With an existing predictions file (JSONL rows, or the {instance_id: row} dict of a
+preds.json) the merge takes its patches instead, for the selected instances.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from scripts.common import read_json, write_jsonl_atomic
+
+
+class PredictionsError(ValueError):
+    pass
+
+
+def load_predictions(path):
+    """{instance_id: prediction row} from a JSONL file or a JSON list or dict."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as e:
+        raise PredictionsError(f"predictions file {path} is not valid JSON or JSONL: {e}") from e
+    if isinstance(data, dict):  # one JSONL row, or a preds.json keyed by instance_id
+        data = [data] if "instance_id" in data else list(data.values())
+    rows = data if isinstance(data, list) else [data]
+    predictions = {}
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not isinstance(row.get("instance_id"), str):
+            raise PredictionsError(f"prediction {number} in {path} has no instance_id.")
+        patch = row.get("model_patch")
+        if patch is not None and not isinstance(patch, str):
+            raise PredictionsError(f"prediction {row['instance_id']} in {path} has a model_patch that is not text.")
+        predictions[row["instance_id"]] = row
+    if not predictions:
+        raise PredictionsError(f"predictions file {path} holds no predictions.")
+    return predictions
+
+
+def prediction(instance_id, model, patch):
+    return {"instance_id": instance_id, "model_name_or_path": model, "model_patch": patch}
+
+
+def merge_generated(selected_ids, run_dir, model):
+    """Predictions from each instance's patch.diff under run_dir/instances/."""
+    instances_dir = Path(run_dir) / "instances"
+    return [
+        prediction(i, model, (instances_dir / i / "patch.diff").read_text(encoding="utf-8"))
+        for i in sorted(selected_ids)
+    ]
+
+
+def merge_given(selected_ids, given):
+    """Predictions for the selected ids, taken from an existing predictions mapping."""
+    missing = [i for i in selected_ids if i not in given]
+    if missing:
+        raise PredictionsError(
+            f"{len(missing)} selected instance(s) have no prediction: {', '.join(sorted(missing)[:10])}. "
+            "Select only instances the predictions file covers (leave `instances` unset to take its ids)."
+        )
+    return [
+        prediction(i, given[i].get("model_name_or_path") or "unknown", given[i].get("model_patch") or "")
+        for i in sorted(selected_ids)
+    ]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--index", required=True, help="instances.index.json of the selection")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--run-dir", help="merge the patch.diff files of this run")
+    parser.add_argument("--model", help="model_name_or_path of the merged patches")
+    parser.add_argument("--given", help="take the patches of this predictions file instead")
+    args = parser.parse_args(argv)
+    selected_ids = list(read_json(args.index))
+    try:
+        if args.given:
+            given = load_predictions(args.given)
+            rows = merge_given(selected_ids, given)
+            if len(given) > len(rows):
+                print(f"predictions: {len(given) - len(rows)} prediction(s) outside the selection left out", file=sys.stderr)
+        else:
+            rows = merge_generated(selected_ids, args.run_dir, args.model)
+    except PredictionsError as e:
+        sys.exit(f"predictions: {e}")
+    write_jsonl_atomic(args.out, rows)
+
+
+if __name__ == "__main__":
+    main()

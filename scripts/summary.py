@@ -1,0 +1,125 @@
+"""Summary: what a run produced, per stage outcome and per repository, as JSON and Markdown."""
+import argparse
+import json
+import math
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from scripts.common import read_json, read_jsonl, write_json_atomic, write_text_atomic
+
+
+def percentile(values, fraction):
+    """Nearest-rank percentile of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def instance_records(run_dir, instance_id):
+    folder = Path(run_dir) / "instances" / instance_id
+    records = {}
+    for stage in ("response", "patch"):
+        path = folder / f"{stage}.json"
+        if path.is_file():
+            records[stage] = read_json(path)
+    return records
+
+
+def summarise(rows, predictions, run_dir, run_info):
+    """The summary record. `rows` are the selected instances; per-instance records are read from run_dir."""
+    generated = run_info.get("mode") != "predictions"
+    records = {row["instance_id"]: instance_records(run_dir, row["instance_id"]) for row in rows} if generated else {}
+    responses = [r["response"] for r in records.values() if "response" in r]
+    patches = [r["patch"] for r in records.values() if "patch" in r]
+    failures = []
+    for instance_id, r in sorted(records.items()):
+        folder = f"{run_dir}/instances/{instance_id}"
+        response, patch = r.get("response"), r.get("patch")
+        if response and response["status"] == "failed":
+            failures.append({"instance_id": instance_id, "stage": "generate", "reason": response["failure_reason"],
+                             "detail": response.get("failure_detail"), "file": f"{folder}/response.json"})
+        elif patch and patch["status"] != "valid":
+            failures.append({"instance_id": instance_id, "stage": "patch", "reason": patch["reason"],
+                             "detail": "; ".join(patch.get("problems") or []) or None, "file": f"{folder}/patch.json"})
+
+    patch_by_id = {p["instance_id"]: p["model_patch"] for p in predictions}
+    per_repo = Counter(row["repo"] for row in rows)
+    with_patch = Counter(row["repo"] for row in rows if patch_by_id.get(row["instance_id"]))
+    latencies = [r["latency_s"] for r in responses]
+    return {
+        **run_info,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "counts": {
+            "selected": len(rows),
+            "generation": {
+                "ok": sum(r["status"] == "ok" for r in responses),
+                "failed": sum(r["status"] == "failed" for r in responses),
+                "by_reason": dict(Counter(r["failure_reason"] for r in responses if r["status"] == "failed")),
+            } if generated else None,
+            "patch": {
+                "valid": sum(p["status"] == "valid" for p in patches),
+                "empty": sum(p["status"] == "empty" for p in patches),
+                "invalid": sum(p["status"] == "invalid" for p in patches),
+                "by_reason": dict(Counter(p["reason"] for p in patches if p["status"] != "valid")),
+            } if generated else None,
+            "predictions": {"total": len(predictions), "non_empty": sum(bool(p) for p in patch_by_id.values())},
+        },
+        "cost": {
+            "total_usd": round(sum(r["cost_usd"] for r in responses), 6),
+            "input_tokens": sum(r["usage"]["input_tokens"] for r in responses),
+            "output_tokens": sum(r["usage"]["output_tokens"] for r in responses),
+        },
+        "latency_s": {"p50": percentile(latencies, 0.5), "p90": percentile(latencies, 0.9), "max": max(latencies)}
+        if latencies else None,
+        "per_repo": [{"repo": repo, "selected": n, "with_patch": with_patch[repo]} for repo, n in sorted(per_repo.items())],
+        "failures": failures,
+    }
+
+
+def render_markdown(summary):
+    counts = summary["counts"]
+    lines = [
+        f"# Run {summary['run_id']}",
+        "",
+        f"- dataset: {summary['dataset']} ({summary['split']}), provider: {summary['provider']}, "
+        f"model: {summary['model']}, context: {summary['context']}, evaluation: {summary['evaluation']}",
+        f"- selected: {counts['selected']}, predictions: {counts['predictions']['total']} "
+        f"({counts['predictions']['non_empty']} with a patch)",
+        f"- cost: {summary['cost']['total_usd']:.4f} USD, tokens in/out: "
+        f"{summary['cost']['input_tokens']}/{summary['cost']['output_tokens']}",
+    ]
+    if summary["latency_s"]:
+        lat = summary["latency_s"]
+        lines.append(f"- latency: p50 {lat['p50']} s, p90 {lat['p90']} s, max {lat['max']} s")
+    lines += ["", "## Stages", "", "| stage | outcome | instances |", "|---|---|---|"]
+    if counts["generation"]:
+        lines.append(f"| generate | answered | {counts['generation']['ok']} |")
+        lines += [f"| generate | failed: {k} | {v} |" for k, v in sorted(counts["generation"]["by_reason"].items())]
+    if counts["patch"]:
+        lines.append(f"| patch | valid | {counts['patch']['valid']} |")
+        lines += [f"| patch | {k} | {v} |" for k, v in sorted(counts["patch"]["by_reason"].items())]
+    lines.append(f"| predictions | with a patch | {counts['predictions']['non_empty']} |")
+    lines += ["", "## Repositories", "", "| repository | selected | with a patch |", "|---|---|---|"]
+    lines += [f"| {r['repo']} | {r['selected']} | {r['with_patch']} |" for r in summary["per_repo"]]
+    if summary["failures"]:
+        lines += ["", "## Instances without a usable patch", "", "| instance | stage | reason | file |", "|---|---|---|---|"]
+        lines += [f"| {f['instance_id']} | {f['stage']} | {f['reason']} | {f['file']} |" for f in summary["failures"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--instances", required=True)
+    parser.add_argument("--predictions", required=True)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--run-info", required=True, help="JSON object of the run's settings")
+    parser.add_argument("--out-json", required=True)
+    parser.add_argument("--out-md", required=True)
+    args = parser.parse_args(argv)
+    summary = summarise(read_jsonl(args.instances), read_jsonl(args.predictions), args.run_dir, json.loads(args.run_info))
+    write_json_atomic(args.out_json, summary)
+    write_text_atomic(args.out_md, render_markdown(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+DATA = PROJECT.parent / "shared" / "data"
+LITE_TEST = DATA / "swebench_lite_test.jsonl"
+LITE_DEV = DATA / "swebench_lite_dev.jsonl"
+
+
+def read_rows(path, count=None):
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return rows[:count] if count else rows
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def snakemake(workdir, *args, env=None, check=True):
+    """Run the real snakemake on the project's Snakefile with results under workdir."""
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"),
+               "--directory", str(workdir), "--cores", "2", *args]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}
+    full_env.update(env or {})
+    result = subprocess.run(command, capture_output=True, text=True, env=full_env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def jobs_run(result):
+    """Names of the rules whose jobs ran, one per job, from snakemake's output."""
+    text = result.stdout + result.stderr
+    return sorted(line.split("Rule: ")[1].rstrip(")") for line in text.splitlines() if "(Rule: " in line)
+
+
+@pytest.fixture
+def lite_rows():
+    return read_rows(LITE_TEST)
+
+
+def assert_valid(record, schema_name):
+    """Validate a record against schemas/<schema_name>.schema.json."""
+    import jsonschema
+
+    schema = json.loads((PROJECT / "schemas" / f"{schema_name}.schema.json").read_text())
+    jsonschema.validate(record, schema)

@@ -1,0 +1,101 @@
+import json
+import subprocess
+
+import pytest
+
+from conftest import PROJECT, assert_valid
+from scripts import context, prompt
+
+
+@pytest.fixture
+def row(lite_rows):
+    return lite_rows[0]
+
+
+def test_none_context_is_the_issue_alone(row):
+    record = context.build_context(row, "none")
+    assert_valid(record, "context")
+    assert record["files"] == []
+    assert record["problem_statement"] == row["problem_statement"]
+    assert record["tokens"]["total"] == record["tokens"]["problem_statement"] == context.count_tokens(row["problem_statement"])
+
+
+def test_count_tokens_estimate():
+    assert context.count_tokens("") == 0
+    assert context.count_tokens("abcd") == 1
+    assert context.count_tokens("abcde") == 2
+
+
+def test_default_prompt_holds_issue_and_asks_for_a_diff(row):
+    record = prompt.build_prompt(context.build_context(row, "none"), prompt.load_template(prompt.DEFAULT_TEMPLATE))
+    assert_valid(record, "prompt")
+    assert record["template"] == "style3"
+    assert [m["role"] for m in record["messages"]] == ["system", "user"]
+    user = record["messages"][1]["content"]
+    assert row["problem_statement"].strip() in user
+    assert row["repo"] in user
+    assert "<patch>" in user and "git apply" in user
+    assert record["tokens"] == sum(context.count_tokens(m["content"]) for m in record["messages"])
+
+
+def test_code_is_line_numbered_between_markers(row):
+    ctx = context.build_context(row, "none")
+    ctx["files"] = [{"path": "pkg/mod.py", "content": "a = 1\nb = 2\n", "tokens": 3, "first_line": 10}]
+    user = prompt.build_prompt(ctx, prompt.load_template(prompt.DEFAULT_TEMPLATE))["messages"][-1]["content"]
+    assert "[start of pkg/mod.py]\n10 a = 1\n11 b = 2\n[end of pkg/mod.py]" in user
+    assert prompt.NO_CODE not in user
+
+
+def test_example_patch_of_default_template_applies(tmp_path):
+    # The example the prompt shows must itself be a diff that git apply accepts.
+    user = prompt.load_template(prompt.DEFAULT_TEMPLATE)["user"]
+    example = user[user.index("<patch>\n") + 8:user.index("</patch>")]
+    repo = tmp_path / "repo"
+    (repo / "geometry").mkdir(parents=True)
+    (repo / "geometry" / "shapes.py").write_text(
+        "class Circle:\n    def __init__(self, radius):\n        self.radius = radius\n\n"
+        "    def area(self):\n        return 3.14 * self.radius * self.radius\n\n    def describe(self):\n"
+        "        return 'circle'\n"
+    )
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (tmp_path / "example.diff").write_text(example)
+    subprocess.run(["git", "apply", "--check", str(tmp_path / "example.diff")], cwd=repo, check=True)
+
+
+def test_user_template(tmp_path, row):
+    template = tmp_path / "mine.yaml"
+    template.write_text("user: 'Fix $instance_id in $repo for $$5:\n\n  $problem_statement'\n")
+    record = prompt.build_prompt(context.build_context(row, "none"), prompt.load_template(template))
+    assert record["template"] == "mine"
+    assert [m["role"] for m in record["messages"]] == ["user"]
+    assert record["messages"][0]["content"].startswith(f"Fix {row['instance_id']} in {row['repo']} for $5:")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("user: 'Hello $nobody'\n", "unknown or malformed placeholder"),
+    ("system: only a system\n", "must be a YAML mapping with a `user` string"),
+    ("user: [unclosed\n", "cannot be read"),
+])
+def test_bad_templates_are_explained(tmp_path, row, text, message):
+    template = tmp_path / "bad.yaml"
+    template.write_text(text)
+    with pytest.raises(prompt.TemplateError, match=message):
+        prompt.build_prompt(context.build_context(row, "none"), prompt.load_template(template))
+
+
+def test_clis_write_context_and_prompt(tmp_path, lite_rows):
+    from scripts.select import write_selection
+
+    rows_path, index_path = tmp_path / "instances.jsonl", tmp_path / "index.json"
+    write_selection(lite_rows[:3], rows_path, index_path)
+    instance_id = lite_rows[1]["instance_id"]
+    context_path, prompt_path = tmp_path / "context.json", tmp_path / "prompt.json"
+    context.main(["--instances", str(rows_path), "--index", str(index_path), "--id", instance_id, "--out", str(context_path)])
+    prompt.main(["--context", str(context_path), "--out", str(prompt_path)])
+    assert json.loads(context_path.read_text())["instance_id"] == instance_id
+    assert lite_rows[1]["problem_statement"].strip() in json.loads(prompt_path.read_text())["messages"][1]["content"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("user: $nope\n")
+    with pytest.raises(SystemExit, match="prompt: prompt template bad"):
+        prompt.main(["--context", str(context_path), "--template", str(bad), "--out", str(tmp_path / "p2.json")])
+    assert not (tmp_path / "p2.json").exists()

@@ -1,0 +1,120 @@
+import json
+
+import pyarrow
+import pyarrow.parquet
+import pytest
+
+from conftest import LITE_DEV, LITE_TEST, assert_valid, read_rows, write_rows
+from scripts import select
+
+
+def test_select_by_ids_filter_count(lite_rows):
+    ids = [r["instance_id"] for r in lite_rows]
+    chosen = select.select(lite_rows, instances=[ids[5], ids[2], ids[5]])
+    assert [r["instance_id"] for r in chosen] == [ids[5], ids[2]]  # given order, no duplicates
+    django = select.select(lite_rows, id_filter=r"^django__", count=3)
+    assert [r["instance_id"] for r in django] == [i for i in ids if i.startswith("django__")][:3]
+    assert len(select.select(lite_rows, count=10)) == 10
+
+
+def test_shuffle_is_seeded(lite_rows):
+    first = [r["instance_id"] for r in select.select(lite_rows, shuffle=True, seed=3, count=5)]
+    again = [r["instance_id"] for r in select.select(lite_rows, shuffle=True, seed=3, count=5)]
+    other = [r["instance_id"] for r in select.select(lite_rows, shuffle=True, seed=4, count=5)]
+    assert first == again
+    assert first != other
+    assert first != [r["instance_id"] for r in lite_rows[:5]]
+
+
+def test_unknown_ids_are_named(lite_rows):
+    with pytest.raises(select.SelectionError, match="not in the dataset: nope__nope-1"):
+        select.select(lite_rows, instances=[lite_rows[0]["instance_id"], "nope__nope-1"])
+
+
+def test_empty_selection_stops(lite_rows):
+    with pytest.raises(select.SelectionError, match="selection is empty"):
+        select.select(lite_rows, id_filter="^zzz")
+
+
+def test_missing_fields_are_named(lite_rows):
+    rows = [dict(lite_rows[0]), dict(lite_rows[1])]
+    del rows[1]["base_commit"]
+    with pytest.raises(select.SelectionError, match=f"{rows[1]['instance_id']} lacks required field.*base_commit"):
+        select.select(rows)
+    rows[1]["base_commit"] = "abc"
+    del rows[1]["patch"]
+    select.select(rows)
+    with pytest.raises(select.SelectionError, match="patch"):
+        select.select(rows, required=["patch"])
+
+
+def test_row_without_id_is_named():
+    with pytest.raises(select.SelectionError, match="row 2"):
+        select.select([{"instance_id": "a"}, {"id": "b"}])
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet"])
+def test_load_file_formats(tmp_path, suffix):
+    rows = read_rows(LITE_DEV)
+    path = tmp_path / f"rows{suffix}"
+    if suffix == ".jsonl":
+        write_rows(path, rows)
+    elif suffix == ".json":
+        path.write_text(json.dumps(rows))
+    else:
+        pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), path)
+    assert select.load_rows(str(path), "test") == rows
+
+
+def test_load_file_errors(tmp_path):
+    with pytest.raises(select.SelectionError, match="does not exist"):
+        select.load_rows(str(tmp_path / "none.jsonl"), "test")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instance_id": "a"}\n{not json\n')
+    with pytest.raises(select.SelectionError, match="cannot be read"):
+        select.load_rows(str(bad), "test")
+    obj = tmp_path / "obj.json"
+    obj.write_text('{"instance_id": "a"}')
+    with pytest.raises(select.SelectionError, match="JSON list"):
+        select.load_rows(str(obj), "test")
+
+
+def test_hub_dataset_goes_through_datasets_offline(tmp_path, monkeypatch):
+    # The real datasets code path: offline and with an empty cache it cannot load, and says so.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(select.SelectionError) as error:
+        select.load_rows("lite", "test")
+    assert "SWE-bench/SWE-bench_Lite" in str(error.value)
+    assert "HF_HUB_OFFLINE" in str(error.value)
+
+
+def test_written_selection_is_indexed(tmp_path, lite_rows):
+    chosen = select.select(lite_rows, count=20)
+    rows_path, index_path = tmp_path / "instances.jsonl", tmp_path / "index.json"
+    select.write_selection(chosen, rows_path, index_path)
+    assert read_rows(rows_path) == chosen
+    index = json.loads(index_path.read_text())
+    assert_valid(index, "instance_index")
+    assert list(index) == [r["instance_id"] for r in chosen]
+    for row in chosen:
+        assert_valid(row, "instance")
+        assert select.read_row(rows_path, index_path, row["instance_id"]) == row
+
+
+def test_cli_writes_selection_and_takes_prediction_ids(tmp_path):
+    preds = tmp_path / "preds.jsonl"
+    rows = read_rows(LITE_TEST)
+    wanted = sorted(r["instance_id"] for r in rows[10:14])
+    write_rows(preds, [{"instance_id": i, "model_patch": ""} for i in wanted])
+    out, index = tmp_path / "out.jsonl", tmp_path / "index.json"
+    select.main(["--dataset", str(LITE_TEST), "--predictions", str(preds), "--out", str(out), "--index", str(index)])
+    assert [r["instance_id"] for r in read_rows(out)] == wanted
+
+
+def test_cli_error_exits_with_message(tmp_path, capsys):
+    out, index = tmp_path / "out.jsonl", tmp_path / "index.json"
+    with pytest.raises(SystemExit) as exit_:
+        select.main(["--dataset", str(LITE_DEV), "--instances", "x__y-1", "--out", str(out), "--index", str(index)])
+    assert "select: 1 instance id(s) not in the dataset: x__y-1" in str(exit_.value.code)
+    assert not out.exists() and not index.exists()

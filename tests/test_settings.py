@@ -1,0 +1,72 @@
+import pytest
+
+from scripts import settings
+
+
+def base_config(**changes):
+    config = {
+        "dataset": "lite", "split": "test", "instances": None, "filter": None, "shuffle": False, "seed": 0,
+        "count": None, "provider": "gold", "model": None, "replay_file": None, "context": "none",
+        "prompt_template": None, "predictions": None, "evaluation": "none", "run_id": None,
+    }
+    config.update(changes)
+    return config
+
+
+def test_environment_sits_between_file_and_command_line():
+    config = base_config(count=None, dataset="lite")
+    environ = {"SWEBENCH_COUNT": "7", "SWEBENCH_DATASET": "verified", "SWEBENCH_UNKNOWN": "x", "OTHER": "1"}
+    layered = settings.layer_environment(config, {"dataset": "full"}, environ)
+    assert layered["count"] == 7  # parsed like a --config value
+    assert layered["dataset"] == "lite"  # set with --config, so the environment does not apply
+    assert "unknown" not in layered
+    assert config["count"] is None  # the input is left alone
+
+
+def test_environment_empty_value_means_null():
+    layered = settings.layer_environment(base_config(count=3), {}, {"SWEBENCH_COUNT": ""})
+    assert layered["count"] is None
+
+
+@pytest.mark.parametrize("given, expected", [
+    (None, None), ("", None), ("a,b", ["a", "b"]), (" a , b ,", ["a", "b"]), (["a", " b"], ["a", "b"]),
+])
+def test_instance_list(given, expected):
+    assert settings.instance_list(given) == expected
+
+
+def test_run_id_defaults():
+    assert settings.run_id(base_config()) == "gold"
+    assert settings.run_id(base_config(provider="replay", replay_file="x/preds_old.jsonl")) == "replay-preds_old"
+    assert settings.run_id(base_config(model="org/My Model:7b")) == "gold-org-My-Model-7b"
+    assert settings.run_id(base_config(predictions="p/my_preds.jsonl")) == "predictions-my_preds"
+    assert settings.run_id(base_config(run_id="mine")) == "mine"
+
+
+def test_check_accepts_hub_names_and_existing_files(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("")
+    settings.check(base_config(dataset="SWE-bench/SWE-bench_Lite"))
+    settings.check(base_config(dataset=str(data)))
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"dataset": "missing.jsonl"}, ["dataset=missing.jsonl", "no such file"]),
+    ({"filter": "django-(1"}, ["filter", "not a valid regular expression"]),
+    ({"provider": "replay"}, ["replay_file=PATH"]),
+    ({"provider": "replay", "replay_file": "nope.jsonl"}, ["replay_file=nope.jsonl", "no such file"]),
+    ({"predictions": "nope.jsonl"}, ["predictions=nope.jsonl"]),
+    ({"prompt_template": "nope.yaml"}, ["prompt_template=nope.yaml"]),
+])
+def test_check_names_the_problem(changes, words):
+    with pytest.raises(settings.ConfigError) as error:
+        settings.check(base_config(**changes))
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_check_rejects_dataset_file_without_known_suffix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.txt").write_text("{}")
+    with pytest.raises(settings.ConfigError, match="must end in"):
+        settings.check(base_config(dataset="rows.txt"))

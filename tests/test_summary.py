@@ -1,0 +1,76 @@
+import json
+
+from conftest import assert_valid
+from scripts import summary
+
+RUN_INFO = {"run_id": "r", "mode": "generate", "dataset": "lite", "split": "test", "provider": "gold",
+            "model": "gold", "context": "none", "evaluation": "none"}
+
+
+def write_instance(run_dir, instance_id, response, patch):
+    folder = run_dir / "instances" / instance_id
+    folder.mkdir(parents=True)
+    (folder / "response.json").write_text(json.dumps(response))
+    (folder / "patch.json").write_text(json.dumps(patch))
+
+
+def response(instance_id, status="ok", reason=None, cost=0.0, latency=1.0, tokens=(0, 0)):
+    return {"instance_id": instance_id, "status": status, "failure_reason": reason, "failure_detail": reason and "why",
+            "cost_usd": cost, "latency_s": latency, "usage": {"input_tokens": tokens[0], "output_tokens": tokens[1]}}
+
+
+def patch(instance_id, status="valid", reason=None, problems=()):
+    return {"instance_id": instance_id, "status": status, "reason": reason, "problems": list(problems)}
+
+
+def test_summary_counts_every_outcome(tmp_path):
+    rows = [{"instance_id": i, "repo": repo} for i, repo in
+            [("a-1", "o/a"), ("a-2", "o/a"), ("b-1", "o/b"), ("b-2", "o/b"), ("b-3", "o/b")]]
+    write_instance(tmp_path, "a-1", response("a-1", cost=0.5, latency=2.0, tokens=(100, 10)), patch("a-1"))
+    write_instance(tmp_path, "a-2", response("a-2", cost=0.25, latency=4.0, tokens=(50, 5)),
+                   patch("a-2", "invalid", "invalid_diff", ["hunk 1 of x.py does not parse"]))
+    write_instance(tmp_path, "b-1", response("b-1", latency=1.0), patch("b-1", "empty", "no_diff"))
+    write_instance(tmp_path, "b-2", response("b-2", "failed", "no_answer_recorded", latency=0.0),
+                   patch("b-2", "empty", "generation_failed"))
+    write_instance(tmp_path, "b-3", response("b-3", latency=3.0), patch("b-3"))
+    predictions = [{"instance_id": i, "model_name_or_path": "m", "model_patch": "diff" if i in ("a-1", "b-3") else ""}
+                   for i in ("a-1", "a-2", "b-1", "b-2", "b-3")]
+    record = summary.summarise(rows, predictions, str(tmp_path), RUN_INFO)
+    assert_valid(record, "summary")
+    counts = record["counts"]
+    assert counts["selected"] == 5
+    assert counts["generation"] == {"ok": 4, "failed": 1, "by_reason": {"no_answer_recorded": 1}}
+    assert counts["patch"] == {"valid": 2, "empty": 2, "invalid": 1,
+                               "by_reason": {"invalid_diff": 1, "no_diff": 1, "generation_failed": 1}}
+    assert counts["predictions"] == {"total": 5, "non_empty": 2}
+    assert record["cost"] == {"total_usd": 0.75, "input_tokens": 150, "output_tokens": 15}
+    assert record["latency_s"] == {"p50": 2.0, "p90": 4.0, "max": 4.0}
+    assert record["per_repo"] == [{"repo": "o/a", "selected": 2, "with_patch": 1},
+                                  {"repo": "o/b", "selected": 3, "with_patch": 1}]
+    # a failed generation is reported at its own stage, not again as an empty patch
+    assert [(f["instance_id"], f["stage"], f["reason"]) for f in record["failures"]] == [
+        ("a-2", "patch", "invalid_diff"), ("b-1", "patch", "no_diff"), ("b-2", "generate", "no_answer_recorded")]
+    assert record["failures"][0]["detail"] == "hunk 1 of x.py does not parse"
+    assert record["failures"][2]["file"].endswith("instances/b-2/response.json")
+
+    markdown = summary.render_markdown(record)
+    assert "# Run r" in markdown
+    assert "| patch | invalid_diff | 1 |" in markdown
+    assert "| o/b | 3 | 1 |" in markdown
+    assert "| b-2 | generate | no_answer_recorded |" in markdown
+
+
+def test_summary_of_given_predictions_reads_no_instance_files(tmp_path):
+    rows = [{"instance_id": "a-1", "repo": "o/a"}]
+    predictions = [{"instance_id": "a-1", "model_name_or_path": "m", "model_patch": "diff"}]
+    record = summary.summarise(rows, predictions, str(tmp_path / "absent"), {**RUN_INFO, "mode": "predictions"})
+    assert_valid(record, "summary")
+    assert record["counts"]["generation"] is None and record["counts"]["patch"] is None
+    assert record["latency_s"] is None
+    assert "| predictions | with a patch | 1 |" in summary.render_markdown(record)
+
+
+def test_percentile():
+    assert summary.percentile([5.0], 0.9) == 5.0
+    assert summary.percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.5) == 5
+    assert summary.percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.9) == 9

@@ -1,0 +1,194 @@
+"""The whole workflow, run by the real snakemake on real SWE-bench rows."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import DATA, LITE_TEST, PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
+
+
+def lite_sample(tmp_path, count=4, start=0):
+    rows = read_rows(LITE_TEST)[start:start + count]
+    return write_rows(tmp_path / "sample.jsonl", rows), rows
+
+
+def test_gold_run_end_to_end_on_real_rows(tmp_path):
+    dataset, rows = lite_sample(tmp_path, count=5)
+    snakemake(tmp_path, "--config", f"dataset={dataset}")
+    run = tmp_path / "results" / "gold"
+    predictions = read_rows(run / "predictions.jsonl")
+    assert [p["instance_id"] for p in predictions] == sorted(r["instance_id"] for r in rows)
+    reference = {r["instance_id"]: r["patch"] for r in rows}
+    for p in predictions:
+        assert_valid(p, "prediction")
+        assert p["model_patch"] == reference[p["instance_id"]]
+        assert p["model_name_or_path"] == "gold"
+    summary = json.loads((run / "summary.json").read_text())
+    assert_valid(summary, "summary")
+    assert summary["counts"]["patch"]["valid"] == 5
+    for row in rows:
+        folder = run / "instances" / row["instance_id"]
+        for name in ("context", "prompt", "response"):
+            assert_valid(json.loads((folder / f"{name}.json").read_text()), name)
+    assert "| predictions | with a patch | 5 |" in (run / "summary.md").read_text()
+
+
+def test_reruns_redo_only_what_changed(tmp_path):
+    dataset, rows = lite_sample(tmp_path, count=4)
+    config = ["--config", f"dataset={dataset}"]
+    first = snakemake(tmp_path, *config)
+    assert jobs_run(first).count("generate") == 4
+
+    again = snakemake(tmp_path, *config)
+    assert jobs_run(again) == []
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    run = tmp_path / "results" / "gold"
+    victim = rows[2]["instance_id"]
+    untouched = run / "instances" / rows[0]["instance_id"] / "patch.json"
+    before = untouched.stat().st_mtime_ns
+    (run / "instances" / victim / "response.json").unlink()
+    redo = snakemake(tmp_path, *config)
+    assert jobs_run(redo) == ["all", "generate", "patch", "predictions", "summary"]
+    assert untouched.stat().st_mtime_ns == before
+
+    template = tmp_path / "terse.yaml"
+    template.write_text("user: 'Fix this issue in $repo with a diff:\n\n  $problem_statement'\n")
+    prompt_change = snakemake(tmp_path, *config, f"prompt_template={template}")
+    ran = jobs_run(prompt_change)
+    assert ran.count("prompt") == 4 and ran.count("generate") == 4
+    assert "select" not in ran and "context" not in ran
+    prompt = json.loads((run / "instances" / victim / "prompt.json").read_text())
+    assert prompt["template"] == "terse"
+
+
+def test_widening_the_selection_runs_only_the_new_instances(tmp_path):
+    dataset, rows = lite_sample(tmp_path, count=5)
+    snakemake(tmp_path, "--config", f"dataset={dataset}", "count=3")
+    wider = snakemake(tmp_path, "--config", f"dataset={dataset}", "count=5")
+    ran = jobs_run(wider)
+    assert ran.count("select") == 1
+    assert ran.count("context") == 2 and ran.count("generate") == 2
+    assert len(read_rows(tmp_path / "results" / "gold" / "predictions.jsonl")) == 5
+
+
+def test_killed_run_leaves_no_target_and_rerun_completes(tmp_path):
+    dataset, rows = lite_sample(tmp_path, count=3)
+    # A replay file that is a FIFO nobody writes: generate jobs block inside the provider.
+    fifo = tmp_path / "answers.jsonl"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"), "--directory",
+               str(tmp_path), "--cores", "2", "--config", f"dataset={dataset}", "provider=replay",
+               f"replay_file={fifo}", "run_id=killed"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    run = tmp_path / "results" / "killed"
+    deadline = time.monotonic() + 60
+    while not list(run.glob("instances/*/prompt.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    # Kill the generate jobs themselves, as an out-of-memory killer or a cluster would;
+    # with --keep-going the next one starts and blocks in turn.
+    while process.poll() is None and time.monotonic() < deadline:
+        subprocess.run(["pkill", "-KILL", "-f", f"scripts.generate .*{fifo}"])
+        time.sleep(0.3)
+    assert process.wait(timeout=10) != 0
+    assert list(run.glob("instances/*/prompt.json")), "the run never reached generation"
+    assert list(run.glob("instances/*/response.json")) == []
+    assert list(run.glob("**/.*.tmp")) == []
+
+    fifo.unlink()
+    write_rows(fifo, [{"instance_id": r["instance_id"], "full_output": f"<patch>\n{r['patch']}</patch>"} for r in rows])
+    snakemake(tmp_path, "--config", f"dataset={dataset}", "provider=replay", f"replay_file={fifo}", "run_id=killed")
+    predictions = read_rows(run / "predictions.jsonl")
+    assert {p["instance_id"]: p["model_patch"] for p in predictions} == {r["instance_id"]: r["patch"] for r in rows}
+
+
+def test_replay_of_real_answers_records_outcomes(tmp_path):
+    replay_file = DATA / "preds_oracle_acecoder-qwen2.5-coder-7b_litesubset.jsonl"
+    answers = read_rows(replay_file)[:8]
+    lite = {r["instance_id"]: r for r in read_rows(LITE_TEST)}
+    rows = [lite[a["instance_id"]] for a in answers]
+    dataset = write_rows(tmp_path / "sample.jsonl", rows)
+    snakemake(tmp_path, "--config", f"dataset={dataset}", "provider=replay", f"replay_file={replay_file}")
+    run = tmp_path / "results" / "replay-preds_oracle_acecoder-qwen2.5-coder-7b_litesubset"
+    summary = json.loads((run / "summary.json").read_text())
+    patch_counts = summary["counts"]["patch"]
+    assert patch_counts["valid"] + patch_counts["empty"] + patch_counts["invalid"] == 8
+    predictions = {p["instance_id"]: p["model_patch"] for p in read_rows(run / "predictions.jsonl")}
+    for row in rows:
+        record = json.loads((run / "instances" / row["instance_id"] / "patch.json").read_text())
+        assert (predictions[row["instance_id"]] != "") == (record["status"] == "valid")
+
+
+def test_existing_predictions_are_evaluated_as_given(tmp_path):
+    given = DATA / "preds_20240617_moatless_gpt4o.jsonl"
+    result = snakemake(tmp_path, "--config", f"dataset={LITE_TEST}", f"predictions={given}", "filter=^psf__")
+    assert "generate" not in jobs_run(result)
+    run = tmp_path / "results" / "predictions-preds_20240617_moatless_gpt4o"
+    predictions = read_rows(run / "predictions.jsonl")
+    expected = {p["instance_id"]: p for p in read_rows(given) if p["instance_id"].startswith("psf__")}
+    assert [p["instance_id"] for p in predictions] == sorted(expected)
+    for p in predictions:
+        assert p["model_patch"] == expected[p["instance_id"]]["model_patch"]
+        assert p["model_name_or_path"] == expected[p["instance_id"]]["model_name_or_path"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["mode"] == "predictions" and summary["counts"]["selected"] == len(expected)
+
+
+def test_environment_settings_and_their_precedence(tmp_path):
+    dataset, rows = lite_sample(tmp_path, count=4)
+    env = {"SWEBENCH_DATASET": str(dataset), "SWEBENCH_COUNT": "3", "SWEBENCH_RUN_ID": "from-env"}
+    snakemake(tmp_path, env=env)
+    assert len(read_rows(tmp_path / "results" / "from-env" / "predictions.jsonl")) == 3
+    snakemake(tmp_path, "--config", "count=2", "run_id=from-cli", env=env)
+    assert len(read_rows(tmp_path / "results" / "from-cli" / "predictions.jsonl")) == 2
+
+
+@pytest.mark.parametrize("config, message", [
+    (["provider=nobody"], "provider: 'nobody' is not one of ['gold', 'replay']"),
+    (["count=many"], "count: 'many' is not of type 'integer', 'null'"),
+    (["dataset=nowhere.jsonl"], "dataset=nowhere.jsonl: no such file"),
+    (["provider=replay"], "provider=replay needs the earlier answers"),
+    (["filter=(unclosed"], "is not a valid regular expression"),
+    (["run_id=a/b"], "run_id: 'a/b' does not match"),
+    (["count=0"], "count: 0 is less than the minimum of 1"),
+    (["modle=x"], "'modle' was unexpected"),
+])
+def test_misconfiguration_stops_before_any_job(tmp_path, config, message):
+    result = snakemake(tmp_path, "--config", *config, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Invalid configuration" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("config, message", [
+    (["instances=nope__nope-1"], "1 instance id(s) not in the dataset: nope__nope-1"),
+    (["filter=^zzz"], "the selection is empty"),
+])
+def test_bad_selection_stops_at_the_select_job(tmp_path, config, message):
+    result = snakemake(tmp_path, "--config", f"dataset={LITE_TEST}", *config, check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert jobs_run(result) == []
+    assert not (tmp_path / "results" / "gold" / "instances").exists()
+
+
+def test_row_without_required_field_is_named(tmp_path):
+    rows = read_rows(LITE_TEST)[:2]
+    del rows[1]["problem_statement"]
+    dataset = write_rows(tmp_path / "broken.jsonl", rows)
+    result = snakemake(tmp_path, "--config", f"dataset={dataset}", check=False)
+    assert result.returncode != 0
+    assert f"instance {rows[1]['instance_id']} lacks required field(s) problem_statement" in result.stdout + result.stderr
+
+
+def test_example_dataset_of_the_readme(tmp_path):
+    snakemake(tmp_path, "--config", f"dataset={PROJECT / 'examples' / 'tiny.jsonl'}")
+    predictions = read_rows(tmp_path / "results" / "gold" / "predictions.jsonl")
+    reference = {r["instance_id"]: r["patch"] for r in read_rows(PROJECT / "examples" / "tiny.jsonl")}
+    assert {p["instance_id"]: p["model_patch"] for p in predictions} == reference
