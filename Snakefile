@@ -18,6 +18,7 @@ include: "rules/prompt.smk"
 include: "rules/generate.smk"
 include: "rules/patch.smk"
 include: "rules/predictions.smk"
+include: "rules/evaluate.smk"
 include: "rules/summary.smk"
 
 

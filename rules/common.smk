@@ -1,6 +1,7 @@
 # Configuration, checked before any job runs, and the input functions of the rules.
 import json
 import os
+import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -20,6 +21,8 @@ def checked_config(config):
     try:
         validate(config, "../schemas/config.schema.yaml")
         settings.check(config)
+        if not workflow.output_settings.dryrun:  # a dry run sends no request
+            settings.check_api_key(config, os.environ)
     except WorkflowError as e:
         sys.exit(f"Invalid configuration: {settings.describe_schema_error(e)}")
     except settings.ConfigError as e:
@@ -29,11 +32,23 @@ def checked_config(config):
 
 config.update(checked_config(config))
 
+if config["evaluation"] != "none" and not workflow.output_settings.dryrun:
+    from scripts import evaluate
+
+    try:  # what the evaluation backend needs: the daemon, a key, credentials, disk
+        evaluate.preflight(config, os.environ)
+    except evaluate.PreflightError as e:
+        sys.exit(f"Cannot evaluate: {e}")
+
 RUN = f"results/{settings.run_id(config)}"
 MODEL = settings.model_name(config) if not config["predictions"] else None
 PYTHON = f"{sys.executable} -m scripts"
 INSTANCES = f"{RUN}/instances.jsonl"
 INDEX = f"{RUN}/instances.index.json"
+# The retrieval dataset (context=bm25_13K/27K/40K) and the files the select step takes from it.
+RETRIEVAL = settings.retrieval_source(config)
+RETRIEVAL_ROWS = f"{RUN}/retrieval.jsonl"
+RETRIEVAL_INDEX = f"{RUN}/retrieval.index.json"
 
 
 wildcard_constraints:
@@ -62,7 +77,23 @@ def run_targets(wildcards):
     targets = [f"{RUN}/summary.json", f"{RUN}/summary.md"]
     if not config["predictions"]:
         targets += [path for name in INSTANCE_FILES for path in per_instance(name)(wildcards)]
+    if config["evaluation"] != "none":
+        names = ["report.json"] + (["given_patch.sha256"] if config["predictions"] else [])
+        targets += [path for name in names for path in per_instance(name)(wildcards)] + [f"{RUN}/evaluation.json"]
     return targets
+
+
+class Untracked:
+    """A rule parameter that is no rerun trigger. Snakemake reruns a job whose params differ
+    from the last run's, comparing the values it can represent (strings, numbers, lists...);
+    it leaves out other objects, like this one, which a shell command shows as its text. Not
+    being a string, it is not filled with wildcards either (repo_url holds a literal {repo})."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
 
 
 def selection_inputs():

@@ -1,18 +1,32 @@
+# Runs in Snakemake's own process when threads are used (the default profile sets
+# force-use-threads), so the model clients are imported once, not once per instance.
+# A request waits on the network, not on a core: threads 0 leaves the cores to the other
+# stages, and `--resources api=N` alone bounds the requests in flight.
 rule generate:
     input:
         **selection_inputs(),
         prompt=f"{RUN}/instances/{{id}}/prompt.json",
+        # to rebuild the prompt with less code context when the model says it is too long
+        context=f"{RUN}/instances/{{id}}/context.json",
+        template=rules.prompt.input.template,
     output:
         f"{RUN}/instances/{{id}}/response.json",
     params:
+        # The settings that change an answer: a change reruns generation and what follows.
         provider=config["provider"],
         model=MODEL,
-        replay=f"--replay-file {config['replay_file']}" if config["replay_file"] else "",
+        base_url=config["base_url"],
+        temperature=config["temperature"],
+        max_output_tokens=config["max_output_tokens"],
+        replay_file=config["replay_file"],
+    threads: 0
     resources:
         api=1,
     log:
         f"{RUN}/logs/{{id}}/generate.log",
-    shell:
-        PYTHON + ".generate --prompt {input.prompt:q} --instances {input.instances:q} --index {input.index:q}"
-        " --id {wildcards.id:q} --provider {params.provider} --model {params.model:q} {params.replay}"
-        " --out {output:q} 2> {log:q}"
+    run:
+        from scripts import generate
+
+        generate.run(input.prompt, input.context, input.template, input.instances, input.index,
+                     wildcards.id, params.provider, params.model,
+                     generate.api_settings(params.provider, config, RUN), output[0], log[0])

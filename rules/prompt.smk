@@ -1,7 +1,8 @@
 rule prompt:
     input:
         context=f"{RUN}/instances/{{id}}/context.json",
-        template=config["prompt_template"] or f"{workflow.basedir}/scripts/templates/style3.yaml",
+        # A new template (or prompt_style) is a new input: it reruns the prompts and what follows.
+        template=config["prompt_template"] or f"{workflow.basedir}/scripts/templates/{config['prompt_style']}.yaml",
     output:
         f"{RUN}/instances/{{id}}/prompt.json",
     log:

@@ -1,10 +1,11 @@
 checkpoint select:
     input:
-        # A local dataset or predictions file that changes makes a new selection.
-        [path for path in (config["dataset"], config["predictions"]) if path and os.path.isfile(path)],
+        # A local dataset, predictions or retrieval file that changes makes a new selection.
+        [path for path in (config["dataset"], config["predictions"], RETRIEVAL) if path and os.path.isfile(path)],
     output:
         rows=INSTANCES,
         index=INDEX,
+        **({"retrieval": RETRIEVAL_ROWS, "retrieval_index": RETRIEVAL_INDEX} if RETRIEVAL else {}),
     params:
         dataset=config["dataset"],
         split=config["split"],
@@ -14,9 +15,16 @@ checkpoint select:
         seed=config["seed"],
         first_n=f"--count {config['count']}" if config["count"] else "",
         predictions=f"--predictions {config['predictions']}" if config["predictions"] else "",
-        require="patch" if config["provider"] == "gold" and not config["predictions"] else "",
+        require=(
+            "patch" if (config["provider"] == "gold" or config["context"] == "oracle") and not config["predictions"]
+            else ""
+        ),
+        retrieval=(
+            f"--retrieval {shlex.quote(RETRIEVAL)} --retrieval-out {RETRIEVAL_ROWS} --retrieval-index {RETRIEVAL_INDEX}"
+            if RETRIEVAL else ""
+        ),
     shell:
         PYTHON + ".select --dataset {params.dataset:q} --split {params.split:q}"
         " --instances={params.instances:q} --filter={params.filter:q} {params.shuffle}"
         " --seed {params.seed} {params.first_n} {params.predictions} --require={params.require:q}"
-        " --out {output.rows:q} --index {output.index:q}"
+        " {params.retrieval} --out {output.rows:q} --index {output.index:q}"

@@ -5,6 +5,7 @@ rule summary:
         # Read by the summary from the run folder; listed so that they are made first.
         responses=[] if config["predictions"] else per_instance("response.json"),
         patches=[] if config["predictions"] else per_instance("patch.json"),
+        evaluation=[f"{RUN}/evaluation.json"] if config["evaluation"] != "none" else [],
     output:
         json=f"{RUN}/summary.json",
         md=f"{RUN}/summary.md",
@@ -21,4 +22,5 @@ rule summary:
     shell:
         PYTHON + ".summary --instances {input.instances:q} --predictions {input.predictions:q}"
         " --run-dir {params.run_dir:q} --run-info {params.run_info:q}"
-        " --out-json {output.json:q} --out-md {output.md:q}"
+        + (" --evaluation {input.evaluation:q}" if config["evaluation"] != "none" else "")
+        + " --out-json {output.json:q} --out-md {output.md:q}"

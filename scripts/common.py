@@ -1,4 +1,5 @@
 """File helpers shared by the stages: atomic writes and JSON/JSONL reading."""
+import contextlib
 import json
 import os
 import tempfile
@@ -7,12 +8,20 @@ from pathlib import Path
 
 def write_text_atomic(path, text):
     """Write text so that readers see either the old file or the whole new one."""
+    with open_atomic(path) as f:
+        f.write(text)
+
+
+@contextlib.contextmanager
+def open_atomic(path):
+    """A text file to write bit by bit; it appears under path, whole, only when the block ends
+    without an error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

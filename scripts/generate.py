@@ -1,15 +1,21 @@
 """Generate: ask the provider for an answer to the prompt and keep it raw in response.json.
 
-A provider is a function (prompt, row, settings) -> dict with `answer`, `stop_reason`
-and `usage`. It raises PermanentFailure for an outcome that retrying cannot change (the
-failure is recorded as the instance's result); any other exception is a transient
-fault: the job fails, nothing is written, and a rerun tries again.
+Providers: `gold` (the reference patch), `replay` (earlier answers from a JSONL file),
+and the APIs in providers.py (`openai`, `anthropic`). An API request is retried on
+transient faults with exponential backoff and jitter (or the wait the server asks
+for), up to max_attempts, every attempt recorded. What retrying cannot change is a
+result: a refusal, or a prompt that does not fit even without its code context.
+A transient fault that outlasts the attempts, a spent budget or a rejected request fail
+the job and write nothing, so that a rerun tries again.
 """
-import argparse
 import json
+import os
+import random
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
+from scripts import costs, providers
 from scripts.common import read_json, write_json_atomic
 from scripts.select import read_row
 
@@ -21,13 +27,21 @@ class PermanentFailure(Exception):
         self.detail = detail
 
 
+class GenerationFailed(Exception):
+    """The job fails and writes nothing; a rerun retries the instance."""
+
+
+def now():
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
 def no_usage():
-    return {"input_tokens": 0, "output_tokens": 0}
+    return {"input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "cache_write_tokens": 0}
 
 
 def gold(prompt, row, settings):
     """The instance's reference patch: checks an evaluation setup end to end."""
-    return {"answer": row["patch"], "stop_reason": "gold", "usage": no_usage()}
+    return providers.Answer(row["patch"], "gold", "gold", no_usage())
 
 
 def find_jsonl_row(path, instance_id):
@@ -48,58 +62,157 @@ def replay(prompt, row, settings):
     if recorded is None:
         raise PermanentFailure("no_answer_recorded", f"{settings['replay_file']} has no answer for this instance")
     answer = recorded.get("full_output") or recorded.get("model_patch") or ""
-    return {"answer": answer, "stop_reason": "replay", "usage": no_usage()}
+    return providers.Answer(answer, "replay", "replay", no_usage())
 
 
-PROVIDERS = {"gold": gold, "replay": replay}
+LOCAL_PROVIDERS = {"gold": gold, "replay": replay}
+PROVIDERS = sorted([*LOCAL_PROVIDERS, *providers.ASK])
 
 
-def now():
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+def redact(text, settings):
+    key = settings.get("api_key")
+    return text.replace(key, "[redacted]") if key and len(key) > 3 else text
 
 
-def generate(prompt, row, provider, model, settings):
-    """The response record for one instance; raises on a transient fault."""
+def backoff_seconds(attempt, settings):
+    """Exponential backoff with jitter: base * 2^(attempt-1), capped, times a random 0.5 to 1."""
+    return min(settings["retry_backoff"] * 2 ** (attempt - 1), 60.0) * random.uniform(0.5, 1.0)
+
+
+def without_last_file(context, template):
+    """The context minus its lowest-ranked file and the prompt messages rebuilt from it."""
+    from scripts import prompt as prompt_stage
+
+    smaller = dict(context, files=context["files"][:-1])
+    return smaller, prompt_stage.build_prompt(smaller, template)["messages"]
+
+
+def attempt_record(started, clock, error=None, status=None, wait=0.0):
+    return {"started_at": started, "latency_s": round(time.monotonic() - clock, 3), "error": error,
+            "status": status, "wait_s": round(wait, 3)}
+
+
+def ask_with_retries(prompt, row, provider, model, settings, context=None, template=None, log=print):
+    """(Answer, attempts, dropped context files) from an API provider."""
+    messages, attempts, dropped = prompt["messages"], [], []
+    last_error = None
+    if context:  # start from the files the prompt holds: the prompt stage may have left some out
+        left_out = set(prompt.get("dropped_files") or [])
+        context = dict(context, files=[f for f in context["files"] if f["path"] not in left_out])
+    for number in range(1, settings["max_attempts"] + 1):
+        costs.check_budget(settings["ledger"], settings.get("max_cost"))
+        started, clock = now(), time.monotonic()
+        try:
+            answer = providers.ask(provider, messages, model, settings)
+        except providers.Transient as error:
+            last_error = redact(str(error), settings)
+            wait = error.retry_after if error.retry_after is not None else backoff_seconds(number, settings)
+            attempts.append(attempt_record(started, clock, last_error, error.status, wait))
+            log(f"attempt {number}: {last_error}; waiting {wait:.1f} s")
+            if number < settings["max_attempts"]:
+                time.sleep(wait)
+            continue
+        except providers.ContextTooLong as error:
+            last_error = redact(str(error), settings)
+            attempts.append(attempt_record(started, clock, last_error, 400))
+            if not (context and context["files"] and template):
+                raise PermanentFailure("context_too_long", f"the prompt does not fit the model even "
+                                       f"without code context ({last_error})")
+            dropped.append(context["files"][-1]["path"])
+            context, messages = without_last_file(context, template)
+            log(f"attempt {number}: {last_error}; dropping {dropped[-1]} from the context")
+            continue
+        except providers.Rejected as error:
+            raise GenerationFailed(f"{provider} rejected the request: {redact(str(error), settings)}") from None
+        attempts.append(attempt_record(started, clock, status=200))
+        return answer, attempts, dropped
+    if attempts and attempts[-1]["status"] == 400:
+        raise PermanentFailure("context_too_long", f"still too long after dropping {len(dropped)} file(s): {last_error}")
+    raise GenerationFailed(f"no answer after {len(attempts)} attempt(s); last error: {last_error}")
+
+
+def generate(prompt, row, provider, model, settings, context=None, template=None, log=print):
+    """The response record for one instance; raises GenerationFailed or BudgetSpent on what a rerun may fix."""
     started, clock = now(), time.monotonic()
+    attempts, dropped, cost, price = None, [], 0.0, None
     try:
-        result = PROVIDERS[provider](prompt, row, settings)
-        status, failure = "ok", None
-    except PermanentFailure as e:
-        result = {"answer": None, "stop_reason": None, "usage": no_usage()}
-        status, failure = "failed", {"reason": e.reason, "detail": e.detail}
+        if provider in LOCAL_PROVIDERS:
+            answer = LOCAL_PROVIDERS[provider](prompt, row, settings)
+        else:
+            answer, attempts, dropped = ask_with_retries(prompt, row, provider, model, settings, context, template, log)
+            price = costs.price_for(model, settings["prices"])
+            if price is None:
+                log(f"warning: no price known for model {model}; its cost counts as 0 (add it with the prices setting)")
+            else:
+                cost = costs.cost_usd(answer.usage, price)
+            costs.record_spend(settings["ledger"], row["instance_id"], cost)
+        status, reason, detail = "ok", None, None
+        if answer.stop_reason in ("refusal", "content_filter"):
+            status, reason, detail = "failed", "refused", f"the model stopped with {answer.raw_stop_reason}"
+    except PermanentFailure as failure:
+        answer = providers.Answer(None, None, None, no_usage())
+        status, reason, detail = "failed", failure.reason, failure.detail
     latency = round(time.monotonic() - clock, 3)
     return {
         "instance_id": row["instance_id"],
         "provider": provider,
         "model": model,
         "status": status,
-        "failure_reason": failure and failure["reason"],
-        "failure_detail": failure and failure["detail"],
-        "answer": result["answer"],
-        "stop_reason": result["stop_reason"],
-        "usage": result["usage"],
-        "cost_usd": result.get("cost_usd", 0.0),
+        "failure_reason": reason,
+        "failure_detail": detail,
+        "answer": answer.text,
+        "stop_reason": answer.stop_reason,
+        "raw_stop_reason": answer.raw_stop_reason,
+        "usage": answer.usage,
+        "cost_usd": cost,
+        "price_per_million": price,
         "latency_s": latency,
-        "attempts": result.get("attempts") or [{"started_at": started, "latency_s": latency, "error": None}],
+        "attempts": attempts or [attempt_record(started, clock)],
+        "dropped_context_files": dropped,
         "created_at": now(),
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--prompt", required=True)
-    parser.add_argument("--instances", required=True)
-    parser.add_argument("--index", required=True)
-    parser.add_argument("--id", required=True)
-    parser.add_argument("--provider", choices=sorted(PROVIDERS), required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--replay-file")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    row = read_row(args.instances, args.index, args.id)
-    settings = {"replay_file": args.replay_file}
-    write_json_atomic(args.out, generate(read_json(args.prompt), row, args.provider, args.model, settings))
+def api_settings(provider, config, run_dir):
+    """Settings of a request from the run's config and the environment (where the key lives)."""
+    base_url = config.get("base_url") or (os.environ.get(f"{provider.upper()}_BASE_URL") if provider in providers.ASK else None)
+    key_variable = providers.KEY_VARIABLES.get(provider)
+    return {
+        "replay_file": config.get("replay_file"),
+        "base_url": base_url,
+        # Servers behind base_url (vLLM, Ollama, ...) often need no key, but the clients want one.
+        "api_key": key_variable and (os.environ.get(key_variable) or ("unused" if base_url else None)),
+        "temperature": config.get("temperature"),
+        "max_output_tokens": config.get("max_output_tokens", 4096),
+        "request_timeout": config.get("request_timeout", 600),
+        "max_attempts": config.get("max_attempts", 6),
+        "retry_backoff": config.get("retry_backoff", 2.0),
+        "max_cost": config.get("max_cost"),
+        "prices": costs.load_prices(config.get("prices")),
+        "ledger": str(Path(run_dir) / "spend.jsonl"),
+    }
 
 
-if __name__ == "__main__":
-    main()
+def run(prompt_path, context_path, template_path, rows_path, index_path, instance_id, provider, model,
+        settings, out_path, log_path):
+    """The stage: read the instance's files, ask, write response.json (or nothing, by raising)."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log_file:
+        def log(message):
+            log_file.write(f"{now()} {instance_id}: {message}\n")
+            log_file.flush()
+
+        template = None
+        if template_path and provider in providers.ASK:
+            from scripts.prompt import load_template
+
+            template = load_template(template_path)
+        try:
+            record = generate(read_json(prompt_path), read_row(rows_path, index_path, instance_id), provider, model,
+                              settings, read_json(context_path) if context_path else None, template, log)
+        except (GenerationFailed, costs.BudgetSpent) as error:
+            log(f"error: {error}")
+            raise GenerationFailed(f"{instance_id}: {error} (log: {log_path})") from None
+        write_json_atomic(out_path, record)
+        log(f"{record['status']} {record['failure_reason'] or record['stop_reason']}, "
+            f"{record['cost_usd']:.6f} USD, {record['latency_s']} s")

@@ -2,11 +2,14 @@
 
 Reads the generate stage's response.json and writes two files: patch.diff, the text that
 becomes the prediction's model_patch (empty unless the patch is valid), and patch.json, the
-verdict (see schemas/patch.schema.json).
+verdict (see schemas/patch.schema.json). An answer made of search/replace edit blocks (the
+search_replace prompt style) is applied to the files of the instance's context.json and
+turned into a unified diff.
 
-    python -m scripts.patch --response RESPONSE_JSON --diff OUT_DIFF --record OUT_JSON
+    python -m scripts.patch --response RESPONSE_JSON [--context CONTEXT_JSON] --diff OUT_DIFF --record OUT_JSON
 """
 import argparse
+import difflib
 import re
 import sys
 
@@ -27,6 +30,13 @@ PATCH_BLOCK = re.compile(r"<patch>(.*?)(?:</patch>|\Z)", re.DOTALL)
 # What some models print when they stop: <|endoftext|>, <|im_end|>, </s>.
 END_TOKEN = re.compile(r"(?:<\|[\w.-]{1,40}\|>|</s>)\Z")
 LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+# Search/replace edit blocks: "<<<<<<< SEARCH", "=======", ">>>>>>> REPLACE" on lines of their own.
+EDIT_START = re.compile(r"\s*<{7} ?SEARCH\s*")
+EDIT_DIVIDER = re.compile(r"\s*={7}\s*")
+EDIT_END = re.compile(r"\s*>{7} ?REPLACE\s*")
+FENCE_LINE = re.compile(r"\s*(`{3,}|~{3,})[\w+.-]*\s*")
+# A path alone on its line, perhaps in backticks or bold, after a heading mark, before a colon.
+PATH_LINE = re.compile(r"[#*`\s]*(?:\./)?([^\s`*]+?)[`*:\s]*")
 
 
 # ---------------------------------------------------------------- reading diff lines
@@ -560,6 +570,116 @@ def patch_stats(text):
     return {"files": files, "hunks": hunks, "lines_added": added, "lines_removed": removed}
 
 
+# ---------------------------------------------------------------- search/replace edits
+
+def edit_path(lines, start, previous):
+    """The file an edit block starting at lines[start] changes: the nearest line above that
+    is not blank or a code fence, or the previous block's file when that line ends a block."""
+    index = start - 1
+    while index >= 0 and (not lines[index].strip() or FENCE_LINE.fullmatch(lines[index])):
+        index -= 1
+    if index < 0 or EDIT_END.fullmatch(lines[index]):
+        return previous
+    match = PATH_LINE.fullmatch(lines[index])
+    return match.group(1) if match else previous
+
+
+def find_edits(answer):
+    """The edit blocks of an answer as (path, search lines, replace lines), and problems."""
+    lines = [line.rstrip("\r") for line in answer.split("\n")]
+    edits, problems, index, path = [], [], 0, None
+    while index < len(lines):
+        if not EDIT_START.fullmatch(lines[index]):
+            index += 1
+            continue
+        path = edit_path(lines, index, path)
+        divider = next((i for i in range(index + 1, len(lines)) if EDIT_DIVIDER.fullmatch(lines[i])), len(lines))
+        end = next((i for i in range(divider + 1, len(lines)) if EDIT_END.fullmatch(lines[i])), None)
+        if end is None:
+            problems.append(f"edit {len(edits) + 1}: the block is not closed with '=======' and '>>>>>>> REPLACE'")
+            break
+        if path is None:
+            problems.append(f"edit {len(edits) + 1}: no file path on the line above '<<<<<<< SEARCH'")
+        else:
+            edits.append((path, lines[index + 1:divider], lines[divider + 1:end]))
+        index = end + 1
+    return edits, problems
+
+
+def find_lines(lines, search):
+    """Index where the run of lines `search` starts in lines (which keep their endings), or
+    None. Exact first; then ignoring trailing whitespace, which models often drop."""
+    for clean in (lambda line: line.rstrip("\r\n"), lambda line: line.rstrip()):
+        wanted = [clean(line) for line in search]
+        have = [clean(line) for line in lines]
+        for start in range(len(lines) - len(search) + 1):
+            if have[start:start + len(search)] == wanted:
+                return start
+    return None
+
+
+def file_diff(path, old_lines, new_lines, first_line, created):
+    """A git-style unified diff of one file; hunk line numbers are shifted for an excerpt
+    that starts at first_line."""
+    shift = first_line - 1
+    headers = [f"diff --git a/{path} b/{path}\n"]
+    headers += ["new file mode 100644\n", "--- /dev/null\n"] if created else [f"--- a/{path}\n"]
+    headers.append(f"+++ b/{path}\n")
+    body = []
+    for line in list(difflib.unified_diff(old_lines, new_lines, n=3))[2:]:
+        match = HUNK_HEADER.fullmatch(line.rstrip("\n"))
+        if match and shift:
+            old_start, new_start = int(match.group(1)) + shift, int(match.group(3)) + shift
+            line = f"@@ -{old_start},{match.group(2) or 1} +{new_start},{match.group(4) or 1} @@\n"
+        body.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    return "".join(headers + body) if body else ""
+
+
+def edits_to_diff(edits, files):
+    """Apply edits to files ({path: context file entry}) and return (diff text, problems).
+
+    An edit whose SEARCH part is not in its file, or whose file the context does not hold,
+    is a problem; an empty SEARCH part creates a file that does not exist.
+    """
+    current, created, problems = {}, set(), []
+    for number, (path, search, replace) in enumerate(edits, 1):
+        name = f"edit {number} ({path})"
+        if path not in current:
+            if path in files:
+                current[path] = split_lines(files[path]["content"])
+            elif not any(line.strip() for line in search):
+                current[path] = []
+                created.add(path)
+            else:
+                problems.append(f"{name}: the file is not among the context files, so the edit cannot be applied")
+                continue
+        lines = current[path]
+        if not any(line.strip() for line in search):
+            if path in created and not lines:
+                lines.extend(line + "\n" for line in replace)
+            else:
+                problems.append(f"{name}: the SEARCH part is empty but the file exists")
+            continue
+        start = find_lines(lines, search)
+        if start is None:
+            problems.append(f"{name}: the SEARCH part is not in the file; it begins {quoted(search[0])}")
+            continue
+        end = start + len(search)
+        new = [line + "\n" for line in replace]
+        if new and not lines[end - 1].endswith("\n"):
+            new[-1] = new[-1][:-1]  # the file had no final newline: keep it that way
+        lines[start:end] = new
+    diffs = []
+    for path, lines in current.items():
+        old = [] if path in created else split_lines(files[path]["content"])
+        first_line = 1 if path in created else files[path].get("first_line", 1)
+        diffs.append(file_diff(path, old, lines, first_line, path in created))
+    text = "".join(diffs)
+    if not text and not problems:
+        problems.append("the edits change nothing")
+    return text, problems
+
+
 # ---------------------------------------------------------------- the stage
 
 def check_response(response):
@@ -581,8 +701,10 @@ def check_response(response):
     return instance_id, status, answer
 
 
-def make_patch(response):
-    """(patch text, record) for one response; the text is "" unless the record's status is "valid"."""
+def make_patch(response, context=None):
+    """(patch text, record) for one response; the text is "" unless the record's status is "valid".
+
+    context is the instance's context record; search/replace edits are applied to its files."""
     instance_id, status, answer = check_response(response)
     record = {
         "instance_id": instance_id, "status": "empty", "reason": None, "generation_failure": None,
@@ -595,6 +717,17 @@ def make_patch(response):
     if answer is None or not answer.strip():
         record["reason"] = "empty_answer"
         return "", record
+    edits, edit_problems = find_edits(answer)
+    if edits or edit_problems:
+        files = {f["path"]: f for f in (context or {}).get("files", [])}
+        text, problems = edits_to_diff(edits, files)
+        problems = edit_problems + problems + (validate(text) if text and not problems else [])
+        record.update(source="search_replace", problems=problems, **patch_stats(text))
+        if problems:
+            record.update(status="invalid", reason="invalid_edits", rejected_patch=text)
+            return "", record
+        record["status"] = "valid"
+        return text, record
     diff_text, source = extract_diff(answer)
     if diff_text is None:
         record["reason"] = "no_diff"
@@ -612,9 +745,9 @@ def make_patch(response):
     return text, record
 
 
-def run(response_path, diff_path, record_path):
-    """Read response.json, write patch.diff and patch.json; return the record."""
-    patch_text, record = make_patch(read_json(response_path))
+def run(response_path, diff_path, record_path, context_path=None):
+    """Read response.json (and context.json), write patch.diff and patch.json; return the record."""
+    patch_text, record = make_patch(read_json(response_path), read_json(context_path) if context_path else None)
     write_text_atomic(diff_path, patch_text)
     write_json_atomic(record_path, record)
     return record
@@ -623,10 +756,11 @@ def run(response_path, diff_path, record_path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Extract, repair and check the patch in a model's answer.")
     parser.add_argument("--response", required=True, help="response.json written by the generate stage")
+    parser.add_argument("--context", help="context.json, whose files search/replace edits are applied to")
     parser.add_argument("--diff", required=True, help="where to write patch.diff")
     parser.add_argument("--record", required=True, help="where to write patch.json")
     args = parser.parse_args(argv)
-    record = run(args.response, args.diff, args.record)
+    record = run(args.response, args.diff, args.record, args.context)
     verdict = f"{record['status']} ({record['reason']})" if record["reason"] else record["status"]
     print(f"{record['instance_id']}: patch {verdict}", file=sys.stderr)
     return 0

@@ -2,7 +2,10 @@
 
 A template is a YAML file with `user` (and optionally `system` and `name`) strings whose
 $placeholders are filled from the context: $instance_id $repo $base_commit
-$problem_statement $code.
+$problem_statement $code. `line_numbers: false` shows the code without line numbers
+(search/replace edits must quote lines exactly). The prompt is counted with the context's
+tokenizer; if it exceeds the context's budget (a template longer than the context stage
+allowed for), the lowest-ranked files are dropped until it fits.
 """
 import argparse
 import string
@@ -11,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from scripts.common import read_json, write_json_atomic
-from scripts.context import TOKEN_COUNTER, count_tokens
+from scripts.context import render_file
+from scripts.tokens import count_tokens, describe, tokenizer_of
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "style3.yaml"
 NO_CODE = "(No code is given: work out from the issue which files to change.)"
@@ -33,25 +37,20 @@ def load_template(path):
     return template
 
 
-def render_code(files):
-    """Files in the style-3 layout: every line numbered, between start and end markers."""
+def render_code(files, line_numbers=True):
+    """Files in the style-3 layout: each between start and end markers, lines numbered."""
     if not files:
         return NO_CODE
-    blocks = []
-    for f in files:
-        lines = f["content"].splitlines()
-        numbered = "\n".join(f"{f.get('first_line', 1) + n} {line}" for n, line in enumerate(lines))
-        blocks.append(f"[start of {f['path']}]\n{numbered}\n[end of {f['path']}]")
-    return "\n".join(blocks)
+    return "\n".join(render_file(f, line_numbers) for f in files)
 
 
-def build_prompt(context, template):
+def render_messages(context, template, files):
     values = {
         "instance_id": context["instance_id"],
         "repo": context["repo"],
         "base_commit": context["base_commit"],
         "problem_statement": context["problem_statement"].strip(),
-        "code": render_code(context["files"]),
+        "code": render_code(files, template.get("line_numbers", True)),
     }
     messages = []
     try:
@@ -63,13 +62,29 @@ def build_prompt(context, template):
             f"prompt template {template['name']} has an unknown or malformed placeholder ({e}); "
             f"use only ${', $'.join(values)} and write a literal $ as $$."
         ) from e
-    return {
+    return messages
+
+
+def build_prompt(context, template):
+    tokenizer = tokenizer_of(context.get("token_counter"))
+    limit = (context.get("budget") or {}).get("context_tokens")
+    files, dropped = list(context["files"]), []
+    while True:
+        messages = render_messages(context, template, files)
+        tokens = sum(count_tokens(m["content"], tokenizer) for m in messages)
+        if limit is None or tokens <= limit or not files:
+            break
+        dropped.insert(0, files.pop()["path"])
+    record = {
         "instance_id": context["instance_id"],
         "template": template["name"],
         "messages": messages,
-        "tokens": sum(count_tokens(m["content"]) for m in messages),
-        "token_counter": TOKEN_COUNTER,
+        "tokens": tokens,
+        "token_counter": describe(tokenizer),
     }
+    if dropped:
+        record["dropped_files"] = dropped
+    return record
 
 
 def main(argv=None):

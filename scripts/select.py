@@ -1,7 +1,10 @@
 """Select: read a SWE-bench dataset once and write the selected rows as instances.jsonl.
 
 Beside it goes instances.index.json, the byte offset of every row, so that per-instance
-jobs read their own row without loading the selection.
+jobs read their own row without loading the selection. With --retrieval it also reads a
+SWE-bench retrieval dataset (princeton-nlp/SWE-bench_bm25_13K and siblings, or a local
+file of instance_id and text), one row group or line at a time, and writes each selected
+instance's files to retrieval.jsonl with an index of its own.
 """
 import argparse
 import json
@@ -10,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from scripts.common import read_json, write_json_atomic, write_text_atomic
+from scripts.common import open_atomic, read_json, write_json_atomic, write_text_atomic
 from scripts.settings import instance_list, is_dataset_path
 
 HUB_NAMES = {
@@ -110,6 +113,93 @@ def write_selection(rows, rows_path, index_path):
     write_json_atomic(index_path, index)
 
 
+def retrieval_texts(source, split, ids):
+    """(instance_id, text) for the rows of a retrieval dataset whose id is in ids, read so
+    that the dataset is never in memory whole: a .parquet file one row group at a time, and
+    only the groups that hold a wanted id (memory grows with the group size: about 70 MB per
+    100 rows of 40K-token texts), a .jsonl file by line, a hub dataset memory-mapped from its cache."""
+    wanted = set(ids)
+    if source.endswith(".parquet"):
+        import pyarrow.parquet
+
+        parquet = pyarrow.parquet.ParquetFile(source)
+        for group in range(parquet.num_row_groups):
+            if wanted.isdisjoint(parquet.read_row_group(group, columns=["instance_id"]).column(0).to_pylist()):
+                continue
+            for batch in parquet.iter_batches(batch_size=64, row_groups=[group], columns=["instance_id", "text"]):
+                for instance_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+                    if instance_id in wanted:
+                        yield instance_id, text
+    elif source.endswith(".jsonl"):
+        with open(source, encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line) if line.strip() else {}
+                if row.get("instance_id") in wanted:
+                    yield row["instance_id"], row.get("text")
+    elif is_dataset_path(source):  # .json: a list that has to be read whole
+        for row in load_file(Path(source)):
+            if row.get("instance_id") in wanted:
+                yield row["instance_id"], row.get("text")
+    else:
+        import datasets
+
+        try:
+            rows = datasets.load_dataset(source, split=split).select_columns(["instance_id", "text"])
+        except Exception as e:
+            raise SelectionError(
+                f"could not load retrieval dataset {source!r} split {split!r}: {e}. Check your network "
+                "(or HF_HUB_OFFLINE=1 with a filled cache), or give retrieval_dataset as a local file."
+            ) from e
+        positions = [n for n, instance_id in enumerate(rows["instance_id"]) if instance_id in wanted]
+        for row in rows.select(positions):
+            yield row["instance_id"], row["text"]
+
+
+def parse_retrieval_text(text):
+    """The files of a SWE-bench text dataset's prompt, in the order it shows them:
+    [{path, content}], the line numbers taken off. None if the text has no <code> part."""
+    start, end = text.find("<code>\n"), text.rfind("\n</code>")
+    if start < 0 or end < start:
+        return None
+    files, path, lines = [], None, []
+    for line in text[start + len("<code>\n"):end].split("\n"):
+        if path is None:
+            if line.startswith("[start of ") and line.endswith("]"):
+                path, lines = line[len("[start of "):-1], []
+        elif line == f"[end of {path}]":
+            files.append({"path": path, "content": "\n".join(lines)})
+            path = None
+        else:
+            lines.append(line.partition(" ")[2])  # "12 code" -> "code"
+    return files
+
+
+def write_retrieval(source, split, ids, rows_path, index_path):
+    """Write the files of each instance in ids, from the retrieval dataset, to rows_path
+    (one JSON line each) and their byte offsets to index_path."""
+    index, offset = {}, 0
+    with open_atomic(rows_path) as out:
+        for instance_id, text in retrieval_texts(source, split, ids):
+            if instance_id in index:
+                continue
+            files = parse_retrieval_text(text or "")
+            if files is None:
+                raise SelectionError(f"retrieval dataset {source}: the text of {instance_id} has no <code> part.")
+            line = json.dumps({"instance_id": instance_id, "source": source, "files": files}, ensure_ascii=False) + "\n"
+            out.write(line)
+            size = len(line.encode("utf-8"))
+            index[instance_id] = [offset, size]
+            offset += size
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise SelectionError(
+                f"{len(missing)} selected instance(s) are not in the retrieval dataset {source} (split {split}): "
+                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. "
+                "Narrow the selection, give another retrieval_dataset, or use context=bm25."
+            )
+    write_json_atomic(index_path, index)
+
+
 def read_row(rows_path, index_path, instance_id):
     """One row of instances.jsonl, found through its index."""
     offset, size = read_json(index_path)[instance_id]
@@ -131,7 +221,12 @@ def main(argv=None):
     parser.add_argument("--require", default="", help="comma-separated fields every selected row needs")
     parser.add_argument("--out", required=True)
     parser.add_argument("--index", required=True)
+    parser.add_argument("--retrieval", help="retrieval dataset (hub name or file) whose files to hand to each instance")
+    parser.add_argument("--retrieval-out", help="where to write the selected instances' retrieval files")
+    parser.add_argument("--retrieval-index", help="where to write their index")
     args = parser.parse_args(argv)
+    if args.retrieval and not (args.retrieval_out and args.retrieval_index):
+        parser.error("--retrieval needs --retrieval-out and --retrieval-index")
     try:
         instances = instance_list(args.instances)
         if args.predictions and not instances:
@@ -147,6 +242,9 @@ def main(argv=None):
             count=args.count,
             required=[f for f in args.require.split(",") if f],
         )
+        if args.retrieval:
+            write_retrieval(args.retrieval, args.split, [r["instance_id"] for r in rows],
+                            args.retrieval_out, args.retrieval_index)
     except (SelectionError, ValueError) as e:
         sys.exit(f"select: {e}")
     write_selection(rows, args.out, args.index)

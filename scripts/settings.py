@@ -5,8 +5,12 @@ from pathlib import Path
 
 import yaml
 
+from scripts.providers import DEFAULT_MODELS, KEY_VARIABLES
+
 DATASET_SUFFIXES = (".json", ".jsonl", ".parquet")
-PROVIDER_MODELS = {"gold": "gold", "replay": None}  # replay: named after its file
+# context strategies that read a SWE-bench retrieval dataset, and its name on the hub
+RETRIEVAL_DATASETS = {f"bm25_{size}": f"princeton-nlp/SWE-bench_bm25_{size}" for size in ("13K", "27K", "40K")}
+PROVIDER_MODELS = {"gold": "gold", "replay": None, **DEFAULT_MODELS}  # replay: named after its file
 
 
 class ConfigError(Exception):
@@ -14,12 +18,17 @@ class ConfigError(Exception):
 
 
 def layer_environment(config, cli_settings, environ):
-    """Return config with SWEBENCH_<KEY> variables applied, except for keys set with --config."""
+    """Return config with SWEBENCH_<KEY> variables applied, except for keys set with --config.
+
+    Snakemake reads only True/False as booleans on the command line; true and false (as
+    YAML and the environment write them) are taken for booleans too."""
     layered = dict(config)
     for key in config:
         value = environ.get(f"SWEBENCH_{key.upper()}")
         if value is not None and key not in cli_settings:
             layered[key] = yaml.safe_load(value) if value.strip() else None
+        elif isinstance(layered[key], str) and layered[key].lower() in ("true", "false"):
+            layered[key] = layered[key].lower() == "true"
     return layered
 
 
@@ -103,3 +112,26 @@ def check(config):
         _require_file(config["predictions"], "predictions", "a predictions JSONL or preds.json")
     if config["prompt_template"]:
         _require_file(config["prompt_template"], "prompt_template", "a YAML prompt template")
+    if config["retrieval_dataset"] and is_dataset_path(config["retrieval_dataset"]):
+        _require_file(config["retrieval_dataset"], "retrieval_dataset",
+                      "a .parquet, .jsonl or .json file with instance_id and text")
+
+
+def retrieval_source(config):
+    """The retrieval dataset the select step reads for context=bm25_13K/27K/40K, else None."""
+    if config["context"] not in RETRIEVAL_DATASETS or config["predictions"]:
+        return None
+    return config["retrieval_dataset"] or RETRIEVAL_DATASETS[config["context"]]
+
+
+def check_api_key(config, environ):
+    """Stop a run whose provider needs an API key that the environment lacks."""
+    variable = KEY_VARIABLES.get(config["provider"])
+    if variable is None or config["predictions"] or environ.get(variable):
+        return
+    if config["base_url"] or environ.get(f"{config['provider'].upper()}_BASE_URL"):
+        return  # a local server usually needs no key
+    raise ConfigError(
+        f"provider={config['provider']} needs an API key: set the environment variable {variable} "
+        "(keys are read from the environment only). A dry run (-n) works without it."
+    )

@@ -9,6 +9,11 @@ from pathlib import Path
 from scripts.common import read_json, read_jsonl, write_json_atomic, write_text_atomic
 
 
+LATENCY_PERCENTILES = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
+# evaluate outcomes that give no verdict, by the id list of evaluation.json that holds them
+EVALUATION_FAILURES = {"patch_failed": "patch_failed_ids", "build_failed": "build_failed_ids", "timeout": "timeout_ids"}
+
+
 def percentile(values, fraction):
     """Nearest-rank percentile of a non-empty list."""
     ordered = sorted(values)
@@ -25,8 +30,9 @@ def instance_records(run_dir, instance_id):
     return records
 
 
-def summarise(rows, predictions, run_dir, run_info):
-    """The summary record. `rows` are the selected instances; per-instance records are read from run_dir."""
+def summarise(rows, predictions, run_dir, run_info, evaluation=None):
+    """The summary record. `rows` are the selected instances; per-instance records are read from run_dir;
+    `evaluation` is the run's evaluation.json, when it was evaluated."""
     generated = run_info.get("mode") != "predictions"
     records = {row["instance_id"]: instance_records(run_dir, row["instance_id"]) for row in rows} if generated else {}
     responses = [r["response"] for r in records.values() if "response" in r]
@@ -42,8 +48,13 @@ def summarise(rows, predictions, run_dir, run_info):
             failures.append({"instance_id": instance_id, "stage": "patch", "reason": patch["reason"],
                              "detail": "; ".join(patch.get("problems") or []) or None, "file": f"{folder}/patch.json"})
 
+    if evaluation:
+        failures += evaluation_failures(evaluation, run_dir)
+
     patch_by_id = {p["instance_id"]: p["model_patch"] for p in predictions}
     per_repo = Counter(row["repo"] for row in rows)
+    resolved_ids = set(evaluation["resolved_ids"]) if evaluation else set()
+    resolved = Counter(row["repo"] for row in rows if row["instance_id"] in resolved_ids)
     with_patch = Counter(row["repo"] for row in rows if patch_by_id.get(row["instance_id"]))
     latencies = [r["latency_s"] for r in responses]
     return {
@@ -66,14 +77,44 @@ def summarise(rows, predictions, run_dir, run_info):
         },
         "cost": {
             "total_usd": round(sum(r["cost_usd"] for r in responses), 6),
+            "mean_usd": round(sum(r["cost_usd"] for r in responses) / len(responses), 6) if responses else 0.0,
             "input_tokens": sum(r["usage"]["input_tokens"] for r in responses),
+            "cached_input_tokens": sum(r["usage"].get("cached_input_tokens", 0) for r in responses),
             "output_tokens": sum(r["usage"]["output_tokens"] for r in responses),
         },
-        "latency_s": {"p50": percentile(latencies, 0.5), "p90": percentile(latencies, 0.9), "max": max(latencies)}
+        "latency_s": {name: percentile(latencies, q) for name, q in LATENCY_PERCENTILES} | {"max": max(latencies)}
         if latencies else None,
-        "per_repo": [{"repo": repo, "selected": n, "with_patch": with_patch[repo]} for repo, n in sorted(per_repo.items())],
+        "per_instance": [
+            {"instance_id": r["instance_id"], "status": r["status"], "stop_reason": r.get("stop_reason"),
+             "cost_usd": r["cost_usd"], "input_tokens": r["usage"]["input_tokens"],
+             "output_tokens": r["usage"]["output_tokens"], "latency_s": r["latency_s"],
+             "attempts": len(r.get("attempts") or [])}
+            for r in sorted(responses, key=lambda r: r["instance_id"])
+        ],
+        "resolution": {
+            "resolved": len(resolved_ids),
+            "selected": len(rows),
+            "rate": round(len(resolved_ids) / len(rows), 4) if rows else 0.0,
+            "completed": evaluation["completed_instances"],
+            "by_status": evaluation["status_counts"],
+        } if evaluation else None,
+        "per_repo": [{"repo": repo, "selected": n, "with_patch": with_patch[repo],
+                      **({"resolved": resolved[repo], "resolved_rate": round(resolved[repo] / n, 4)} if evaluation else {})}
+                     for repo, n in sorted(per_repo.items())],
         "failures": failures,
     }
+
+
+def evaluation_failures(evaluation, run_dir):
+    """The evaluated instances without a verdict, with the reason from their report.json."""
+    status_of = {i: status for status, key in EVALUATION_FAILURES.items() for i in evaluation[key]}
+    status_of.update({i: "error" for i in evaluation["error_ids"] if i not in status_of})
+    failures = []
+    for instance_id, status in sorted(status_of.items()):
+        path = Path(run_dir) / "instances" / instance_id / "report.json"
+        failures.append({"instance_id": instance_id, "stage": "evaluate", "reason": status,
+                         "detail": read_json(path).get("reason") if path.is_file() else None, "file": str(path)})
+    return failures
 
 
 def render_markdown(summary):
@@ -85,12 +126,16 @@ def render_markdown(summary):
         f"model: {summary['model']}, context: {summary['context']}, evaluation: {summary['evaluation']}",
         f"- selected: {counts['selected']}, predictions: {counts['predictions']['total']} "
         f"({counts['predictions']['non_empty']} with a patch)",
-        f"- cost: {summary['cost']['total_usd']:.4f} USD, tokens in/out: "
+        f"- cost: {summary['cost']['total_usd']:.4f} USD ({summary['cost']['mean_usd']:.4f} per instance), tokens in/out: "
         f"{summary['cost']['input_tokens']}/{summary['cost']['output_tokens']}",
     ]
+    if summary.get("resolution"):
+        res = summary["resolution"]
+        lines.append(f"- resolved: {res['resolved']} of {res['selected']} ({100 * res['rate']:.1f}%)")
     if summary["latency_s"]:
         lat = summary["latency_s"]
-        lines.append(f"- latency: p50 {lat['p50']} s, p90 {lat['p90']} s, max {lat['max']} s")
+        lines.append(f"- latency per instance: p50 {lat['p50']} s, p90 {lat['p90']} s, p99 {lat['p99']} s, "
+                     f"max {lat['max']} s")
     lines += ["", "## Stages", "", "| stage | outcome | instances |", "|---|---|---|"]
     if counts["generation"]:
         lines.append(f"| generate | answered | {counts['generation']['ok']} |")
@@ -99,10 +144,22 @@ def render_markdown(summary):
         lines.append(f"| patch | valid | {counts['patch']['valid']} |")
         lines += [f"| patch | {k} | {v} |" for k, v in sorted(counts["patch"]["by_reason"].items())]
     lines.append(f"| predictions | with a patch | {counts['predictions']['non_empty']} |")
-    lines += ["", "## Repositories", "", "| repository | selected | with a patch |", "|---|---|---|"]
-    lines += [f"| {r['repo']} | {r['selected']} | {r['with_patch']} |" for r in summary["per_repo"]]
+    if summary.get("resolution"):
+        lines += [f"| evaluate | {k} | {v} |" for k, v in summary["resolution"]["by_status"].items() if v]
+        lines += ["", "## Repositories", "", "| repository | selected | with a patch | resolved |", "|---|---|---|---|"]
+        lines += [f"| {r['repo']} | {r['selected']} | {r['with_patch']} | {r['resolved']} ({100 * r['resolved_rate']:.1f}%) |"
+                  for r in summary["per_repo"]]
+    else:
+        lines += ["", "## Repositories", "", "| repository | selected | with a patch |", "|---|---|---|"]
+        lines += [f"| {r['repo']} | {r['selected']} | {r['with_patch']} |" for r in summary["per_repo"]]
+    costly = sorted(summary["per_instance"], key=lambda i: -i["cost_usd"])[:10]
+    if costly and costly[0]["cost_usd"] > 0:
+        lines += ["", "## Costliest instances", "", "| instance | cost (USD) | tokens in/out | latency (s) | attempts |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {i['instance_id']} | {i['cost_usd']:.4f} | {i['input_tokens']}/{i['output_tokens']} | "
+                  f"{i['latency_s']} | {i['attempts']} |" for i in costly]
     if summary["failures"]:
-        lines += ["", "## Instances without a usable patch", "", "| instance | stage | reason | file |", "|---|---|---|---|"]
+        lines += ["", "## Instances without a usable patch or a verdict", "", "| instance | stage | reason | file |", "|---|---|---|---|"]
         lines += [f"| {f['instance_id']} | {f['stage']} | {f['reason']} | {f['file']} |" for f in summary["failures"]]
     return "\n".join(lines) + "\n"
 
@@ -115,8 +172,10 @@ def main(argv=None):
     parser.add_argument("--run-info", required=True, help="JSON object of the run's settings")
     parser.add_argument("--out-json", required=True)
     parser.add_argument("--out-md", required=True)
+    parser.add_argument("--evaluation", help="the run's evaluation.json, when it was evaluated")
     args = parser.parse_args(argv)
-    summary = summarise(read_jsonl(args.instances), read_jsonl(args.predictions), args.run_dir, json.loads(args.run_info))
+    summary = summarise(read_jsonl(args.instances), read_jsonl(args.predictions), args.run_dir, json.loads(args.run_info),
+                        read_json(args.evaluation) if args.evaluation else None)
     write_json_atomic(args.out_json, summary)
     write_text_atomic(args.out_md, render_markdown(summary))
 

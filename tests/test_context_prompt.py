@@ -21,9 +21,13 @@ def test_none_context_is_the_issue_alone(row):
 
 
 def test_count_tokens_estimate():
-    assert context.count_tokens("") == 0
-    assert context.count_tokens("abcd") == 1
-    assert context.count_tokens("abcde") == 2
+    assert context.count_tokens("", "estimate") == 0
+    assert context.count_tokens("abcd", "estimate") == 1
+    assert context.count_tokens("abcde", "estimate") == 2
+    record = context.build_context({"instance_id": "a-1", "repo": "a/b", "base_commit": "c", "problem_statement": "abcde"},
+                                   "none", {"tokenizer": "estimate"})
+    assert record["token_counter"] == "estimate: 1 token per 4 characters"
+    assert record["tokens"]["total"] == 2
 
 
 def test_default_prompt_holds_issue_and_asks_for_a_diff(row):

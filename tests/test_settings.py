@@ -8,6 +8,8 @@ def base_config(**changes):
         "dataset": "lite", "split": "test", "instances": None, "filter": None, "shuffle": False, "seed": 0,
         "count": None, "provider": "gold", "model": None, "replay_file": None, "context": "none",
         "prompt_template": None, "predictions": None, "evaluation": "none", "run_id": None,
+        "context_tokens": None, "tokenizer": "cl100k_base", "repo_cache": ".cache/repos",
+        "repo_url": "https://github.com/{repo}.git", "retrieval_dataset": None, "prompt_style": "style3",
     }
     config.update(changes)
     return config
@@ -70,3 +72,10 @@ def test_check_rejects_dataset_file_without_known_suffix(tmp_path, monkeypatch):
     (tmp_path / "rows.txt").write_text("{}")
     with pytest.raises(settings.ConfigError, match="must end in"):
         settings.check(base_config(dataset="rows.txt"))
+
+
+def test_lowercase_booleans_from_the_command_line():
+    layered = settings.layer_environment(base_config(shuffle="true", filter="false-positive"), {"shuffle": "true"}, {})
+    assert layered["shuffle"] is True
+    assert layered["filter"] == "false-positive"
+    assert settings.layer_environment(base_config(shuffle="False"), {}, {})["shuffle"] is False

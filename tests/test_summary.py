@@ -16,7 +16,9 @@ def write_instance(run_dir, instance_id, response, patch):
 
 def response(instance_id, status="ok", reason=None, cost=0.0, latency=1.0, tokens=(0, 0)):
     return {"instance_id": instance_id, "status": status, "failure_reason": reason, "failure_detail": reason and "why",
-            "cost_usd": cost, "latency_s": latency, "usage": {"input_tokens": tokens[0], "output_tokens": tokens[1]}}
+            "cost_usd": cost, "latency_s": latency, "stop_reason": None if reason else "end",
+            "usage": {"input_tokens": tokens[0], "output_tokens": tokens[1], "cached_input_tokens": tokens[0] // 2},
+            "attempts": [{}] * (2 if cost else 1)}
 
 
 def patch(instance_id, status="valid", reason=None, problems=()):
@@ -43,8 +45,13 @@ def test_summary_counts_every_outcome(tmp_path):
     assert counts["patch"] == {"valid": 2, "empty": 2, "invalid": 1,
                                "by_reason": {"invalid_diff": 1, "no_diff": 1, "generation_failed": 1}}
     assert counts["predictions"] == {"total": 5, "non_empty": 2}
-    assert record["cost"] == {"total_usd": 0.75, "input_tokens": 150, "output_tokens": 15}
-    assert record["latency_s"] == {"p50": 2.0, "p90": 4.0, "max": 4.0}
+    assert record["cost"] == {"total_usd": 0.75, "mean_usd": 0.15, "input_tokens": 150, "cached_input_tokens": 75,
+                              "output_tokens": 15}
+    assert record["latency_s"] == {"p50": 2.0, "p90": 4.0, "p99": 4.0, "max": 4.0}
+    per_instance = {i["instance_id"]: i for i in record["per_instance"]}
+    assert per_instance["a-1"] == {"instance_id": "a-1", "status": "ok", "stop_reason": "end", "cost_usd": 0.5,
+                                   "input_tokens": 100, "output_tokens": 10, "latency_s": 2.0, "attempts": 2}
+    assert per_instance["b-2"]["status"] == "failed"
     assert record["per_repo"] == [{"repo": "o/a", "selected": 2, "with_patch": 1},
                                   {"repo": "o/b", "selected": 3, "with_patch": 1}]
     # a failed generation is reported at its own stage, not again as an empty patch
@@ -58,6 +65,8 @@ def test_summary_counts_every_outcome(tmp_path):
     assert "| patch | invalid_diff | 1 |" in markdown
     assert "| o/b | 3 | 1 |" in markdown
     assert "| b-2 | generate | no_answer_recorded |" in markdown
+    assert "## Costliest instances" in markdown
+    assert markdown.index("| a-1 | 0.5000 | 100/10 | 2.0 | 2 |") < markdown.index("| a-2 | 0.2500 |")
 
 
 def test_summary_of_given_predictions_reads_no_instance_files(tmp_path):
@@ -74,3 +83,26 @@ def test_percentile():
     assert summary.percentile([5.0], 0.9) == 5.0
     assert summary.percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.5) == 5
     assert summary.percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.9) == 9
+
+
+def test_summary_of_an_evaluated_run_gives_the_resolved_rate(tmp_path):
+    rows = [{"instance_id": i, "repo": repo} for i, repo in [("a-1", "o/a"), ("a-2", "o/a"), ("b-1", "o/b")]]
+    predictions = [{"instance_id": i, "model_name_or_path": "m", "model_patch": "diff"} for i in ("a-1", "a-2", "b-1")]
+    folder = tmp_path / "instances" / "a-2"
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps({"status": "timeout", "reason": "the tests ran longer than 9 s"}))
+    evaluation = {"resolved_ids": ["a-1", "b-1"], "completed_instances": 2, "error_ids": ["a-2"],
+                  "patch_failed_ids": [], "build_failed_ids": [], "timeout_ids": ["a-2"],
+                  "status_counts": {"resolved": 2, "unresolved": 0, "empty_patch": 0, "patch_failed": 0,
+                                    "build_failed": 0, "timeout": 1, "error": 0}}
+    record = summary.summarise(rows, predictions, str(tmp_path), {**RUN_INFO, "mode": "predictions",
+                                                                   "evaluation": "docker"}, evaluation)
+    assert_valid(record, "summary")
+    assert record["resolution"] == {"resolved": 2, "selected": 3, "rate": 0.6667, "completed": 2,
+                                    "by_status": evaluation["status_counts"]}
+    assert [(r["repo"], r["resolved"], r["resolved_rate"]) for r in record["per_repo"]] == [("o/a", 1, 0.5), ("o/b", 1, 1.0)]
+    assert record["failures"] == [{"instance_id": "a-2", "stage": "evaluate", "reason": "timeout",
+                                   "detail": "the tests ran longer than 9 s", "file": str(folder / "report.json")}]
+    markdown = summary.render_markdown(record)
+    assert "- resolved: 2 of 3 (66.7%)" in markdown
+    assert "| o/a | 2 | 2 | 1 (50.0%) |" in markdown and "| evaluate | timeout | 1 |" in markdown

@@ -81,28 +81,30 @@ def test_killed_run_leaves_no_target_and_rerun_completes(tmp_path):
     # A replay file that is a FIFO nobody writes: generate jobs block inside the provider.
     fifo = tmp_path / "answers.jsonl"
     os.mkfifo(fifo)
+    config = ["--config", f"dataset={dataset}", "provider=replay", f"replay_file={fifo}", "run_id=killed",
+              "evaluation=none"]
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"), "--directory",
-               str(tmp_path), "--cores", "2", "--config", f"dataset={dataset}", "provider=replay",
-               f"replay_file={fifo}", "run_id=killed"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+               str(tmp_path), "--cores", "2", *config]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     run = tmp_path / "results" / "killed"
     deadline = time.monotonic() + 60
-    while not list(run.glob("instances/*/prompt.json")) and time.monotonic() < deadline:
+    while len(list(run.glob("instances/*/prompt.json"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
-    # Kill the generate jobs themselves, as an out-of-memory killer or a cluster would;
-    # with --keep-going the next one starts and blocks in turn.
-    while process.poll() is None and time.monotonic() < deadline:
-        subprocess.run(["pkill", "-KILL", "-f", f"scripts.generate .*{fifo}"])
-        time.sleep(0.3)
-    assert process.wait(timeout=10) != 0
-    assert list(run.glob("instances/*/prompt.json")), "the run never reached generation"
+    # Kill it all at once, as a power cut or an out-of-memory killer would.
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert len(list(run.glob("instances/*/prompt.json"))) == 3, "the run never reached generation"
     assert list(run.glob("instances/*/response.json")) == []
     assert list(run.glob("**/.*.tmp")) == []
 
     fifo.unlink()
     write_rows(fifo, [{"instance_id": r["instance_id"], "full_output": f"<patch>\n{r['patch']}</patch>"} for r in rows])
-    snakemake(tmp_path, "--config", f"dataset={dataset}", "provider=replay", f"replay_file={fifo}", "run_id=killed")
+    locked = snakemake(tmp_path, *config, check=False)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    snakemake(tmp_path, "--unlock", *config)
+    rerun = snakemake(tmp_path, *config)
+    assert jobs_run(rerun).count("generate") == 3 and "prompt" not in jobs_run(rerun)
     predictions = read_rows(run / "predictions.jsonl")
     assert {p["instance_id"]: p["model_patch"] for p in predictions} == {r["instance_id"]: r["patch"] for r in rows}
 
@@ -149,7 +151,7 @@ def test_environment_settings_and_their_precedence(tmp_path):
 
 
 @pytest.mark.parametrize("config, message", [
-    (["provider=nobody"], "provider: 'nobody' is not one of ['gold', 'replay']"),
+    (["provider=nobody"], "provider: 'nobody' is not one of ['gold', 'replay', 'openai', 'anthropic']"),
     (["count=many"], "count: 'many' is not of type 'integer', 'null'"),
     (["dataset=nowhere.jsonl"], "dataset=nowhere.jsonl: no such file"),
     (["provider=replay"], "provider=replay needs the earlier answers"),

@@ -1,0 +1,68 @@
+# Evaluation of each instance's prediction with the official SWE-bench harness, and the
+# merge of the reports into evaluation.json (the harness's run report format).
+if config["evaluation"] != "none":
+    from pathlib import Path
+
+    from scripts.evaluate import patch_sha256
+    from scripts.predictions import load_predictions
+
+    if config["predictions"]:
+        # The hash of each instance's given patch, in a file of its own that changes only with
+        # that patch. (A params trigger on the evaluate job would not do: a changed predictions
+        # file reruns the select checkpoint, and Snakemake then skips the params check of every
+        # job downstream of it.)
+        GIVEN_PATCHES = {i: patch_sha256(p.get("model_patch")) for i, p in load_predictions(config["predictions"]).items()}
+
+        rule given_patch:
+            input:
+                ancient(config["predictions"]),
+            output:
+                f"{RUN}/instances/{{id}}/given_patch.sha256",
+            params:
+                sha256=lambda wildcards: GIVEN_PATCHES.get(wildcards.id, ""),
+            run:
+                Path(output[0]).write_text(params.sha256 + "\n")
+
+    rule evaluate:
+        input:
+            **selection_inputs(),
+            # Every job reads its prediction from the merged file, which is rewritten whenever
+            # any patch changes: ancient() keeps that from re-evaluating every instance. What
+            # re-evaluates one instance is its own patch: patch.diff, or given_patch.sha256.
+            predictions=ancient(f"{RUN}/predictions.jsonl"),
+            patch=f"{RUN}/instances/{{id}}/" + ("given_patch.sha256" if config["predictions"] else "patch.diff"),
+        output:
+            f"{RUN}/instances/{{id}}/report.json",
+        params:
+            backend=config["evaluation"],
+            image_namespace=config["image_namespace"] or "",
+            run_id=settings.run_id(config),
+            # Settings that change no verdict already given are no rerun trigger.
+            settings=Untracked(
+                f"--timeout {config['eval_timeout']}"
+                + (" --keep-images" if config["keep_images"] else "")
+                + f" --dataset {shlex.quote(config['dataset'])} --split {shlex.quote(config['split'])}"
+            ),
+        resources:
+            docker=1 if config["evaluation"] == "docker" else 0,
+        log:
+            f"{RUN}/logs/{{id}}/evaluate.log",
+        shell:
+            PYTHON + ".evaluate instance --backend {params.backend} --instances {input.instances:q}"
+            " --index {input.index:q} --predictions {input.predictions:q} --id {wildcards.id:q}"
+            " --run-id {params.run_id:q} --namespace={params.image_namespace:q} {params.settings}"
+            " --out {output:q} > {log:q} 2>&1"
+
+    rule evaluation:
+        input:
+            instances=INSTANCES,
+            predictions=f"{RUN}/predictions.jsonl",
+            reports=per_instance("report.json"),
+        output:
+            f"{RUN}/evaluation.json",
+        params:
+            run_dir=RUN,
+            backend=config["evaluation"],
+        shell:
+            PYTHON + ".evaluate merge --instances {input.instances:q} --predictions {input.predictions:q}"
+            " --run-dir {params.run_dir:q} --backend {params.backend} --out {output:q}"

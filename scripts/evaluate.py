@@ -1,0 +1,438 @@
+"""Evaluate: one instance's prediction through the official SWE-bench harness, and the merge.
+
+`instance` evaluates one prediction of the merged predictions.jsonl and writes the
+instance's report.json, with the harness's logs (run_instance.log, test_output.txt, the
+applied patch.diff, eval.sh, the harness's own report.json) in evaluation/ beside it.
+Backends: docker (the harness's run_instance on the local Docker daemon), modal (the
+harness's Modal backend) and sb-cli (the SWE-bench cloud evaluation, through the sb-cli
+client). An empty patch is reported as such and starts nothing. The harness runs in a
+scratch folder of its own, so it never finds an earlier report to skip to.
+
+`merge` writes evaluation.json: the per-instance reports in the harness's run report
+format (what make_run_report writes), with the failures split by reason.
+
+`preflight` checks what a backend needs before any job runs.
+"""
+import argparse
+import contextlib
+import hashlib
+import importlib.metadata
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from scripts.common import read_json, read_jsonl, write_json_atomic
+from scripts.select import read_row
+
+BACKENDS = ("docker", "modal", "sb-cli")
+# Outcomes; resolved and unresolved are the harness's verdicts, the others say why there is none.
+STATUSES = ("resolved", "unresolved", "empty_patch", "patch_failed", "build_failed", "timeout", "error")
+LOGS = "evaluation"  # the harness's logs, in the instance's folder
+DOCKER_TIMEOUT = 600  # seconds of one Docker API call; pulls of images of several GB take long
+# The subsets and splits the SWE-bench cloud evaluation accepts, by the names a dataset goes by.
+SBCLI_SUBSETS = {
+    "swe-bench_lite": ({"lite", "SWE-bench/SWE-bench_Lite", "princeton-nlp/SWE-bench_Lite"}, ("dev", "test")),
+    "swe-bench_verified": ({"verified", "SWE-bench/SWE-bench_Verified", "princeton-nlp/SWE-bench_Verified"}, ("test",)),
+    "swe-bench-m": ({"multimodal", "SWE-bench/SWE-bench_Multimodal", "princeton-nlp/SWE-bench_Multimodal"},
+                    ("dev", "test")),
+}
+SBCLI_WAIT = 3 * 3600  # seconds to wait for the cloud to finish one instance
+
+
+class PreflightError(Exception):
+    pass
+
+
+class EvaluationFault(Exception):
+    """A fault that may pass (a backend that cannot be reached, a refused submission): the
+    job fails and writes nothing, so a rerun tries again."""
+
+
+# --- preflight ---
+
+def preflight(config, environ, home=None):
+    """Raise PreflightError saying what is missing for config's evaluation backend."""
+    backend = config["evaluation"]
+    if backend == "docker":
+        docker_preflight(config["min_free_disk_gb"], environ)
+    elif backend == "modal":
+        modal_preflight(environ, Path(home or Path.home()))
+    elif backend == "sb-cli":
+        sbcli_subset(config["dataset"], config["split"])
+        if not environ.get("SWEBENCH_API_KEY"):
+            raise PreflightError(
+                "evaluation=sb-cli needs an API key of the SWE-bench cloud evaluation: set the environment "
+                "variable SWEBENCH_API_KEY (`sb-cli gen-api-key EMAIL` makes one).")
+
+
+def docker_preflight(min_free_gb, environ):
+    import docker
+
+    address = environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        client = docker.from_env(environment=environ, timeout=10)
+        client.ping()
+        root = client.info()["DockerRootDir"]
+    except Exception as e:
+        raise PreflightError(
+            f"evaluation=docker needs a running Docker daemon, and none answers at {address} ({e}). "
+            "Start it (`sudo systemctl start docker`, or `sudo dockerd &`), or choose another backend: "
+            "evaluation=modal, sb-cli or none.") from None
+    if os.path.isdir(root):  # a remote daemon's disk cannot be seen from here
+        free_gb = shutil.disk_usage(root).free / 1e9
+        if free_gb < min_free_gb:
+            raise PreflightError(
+                f"only {free_gb:.1f} GB are free at {root}, below min_free_disk_gb={min_free_gb}; SWE-bench "
+                "instance images take GBs each. Free space (`docker image prune -a` removes unused images) "
+                "or lower min_free_disk_gb.")
+
+
+def modal_preflight(environ, home):
+    if environ.get("MODAL_TOKEN_ID") and environ.get("MODAL_TOKEN_SECRET"):
+        return
+    if not (home / ".modal.toml").is_file():
+        raise PreflightError(
+            "evaluation=modal needs Modal credentials: run `modal token new` (it writes ~/.modal.toml), "
+            "or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET.")
+
+
+def sbcli_subset(dataset, split):
+    """The cloud evaluation's subset of a dataset and split, or PreflightError."""
+    for subset, (names, splits) in SBCLI_SUBSETS.items():
+        if dataset in names and split in splits:
+            return subset
+    raise PreflightError(
+        f"evaluation=sb-cli evaluates only the subsets the SWE-bench cloud accepts: lite (split dev or test), "
+        f"verified (test) and multimodal (dev or test); dataset={dataset} split={split} is not one of them. "
+        "Use evaluation=docker or modal for it.")
+
+
+# --- one instance ---
+
+def patch_sha256(patch):
+    return hashlib.sha256((patch or "").encode()).hexdigest()
+
+
+def read_prediction(predictions_path, instance_id):
+    for prediction in read_jsonl(predictions_path):
+        if prediction["instance_id"] == instance_id:
+            return prediction
+    raise KeyError(f"{predictions_path} has no prediction for {instance_id}")
+
+
+def harness_run_id(run_id, run_dir):
+    """The harness's run id: names its containers, so two folders running the same run id
+    (each with their own results) never take each other's containers."""
+    return f"{run_id}.{hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]}"
+
+
+@contextlib.contextmanager
+def scratch_directory(parent):
+    """A new working directory under parent for the harness, which writes logs/ relative to it."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(dir=parent, prefix=".harness.")
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield Path(folder)
+    finally:
+        os.chdir(previous)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def collect_logs(scratch, prediction, harness_run, destination):
+    """Move the harness's logs of the instance from scratch to destination; return whether there were any."""
+    from swebench.harness.constants import RUN_EVALUATION_LOG_DIR
+
+    model = (prediction.get("model_name_or_path") or "None").replace("/", "__")
+    source = scratch / RUN_EVALUATION_LOG_DIR / harness_run / model / prediction["instance_id"]
+    builds = scratch / "logs" / "build_images"
+    if not source.is_dir() and not builds.is_dir():
+        return False
+    destination.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        for item in source.iterdir():
+            if not item.is_symlink():  # image_build_dir points into scratch
+                shutil.move(item, destination / item.name)
+    if builds.is_dir():
+        shutil.move(builds, destination / "build_images")
+    return True
+
+
+def classify(log_dir, instance_id, timeout, image=None):
+    """(status, reason, the harness's report of the instance or None) from the harness's logs."""
+    from swebench.harness.constants import APPLY_PATCH_FAIL
+
+    report = log_dir / "report.json"
+    if report.is_file():
+        verdict = read_json(report)[instance_id]
+        return ("resolved" if verdict["resolved"] else "unresolved"), None, verdict
+    log = _text(log_dir / "run_instance.log")
+    if APPLY_PATCH_FAIL in log:
+        output = re.split(r"\n\d{4}-\d\d-\d\d ", log.split(APPLY_PATCH_FAIL, 1)[1], maxsplit=1)[0]
+        return "patch_failed", f"the patch does not apply: {_one_line(output.strip(': '))}", None
+    if "Timeout error:" in _text(log_dir / "test_output.txt") or "Test timed out after" in log:
+        return "timeout", f"the tests ran longer than eval_timeout={timeout} s", None
+    built = [line.split("BuildImageError: ", 1)[1] for line in log.splitlines() if "BuildImageError: " in line]
+    if built:
+        return "build_failed", f"the environment could not be built: {_one_line(built[-1])}", None
+    # 4.1.0's message names the base image here, not the instance image it pulled
+    pulled = [line.split(": ", 2)[-1] for line in log.splitlines() if "Error occurred while pulling image " in line]
+    if pulled:
+        return "build_failed", f"the image {image or ''} could not be pulled: {_one_line(pulled[-1])}", None
+    errors = [line.split(" - ERROR - ", 1)[1] for line in log.splitlines() if " - ERROR - " in line]
+    return "error", (_one_line(errors[-1]) if errors else "the harness gave no report; see its run_instance.log"), None
+
+
+def _one_line(text, limit=400):
+    return " ".join(text.split())[:limit]
+
+
+def _text(path):
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+
+
+def run_docker(row, prediction, harness_run, timeout, namespace, keep_images, logs):
+    """Evaluate with the harness's run_instance; returns (status, reason, harness report)."""
+    import docker
+    import requests
+    from swebench.harness.docker_build import BuildImageError, build_env_images
+    from swebench.harness.run_evaluation import run_instance
+    from swebench.harness.test_spec.test_spec import make_test_spec
+
+    try:
+        spec = make_test_spec(row, namespace=namespace)
+    except requests.RequestException as e:  # for some repos it reads requirements files from GitHub
+        raise EvaluationFault(f"the harness could not fetch what the instance's test spec needs: {e}") from e
+    client = docker.from_env(timeout=DOCKER_TIMEOUT)
+    try:  # a container left by a killed job of this instance
+        client.containers.get(spec.get_instance_container_name(harness_run)).remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    try:
+        client.images.get(spec.instance_image_key)
+        image_was_there = True
+    except docker.errors.ImageNotFound:
+        image_was_there = False
+    with scratch_directory(logs.parent) as scratch:
+        try:
+            if namespace is None:  # built here, as the harness's own run does before run_instance
+                build_env_images(client, [row], False, 1, None, spec.instance_image_tag, spec.env_image_tag)
+        except BuildImageError as e:
+            collect_logs(scratch, prediction, harness_run, logs)
+            return "build_failed", f"the environment could not be built: {_one_line(str(e))}", None
+        # Images that were here before are the user's; the others go unless keep_images.
+        run_instance(spec, prediction, not keep_images and not image_was_there, False, client, harness_run, timeout)
+        collect_logs(scratch, prediction, harness_run, logs)
+    outcome = classify(logs, row["instance_id"], timeout, spec.instance_image_key)
+    if outcome[0] == "error":
+        try:
+            client.ping()
+        except Exception as e:  # the daemon went away during the run: no result, a rerun retries
+            raise EvaluationFault(f"the Docker daemon stopped answering ({e})") from e
+    return outcome
+
+
+def modal_arguments(row, prediction, harness_run, timeout):
+    """The arguments of the harness's run_instances_modal for this one instance."""
+    return {"predictions": {row["instance_id"]: prediction}, "instances": [row], "full_dataset": [row],
+            "run_id": harness_run, "timeout": timeout}
+
+
+def run_modal(row, prediction, harness_run, timeout, logs):
+    from swebench.harness.modal_eval import run_instances_modal
+
+    with scratch_directory(logs.parent) as scratch:
+        try:
+            run_instances_modal(**modal_arguments(row, prediction, harness_run, timeout))
+        except Exception as e:  # Modal unreachable or refusing: may pass
+            raise EvaluationFault(f"the Modal backend failed: {e}") from e
+        collect_logs(scratch, prediction, harness_run, logs)
+    return classify(logs, row["instance_id"], timeout)
+
+
+def run_sbcli(prediction, subset, split, cloud_run, api_key, logs, previous_submission):
+    """Submit the prediction to the cloud run, wait for its evaluation and read the run's report."""
+    from sb_cli.get_report import get_report
+    from sb_cli.submit import submit_prediction, wait_for_evaluation
+
+    instance_id, digest = prediction["instance_id"], patch_sha256(prediction["model_patch"])
+    payload = {"split": split, "subset": subset, "instance_ids": [instance_id], "run_id": cloud_run}
+    try:
+        launched = submit_prediction(prediction, {"x-api-key": api_key}, payload)["launched"]
+    except Exception as e:
+        raise EvaluationFault(f"the SWE-bench cloud refused the submission: {e}") from e
+    if not launched and (previous_submission or {}).get("patch_sha256") != digest:
+        raise EvaluationFault(
+            f"the cloud run {cloud_run} already holds a submission of {instance_id} with another patch, and the "
+            "cloud evaluates an instance once per run: set another run_id to evaluate the new patch.")
+    logs.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(logs / "submission.json", {"run_id": cloud_run, "subset": subset, "split": split,
+                                                 "patch_sha256": digest})
+    wait_for_evaluation(all_ids=[instance_id], api_key=api_key, subset=subset, split=split, run_id=cloud_run,
+                        timeout=SBCLI_WAIT)
+    get_report(subset=subset, split=split, run_id=cloud_run, api_key=api_key, overwrite=1, output_dir=str(logs),
+               extra_args="")
+    report = read_json(logs / f"{subset}__{split}__{cloud_run}.json")
+    for status, key in (("resolved", "resolved_ids"), ("unresolved", "unresolved_ids"),
+                        ("empty_patch", "empty_patch_ids")):
+        if instance_id in report.get(key, []):
+            return status, None, None
+    where = "among its errors" if instance_id in report.get("error_ids", []) else "neither resolved nor unresolved"
+    return "error", f"the cloud evaluation lists the instance {where}; see its report in {LOGS}/", None
+
+
+def evaluate_instance(backend, row, prediction, logs, harness_run, timeout, namespace="swebench", keep_images=False,
+                      subset=None, split=None, api_key=None):
+    """The instance's report record; its logs go to the folder `logs`."""
+    instance_id = row["instance_id"]
+    previous = _read_optional(logs / "submission.json")
+    shutil.rmtree(logs, ignore_errors=True)  # an earlier evaluation's logs
+    started = time.monotonic()
+    verdict = None
+    if not prediction.get("model_patch"):
+        status, reason = "empty_patch", "the prediction has no patch; nothing to evaluate"
+    elif backend == "docker":
+        status, reason, verdict = _known_environment(row) or run_docker(
+            row, prediction, harness_run, timeout, namespace, keep_images, logs)
+    elif backend == "modal":
+        status, reason, verdict = _known_environment(row) or run_modal(row, prediction, harness_run, timeout, logs)
+    else:
+        status, reason, verdict = run_sbcli(prediction, subset, split, harness_run, api_key, logs, previous)
+    return {
+        "instance_id": instance_id,
+        "backend": backend,
+        "harness": f"sb-cli {importlib.metadata.version('sb-cli')}" if backend == "sb-cli"
+        else f"swebench {importlib.metadata.version('swebench')}",
+        "run_id": harness_run,
+        "model_name_or_path": prediction.get("model_name_or_path"),
+        "patch_sha256": patch_sha256(prediction.get("model_patch")),
+        "status": status,
+        "resolved": status == "resolved",
+        "reason": reason,
+        "duration_s": round(time.monotonic() - started, 3),
+        "logs": LOGS if logs.is_dir() else None,
+        "report": verdict,
+    }
+
+
+def _read_optional(path):
+    return read_json(path) if path.is_file() else None
+
+
+def _known_environment(row):
+    """An error result when the harness has no environment for the row's repo and version."""
+    from swebench.harness.constants import MAP_REPO_VERSION_TO_SPECS
+
+    if row.get("version") not in MAP_REPO_VERSION_TO_SPECS.get(row["repo"], {}):
+        return ("error", f"the harness (swebench {importlib.metadata.version('swebench')}) has no environment for "
+                f"repo {row['repo']} version {row.get('version')}", None)
+    return None
+
+
+# --- merge ---
+
+def merge(rows, predictions, reports, backend):
+    """evaluation.json: the harness's run report (make_run_report's format, schema_version 2)
+    from the instances' reports, with the failures without a verdict split by reason."""
+    by_status = {status: sorted(i for i, r in reports.items() if r["status"] == status) for status in STATUSES}
+    patch_of = {p["instance_id"]: p.get("model_patch") for p in predictions}
+    empty = sorted(i for i in patch_of if patch_of[i] in ("", None))
+    completed = sorted(by_status["resolved"] + by_status["unresolved"])
+    errors = sorted(i for i in reports if i not in completed and i not in empty)
+    selected = [row["instance_id"] for row in rows]
+    return {
+        "total_instances": len(rows),
+        "submitted_instances": len(predictions),
+        "completed_instances": len(completed),
+        "resolved_instances": len(by_status["resolved"]),
+        "unresolved_instances": len(by_status["unresolved"]),
+        "empty_patch_instances": len(empty),
+        "error_instances": len(errors),
+        "completed_ids": completed,
+        "incomplete_ids": sorted(i for i in selected if i not in patch_of),
+        "empty_patch_ids": empty,
+        "submitted_ids": sorted(patch_of),
+        "resolved_ids": by_status["resolved"],
+        "unresolved_ids": by_status["unresolved"],
+        "error_ids": errors,
+        "schema_version": 2,
+        # what the harness's make_run_report adds when it is given no Docker client
+        "unstopped_instances": 0,
+        "unstopped_containers": [],
+        "unremoved_images": [],
+        "backend": backend,
+        "status_counts": {status: len(ids) for status, ids in by_status.items()},
+        "patch_failed_ids": by_status["patch_failed"],
+        "build_failed_ids": by_status["build_failed"],
+        "timeout_ids": by_status["timeout"],
+    }
+
+
+# --- command line ---
+
+def _stop_on_signal(signum, frame):
+    # The harness removes its container in a `finally` that swallows the exception; the
+    # flag keeps the interrupted job from writing a report.
+    _stop_on_signal.received = signum
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("instance", help="evaluate one instance's prediction")
+    one.add_argument("--backend", choices=BACKENDS, required=True)
+    one.add_argument("--instances", required=True)
+    one.add_argument("--index", required=True)
+    one.add_argument("--predictions", required=True)
+    one.add_argument("--id", required=True)
+    one.add_argument("--run-id", required=True)
+    one.add_argument("--out", required=True)
+    one.add_argument("--timeout", type=int, default=1800)
+    one.add_argument("--namespace", default="swebench", help="image namespace; empty to build images locally")
+    one.add_argument("--keep-images", action="store_true")
+    one.add_argument("--dataset", help="the run's dataset (sb-cli: gives the subset)")
+    one.add_argument("--split", default="test")
+    merged = commands.add_parser("merge", help="merge the instances' reports into evaluation.json")
+    merged.add_argument("--instances", required=True)
+    merged.add_argument("--predictions", required=True)
+    merged.add_argument("--run-dir", required=True)
+    merged.add_argument("--backend", required=True)
+    merged.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    if args.command == "merge":
+        rows = read_jsonl(args.instances)
+        reports = {row["instance_id"]: read_json(Path(args.run_dir) / "instances" / row["instance_id"] / "report.json")
+                   for row in rows}
+        write_json_atomic(args.out, merge(rows, read_jsonl(args.predictions), reports, args.backend))
+        return
+
+    out = Path(args.out).resolve()
+    row = read_row(args.instances, args.index, args.id)
+    prediction = read_prediction(args.predictions, args.id)
+    harness_run = harness_run_id(args.run_id, out.parents[2]) if args.backend != "sb-cli" else args.run_id
+    _stop_on_signal.received = None
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGINT, _stop_on_signal)
+    try:
+        subset = sbcli_subset(args.dataset, args.split) if args.backend == "sb-cli" else None
+        record = evaluate_instance(args.backend, row, prediction, out.parent / LOGS, harness_run, args.timeout,
+                                   args.namespace or None, args.keep_images, subset, args.split,
+                                   os.environ.get("SWEBENCH_API_KEY"))
+    except (EvaluationFault, PreflightError) as e:
+        sys.exit(f"evaluate {args.id}: {e}")
+    if _stop_on_signal.received:
+        sys.exit(f"evaluate {args.id}: stopped by signal {_stop_on_signal.received}; nothing written")
+    write_json_atomic(out, record)
+    print(f"{args.id}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Model providers behind the generate stage: one request, through the official client libraries.
+
+`ask(provider, messages, model, settings)` makes one attempt and returns an Answer, or
+raises one of the errors below so that the generate stage can decide what follows:
+Transient (retry after a wait), ContextTooLong (retry with less code context),
+Rejected (the request itself is wrong: stop the job, retrying cannot help).
+Clients are made once per process and shared by the threads that run generate jobs.
+"""
+import re
+import threading
+from dataclasses import dataclass, field
+
+DEFAULT_MODELS = {"openai": "gpt-5.4-mini", "anthropic": "claude-sonnet-4-6"}
+KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+CONTEXT_ERROR = re.compile(
+    r"context[ _]length|context window|prompt is too long|maximum context|too many (input )?tokens", re.I
+)
+
+
+@dataclass
+class Answer:
+    text: str
+    stop_reason: str  # end, max_tokens, refusal, content_filter, or the provider's own word
+    raw_stop_reason: str
+    usage: dict = field(default_factory=dict)  # input_tokens, output_tokens, cached_input_tokens, cache_write_tokens
+
+
+class Transient(Exception):
+    def __init__(self, message, retry_after=None, status=None):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class ContextTooLong(Exception):
+    pass
+
+
+class Rejected(Exception):
+    pass
+
+
+_clients = {}
+_unsupported = {}  # (provider, base_url, model) -> request parameters the server refused
+_lock = threading.Lock()
+
+
+def client_for(provider, settings):
+    key = (provider, settings.get("base_url"), settings["request_timeout"])
+    with _lock:
+        if key not in _clients:
+            if provider == "openai":
+                import openai as library
+
+                make = library.OpenAI
+            else:
+                import anthropic as library
+
+                make = library.Anthropic
+            _clients[key] = make(
+                api_key=settings["api_key"], base_url=settings.get("base_url") or None,
+                timeout=settings["request_timeout"], max_retries=0,  # the generate stage retries and records
+            )
+        return _clients[key]
+
+
+def retry_after_seconds(headers):
+    """The wait a 429 or 503 asks for, from retry-after-ms or retry-after (seconds or a date)."""
+    if headers is None:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+            from datetime import datetime, timezone
+
+            return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(error, library):
+    """Turn a client library's exception into Transient, ContextTooLong or Rejected."""
+    if isinstance(error, (library.APITimeoutError, library.APIConnectionError)):
+        return Transient(f"{type(error).__name__}: {error}")
+    if isinstance(error, library.APIStatusError):
+        status, message = error.status_code, f"{type(error).__name__} {error.status_code}: {error.message}"
+        if status in (408, 409, 429) or status >= 500:
+            return Transient(message, retry_after_seconds(error.response.headers), status)
+        if status in (400, 413) and CONTEXT_ERROR.search(str(error.message)):
+            return ContextTooLong(message)
+        return Rejected(message)
+    if isinstance(error, library.APIResponseValidationError) or isinstance(error, ValueError):
+        return Transient(f"malformed response: {type(error).__name__}: {error}")
+    return None
+
+
+def refused_parameter(error):
+    """The request parameter a 400 says the model does not take (OpenAI reports it in `param`)."""
+    param = getattr(error, "param", None)
+    if param in ("temperature", "max_tokens", "max_completion_tokens"):
+        return param
+    match = re.search(r"'(temperature|max_tokens|max_completion_tokens)'", str(getattr(error, "message", "")))
+    return match.group(1) if match else None
+
+
+def openai_request(messages, model, settings, unsupported):
+    request = {"model": model, "messages": messages}
+    # api.openai.com wants max_completion_tokens (reasoning models refuse max_tokens); most
+    # compatible servers know only max_tokens. A refusal swaps one for the other.
+    limit = "max_tokens" if settings.get("base_url") else "max_completion_tokens"
+    if limit in unsupported:
+        limit = "max_completion_tokens" if limit == "max_tokens" else "max_tokens"
+    request[limit] = settings["max_output_tokens"]
+    if settings.get("temperature") is not None and "temperature" not in unsupported:
+        request["temperature"] = settings["temperature"]
+    return request
+
+
+OPENAI_STOP = {"stop": "end", "length": "max_tokens", "content_filter": "content_filter"}
+
+
+def ask_openai(messages, model, settings):
+    import openai
+
+    client = client_for("openai", settings)
+    key = ("openai", settings.get("base_url"), model)
+    for _ in range(3):  # at most two parameters to adapt
+        with _lock:
+            unsupported = set(_unsupported.get(key, ()))
+        try:
+            completion = client.chat.completions.create(**openai_request(messages, model, settings, unsupported))
+            break
+        except openai.BadRequestError as error:
+            param = refused_parameter(error)
+            if param is None or param in unsupported:
+                raise classify(error, openai) from error
+            with _lock:
+                _unsupported.setdefault(key, set()).add(param)
+        except (openai.OpenAIError, ValueError) as error:  # ValueError: a body that is not JSON
+            raise (classify(error, openai) or error) from error
+    else:
+        raise Rejected(f"{model} refused the request parameters {sorted(unsupported)}")
+    if not completion.choices:
+        raise Transient("malformed response: no choices")
+    choice = completion.choices[0]
+    message = choice.message
+    raw_stop = choice.finish_reason or "unknown"
+    stop = "refusal" if getattr(message, "refusal", None) else OPENAI_STOP.get(raw_stop, raw_stop)
+    usage = completion.usage
+    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None) or 0
+    return Answer(
+        text=message.content or getattr(message, "refusal", None) or "",
+        stop_reason=stop,
+        raw_stop_reason=raw_stop,
+        usage={"input_tokens": usage.prompt_tokens if usage else 0,
+               "output_tokens": usage.completion_tokens if usage else 0,
+               "cached_input_tokens": cached, "cache_write_tokens": 0},
+    )
+
+
+ANTHROPIC_STOP = {"end_turn": "end", "stop_sequence": "end", "max_tokens": "max_tokens", "refusal": "refusal"}
+
+
+def ask_anthropic(messages, model, settings):
+    import anthropic
+
+    client = client_for("anthropic", settings)
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    request = {"model": model, "max_tokens": settings["max_output_tokens"],
+               "messages": [m for m in messages if m["role"] != "system"]}
+    if system:
+        request["system"] = system
+    # The Messages API of the pinned client takes no temperature: the model's own sampling applies.
+    try:
+        message = client.messages.create(**request)
+    except (anthropic.AnthropicError, ValueError) as error:
+        raise (classify(error, anthropic) or error) from error
+    text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
+    raw_stop = message.stop_reason or "unknown"
+    usage = message.usage
+    cached = getattr(usage, "cache_read_input_tokens", None) or 0
+    written = getattr(usage, "cache_creation_input_tokens", None) or 0
+    return Answer(
+        text=text,
+        stop_reason=ANTHROPIC_STOP.get(raw_stop, raw_stop),
+        raw_stop_reason=raw_stop,
+        # Anthropic counts cache reads and writes apart from input_tokens; here input is the whole prompt.
+        usage={"input_tokens": usage.input_tokens + cached + written, "output_tokens": usage.output_tokens,
+               "cached_input_tokens": cached, "cache_write_tokens": written},
+    )
+
+
+ASK = {"openai": ask_openai, "anthropic": ask_anthropic}
+
+
+def ask(provider, messages, model, settings):
+    return ASK[provider](messages, model, settings)

@@ -1,0 +1,142 @@
+"""A loopback HTTP server that speaks the OpenAI Chat Completions and Anthropic Messages
+wire formats, for testing the real client libraries. It answers each instance with its
+reference patch (found by the problem statement in the prompt) and injects faults on
+request: faults[instance_id] is a list consumed one per request."""
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ERROR_TYPES = {400: "invalid_request_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+
+
+class FakeModelServer:
+    def __init__(self, rows=(), latency=0.0):
+        self.rows = list(rows)
+        self.latency = latency
+        self.slow_seconds = 5.0
+        self.retry_after = "0"
+        self.faults = {}
+        self.refused_params = set()  # parameters this "model" refuses, like a reasoning model
+        self.requests = []
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def instance_for(self, text):
+        for row in self.rows:
+            if row["problem_statement"].strip()[:200] in text:
+                return row
+        return None
+
+    def next_fault(self, instance_id):
+        with self.lock:
+            queue = self.faults.get(instance_id) or []
+            return queue.pop(0) if queue else None
+
+    def requests_for(self, instance_id):
+        return [r for r in self.requests if r["instance_id"] == instance_id]
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                anthropic = self.path.endswith("/messages")
+                text = " ".join(m["content"] if isinstance(m["content"], str) else json.dumps(m["content"])
+                                for m in body["messages"]) + str(body.get("system", ""))
+                row = server.instance_for(text)
+                instance_id = row["instance_id"] if row else None
+                with server.lock:
+                    server.requests.append({"path": self.path, "body": body, "instance_id": instance_id,
+                                            "headers": {k.lower(): v for k, v in self.headers.items()}, "at": time.monotonic()})
+                if server.latency:
+                    time.sleep(server.latency)
+                fault = server.next_fault(instance_id)
+                refused = server.refused_params & set(body)
+                if refused and not anthropic:
+                    param = sorted(refused)[0]
+                    return self.error(400, f"Unsupported parameter: '{param}' is not supported with this model.",
+                                      anthropic, param=param, code="unsupported_parameter")
+                if fault == "429":
+                    return self.error(429, "Rate limit reached; try again later.", anthropic,
+                                      headers={"retry-after": server.retry_after})
+                if fault in ("500", "529"):
+                    return self.error(int(fault), "The server had an error.", anthropic)
+                if fault == "context":
+                    message = ("prompt is too long: 250000 tokens > 200000 maximum" if anthropic else
+                               "This model's maximum context length is 128000 tokens. However, your messages "
+                               "resulted in 250000 tokens.")
+                    return self.error(400, message, anthropic, code="context_length_exceeded")
+                if fault == "auth":  # some gateways echo the key they were given
+                    key = self.headers.get("x-api-key") or self.headers.get("authorization", "")
+                    return self.error(401, f"Invalid API key: {key}", anthropic)
+                if fault == "slow":
+                    time.sleep(server.slow_seconds)
+                if fault == "malformed":
+                    return self.send(200, b'{"id": "x", "choices": [', {})
+                answer = f"<patch>\n{row['patch']}</patch>\n" if row else "I cannot tell which issue this is."
+                stop = {"truncated": "length", "refusal": "refusal"}.get(fault, "stop")
+                if fault == "truncated":
+                    answer = answer[: len(answer) // 2]
+                if fault in ("empty", "refusal"):
+                    answer = ""
+                usage_in, usage_out = len(text) // 4, len(answer) // 4
+                model = body["model"]
+                if anthropic:
+                    payload = {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+                               "content": [{"type": "text", "text": answer}] if answer else [],
+                               "stop_reason": {"length": "max_tokens", "refusal": "refusal"}.get(stop, "end_turn"),
+                               "stop_sequence": None,
+                               "usage": {"input_tokens": usage_in - 100, "output_tokens": usage_out,
+                                         "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0}}
+                else:
+                    message = {"role": "assistant", "content": answer or (None if fault == "refusal" else ""),
+                               "refusal": "I can't help with that." if fault == "refusal" else None}
+                    payload = {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
+                               "model": model,
+                               "choices": [{"index": 0, "message": message,
+                                            "finish_reason": "stop" if fault == "refusal" else stop}],
+                               "usage": {"prompt_tokens": usage_in, "completion_tokens": usage_out,
+                                         "total_tokens": usage_in + usage_out,
+                                         "prompt_tokens_details": {"cached_tokens": 100}}}
+                self.send(200, json.dumps(payload).encode(), {})
+
+            def error(self, status, message, anthropic, headers=None, param=None, code=None):
+                if anthropic:
+                    payload = {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message}}
+                else:
+                    payload = {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"),
+                                         "param": param, "code": code}}
+                self.send(status, json.dumps(payload).encode(), headers or {})
+
+            def send(self, status, data, headers):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting: what a timeout test wants
+
+        return Handler

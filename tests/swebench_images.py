@@ -1,0 +1,204 @@
+"""SWE-bench-shaped instance images for the evaluation tests, built without Docker Hub.
+
+A base image comes from `debootstrap --variant=minbase bookworm` and `docker import`; on it
+an environment image holds what the harness's eval script for a `psf/requests` row
+expects (git, patch, pytest, and a stand-in for conda's `activate` that activates a
+virtualenv at /opt/miniconda3/envs/testbed); on that, one image holds /testbed, a small git
+repository with a known bug. Every test instance uses that repository (their test patches
+differ), so their images are tags of the one image, named as the harness looks for them.
+All images are kept by the Docker daemon, so later sessions build nothing.
+"""
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+import docker
+
+from fixture_repos import git
+
+BASE_IMAGE = "swebench-runner-test/base:bookworm"
+# The harness picks the eval script and log parser by repo and version: psf/requests 2.0
+# runs `python -m pip install .` and then `pytest -rA <test files>`.
+REPO, VERSION = "psf/requests", "2.0"
+FIXED_DATE = "2026-01-01T00:00:00+00:00"  # fixed commit dates give the same base_commit every time
+
+ACTIVATE = """\
+# Stands in for conda's activate script, which SWE-bench's eval scripts source before `conda activate testbed`.
+conda() { if [ "$1" = activate ]; then . "/opt/miniconda3/envs/$2/bin/activate"; fi; }
+"""
+ENV_DOCKERFILE = f"""\
+FROM {BASE_IMAGE}
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends git patch procps python3 python3-venv python3-pytest \\
+    && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv --system-site-packages /opt/miniconda3/envs/testbed
+COPY activate /opt/miniconda3/bin/activate
+# `pip install .` of the eval script, offline
+ENV PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# The harness stops each container with a 15 s grace period, which `tail -f /dev/null` as
+# PID 1 never uses (it ignores SIGTERM): the test images are stopped at once instead.
+STOPSIGNAL SIGKILL
+"""
+
+CALC = """\
+def add(a, b):
+    return a - b
+
+
+def mul(a, b):
+    return a * b
+"""
+TESTS = """\
+from calc import add, mul
+
+
+def test_mul():
+    assert mul(2, 3) == 6
+"""
+SETUP = "from setuptools import setup\n\nsetup(name='calc', version='1.0', py_modules=['calc'])\n"
+GOLD_PATCH = """\
+diff --git a/calc.py b/calc.py
+--- a/calc.py
++++ b/calc.py
+@@ -1,5 +1,5 @@
+ def add(a, b):
+-    return a - b
++    return a + b
+ 
+ 
+ def mul(a, b):
+"""
+WRONG_PATCH = GOLD_PATCH.replace("+    return a + b", "+    return a * b")
+MALFORMED_PATCH = GOLD_PATCH.replace("-    return a - b", "-    return b - a")  # its context is not in the file
+TEST_PATCH = """\
+diff --git a/test_calc.py b/test_calc.py
+--- a/test_calc.py
++++ b/test_calc.py
+@@ -3,3 +3,7 @@ from calc import add, mul
+ 
+ def test_mul():
+     assert mul(2, 3) == 6
++
++
++def test_add():
++    assert add(2, 3) == 5
+"""
+SLOW_TEST_PATCH = """\
+diff --git a/test_calc.py b/test_calc.py
+--- a/test_calc.py
++++ b/test_calc.py
+@@ -3,3 +3,8 @@ from calc import add, mul
+ 
+ def test_mul():
+     assert mul(2, 3) == 6
++
++
++def test_slow():
++    import time
++    time.sleep(600)
+"""
+
+
+def client():
+    return docker.from_env()
+
+
+def image_exists(docker_client, name):
+    try:
+        docker_client.images.get(name)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def ensure_base(docker_client):
+    """The Debian base image, made with debootstrap (about 30 s) unless the daemon has it."""
+    if image_exists(docker_client, BASE_IMAGE):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "rootfs"
+        subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(root), "http://deb.debian.org/debian"],
+                       check=True, capture_output=True)
+        tarball = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
+        repository, tag = BASE_IMAGE.split(":")
+        docker_client.api.import_image(src=str(tarball), repository=repository, tag=tag)
+
+
+def build(docker_client, files, tag):
+    """Build an image from a context of {name: text} files."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            data = data if isinstance(data, bytes) else data.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    docker_client.images.build(fileobj=buffer, custom_context=True, tag=tag, rm=True)
+
+
+def make_repository(path):
+    """The repository of /testbed; returns its commit, the same on every machine."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q")
+    environment = {"GIT_AUTHOR_DATE": FIXED_DATE, "GIT_COMMITTER_DATE": FIXED_DATE}
+    for name, text in {"calc.py": CALC, "test_calc.py": TESTS, "setup.py": SETUP}.items():
+        (path / name).write_text(text)
+    git(path, "add", "-A")
+    subprocess.run(["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", "commit", "-qm", "calc"],
+                   cwd=path, check=True, env={**environment, "PATH": "/usr/bin:/bin"})
+    return git(path, "rev-parse", "HEAD").strip()
+
+
+def testbed_tarball(repo):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(repo, arcname="testbed")
+    return buffer.getvalue()
+
+
+def ensure_testbed_image():
+    """The image with /testbed, built once per content; returns (image name, base_commit)."""
+    docker_client = client()
+    ensure_base(docker_client)
+    env_tag = "swebench-runner-test/env:" + hashlib.sha256((ENV_DOCKERFILE + ACTIVATE).encode()).hexdigest()[:12]
+    if not image_exists(docker_client, env_tag):
+        build(docker_client, {"Dockerfile": ENV_DOCKERFILE, "activate": ACTIVATE}, env_tag)
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "testbed"
+        base_commit = make_repository(repo)
+        testbed_tag = f"swebench-runner-test/testbed:{base_commit[:12]}-{env_tag.rsplit(':', 1)[1]}"
+        if not image_exists(docker_client, testbed_tag):
+            dockerfile = f"FROM {env_tag}\nADD testbed.tar /\nWORKDIR /testbed\n"
+            build(docker_client, {"Dockerfile": dockerfile, "testbed.tar": testbed_tarball(repo)}, testbed_tag)
+    return testbed_tag, base_commit
+
+
+def row(instance_id, base_commit, test_patch=TEST_PATCH, fail_to_pass=("test_calc.py::test_add",)):
+    """A SWE-bench row for the test repository."""
+    return {
+        "instance_id": instance_id, "repo": REPO, "version": VERSION, "base_commit": base_commit,
+        "environment_setup_commit": base_commit, "patch": GOLD_PATCH, "test_patch": test_patch,
+        "problem_statement": "`calc.add` subtracts instead of adding.", "hints_text": "",
+        "created_at": "2026-01-01T00:00:00Z",
+        "FAIL_TO_PASS": json.dumps(list(fail_to_pass)), "PASS_TO_PASS": json.dumps(["test_calc.py::test_mul"]),
+    }
+
+
+def instance_image(row_, namespace="swebench"):
+    """The image name the harness looks for, as the harness computes it."""
+    from swebench.harness.test_spec.test_spec import make_test_spec
+
+    return make_test_spec(row_, namespace=namespace).instance_image_key
+
+
+def tag_instance(testbed_tag, row_, namespace="swebench"):
+    """Give the testbed image the name the harness looks for this row's image under."""
+    repository, tag = instance_image(row_, namespace).rsplit(":", 1)
+    client().images.get(testbed_tag).tag(repository, tag)
+    return f"{repository}:{tag}"
+

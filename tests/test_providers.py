@@ -1,0 +1,210 @@
+"""The real openai and anthropic clients against a loopback server that speaks their wire formats."""
+import json
+import threading
+
+import pytest
+
+from conftest import LITE_TEST, assert_valid, read_rows
+from fake_api import FakeModelServer
+from scripts import context, costs, generate, prompt
+
+ROWS = read_rows(LITE_TEST)[:4]
+MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6"}
+KEY = "sk-test-0123456789-SECRET"
+
+
+@pytest.fixture
+def server():
+    with FakeModelServer(ROWS) as fake:
+        yield fake
+
+
+def settings_for(provider, server, tmp_path, **changes):
+    base_url = f"{server.url}/v1" if provider == "openai" else server.url
+    config = {"base_url": base_url, "max_attempts": 4, "retry_backoff": 0.01, "request_timeout": 2.0,
+              "temperature": 0.0, "max_output_tokens": 2048, **changes}
+    settings = generate.api_settings(provider, config, tmp_path)
+    settings["api_key"] = KEY
+    return settings
+
+
+def ask(provider, server, tmp_path, row=ROWS[0], files=(), **changes):
+    ctx = context.build_context(row, "none")
+    ctx["files"] = [{"path": path, "content": f"# {path}\n", "tokens": 3} for path in files]
+    template = prompt.load_template(prompt.DEFAULT_TEMPLATE)
+    messages = prompt.build_prompt(ctx, template)
+    logged = []
+    record = generate.generate(messages, row, provider, MODELS[provider], settings_for(provider, server, tmp_path, **changes),
+                               ctx, template, log=logged.append)
+    assert_valid(record, "response")
+    return record, logged
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_answer_usage_and_cost(provider, server, tmp_path):
+    record, _ = ask(provider, server, tmp_path)
+    assert record["status"] == "ok" and record["stop_reason"] == "end"
+    assert record["answer"] == f"<patch>\n{ROWS[0]['patch']}</patch>\n"
+    usage = record["usage"]
+    assert usage["cached_input_tokens"] == 100 and usage["output_tokens"] == len(record["answer"]) // 4
+    price = costs.load_prices()[MODELS[provider]]
+    assert record["cost_usd"] == costs.cost_usd(usage, price) > 0
+    assert costs.spent(tmp_path / "spend.jsonl") == pytest.approx(record["cost_usd"])
+
+
+def test_anthropic_request_shape(server, tmp_path):
+    ask("anthropic", server, tmp_path)
+    request = server.requests[-1]
+    assert request["path"] == "/v1/messages"
+    body = request["body"]
+    assert body["max_tokens"] == 2048
+    assert body["system"].startswith("You are an experienced software engineer")
+    assert [m["role"] for m in body["messages"]] == ["user"]
+    assert KEY in (request["headers"].get("x-api-key"), request["headers"].get("authorization", "").removeprefix("Bearer "))
+    assert "anthropic-version" in request["headers"]
+
+
+def test_openai_request_shape(server, tmp_path):
+    ask("openai", server, tmp_path)
+    request = server.requests[-1]
+    assert request["path"] == "/v1/chat/completions"
+    assert [m["role"] for m in request["body"]["messages"]] == ["system", "user"]
+    assert request["body"]["max_tokens"] == 2048  # a compatible server behind base_url gets max_tokens
+    assert request["headers"]["authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_retries_then_success_records_every_attempt(provider, server, tmp_path):
+    server.faults[ROWS[0]["instance_id"]] = ["429", "500" if provider == "openai" else "529", "malformed"]
+    record, logged = ask(provider, server, tmp_path)
+    assert record["status"] == "ok"
+    errors = [a["error"] for a in record["attempts"]]
+    assert errors[-1] is None and all(errors[:3])
+    assert "429" in errors[0] and "malformed" in errors[2]
+    assert [a["status"] for a in record["attempts"]] == [429, 500 if provider == "openai" else 529, None, 200]
+    assert len(logged) == 3
+
+
+def test_retry_after_is_honoured(server, tmp_path):
+    server.retry_after = "0.4"
+    server.faults[ROWS[0]["instance_id"]] = ["429"]
+    record, _ = ask("openai", server, tmp_path, retry_backoff=30.0)  # the server's word wins over the backoff
+    assert record["attempts"][0]["wait_s"] == 0.4
+    first, second = server.requests_for(ROWS[0]["instance_id"])
+    assert second["at"] - first["at"] >= 0.4
+
+
+def test_timeout_is_retried(server, tmp_path):
+    server.slow_seconds = 1.5
+    server.faults[ROWS[0]["instance_id"]] = ["slow"]
+    record, _ = ask("openai", server, tmp_path, request_timeout=0.5)
+    assert "APITimeoutError" in record["attempts"][0]["error"]
+    assert record["status"] == "ok" and len(record["attempts"]) == 2
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_exhausted_retries_fail_the_job(provider, server, tmp_path):
+    server.faults[ROWS[0]["instance_id"]] = ["500"] * 3
+    with pytest.raises(generate.GenerationFailed, match="no answer after 3 attempt"):
+        ask(provider, server, tmp_path, max_attempts=3)
+
+
+def test_context_too_long_drops_code_then_fits(server, tmp_path):
+    server.faults[ROWS[0]["instance_id"]] = ["context"]
+    record, _ = ask("anthropic", server, tmp_path, files=["pkg/a.py", "pkg/b.py"])
+    assert record["status"] == "ok"
+    assert record["dropped_context_files"] == ["pkg/b.py"]
+    first, second = server.requests_for(ROWS[0]["instance_id"])
+    assert "[start of pkg/b.py]" in json.dumps(first["body"]) and "[start of pkg/b.py]" not in json.dumps(second["body"])
+    assert "[start of pkg/a.py]" in json.dumps(second["body"])
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_context_too_long_without_code_is_a_permanent_failure(provider, server, tmp_path):
+    server.faults[ROWS[0]["instance_id"]] = ["context"]
+    record, _ = ask(provider, server, tmp_path)
+    assert record["status"] == "failed" and record["failure_reason"] == "context_too_long"
+    assert record["answer"] is None and record["cost_usd"] == 0.0
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("fault, status, reason, stop", [
+    ("refusal", "failed", "refused", "refusal"),
+    ("truncated", "ok", None, "max_tokens"),
+    ("empty", "ok", None, "end"),
+])
+def test_outcomes_are_recorded_not_hidden(provider, fault, status, reason, stop, server, tmp_path):
+    server.faults[ROWS[0]["instance_id"]] = [fault]
+    record, _ = ask(provider, server, tmp_path)
+    assert (record["status"], record["failure_reason"], record["stop_reason"]) == (status, reason, stop)
+    if fault == "empty":
+        assert record["answer"] == ""
+
+
+def test_refused_parameters_are_dropped_and_remembered(server, tmp_path):
+    server.refused_params = {"temperature", "max_tokens"}
+    record, _ = ask("openai", server, tmp_path, row=ROWS[1])
+    assert record["status"] == "ok"
+    sent = [r["body"] for r in server.requests_for(ROWS[1]["instance_id"])]
+    assert "max_completion_tokens" in sent[-1] and "max_tokens" not in sent[-1] and "temperature" not in sent[-1]
+    before = len(server.requests)
+    ask("openai", server, tmp_path, row=ROWS[2])
+    assert len(server.requests) == before + 1  # the second instance asks right the first time
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_rejected_request_names_no_key(provider, server, tmp_path):
+    server.faults[ROWS[0]["instance_id"]] = ["auth"]
+    with pytest.raises(generate.GenerationFailed) as error:
+        ask(provider, server, tmp_path)
+    assert "AuthenticationError 401" in str(error.value)
+    assert KEY not in str(error.value) and "[redacted]" in str(error.value)
+    assert len(server.requests) == 1  # no retry: it cannot help
+
+
+def test_budget_stops_new_requests(server, tmp_path):
+    costs.record_spend(tmp_path / "spend.jsonl", "earlier", 0.5)
+    with pytest.raises(costs.BudgetSpent, match="max_cost=0.5"):
+        ask("openai", server, tmp_path, max_cost=0.5)
+    assert server.requests == []
+    record, _ = ask("openai", server, tmp_path, max_cost=0.6)
+    assert record["status"] == "ok"
+
+
+def test_unknown_model_costs_nothing_with_a_warning(server, tmp_path):
+    ctx = context.build_context(ROWS[0], "none")
+    messages = prompt.build_prompt(ctx, prompt.load_template(prompt.DEFAULT_TEMPLATE))
+    logged = []
+    record = generate.generate(messages, ROWS[0], "openai", "my-local-model", settings_for("openai", server, tmp_path),
+                               ctx, None, log=logged.append)
+    assert record["cost_usd"] == 0.0 and record["price_per_million"] is None
+    assert any("no price known for model my-local-model" in line for line in logged)
+
+
+def test_parallel_threads_share_clients_and_ledger(server, tmp_path):
+    records = []
+
+    def one(row):
+        records.append(ask("openai", server, tmp_path, row=row)[0])
+
+    threads = [threading.Thread(target=one, args=(row,)) for row in ROWS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(records) == 4
+    assert costs.spent(tmp_path / "spend.jsonl") == pytest.approx(sum(r["cost_usd"] for r in records))
+
+
+def test_context_retry_starts_from_the_files_the_prompt_holds(server, tmp_path):
+    ctx = context.build_context(ROWS[0], "none")
+    ctx["files"] = [{"path": p, "content": f"# {p}\n", "tokens": 3} for p in ("pkg/a.py", "pkg/b.py", "pkg/c.py")]
+    template = prompt.load_template(prompt.DEFAULT_TEMPLATE)
+    shown = prompt.build_prompt(dict(ctx, files=ctx["files"][:2]), template)
+    shown["dropped_files"] = ["pkg/c.py"]  # as the prompt stage records a file it had no room for
+    server.faults[ROWS[0]["instance_id"]] = ["context"]
+    record = generate.generate(shown, ROWS[0], "openai", "gpt-4o", settings_for("openai", server, tmp_path),
+                               ctx, template, log=lambda line: None)
+    assert record["dropped_context_files"] == ["pkg/b.py"]
+    last = json.dumps(server.requests[-1]["body"])
+    assert "[start of pkg/a.py]" in last and "pkg/b.py" not in last and "pkg/c.py" not in last
