@@ -41,6 +41,19 @@ def read_json(path):
         return json.load(f)
 
 
+def find_jsonl_row(path, instance_id):
+    """The row of a JSONL file with this instance_id (None if there is none), parsing only
+    the lines that mention it."""
+    needle = json.dumps(instance_id)
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if needle in line:
+                row = json.loads(line)
+                if row.get("instance_id") == instance_id:
+                    return row
+    return None
+
+
 def read_jsonl(path):
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

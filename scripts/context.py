@@ -54,19 +54,17 @@ def file_lines(content):
     return lines
 
 
+def block_units(path, lines, first_line=1, line_numbers=True):
+    """A file in the style-3 layout, its lines (numbered) between start and end markers, cut
+    at line ends: the parts whose token counts add up to the block's."""
+    numbered = (f"{first_line + n} {line}\n" if line_numbers else f"{line}\n" for n, line in enumerate(lines))
+    return [f"[start of {path}]\n", *numbered, f"[end of {path}]\n"]
+
+
 def render_file(entry, line_numbers=True):
-    """One file in the style-3 layout: its lines (numbered) between start and end markers."""
-    lines = file_lines(entry["content"])
-    if line_numbers:
-        first = entry.get("first_line", 1)
-        lines = [f"{first + n} {line}" for n, line in enumerate(lines)]
-    return "\n".join([f"[start of {entry['path']}]", *lines, f"[end of {entry['path']}]"])
-
-
-def block_units(path, lines, first_line=1):
-    """The rendered block cut at line ends, the parts whose counts add up to the block's."""
-    return [f"[start of {path}]\n", *(f"{first_line + n} {line}\n" for n, line in enumerate(lines)),
-            f"[end of {path}]\n"]
+    """One file's block, as the prompt shows it."""
+    units = block_units(entry["path"], file_lines(entry["content"]), entry.get("first_line", 1), line_numbers)
+    return "".join(units)[:-1]
 
 
 def is_test_path(path):

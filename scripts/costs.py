@@ -5,14 +5,14 @@ setting. The budget is kept in a ledger, results/<run>/spend.jsonl, one line per
 request, appended under a file lock so that parallel jobs, separate processes and
 cluster jobs on a shared filesystem all see one total.
 """
-import fcntl
+import functools
 import json
 import os
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+from filelock import FileLock
 
 PRICE_TABLE = Path(__file__).parent / "prices.yaml"
 
@@ -21,10 +21,13 @@ class BudgetSpent(Exception):
     pass
 
 
+@functools.cache
+def _price_table():
+    return yaml.safe_load(PRICE_TABLE.read_text(encoding="utf-8"))
+
+
 def load_prices(overrides=None):
-    prices = yaml.safe_load(PRICE_TABLE.read_text(encoding="utf-8"))
-    prices.update(overrides or {})
-    return prices
+    return {**_price_table(), **(overrides or {})}
 
 
 def price_for(model, prices):
@@ -49,20 +52,14 @@ def cost_usd(usage, price):
     return round(total / 1_000_000, 8)
 
 
-@contextmanager
 def _locked(ledger):
-    ledger = Path(ledger)
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    with open(ledger.with_name(ledger.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield ledger
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    Path(ledger).parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{ledger}.lock")
 
 
 def spent(ledger):
-    with _locked(ledger) as path:
+    path = Path(ledger)
+    with _locked(ledger):
         if not path.exists():
             return 0.0
         with open(path, encoding="utf-8") as f:
@@ -85,8 +82,8 @@ def check_budget(ledger, max_cost):
 def record_spend(ledger, instance_id, cost):
     line = json.dumps({"instance_id": instance_id, "cost_usd": cost,
                        "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    with _locked(ledger) as path:
-        with open(path, "a", encoding="utf-8") as f:
+    with _locked(ledger):
+        with open(ledger, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.common import read_json, read_jsonl, write_json_atomic
+from scripts.common import find_jsonl_row, read_json, read_jsonl, write_json_atomic
 from scripts.select import read_row
 
 BACKENDS = ("docker", "modal", "sb-cli")
@@ -116,13 +116,6 @@ def sbcli_subset(dataset, split):
 
 def patch_sha256(patch):
     return hashlib.sha256((patch or "").encode()).hexdigest()
-
-
-def read_prediction(predictions_path, instance_id):
-    for prediction in read_jsonl(predictions_path):
-        if prediction["instance_id"] == instance_id:
-            return prediction
-    raise KeyError(f"{predictions_path} has no prediction for {instance_id}")
 
 
 def harness_run_id(run_id, run_dir):
@@ -416,7 +409,9 @@ def main(argv=None):
 
     out = Path(args.out).resolve()
     row = read_row(args.instances, args.index, args.id)
-    prediction = read_prediction(args.predictions, args.id)
+    prediction = find_jsonl_row(args.predictions, args.id)
+    if prediction is None:
+        sys.exit(f"evaluate {args.id}: {args.predictions} has no prediction for it")
     harness_run = harness_run_id(args.run_id, out.parents[2]) if args.backend != "sb-cli" else args.run_id
     _stop_on_signal.received = None
     signal.signal(signal.SIGTERM, _stop_on_signal)

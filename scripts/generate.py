@@ -8,7 +8,6 @@ result: a refusal, or a prompt that does not fit even without its code context.
 A transient fault that outlasts the attempts, a spent budget or a rejected request fail
 the job and write nothing, so that a rerun tries again.
 """
-import json
 import os
 import random
 import time
@@ -16,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from scripts import costs, providers
-from scripts.common import read_json, write_json_atomic
+from scripts.common import find_jsonl_row, read_json, write_json_atomic
 from scripts.select import read_row
 
 
@@ -42,18 +41,6 @@ def no_usage():
 def gold(prompt, row, settings):
     """The instance's reference patch: checks an evaluation setup end to end."""
     return providers.Answer(row["patch"], "gold", "gold", no_usage())
-
-
-def find_jsonl_row(path, instance_id):
-    """The row of a JSONL file with this instance_id, parsing only lines that mention it."""
-    needle = json.dumps(instance_id)
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if needle in line:
-                row = json.loads(line)
-                if row.get("instance_id") == instance_id:
-                    return row
-    return None
 
 
 def replay(prompt, row, settings):

@@ -8,12 +8,13 @@ instance's files to retrieval.jsonl with an index of its own.
 """
 import argparse
 import json
+import os
 import random
 import re
 import sys
 from pathlib import Path
 
-from scripts.common import open_atomic, read_json, write_json_atomic, write_text_atomic
+from scripts.common import open_atomic, read_json, write_json_atomic
 from scripts.settings import instance_list, is_dataset_path
 
 HUB_NAMES = {
@@ -102,15 +103,25 @@ def select(rows, instances=None, id_filter=None, shuffle=False, seed=0, count=No
     return chosen
 
 
-def write_selection(rows, rows_path, index_path):
-    lines = [json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows]
+def write_indexed_jsonl(rows, rows_path, index_path):
+    """Write rows as JSONL, one at a time, and the byte offset and length of each in the
+    index that read_row() uses; the first row of an instance_id wins. Returns the index."""
     index, offset = {}, 0
-    for row, line in zip(rows, lines):
-        size = len(line.encode("utf-8"))
-        index[row["instance_id"]] = [offset, size]
-        offset += size
-    write_text_atomic(rows_path, "".join(lines))
+    with open_atomic(rows_path) as out:
+        for row in rows:
+            if row["instance_id"] in index:
+                continue
+            line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
+            out.write(line)
+            size = len(line.encode("utf-8"))
+            index[row["instance_id"]] = [offset, size]
+            offset += size
     write_json_atomic(index_path, index)
+    return index
+
+
+def write_selection(rows, rows_path, index_path):
+    write_indexed_jsonl(rows, rows_path, index_path)
 
 
 def retrieval_texts(source, split, ids):
@@ -177,27 +188,23 @@ def parse_retrieval_text(text):
 def write_retrieval(source, split, ids, rows_path, index_path):
     """Write the files of each instance in ids, from the retrieval dataset, to rows_path
     (one JSON line each) and their byte offsets to index_path."""
-    index, offset = {}, 0
-    with open_atomic(rows_path) as out:
+    def records():
         for instance_id, text in retrieval_texts(source, split, ids):
-            if instance_id in index:
-                continue
             files = parse_retrieval_text(text or "")
             if files is None:
                 raise SelectionError(f"retrieval dataset {source}: the text of {instance_id} has no <code> part.")
-            line = json.dumps({"instance_id": instance_id, "source": source, "files": files}, ensure_ascii=False) + "\n"
-            out.write(line)
-            size = len(line.encode("utf-8"))
-            index[instance_id] = [offset, size]
-            offset += size
-        missing = [i for i in ids if i not in index]
-        if missing:
-            raise SelectionError(
-                f"{len(missing)} selected instance(s) are not in the retrieval dataset {source} (split {split}): "
-                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. "
-                "Narrow the selection, give another retrieval_dataset, or use context=bm25."
-            )
-    write_json_atomic(index_path, index)
+            yield {"instance_id": instance_id, "source": source, "files": files}
+
+    index = write_indexed_jsonl(records(), rows_path, index_path)
+    missing = [i for i in ids if i not in index]
+    if missing:
+        os.unlink(rows_path)
+        os.unlink(index_path)
+        raise SelectionError(
+            f"{len(missing)} selected instance(s) are not in the retrieval dataset {source} (split {split}): "
+            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. "
+            "Narrow the selection, give another retrieval_dataset, or use context=bm25."
+        )
 
 
 def read_row(rows_path, index_path, instance_id):
