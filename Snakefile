@@ -9,6 +9,7 @@ min_version("9.0")
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
@@ -20,8 +21,13 @@ include: "rules/patch.smk"
 include: "rules/predictions.smk"
 include: "rules/evaluate.smk"
 include: "rules/summary.smk"
+include: "rules/report.smk"
 
 
 rule all:
     input:
         run_targets,
+
+
+onerror:
+    print(failure_advice(), file=sys.stderr)

@@ -16,7 +16,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 def run(workdir, cores, dataset, extra=()):
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"), "--directory",
-               str(workdir), "--cores", str(cores), "--quiet", "all", *extra, "--config", f"dataset={dataset}", "evaluation=none"]
+               str(workdir), "--cores", str(cores), "--quiet", *extra, "--config", f"dataset={dataset}", "evaluation=none"]
     started = time.monotonic()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.monotonic() - started

@@ -25,7 +25,7 @@ from fake_api import FakeModelServer  # noqa: E402
 
 def snakemake(workdir, jobs, config, *extra):
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"), "--directory",
-               str(workdir), "--cores", str(jobs), "--resources", f"api={jobs}", "--quiet", "all", *extra,
+               str(workdir), "--cores", str(jobs), "--resources", f"api={jobs}", "--quiet", *extra,
                "--config", *config]
     env = dict(os.environ, OPENAI_API_KEY="benchmark-key")
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)

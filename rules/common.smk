@@ -14,6 +14,10 @@ from scripts import settings
 from scripts.common import read_json
 
 
+# `snakemake --report` reads the finished files only: no key or Docker daemon is needed for it.
+MAKING_REPORT = any(arg.startswith("--report") for arg in sys.argv)
+
+
 def checked_config(config):
     """The config with environment settings and defaults applied; a bad one ends the
     run here, before any job, with one message."""
@@ -21,7 +25,7 @@ def checked_config(config):
     try:
         validate(config, "../schemas/config.schema.yaml")
         settings.check(config)
-        if not workflow.output_settings.dryrun:  # a dry run sends no request
+        if not (workflow.output_settings.dryrun or MAKING_REPORT):  # these send no request
             settings.check_api_key(config, os.environ)
     except WorkflowError as e:
         sys.exit(f"Invalid configuration: {settings.describe_schema_error(e)}")
@@ -32,7 +36,7 @@ def checked_config(config):
 
 config.update(checked_config(config))
 
-if config["evaluation"] != "none" and not workflow.output_settings.dryrun:
+if config["evaluation"] != "none" and not (workflow.output_settings.dryrun or MAKING_REPORT):
     from scripts import evaluate
 
     try:  # what the evaluation backend needs: the daemon, a key, credentials, disk
@@ -51,6 +55,13 @@ RETRIEVAL_ROWS = f"{RUN}/retrieval.jsonl"
 RETRIEVAL_INDEX = f"{RUN}/retrieval.index.json"
 
 
+if config["retry_failed"] and workflow.is_main_process and not workflow.output_settings.dryrun and os.path.exists(INDEX):
+    from scripts.status import set_aside_failures
+
+    for path in set_aside_failures(RUN, list(read_json(INDEX))):
+        print(f"retry_failed: {path} set aside; its stage is made again.", file=sys.stderr)
+
+
 wildcard_constraints:
     id=r"[^/]+",
 
@@ -60,11 +71,24 @@ def selected_ids():
     return list(read_json(checkpoints.select.get().output.index))
 
 
-def per_instance(filename):
+def merged_ids():
+    """The instances the merged files (predictions, evaluation, summary) hold: all selected ones,
+    or with allow_partial those whose patch is made, leaving out the ones that failed transiently."""
+    if not config["allow_partial"] or config["predictions"]:
+        return selected_ids()
+    return [i for i in selected_ids() if os.path.exists(f"{RUN}/instances/{i}/patch.json")]
+
+
+def per_instance(filename, ids=selected_ids):
     def inputs(wildcards):
-        return [f"{RUN}/instances/{i}/{filename}" for i in selected_ids()]
+        return [f"{RUN}/instances/{i}/{filename}" for i in ids()]
 
     return inputs
+
+
+def merged(filename):
+    """The file of each instance that the merged files hold."""
+    return per_instance(filename, merged_ids)
 
 
 INSTANCE_FILES = ["context.json", "prompt.json", "response.json", "patch.diff", "patch.json"]
@@ -75,12 +99,23 @@ def run_targets(wildcards):
     Snakemake does not remake a deleted intermediate file whose downstream files are
     up to date; requested, a deleted one is remade and what follows it is redone."""
     targets = [f"{RUN}/summary.json", f"{RUN}/summary.md"]
+    targets += FIGURES  # rules/report.smk
     if not config["predictions"]:
-        targets += [path for name in INSTANCE_FILES for path in per_instance(name)(wildcards)]
+        targets += [path for name in INSTANCE_FILES for path in merged(name)(wildcards)]
     if config["evaluation"] != "none":
         names = ["report.json"] + (["given_patch.sha256"] if config["predictions"] else [])
-        targets += [path for name in names for path in per_instance(name)(wildcards)] + [f"{RUN}/evaluation.json"]
+        targets += [path for name in names for path in merged(name)(wildcards)] + [f"{RUN}/evaluation.json"]
     return targets
+
+
+def failure_advice():
+    """What the user reads when jobs failed: the errors above name the rule, the instance and its log."""
+    return (
+        f"Some jobs of run {RUN} failed; the errors above name each one's instance and log file, and all finished "
+        "work is kept. To retry just what failed, run the same command again. To merge and evaluate what is done "
+        "now, add --config allow_partial=true. To see the state of every instance: "
+        f"{sys.executable} -m scripts.status --run {RUN}"
+    )
 
 
 class Untracked:

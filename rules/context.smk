@@ -7,19 +7,18 @@ rule context:
         f"{RUN}/instances/{{id}}/context.json",
     params:
         # The settings that change a context: a change reruns the contexts and what follows.
+        # Where repositories come from changes no context: repo_cache and repo_url are read
+        # from the config, so they are no rerun trigger.
         strategy=config["context"],
-        context_tokens=f"--context-tokens {config['context_tokens']}" if config["context_tokens"] else "",
+        context_tokens=config["context_tokens"],
         tokenizer=config["tokenizer"],
         retrieval_dataset=RETRIEVAL or "",
-        # Where repositories come from changes no context, so it is no rerun trigger.
-        repos=Untracked(f"--repo-cache {shlex.quote(config['repo_cache'])} --repo-url {shlex.quote(config['repo_url'])}"),
-        retrieval=lambda wildcards, input: (
-            f"--retrieval {shlex.quote(input.retrieval)} --retrieval-index {shlex.quote(input.retrieval_index)}"
-            if RETRIEVAL else ""
-        ),
     log:
         f"{RUN}/logs/{{id}}/context.log",
-    shell:
-        PYTHON + ".context --instances {input.instances:q} --index {input.index:q} --id {wildcards.id:q}"
-        " --strategy {params.strategy} {params.context_tokens} --tokenizer {params.tokenizer}"
-        " {params.repos} {params.retrieval} --out {output:q} 2> {log:q}"
+    run:
+        from scripts import context
+
+        settings = {"context_tokens": params.context_tokens, "tokenizer": params.tokenizer,
+                    "repo_cache": config["repo_cache"], "repo_url": config["repo_url"]}
+        retrieval = (input.retrieval, input.retrieval_index) if RETRIEVAL else None
+        context.run(input.instances, input.index, wildcards.id, params.strategy, settings, output[0], log[0], retrieval)

@@ -57,7 +57,7 @@ if config["evaluation"] != "none":
         input:
             instances=INSTANCES,
             predictions=f"{RUN}/predictions.jsonl",
-            reports=per_instance("report.json"),
+            reports=merged("report.json"),
         output:
             f"{RUN}/evaluation.json",
         params:

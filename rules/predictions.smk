@@ -13,13 +13,14 @@ else:
 
     rule predictions:
         input:
-            index=INDEX,
-            patches=per_instance("patch.diff"),
+            # every instance's patch, or with allow_partial those that are made
+            patches=merged("patch.diff"),
         output:
             f"{RUN}/predictions.jsonl",
         params:
-            run_dir=RUN,
             model=MODEL,
-        shell:
-            PYTHON + ".predictions --index {input.index:q} --run-dir {params.run_dir:q}"
-            " --model {params.model:q} --out {output:q}"
+        run:
+            from scripts import predictions
+
+            ids = [os.path.basename(os.path.dirname(path)) for path in input.patches]
+            predictions.write_generated(ids, RUN, params.model, output[0])

@@ -7,5 +7,7 @@ rule prompt:
         f"{RUN}/instances/{{id}}/prompt.json",
     log:
         f"{RUN}/logs/{{id}}/prompt.log",
-    shell:
-        PYTHON + ".prompt --context {input.context:q} --template {input.template:q} --out {output:q} 2> {log:q}"
+    run:
+        from scripts import prompt
+
+        prompt.run(input.context, input.template, output[0], log[0])

@@ -3,8 +3,8 @@ rule summary:
         instances=INSTANCES,
         predictions=f"{RUN}/predictions.jsonl",
         # Read by the summary from the run folder; listed so that they are made first.
-        responses=[] if config["predictions"] else per_instance("response.json"),
-        patches=[] if config["predictions"] else per_instance("patch.json"),
+        responses=[] if config["predictions"] else merged("response.json"),
+        patches=[] if config["predictions"] else merged("patch.json"),
         evaluation=[f"{RUN}/evaluation.json"] if config["evaluation"] != "none" else [],
     output:
         json=f"{RUN}/summary.json",

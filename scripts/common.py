@@ -2,6 +2,7 @@
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,17 @@ def write_json_atomic(path, obj):
 
 def write_jsonl_atomic(path, rows):
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def append_log(log_path, message):
+    """Add a line to a job's log (the stages run inside Snakemake's process, whose stderr is
+    not the job's). No log path: the line goes to stderr."""
+    if not log_path:
+        print(message, file=sys.stderr)
+        return
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as f:
+        f.write(message + "\n")
 
 
 def read_json(path):

@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 
 from scripts import repos
-from scripts.common import write_json_atomic
+from scripts.common import append_log, write_json_atomic
 from scripts.select import read_row
 from scripts.settings import RETRIEVAL_DATASETS
 from scripts.tokens import DEFAULT_TOKENIZER, TOKENIZERS, count_each, count_tokens, describe
@@ -287,6 +287,27 @@ def build_context(row, strategy, settings=None):
     }
 
 
+def run(rows_path, index_path, instance_id, strategy, settings, out_path, log_path=None, retrieval=None):
+    """The stage: build the instance's context and write context.json. retrieval: the
+    (rows, index) paths of the retrieval records the select step wrote (bm25_13K/27K/40K)."""
+    row = read_row(rows_path, index_path, instance_id)
+    settings = dict(settings)
+    if strategy in ("oracle", "bm25") and not (settings.get("repo_cache") and settings.get("repo_url")):
+        raise ContextError(f"context {strategy} needs repo_cache and repo_url")
+    if strategy in RETRIEVAL_DATASETS:
+        if not retrieval:
+            raise ContextError(f"context {strategy} needs the retrieval records of the select step")
+        try:
+            settings["retrieval"] = read_row(*retrieval, instance_id)
+        except KeyError:
+            raise ContextError(f"{instance_id} is not in {retrieval[0]}; rerun the select step") from None
+    record = build_context(row, strategy, settings)
+    write_json_atomic(out_path, record)
+    names = ", ".join(f["path"] + (" (part)" if f["truncated"] else "") for f in record["files"]) or "no files"
+    append_log(log_path, f"context: {instance_id}: {record['tokens']['total']} tokens; {names}")
+    return record
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", required=True)
@@ -301,25 +322,13 @@ def main(argv=None):
     parser.add_argument("--retrieval-index", help="its index")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    row = read_row(args.instances, args.index, args.id)
     settings = {"context_tokens": args.context_tokens, "tokenizer": args.tokenizer,
                 "repo_cache": args.repo_cache, "repo_url": args.repo_url}
-    if args.strategy in ("oracle", "bm25") and not (args.repo_cache and args.repo_url):
-        parser.error(f"--strategy {args.strategy} needs --repo-cache and --repo-url")
-    if args.strategy in RETRIEVAL_DATASETS:
-        if not (args.retrieval and args.retrieval_index):
-            parser.error(f"--strategy {args.strategy} needs --retrieval and --retrieval-index")
-        try:
-            settings["retrieval"] = read_row(args.retrieval, args.retrieval_index, args.id)
-        except KeyError:
-            sys.exit(f"context: {args.id} is not in {args.retrieval}; rerun the select step.")
+    retrieval = (args.retrieval, args.retrieval_index) if args.retrieval and args.retrieval_index else None
     try:
-        record = build_context(row, args.strategy, settings)
+        run(args.instances, args.index, args.id, args.strategy, settings, args.out, retrieval=retrieval)
     except (ContextError, repos.RepoError) as e:
         sys.exit(f"context: {e}")
-    write_json_atomic(args.out, record)
-    names = ", ".join(f["path"] + (" (part)" if f["truncated"] else "") for f in record["files"]) or "no files"
-    print(f"context: {args.id}: {record['tokens']['total']} tokens; {names}", file=sys.stderr)
 
 
 if __name__ == "__main__":

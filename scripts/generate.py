@@ -203,3 +203,14 @@ def run(prompt_path, context_path, template_path, rows_path, index_path, instanc
         write_json_atomic(out_path, record)
         log(f"{record['status']} {record['failure_reason'] or record['stop_reason']}, "
             f"{record['cost_usd']:.6f} USD, {record['latency_s']} s")
+    print(progress_line(record, provider, settings), flush=True)
+
+
+def progress_line(record, provider, settings):
+    """What the terminal shows when an answer is in: the instance, its outcome, its cost and the run's spend."""
+    outcome = "answered" if record["status"] == "ok" else f"failed permanently ({record['failure_reason']})"
+    line = f"generate {record['instance_id']}: {outcome} in {record['latency_s']:.1f} s"
+    if provider in providers.ASK:
+        budget = f" of max_cost {settings['max_cost']:g} USD" if settings.get("max_cost") is not None else ""
+        line += f", {record['cost_usd']:.4f} USD; run total {costs.spent(settings['ledger']):.4f} USD{budget}"
+    return line

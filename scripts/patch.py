@@ -3,18 +3,26 @@
 Reads the generate stage's response.json and writes two files: patch.diff, the text that
 becomes the prediction's model_patch (empty unless the patch is valid), and patch.json, the
 verdict (see schemas/patch.schema.json). An answer made of search/replace edit blocks (the
-search_replace prompt style) is applied to the files of the instance's context.json and
-turned into a unified diff.
+search_replace prompt style) is applied to the files and turned into a unified diff.
+
+With the apply check (scripts/apply.py) the patch must apply at the instance's base commit
+as the SWE-bench harness applies it, or be repaired until it does; patch.diff is then the
+`git diff` of the patched files. A patch that still fails, or breaks a Python file, can go
+back to the model (self-repair) with the error and the code around the failed hunk.
 
     python -m scripts.patch --response RESPONSE_JSON [--context CONTEXT_JSON] --diff OUT_DIFF --record OUT_JSON
+        [--repo-cache DIR --repo-url URL --repo OWNER/NAME --commit SHA]
 """
 import argparse
 import difflib
 import re
 import sys
+from pathlib import Path
 
 from unidiff import PatchSet
 
+from scripts import apply
+from scripts import repos as repos_module
 from scripts.common import read_json, write_json_atomic, write_text_atomic
 
 HUNK_HEADER = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)")
@@ -391,10 +399,11 @@ def normalise(text):
     """Repair what models commonly get wrong in a diff: (normalised text, fixes made).
 
     Line endings become LF, the text ends with a newline, anything after the last hunk is
-    dropped, empty lines inside a hunk become the context lines they stand for, and hunk
-    headers get the line counts of their bodies. fixes names each kind of change made:
-    "line_endings", "trailing_newline", "trailing_junk", "blank_context_lines",
-    "stray_blank_lines", "hunk_counts".
+    dropped, empty lines inside a hunk become the context lines they stand for, hunk
+    headers get the line counts of their bodies, hunks that change nothing go, and paths get
+    their a/ and b/ prefixes. fixes names each kind of change made: "line_endings",
+    "trailing_newline", "trailing_junk", "blank_context_lines", "stray_blank_lines",
+    "hunk_counts", "context_only_hunks", "path_prefixes".
     """
     fixes = []
     if "\r" in text:
@@ -420,7 +429,70 @@ def normalise(text):
         add_fix(fixes, "trailing_junk")
     elif not ends_with_newline:
         add_fix(fixes, "trailing_newline")
+    output, dropped = without_context_only_hunks(output)
+    if dropped:
+        add_fix(fixes, "context_only_hunks")
+    if add_path_prefixes(output):
+        add_fix(fixes, "path_prefixes")
     return "".join(line + "\n" for line in output), fixes
+
+
+def without_context_only_hunks(lines):
+    """(lines without the hunks that change no line, and files left with no hunk; whether any
+    went). Models show code that way; git apply calls such a hunk a corrupt patch."""
+    sections, _ = parse_diff(lines)
+    drop = set()
+    for section in sections:
+        empty = [(start, end) for start, end in section["hunks"]
+                 if not any(line[:1] in ("+", "-") for line in lines[start + 1:end])]
+        if empty and len(empty) == len(section["hunks"]):
+            drop.update(range(section["start"], section["end"]))
+        for start, end in empty:
+            drop.update(range(start, end))
+    if not drop or all(start in drop for section in sections for start, _ in section["hunks"]):
+        return lines, False  # nothing to drop, or nothing would be left: validate() says so
+    return [line for index, line in enumerate(lines) if index not in drop], True
+
+
+def missing_prefixes(section):
+    """(old path lacks a/, new path lacks b/) for a section's --- and +++ paths."""
+    old, new = section["old_path"], section["new_path"]
+    real_old = old is not None and old != "/dev/null" and not is_absolute(old)
+    real_new = new is not None and new != "/dev/null" and not is_absolute(new)
+    if real_old and real_new and old == new:
+        return True, True  # the same path on both sides: written without prefixes
+    return real_old and not old.startswith("a/"), real_new and not new.startswith("b/")
+
+
+def add_path_prefixes(lines):
+    """Give the --- and +++ paths (and the diff --git line) the a/ and b/ prefixes git wants,
+    in place; True if any was missing. Without them `git apply` and `patch -p1` strip the
+    first folder of the path."""
+    changed = False
+    for section in parse_diff(lines)[0]:
+        old_missing, new_missing = missing_prefixes(section)
+        if not (old_missing or new_missing):
+            continue
+        changed = True
+        first_hunk = section["hunks"][0][0] if section["hunks"] else section["end"]
+        for index in range(section["start"], first_hunk):
+            line = lines[index]
+            if line.startswith("--- ") and old_missing:
+                lines[index] = "--- a/" + line[4:].lstrip()
+            elif line.startswith("+++ ") and new_missing:
+                lines[index] = "+++ b/" + line[4:].lstrip()
+            elif line.startswith("diff --git ") and not line.startswith("diff --git a/"):
+                old = inner_path(section["old_path"], "a/", old_missing)
+                new = inner_path(section["new_path"], "b/", new_missing)
+                lines[index] = f"diff --git a/{old or new} b/{new or old}"
+    return changed
+
+
+def inner_path(path, prefix, missing):
+    """The repository path of a --- or +++ path as written; None for /dev/null or none."""
+    if path is None or path == "/dev/null":
+        return None
+    return path if missing else path[len(prefix):]
 
 
 # ---------------------------------------------------------------- validation
@@ -635,11 +707,11 @@ def file_diff(path, old_lines, new_lines, first_line, created):
     return "".join(headers + body) if body else ""
 
 
-def edits_to_diff(edits, files):
+def edits_to_diff(edits, files, missing="is not among the context files"):
     """Apply edits to files ({path: context file entry}) and return (diff text, problems).
 
-    An edit whose SEARCH part is not in its file, or whose file the context does not hold,
-    is a problem; an empty SEARCH part creates a file that does not exist.
+    An edit whose SEARCH part is not in its file, or whose file is not in files (it
+    `missing`), is a problem; an empty SEARCH part creates a file that does not exist.
     """
     current, created, problems = {}, set(), []
     for number, (path, search, replace) in enumerate(edits, 1):
@@ -651,7 +723,7 @@ def edits_to_diff(edits, files):
                 current[path] = []
                 created.add(path)
             else:
-                problems.append(f"{name}: the file is not among the context files, so the edit cannot be applied")
+                problems.append(f"{name}: the file {missing}, so the edit cannot be applied")
                 continue
         lines = current[path]
         if not any(line.strip() for line in search):
@@ -680,7 +752,147 @@ def edits_to_diff(edits, files):
     return text, problems
 
 
-# ---------------------------------------------------------------- the stage
+# ---------------------------------------------------------------- judging one answer
+
+def file_changes(text):
+    """The apply module's view of a diff: one FileChange per file section."""
+    lines = diff_lines(text)
+    changes = []
+    for section in parse_diff(lines)[0]:
+        hunks = []
+        for start, end in section["hunks"]:
+            match = HUNK_HEADER.fullmatch(lines[start])
+            hunks.append((int(match.group(1)) if match else None, lines[start + 1:end]))
+        old = inner_path(section["old_path"], "a/", False) if section["old_path"] else None
+        new = inner_path(section["new_path"], "b/", False) if section["new_path"] else None
+        if section["old_path"] is None and section["new_path"] is None:
+            old = new = section["git_path"]
+        for header in section["headers"]:  # a renamed file comes from another path
+            if header.startswith("rename from "):
+                old = header[len("rename from "):].strip()
+        changes.append(apply.FileChange(old, new, hunks))
+    return changes
+
+
+def new_record(instance_id):
+    return {
+        "instance_id": instance_id, "status": "empty", "reason": None, "generation_failure": None,
+        "problems": [], "source": None, "fixes": [], "files": [], "hunks": 0,
+        "lines_added": 0, "lines_removed": 0, "rejected_patch": None,
+        "applies": None, "apply_attempt": None, "apply_error": None, "syntax_errors": [],
+        "answer": "response", "repair_attempts": [],
+    }
+
+
+def spot(path, line=None, hint=(), text=None, after=False):
+    """A place in a file that a repair request shows: around line (1-based), or else around the
+    line most like the first of hint; text is the file's (None: read it at the base commit)."""
+    return {"path": path, "line": line, "hint": list(hint), "text": text, "after": after}
+
+
+def decoded(data):
+    return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+
+
+def checked(record, text, repository, trust_harness=True):
+    """(patch text, record, spots) once the diff has been through the apply check."""
+    verdict = apply.check(repository, text, file_changes(text), trust_harness)
+    record.update(apply_attempt=verdict.attempt, apply_error=verdict.error)
+    if not verdict.applies:
+        record.update(status="invalid", reason="does_not_apply", applies=False, rejected_patch=text,
+                      problems=[failure[4] for failure in verdict.failures])
+        spots = [spot(path, start, old, decoded(verdict.before.get(path))) for path, _, start, old, _ in verdict.failures]
+        return "", record, spots
+    record.update(applies=True, fixes=record["fixes"] + verdict.fixes, syntax_errors=verdict.syntax_errors,
+                  **patch_stats(verdict.patch))
+    problems = validate(verdict.patch)
+    if problems:  # e.g. the patch undoes its own change
+        if not verdict.patch.strip():
+            problems = ["applied at the base commit, the patch changes nothing"]
+        record.update(status="invalid", reason="invalid_diff", problems=problems, rejected_patch=text)
+        return "", record, []
+    record["status"] = "valid"
+    spots = []
+    for error in verdict.syntax_errors:
+        path, _, rest = error.partition(", line ")
+        line = int(rest.split(":")[0]) if rest.split(":")[0].isdigit() else 1
+        spots.append(spot(path, line, text=decoded(verdict.after.get(path)), after=True))
+    return verdict.patch, record, spots
+
+
+def judge_edits(record, edits, edit_problems, context, repository):
+    """(patch text, record, spots) for an answer of search/replace edit blocks."""
+    if repository is not None:  # the real files, not only the context's excerpts
+        paths = list(dict.fromkeys(path for path, _, _ in edits))
+        texts = apply.read_texts(repository, paths) if paths else {}
+        files = {path: {"path": path, "content": text, "first_line": 1} for path, text in texts.items() if text is not None}
+        missing = "is not in the repository at the base commit"
+    else:
+        files = {f["path"]: f for f in (context or {}).get("files", [])}
+        missing = "is not among the context files"
+    text, problems = edits_to_diff(edits, files, missing)
+    problems = edit_problems + problems + (validate(text) if text and not problems else [])
+    record.update(source="search_replace", problems=problems, **patch_stats(text))
+    if problems:
+        record.update(status="invalid", reason="invalid_edits", rejected_patch=text)
+        spots = [spot(path, None, search, files[path]["content"]) for path, search, _ in edits
+                 if path in files and search and files[path].get("first_line", 1) == 1
+                 and find_lines(split_lines(files[path]["content"]), search) is None]
+        return "", record, spots
+    if repository is None:
+        record["status"] = "valid"
+        return text, record, []
+    return checked(record, text, repository)
+
+
+def judge(response, context=None, repository=None):
+    """(patch text, record, spots) for one response: the text is "" unless the record's status is
+    "valid"; spots are the places a repair request would show.
+
+    context is the instance's context record; repository (an apply.Repository) turns on the
+    apply check, and then search/replace edits are applied to the files at the base commit."""
+    instance_id, status, answer = check_response(response)
+    record = new_record(instance_id)
+    if status == "failed":
+        record.update(reason="generation_failed", generation_failure=response.get("failure_reason"))
+        return "", record, []
+    if answer is None or not answer.strip():
+        record["reason"] = "empty_answer"
+        return "", record, []
+    edits, edit_problems = find_edits(answer)
+    if edits or edit_problems:
+        return judge_edits(record, edits, edit_problems, context, repository)
+    diff_text, source = extract_diff(answer)
+    if diff_text is None:
+        record["reason"] = "no_diff"
+        return "", record, []
+    text, fixes = normalise(diff_text)
+    problems = validate(text)
+    cut_off = cut_off_problem(answer, diff_text)
+    if cut_off:
+        problems.insert(0, cut_off)
+    record.update(source=source, fixes=fixes, problems=problems, **patch_stats(text))
+    # Hunk headers without line numbers are all that is wrong: re-anchoring can place the hunks.
+    placeable = repository is not None and all("cannot read the hunk header" in p for p in problems)
+    if problems and not placeable:
+        record.update(status="invalid", reason="invalid_diff", rejected_patch=text)
+        spots = [spot(change.new_path or change.old_path, start, apply.old_side(body))
+                 for change in file_changes(text) for start, body in change.hunks if change.old_path]
+        return "", record, spots
+    if repository is None:
+        record["status"] = "valid"
+        return text, record, []
+    if problems:
+        record["fixes"] = record["fixes"] + ["hunk_headers"]
+        record["problems"] = []
+    return checked(record, text, repository, trust_harness=not problems)
+
+
+def make_patch(response, context=None, repository=None):
+    """(patch text, record) for one response; see judge()."""
+    text, record, _ = judge(response, context, repository)
+    return text, record
+
 
 def check_response(response):
     """The response's instance_id, status and answer; ValueError if it breaks the generate stage's contract."""
@@ -701,53 +913,167 @@ def check_response(response):
     return instance_id, status, answer
 
 
-def make_patch(response, context=None):
-    """(patch text, record) for one response; the text is "" unless the record's status is "valid".
+# ---------------------------------------------------------------- self-repair
 
-    context is the instance's context record; search/replace edits are applied to its files."""
-    instance_id, status, answer = check_response(response)
-    record = {
-        "instance_id": instance_id, "status": "empty", "reason": None, "generation_failure": None,
-        "problems": [], "source": None, "fixes": [], "files": [], "hunks": 0,
-        "lines_added": 0, "lines_removed": 0, "rejected_patch": None,
-    }
-    if status == "failed":
-        record.update(reason="generation_failed", generation_failure=response.get("failure_reason"))
-        return "", record
-    if answer is None or not answer.strip():
-        record["reason"] = "empty_answer"
-        return "", record
-    edits, edit_problems = find_edits(answer)
-    if edits or edit_problems:
-        files = {f["path"]: f for f in (context or {}).get("files", [])}
-        text, problems = edits_to_diff(edits, files)
-        problems = edit_problems + problems + (validate(text) if text and not problems else [])
-        record.update(source="search_replace", problems=problems, **patch_stats(text))
-        if problems:
-            record.update(status="invalid", reason="invalid_edits", rejected_patch=text)
-            return "", record
-        record["status"] = "valid"
-        return text, record
-    diff_text, source = extract_diff(answer)
-    if diff_text is None:
-        record["reason"] = "no_diff"
-        return "", record
-    text, fixes = normalise(diff_text)
-    problems = validate(text)
-    cut_off = cut_off_problem(answer, diff_text)
-    if cut_off:
-        problems.insert(0, cut_off)
-    record.update(source=source, fixes=fixes, problems=problems, **patch_stats(text))
-    if problems:
-        record.update(status="invalid", reason="invalid_diff", rejected_patch=text)
-        return "", record
-    record["status"] = "valid"
-    return text, record
+def needs_repair(record):
+    return record["status"] == "invalid" or bool(record["syntax_errors"])
 
 
-def run(response_path, diff_path, record_path, context_path=None):
+def rank(record):
+    """Which of two verdicts keeps its patch: valid and compiling, valid, invalid, empty."""
+    if record["status"] == "valid":
+        return 2 if record["syntax_errors"] else 3
+    return 1 if record["status"] == "invalid" else 0
+
+
+def render_spots(spots, repository, line_numbers):
+    """The file excerpts of a repair request, each file's text read at the base commit if need be."""
+    unread = sorted({s["path"] for s in spots if s["text"] is None})
+    texts = apply.read_texts(repository, unread) if unread and repository is not None else {}
+    blocks = []
+    for s in spots:
+        text = s["text"] if s["text"] is not None else texts.get(s["path"])
+        if text is None:
+            continue
+        lines = text.split("\n")
+        around = s["line"] - 1 if s["line"] else 0
+        if any(line.strip() for line in s["hint"]):
+            around = apply.best_line(lines, s["hint"])
+        where = "after your patch" if s["after"] else "at the base commit"
+        block = f"{s['path']} {where}:\n" + apply.excerpt(s["path"], text, around, line_numbers, span=len(s["hint"]))
+        if block not in blocks:
+            blocks.append(block)
+    return blocks[:6]
+
+
+def repair_request(record, blocks, edits):
+    """The user message that asks the model to mend its answer."""
+    if record["reason"] == "does_not_apply":
+        parts = ["Your patch does not apply to the repository at its base commit. SWE-bench tried "
+                 "`git apply`, `git apply --reject` and `patch --fuzz=5`:", apply.clip(record["apply_error"] or "", 1500)]
+    elif record["status"] == "valid":
+        parts = ["Your patch applies, but a Python file it changes no longer compiles:"]
+    elif record["status"] == "invalid":
+        parts = ["The patch in your answer cannot be used:"]
+    else:
+        parts = ["Your answer holds no patch."]
+    parts += [f"- {problem}" for problem in record["problems"] + record["syntax_errors"]]
+    if blocks:
+        parts += ["The code as it is:", *blocks]
+    if edits:
+        parts.append("Answer with all your edit blocks again, every change and not only the ones that failed, each "
+                     "SEARCH part copied exactly, whole lines with their indentation, from the files as they are.")
+    else:
+        parts.append("Answer with the whole corrected patch, every change and not only the part that failed, as one "
+                     "unified diff between <patch> and </patch>, with `--- a/path` and `+++ b/path` lines and hunk "
+                     "headers whose line numbers and counts match the files as they are.")
+    return "\n\n".join(parts)
+
+
+def self_repair(first, response, prompt, context, repository, repair, folder, log):
+    """Ask the model to mend its answer, up to repair["attempts"] times; (patch text, record) of
+    the best answer, with every attempt recorded in record["repair_attempts"] and its prompt and
+    answer kept as repair-N.prompt.json and repair-N.response.json in folder."""
+    from scripts import generate
+    from scripts.tokens import count_tokens, tokenizer_of
+
+    best_text, best, spots = first
+    latest, answer, attempts = best, response["answer"], []
+    messages = list(prompt["messages"])
+    edits = prompt.get("template") == "search_replace" or best["source"] == "search_replace"
+    for number in range(1, repair["attempts"] + 1):
+        if not (needs_repair(latest) or (number > 1 and latest["status"] == "empty")):
+            break
+        request = repair_request(latest, render_spots(spots, repository, not edits), edits)
+        messages += [{"role": "assistant", "content": answer or ""}, {"role": "user", "content": request}]
+        tokenizer = tokenizer_of(prompt.get("token_counter"))
+        repair_prompt = {"instance_id": response["instance_id"], "template": f"{prompt.get('template', 'prompt')}+repair",
+                         "messages": list(messages),
+                         "tokens": sum(count_tokens(m["content"], tokenizer) for m in messages),
+                         "token_counter": prompt.get("token_counter") or "estimate: 1 token per 4 characters"}
+        log(f"repair {number}: asking {repair['provider']} to mend: {'; '.join(latest['problems'] + latest['syntax_errors'])[:300]}")
+        reply = generate.generate(repair_prompt, {"instance_id": response["instance_id"]}, repair["provider"],
+                                  repair["model"], repair["settings"], log=log)
+        write_json_atomic(Path(folder) / f"repair-{number}.prompt.json", repair_prompt)
+        write_json_atomic(Path(folder) / f"repair-{number}.response.json", reply)
+        text, latest, spots = judge(reply, context, repository)
+        latest["answer"] = f"repair-{number}"
+        attempts.append({"number": number, "prompt": f"repair-{number}.prompt.json",
+                         "response": f"repair-{number}.response.json",
+                         **{key: latest[key] for key in ("status", "reason", "problems", "applies", "syntax_errors")},
+                         "cost_usd": reply["cost_usd"]})
+        log(f"repair {number}: {latest['status']} {latest['reason'] or ''}, {reply['cost_usd']:.6f} USD")
+        if rank(latest) > rank(best):
+            best_text, best = text, latest
+        if reply["status"] == "failed":
+            break  # a refusal, or a prompt too long: asking again would not help
+        answer = reply["answer"]
+    best["repair_attempts"] = attempts
+    return best_text, best
+
+
+# ---------------------------------------------------------------- the stage
+
+class PatchStageError(Exception):
+    """The job fails and writes nothing; a rerun retries the instance."""
+
+
+def run_stage(instance_id, response_path, context_path, prompt_path, rows_path, index_path,
+              diff_path, record_path, log_path, repos=None, repair=None):
+    """The stage for one instance: write patch.diff and patch.json (and repair-N files).
+
+    repos ({"repo_cache", "repo_url"}) turns on the apply check at the instance's base commit;
+    repair ({"provider", "model", "settings", "attempts"}) lets the model mend a patch that
+    fails. A repository that cannot be fetched, or a request that cannot be made, fails the
+    job with PatchStageError."""
+    from scripts import costs, generate
+    from scripts.select import read_row
+
+    folder = Path(record_path).parent
+    for stale in folder.glob("repair-*.json"):
+        stale.unlink()
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log_file:
+        def log(message):
+            log_file.write(f"{generate.now()} {instance_id}: {message}\n")
+            log_file.flush()
+
+        repository = None
+        if repos is not None:
+            row = read_row(rows_path, index_path, instance_id)
+            repository = apply.Repository(repos["repo_cache"], repos["repo_url"], row["repo"], row["base_commit"])
+        response = read_json(response_path)
+        context = read_json(context_path) if context_path else None
+        try:
+            first = judge(response, context, repository)
+            text, record = first[0], first[1]
+            if repair and repair["attempts"] and needs_repair(record):
+                text, record = self_repair(first, response, read_json(prompt_path), context, repository, repair,
+                                           folder, log)
+        except repos_module.RepoError as error:
+            message = (f"{instance_id}: cannot check the patch at {repository.repo}@{repository.commit}: "
+                       f"{str(error).rstrip('.')}. To fix it, set repo_url (and repo_cache) to where the repository can be fetched, or "
+                       f"apply_check=false to skip the check (log: {log_path})")
+            log(f"error: {message}")
+            raise PatchStageError(message) from None
+        except (generate.GenerationFailed, costs.BudgetSpent) as error:
+            message = (f"{instance_id}: self-repair could not ask the model: {error} "
+                       f"(repair_attempts=0 turns self-repair off; log: {log_path})")
+            log(f"error: {message}")
+            raise PatchStageError(message) from None
+        write_text_atomic(diff_path, text)
+        write_json_atomic(record_path, record)
+        verdict = f"{record['status']} ({record['reason']})" if record["reason"] else record["status"]
+        applied = {True: f", applies ({record['apply_attempt'] or 'repaired'})", False: ", does not apply",
+                   None: ""}[record["applies"]]
+        log(f"patch {verdict}{applied}{', from ' + record['answer'] if record['answer'] != 'response' else ''}")
+    return record
+
+
+def run(response_path, diff_path, record_path, context_path=None, repository=None):
     """Read response.json (and context.json), write patch.diff and patch.json; return the record."""
-    patch_text, record = make_patch(read_json(response_path), read_json(context_path) if context_path else None)
+    response = read_json(response_path)
+    patch_text, record = make_patch(response, read_json(context_path) if context_path else None, repository)
     write_text_atomic(diff_path, patch_text)
     write_json_atomic(record_path, record)
     return record
@@ -759,8 +1085,20 @@ def main(argv=None):
     parser.add_argument("--context", help="context.json, whose files search/replace edits are applied to")
     parser.add_argument("--diff", required=True, help="where to write patch.diff")
     parser.add_argument("--record", required=True, help="where to write patch.json")
+    parser.add_argument("--repo-cache", help="with --repo-url, --repo and --commit: check that the patch applies")
+    parser.add_argument("--repo-url", default=repos_module.DEFAULT_URL)
+    parser.add_argument("--repo", help="owner/name of the repository")
+    parser.add_argument("--commit", help="the base commit")
     args = parser.parse_args(argv)
-    record = run(args.response, args.diff, args.record, args.context)
+    repository = None
+    if args.repo_cache:
+        if not (args.repo and args.commit):
+            parser.error("--repo-cache needs --repo and --commit")
+        repository = apply.Repository(args.repo_cache, args.repo_url, args.repo, args.commit)
+    try:
+        record = run(args.response, args.diff, args.record, args.context, repository)
+    except repos_module.RepoError as error:
+        sys.exit(f"patch: cannot check the patch: {error}")
     verdict = f"{record['status']} ({record['reason']})" if record["reason"] else record["status"]
     print(f"{record['instance_id']}: patch {verdict}", file=sys.stderr)
     return 0

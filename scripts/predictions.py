@@ -54,6 +54,11 @@ def merge_generated(selected_ids, run_dir, model):
     ]
 
 
+def write_generated(instance_ids, run_dir, model, out_path):
+    """The stage for generated patches: merge those of instance_ids into out_path."""
+    write_jsonl_atomic(out_path, merge_generated(instance_ids, run_dir, model))
+
+
 def merge_given(selected_ids, given):
     """Predictions for the selected ids, taken from an existing predictions mapping."""
     missing = [i for i in selected_ids if i not in given]
@@ -84,7 +89,8 @@ def main(argv=None):
             if len(given) > len(rows):
                 print(f"predictions: {len(given) - len(rows)} prediction(s) outside the selection left out", file=sys.stderr)
         else:
-            rows = merge_generated(selected_ids, args.run_dir, args.model)
+            write_generated(selected_ids, args.run_dir, args.model, args.out)
+            return
     except PredictionsError as e:
         sys.exit(f"predictions: {e}")
     write_jsonl_atomic(args.out, rows)

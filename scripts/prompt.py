@@ -8,12 +8,13 @@ tokenizer; if it exceeds the context's budget (a template longer than the contex
 allowed for), the lowest-ranked files are dropped until it fits.
 """
 import argparse
+import functools
 import string
 from pathlib import Path
 
 import yaml
 
-from scripts.common import read_json, write_json_atomic
+from scripts.common import append_log, read_json, write_json_atomic
 from scripts.context import render_file
 from scripts.tokens import count_tokens, describe, tokenizer_of
 
@@ -27,6 +28,11 @@ class TemplateError(Exception):
 
 def load_template(path):
     path = Path(path)
+    return dict(_parsed_template(path, path.stat().st_mtime_ns if path.exists() else None))
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_template(path, mtime):  # read once per run, not once per instance
     try:
         template = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
@@ -87,6 +93,14 @@ def build_prompt(context, template):
     return record
 
 
+def run(context_path, template_path, out_path, log_path=None):
+    """The stage: read context.json and the template, write prompt.json."""
+    prompt = build_prompt(read_json(context_path), load_template(template_path))
+    write_json_atomic(out_path, prompt)
+    append_log(log_path, f"prompt: {prompt['instance_id']}: {prompt['tokens']} tokens, template {prompt['template']}")
+    return prompt
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--context", required=True)
@@ -94,10 +108,9 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     try:
-        prompt = build_prompt(read_json(args.context), load_template(args.template))
+        run(args.context, args.template, args.out)
     except TemplateError as e:
         raise SystemExit(f"prompt: {e}")
-    write_json_atomic(args.out, prompt)
 
 
 if __name__ == "__main__":

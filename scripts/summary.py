@@ -10,6 +10,9 @@ from scripts.common import read_json, read_jsonl, write_json_atomic, write_text_
 
 
 LATENCY_PERCENTILES = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
+# the pictures of the run (the figures rule draws them from summary.json into figures/), with their titles
+FIGURES = {"funnel": "Where instances were lost", "repositories": "Resolved rate per repository",
+           "cost": "Cost and tokens per instance"}
 # evaluate outcomes that give no verdict, by the id list of evaluation.json that holds them
 EVALUATION_FAILURES = {"patch_failed": "patch_failed_ids", "build_failed": "build_failed_ids", "timeout": "timeout_ids"}
 
@@ -21,6 +24,7 @@ def percentile(values, fraction):
 
 
 def instance_records(run_dir, instance_id):
+    """The instance's response and patch records that exist (a partial run may lack them)."""
     folder = Path(run_dir) / "instances" / instance_id
     records = {}
     for stage in ("response", "patch"):
@@ -28,6 +32,50 @@ def instance_records(run_dir, instance_id):
         if path.is_file():
             records[stage] = read_json(path)
     return records
+
+
+def missing_files(rows, records, run_dir, generated, evaluated):
+    """Each selected instance that has no result yet, at its first stage without one: its job
+    failed or did not run (a partial summary)."""
+    missing = []
+    for row in rows:
+        folder = Path(run_dir) / "instances" / row["instance_id"]
+        found = records.get(row["instance_id"], {})
+        stages = [("generate", "response", "response" in found), ("patch", "patch", "patch" in found)] if generated else []
+        if evaluated:
+            stages.append(("evaluate", "report", (folder / "report.json").is_file()))
+        first = next(((stage, name) for stage, name, present in stages if not present), None)
+        if first:
+            missing.append({"instance_id": row["instance_id"], "stage": first[0], "file": str(folder / f"{first[1]}.json")})
+    return missing
+
+
+def funnel(rows, responses, patches, predictions, evaluation, generated):
+    """How many instances are left after each stage, from selected to resolved. A stage this run
+    has no data for is None with a note that says why, rather than a zero."""
+    given = "predictions given: nothing generated" if not generated else None
+    # a well-formed diff that the apply check rejected counts as valid here, and lost at "applied"
+    well_formed = [p for p in patches if p["status"] == "valid" or p["reason"] == "does_not_apply"]
+    if evaluation:
+        # the harness's verdict: every report but those whose patch did not apply or was empty
+        counts = evaluation["status_counts"]
+        applied = sum(counts.values()) - counts["patch_failed"] - counts["empty_patch"]
+    elif generated and None not in [p.get("applies") for p in well_formed]:
+        # the patch stage's apply check (patch.json's applies), when it checked every well-formed patch
+        applied = sum(p["applies"] is True for p in well_formed)
+    else:
+        applied = None
+    applied_note = "not evaluated (evaluation=none)" + (" nor checked (apply_check=false)" if generated else "")
+    steps = [
+        ("selected", len(rows), None),
+        ("answered", sum(r["status"] == "ok" for r in responses) if generated else None, given),
+        ("patch extracted", sum(p["status"] != "empty" for p in patches) if generated
+         else sum(bool(p.get("model_patch")) for p in predictions), None),
+        ("patch valid", len(well_formed) if generated else None, given),
+        ("applied", applied, applied_note),
+        ("resolved", len(evaluation["resolved_ids"]) if evaluation else None, "not evaluated (evaluation=none)"),
+    ]
+    return [{"stage": stage, "instances": n, "note": note if n is None else None} for stage, n, note in steps]
 
 
 def summarise(rows, predictions, run_dir, run_info, evaluation=None):
@@ -50,6 +98,7 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
 
     if evaluation:
         failures += evaluation_failures(evaluation, run_dir)
+    missing = missing_files(rows, records, run_dir, generated, bool(evaluation))
 
     patch_by_id = {p["instance_id"]: p["model_patch"] for p in predictions}
     per_repo = Counter(row["repo"] for row in rows)
@@ -102,6 +151,8 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
                       **({"resolved": resolved[repo], "resolved_rate": round(resolved[repo] / n, 4)} if evaluation else {})}
                      for repo, n in sorted(per_repo.items())],
         "failures": failures,
+        "missing": missing,
+        "funnel": funnel(rows, responses, patches, predictions, evaluation, generated),
     }
 
 
@@ -152,6 +203,7 @@ def render_markdown(summary):
     else:
         lines += ["", "## Repositories", "", "| repository | selected | with a patch |", "|---|---|---|"]
         lines += [f"| {r['repo']} | {r['selected']} | {r['with_patch']} |" for r in summary["per_repo"]]
+    lines += render_funnel(summary)
     costly = sorted(summary["per_instance"], key=lambda i: -i["cost_usd"])[:10]
     if costly and costly[0]["cost_usd"] > 0:
         lines += ["", "## Costliest instances", "", "| instance | cost (USD) | tokens in/out | latency (s) | attempts |",
@@ -161,7 +213,29 @@ def render_markdown(summary):
     if summary["failures"]:
         lines += ["", "## Instances without a usable patch or a verdict", "", "| instance | stage | reason | file |", "|---|---|---|---|"]
         lines += [f"| {f['instance_id']} | {f['stage']} | {f['reason']} | {f['file']} |" for f in summary["failures"]]
+    if summary["missing"]:
+        lines += ["", "## Missing", "",
+                  f"{len(summary['missing'])} instances have no result yet at the stage named: its job failed "
+                  "(its log is logs/<id>/<stage>.log) or did not run. Run the same command again "
+                  "(`snakemake --cores N`, with the same `--config`) to make them; what is done is kept.",
+                  "", "| instance | stage | file |", "|---|---|---|"]
+        lines += [f"| {m['instance_id']} | {m['stage']} | {m['file']} |" for m in summary["missing"]]
     return "\n".join(lines) + "\n"
+
+
+def render_funnel(summary):
+    selected = summary["counts"]["selected"]
+    lines = ["", "## Where instances were lost", "", "| stage | instances | of the selected |", "|---|---|---|"]
+    for step in summary["funnel"]:
+        n = step["instances"]
+        if n is None:
+            lines.append(f"| {step['stage']} | no data: {step['note']} | |")
+        else:
+            lines.append(f"| {step['stage']} | {n} | {100 * n / max(selected, 1):.1f}% |")
+    lines += ["", "## Figures", "", "Drawn from summary.json by the figures rule into figures/."]
+    for name, title in FIGURES.items():
+        lines += ["", f"![{title}](figures/{name}.png)"]
+    return lines
 
 
 def main(argv=None):

@@ -17,6 +17,7 @@ class FakeModelServer:
         self.slow_seconds = 5.0
         self.retry_after = "0"
         self.faults = {}
+        self.answers = {}  # instance_id -> answers given, one per request, before the reference patch
         self.refused_params = set()  # parameters this "model" refuses, like a reasoning model
         self.requests = []
         self.lock = threading.Lock()
@@ -93,6 +94,9 @@ class FakeModelServer:
                 if fault == "malformed":
                     return self.send(200, b'{"id": "x", "choices": [', {})
                 answer = f"<patch>\n{row['patch']}</patch>\n" if row else "I cannot tell which issue this is."
+                with server.lock:
+                    scripted = server.answers.get(instance_id) or []
+                    answer = scripted.pop(0) if scripted else answer
                 stop = {"truncated": "length", "refusal": "refusal"}.get(fault, "stop")
                 if fault == "truncated":
                     answer = answer[: len(answer) // 2]

@@ -153,7 +153,7 @@ def test_generated_patches_are_evaluated_and_a_redone_one_alone_again(tmp_path, 
     before = untouched.stat().st_mtime_ns
     (run / "instances" / "psf__requests-90002" / "response.json").unlink()
     redo = snakemake(tmp_path, *config)
-    assert jobs_run(redo) == ["all", "evaluate", "evaluation", "generate", "patch", "predictions", "summary"]
+    assert jobs_run(redo) == ["all", "evaluate", "evaluation", "figures", "generate", "patch", "predictions", "summary"]
     assert untouched.stat().st_mtime_ns == before
     assert report(run, "psf__requests-90002")["status"] == "resolved"
 

@@ -173,6 +173,16 @@ def test_missing_trailing_newline_is_added():
     assert normalise(DIFF_A.rstrip("\n")) == (DIFF_A, ["trailing_newline"])
 
 
+def test_hunks_that_change_nothing_are_dropped():
+    shown = "@@ -30,2 +30,2 @@\n x = 1\n y = 2\n"
+    assert normalise(DIFF_A + shown) == (DIFF_A, ["context_only_hunks"])
+    only_shown = "--- a/pkg/c.py\n+++ b/pkg/c.py\n" + shown
+    assert normalise(only_shown + DIFF_B) == (DIFF_B, ["context_only_hunks"])
+    # when nothing else is left, the diff stays as it is and is rejected
+    assert normalise(only_shown) == (only_shown, [])
+    assert validate(only_shown) == ["no hunk adds or removes a line"]
+
+
 def test_junk_after_the_last_hunk_is_dropped():
     assert normalise(DIFF_A + "```\nThat's all.\n") == (DIFF_A, ["trailing_junk"])
 
@@ -312,18 +322,35 @@ def test_valid_record():
         "instance_id": "org__repo-1", "status": "valid", "reason": None, "generation_failure": None,
         "problems": [], "source": "fence", "fixes": [], "files": ["pkg/a.py", "pkg/b.py"], "hunks": 2,
         "lines_added": 2, "lines_removed": 1, "rejected_patch": None,
+        "applies": None, "apply_attempt": None, "apply_error": None, "syntax_errors": [],
+        "answer": "response", "repair_attempts": [],
     }
 
 
 def test_invalid_record_keeps_the_rejected_patch():
-    unprefixed = DIFF_A.replace("a/pkg", "pkg").replace("b/pkg", "pkg")
-    patch, record = make_patch(response(f"<patch>\n{unprefixed}\r\n</patch>"))
+    absolute = DIFF_A.replace("a/pkg", "/src/pkg").replace("b/pkg", "/src/pkg")
+    patch, record = make_patch(response(f"<patch>\n{absolute}\r\n</patch>"))
     assert patch == ""
     assert record["status"] == "invalid"
     assert record["reason"] == "invalid_diff"
-    assert record["rejected_patch"] == unprefixed
-    assert record["files"] == ["pkg/a.py"]
+    assert record["rejected_patch"] == absolute
+    assert record["files"] == ["/src/pkg/a.py"]
     assert len(record["problems"]) == 2
+
+
+@pytest.mark.parametrize("unprefixed, prefixed", [
+    (DIFF_A.replace("a/pkg", "pkg").replace("b/pkg", "pkg"), DIFF_A),
+    (GIT_DIFF_A.replace("a/pkg", "pkg").replace("b/pkg", "pkg"), GIT_DIFF_A),
+    # only the +++ side lacks it
+    (DIFF_A.replace("b/pkg", "pkg"), DIFF_A),
+    # a new file; a repository path that starts with a/
+    ("--- /dev/null\n+++ pkg/new.py\n@@ -0,0 +1 @@\n+x = 1\n", "--- /dev/null\n+++ b/pkg/new.py\n@@ -0,0 +1 @@\n+x = 1\n"),
+    (DIFF_A.replace("a/pkg", "a/x").replace("b/pkg", "a/x"), DIFF_A.replace("a/pkg", "a/a/x").replace("b/pkg", "b/a/x")),
+])
+def test_missing_path_prefixes_are_added(unprefixed, prefixed):
+    assert normalise(unprefixed) == (prefixed, ["path_prefixes"])
+    patch, record = make_patch(response(unprefixed))
+    assert (patch, record["status"], record["fixes"]) == (prefixed, "valid", ["path_prefixes"])
 
 
 def test_failed_generation():
@@ -533,6 +560,20 @@ def test_strong_model_answers_all_yield_valid_patches():
     assert statuses == ["valid"] * 39
     # Many of these answers state wrong hunk counts; they are repaired, not rejected.
     assert sum("hunk_counts" in record["fixes"] for _, _, record in results.values()) >= 10
+
+
+def test_strong_model_hunks_that_only_show_code_are_dropped(tmp_path):
+    results = real_records(STRONG_MODEL_ANSWERS, "full_output")
+    for instance_id in ("django__django-10914", "pydata__xarray-4493"):
+        row, patch, record = results[instance_id]
+        assert "context_only_hunks" in record["fixes"]
+        # git reads the answer's own diff as a corrupt patch, whatever the files; not the repaired one
+        raw = tmp_path / f"{instance_id}.raw.diff"
+        raw.write_text(extract_diff(row["full_output"])[0])
+        fixed = tmp_path / f"{instance_id}.diff"
+        fixed.write_text(patch)
+        assert "corrupt patch" in subprocess.run(["git", "apply", "--stat", str(raw)], capture_output=True, text=True).stderr
+        subprocess.run(["git", "apply", "--stat", str(fixed)], check=True, capture_output=True)
 
 
 def test_strong_model_answer_with_three_attempts_keeps_the_last():

@@ -106,3 +106,51 @@ def test_summary_of_an_evaluated_run_gives_the_resolved_rate(tmp_path):
     markdown = summary.render_markdown(record)
     assert "- resolved: 2 of 3 (66.7%)" in markdown
     assert "| o/a | 2 | 2 | 1 (50.0%) |" in markdown and "| evaluate | timeout | 1 |" in markdown
+
+
+def test_summary_of_a_partial_run_names_the_missing_instances(tmp_path):
+    rows = [{"instance_id": i, "repo": "o/a"} for i in ("a-1", "a-2", "a-3")]
+    write_instance(tmp_path, "a-1", response("a-1"), patch("a-1"))
+    folder = tmp_path / "instances" / "a-2"  # answered, but its patch job has not run
+    folder.mkdir(parents=True)
+    (folder / "response.json").write_text(json.dumps(response("a-2")))
+    predictions = [{"instance_id": "a-1", "model_name_or_path": "m", "model_patch": "diff"}]
+    record = summary.summarise(rows, predictions, str(tmp_path), RUN_INFO)
+    assert_valid(record, "summary")
+    assert record["missing"] == [
+        {"instance_id": "a-2", "stage": "patch", "file": str(tmp_path / "instances" / "a-2" / "patch.json")},
+        {"instance_id": "a-3", "stage": "generate", "file": str(tmp_path / "instances" / "a-3" / "response.json")}]
+    assert [(s["stage"], s["instances"]) for s in record["funnel"]] == [
+        ("selected", 3), ("answered", 2), ("patch extracted", 1), ("patch valid", 1), ("applied", None),
+        ("resolved", None)]
+    markdown = summary.render_markdown(record)
+    missing = markdown[markdown.index("## Missing"):]
+    assert "`snakemake --cores N`" in missing
+    assert f"| a-3 | generate | {tmp_path}/instances/a-3/response.json |" in missing
+    assert "| applied | no data: not evaluated (evaluation=none) nor checked (apply_check=false) | |" in markdown
+    assert "| resolved | no data: not evaluated (evaluation=none) | |" in markdown
+    assert "| patch valid | 1 | 33.3% |" in markdown
+    for name in ("funnel", "repositories", "cost"):
+        assert f"](figures/{name}.png)" in markdown
+
+
+def test_funnel_takes_applied_from_the_evaluation_or_the_patch_stage_check(tmp_path):
+    rows = [{"instance_id": i, "repo": "o/a"} for i in ("a-1", "a-2", "a-3")]
+    write_instance(tmp_path, "a-1", response("a-1"), {**patch("a-1"), "applies": True})
+    # a well-formed diff that the apply check rejected: lost at "applied", not at "patch valid"
+    write_instance(tmp_path, "a-2", response("a-2"),
+                   {**patch("a-2", "invalid", "does_not_apply", ["hunk 1 of x.py does not apply"]), "applies": False})
+    write_instance(tmp_path, "a-3", response("a-3"), patch("a-3", "empty", "no_diff"))
+    predictions = [{"instance_id": i, "model_name_or_path": "m", "model_patch": "diff" if i != "a-3" else ""}
+                   for i in ("a-1", "a-2", "a-3")]
+    steps = summary.summarise(rows, predictions, str(tmp_path), RUN_INFO)["funnel"]
+    assert [s["instances"] for s in steps] == [3, 3, 2, 2, 1, None]
+
+    evaluation = {"resolved_ids": ["a-1"], "completed_instances": 1, "error_ids": ["a-2"], "patch_failed_ids": ["a-2"],
+                  "build_failed_ids": [], "timeout_ids": [],
+                  "status_counts": {"resolved": 1, "unresolved": 0, "empty_patch": 1, "patch_failed": 1,
+                                    "build_failed": 0, "timeout": 0, "error": 0}}
+    record = summary.summarise(rows, predictions, str(tmp_path), {**RUN_INFO, "evaluation": "docker"}, evaluation)
+    assert_valid(record, "summary")
+    assert [s["instances"] for s in record["funnel"]] == [3, 3, 2, 2, 1, 1]
+    assert all(s["note"] is None for s in record["funnel"])

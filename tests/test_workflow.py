@@ -53,7 +53,7 @@ def test_reruns_redo_only_what_changed(tmp_path):
     before = untouched.stat().st_mtime_ns
     (run / "instances" / victim / "response.json").unlink()
     redo = snakemake(tmp_path, *config)
-    assert jobs_run(redo) == ["all", "generate", "patch", "predictions", "summary"]
+    assert jobs_run(redo) == ["all", "figures", "generate", "patch", "predictions", "summary"]
     assert untouched.stat().st_mtime_ns == before
 
     template = tmp_path / "terse.yaml"

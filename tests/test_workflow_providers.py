@@ -81,7 +81,8 @@ def test_budget_stops_new_requests_across_parallel_jobs(rows, tmp_path):
     prices = tmp_path / "prices.yaml"
     prices.write_text("prices:\n  costly-model: {input: 1000.0, output: 1000.0}\n")
     with FakeModelServer(rows, latency=0.5) as server:
-        config = provider_config("openai", server, dataset, "model=costly-model", "max_cost=1.0", "run_id=budget")
+        config = provider_config("openai", server, dataset, "model=costly-model", "max_cost=1.0", "run_id=budget",
+                                 "confirm_cost=true")
         first = snakemake(tmp_path, "--cores", "4", "--resources", "api=4", "--configfile", str(prices), *config,
                           env=env_for("openai"), check=False)
         paid = len(server.requests)
@@ -97,7 +98,8 @@ def test_budget_stops_new_requests_across_parallel_jobs(rows, tmp_path):
         spent = sum(json.loads(line)["cost_usd"] for line in (run / "spend.jsonl").read_text().splitlines())
         assert spent >= 1.0
 
-        second = snakemake(tmp_path, "--configfile", str(prices), *config[:-2], "max_cost=1000", "run_id=budget",
+        second = snakemake(tmp_path, "--configfile", str(prices), *config[:-3], "max_cost=1000", "run_id=budget",
+                           "confirm_cost=true",
                            env=env_for("openai"))
         assert jobs_run(second).count("generate") == len(rows) - paid
         assert len(server.requests) == len(rows)

@@ -1,0 +1,90 @@
+"""Estimate: what the generation of a run will cost, worked out before any request.
+
+From each prompt's real token count and the model's price, two figures: `low` assumes
+an answer of `answer_tokens` (a typical single-call answer with a diff), `high` an answer
+of max_output_tokens, the most a request may write. Instances that already have a
+response.json newer than their prompt are not counted: they will not be asked again. Self-repair requests
+(repair_attempts) come on top of these, and only for patches that do not apply.
+"""
+from pathlib import Path
+
+from scripts import costs
+from scripts.common import read_json, write_json_atomic
+
+
+class CostAboveWarning(Exception):
+    """The estimate is above cost_warn and the user has not confirmed: nothing is sent."""
+
+
+def estimate(prompt_tokens, model, price, answer_tokens, max_output_tokens):
+    """The estimate record for a list of prompt token counts (one per instance to ask)."""
+    record = {
+        "model": model,
+        "instances": len(prompt_tokens),
+        "prompt_tokens": sum(prompt_tokens),
+        "answer_tokens": {"low": answer_tokens, "high": max_output_tokens},
+        "price": price,
+        "low_usd": None,
+        "high_usd": None,
+    }
+    if price is not None:
+        for name, per_answer in record["answer_tokens"].items():
+            usage = {"input_tokens": record["prompt_tokens"], "output_tokens": per_answer * len(prompt_tokens)}
+            record[f"{name}_usd"] = costs.cost_usd(usage, price)
+    return record
+
+
+def describe(record):
+    """One line for the terminal."""
+    head = f"Cost estimate for {record['instances']} instances to ask ({record['prompt_tokens']:,} prompt tokens"
+    if record["low_usd"] is None:
+        return (f"{head}): no price is known for model {record['model']}, so it cannot be estimated and its "
+                "spend is recorded as 0; give one with --config 'prices={MODEL: {input: X, output: Y}}'.")
+    return (f"{head}, answers of {record['answer_tokens']['low']:,} to {record['answer_tokens']['high']:,} tokens "
+            f"at {record['price']['input']:g}/{record['price']['output']:g} USD per million in/out): "
+            f"{record['low_usd']:.2f} to {record['high_usd']:.2f} USD.")
+
+
+def check(record, cost_warn, confirmed):
+    """Raise CostAboveWarning when the high figure passes cost_warn and the run is not confirmed."""
+    if confirmed or record["high_usd"] is None or cost_warn is None or record["high_usd"] <= cost_warn:
+        return
+    raise CostAboveWarning(
+        f"{describe(record)} That is above cost_warn={cost_warn:g} USD, so no request was sent. To go on, "
+        "run again with --config confirm_cost=true (max_cost caps the spend), or select fewer instances with "
+        "--config count=N."
+    )
+
+
+def prompts_to_ask(run_dir, instance_ids):
+    """Token counts of the prompts of the instances that have no response yet; the ids whose prompt is missing."""
+    tokens, missing = [], []
+    for instance_id in instance_ids:
+        folder = Path(run_dir) / "instances" / instance_id
+        prompt, response = folder / "prompt.json", folder / "response.json"
+        if not prompt.exists():
+            missing.append(instance_id)
+            continue
+        if response.exists() and response.stat().st_mtime >= prompt.stat().st_mtime:
+            continue  # answered, and the answer is not older than its prompt: not asked again
+        tokens.append(read_json(folder / "prompt.json")["tokens"])
+    return tokens, missing
+
+
+def for_run(run_dir, instance_ids, model, settings):
+    """The estimate of the instances still to ask, and the ids whose prompt is not built yet."""
+    tokens, missing = prompts_to_ask(run_dir, instance_ids)
+    record = estimate(tokens, model, costs.price_for(model, settings["prices"]), settings["answer_tokens"],
+                      settings["max_output_tokens"])
+    return record, missing
+
+
+def run(run_dir, instance_ids, model, settings, out_path=None):
+    """The stage: estimate the instances still to ask, print it, stop above cost_warn, write estimate.json.
+    settings: prices, answer_tokens, max_output_tokens, cost_warn, confirm_cost."""
+    record, _ = for_run(run_dir, instance_ids, model, settings)
+    print(describe(record), flush=True)
+    check(record, settings["cost_warn"], settings["confirm_cost"])
+    if out_path:
+        write_json_atomic(out_path, record)
+    return record

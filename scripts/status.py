@@ -1,0 +1,178 @@
+"""Where a run stands, from its files alone (no configuration, API key or Docker needed): per
+stage, how many selected instances are done, failed for good (by reason) or still to do, and
+which failed, with the file that says why.
+
+    python -m scripts.status                      # every run under results/
+    python -m scripts.status --run results/gold   # one run
+"""
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from scripts.common import read_json
+
+# each stage's file in instances/<id>/
+STAGE_FILES = {"context": "context.json", "prompt": "prompt.json", "generate": "response.json",
+               "patch": "patch.json", "evaluate": "report.json"}
+VERDICTS = ("resolved", "unresolved")
+
+
+class StatusError(Exception):
+    pass
+
+
+def read_record(path):
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
+        raise StatusError(f"cannot read {path}: {e}. Delete it and rerun the workflow to make it again.") from e
+
+
+def failure_reason(stage, record):
+    """Why the stage's record is a permanent failure; None when the stage is done."""
+    if stage == "generate" and record.get("status") == "failed":
+        return record.get("failure_reason") or "failed"
+    if stage == "patch" and record.get("status") != "valid":
+        return record.get("reason") or record.get("status")
+    if stage == "evaluate" and record.get("status") not in VERDICTS:
+        return record.get("status")
+    return None
+
+
+def run_stages(run_dir):
+    """The stages this run has, and a note for each it has not, from summary.json when there is
+    one, else from the files present."""
+    run_dir = Path(run_dir)
+    summary = read_record(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    instances = run_dir / "instances"
+    given = summary.get("mode") == "predictions" or any(instances.glob("*/given_patch.sha256"))
+    evaluated = (summary.get("evaluation", "none") != "none" or (run_dir / "evaluation.json").is_file()
+                 or any(instances.glob("*/report.json")))
+    skipped = {}
+    if given:
+        skipped.update(dict.fromkeys(["context", "prompt", "generate", "patch"], "predictions given: not part of this run"))
+    if not evaluated:
+        skipped["evaluate"] = ("not part of this run (evaluation=none)" if summary
+                               else "no report yet (evaluation=none, or not reached)")
+    return [stage for stage in STAGE_FILES if stage not in skipped], skipped
+
+
+def instance_status(run_dir, instance_id, stages):
+    """{stage: (outcome, reason, file)} of one instance; outcome is done, failed or to do."""
+    folder = Path(run_dir) / "instances" / instance_id
+    status = {}
+    for stage in stages:
+        path = folder / STAGE_FILES[stage]
+        if not path.is_file():
+            status[stage] = ("to do", None, path)
+        elif stage in ("context", "prompt"):  # no failure is recorded there; large files, left unread
+            status[stage] = ("done", None, path)
+        else:
+            reason = failure_reason(stage, read_record(path))
+            status[stage] = ("failed" if reason else "done", reason, path)
+    return status
+
+
+def run_status(run_dir):
+    """The run's status as plain text."""
+    run_dir = Path(run_dir)
+    index = run_dir / "instances.index.json"
+    if not run_dir.is_dir():
+        raise StatusError(f"no such run folder: {run_dir}")
+    if not index.is_file():
+        raise StatusError(f"{run_dir} is not a run folder: it has no instances.index.json (the select job writes it)")
+    ids = list(read_record(index))
+    stages, skipped = run_stages(run_dir)
+    statuses = {i: instance_status(run_dir, i, stages) for i in ids}
+
+    lines = [f"{run_dir}: {len(ids)} instances selected", "",
+             f"{'stage':<10}{'done':>7}{'failed':>8}{'to do':>7}"]
+    for stage in STAGE_FILES:
+        if stage in skipped:
+            lines.append(f"{stage:<10}{'-':>7}{'-':>8}{'-':>7}   {skipped[stage]}")
+            continue
+        outcomes = Counter(s[stage][0] for s in statuses.values())
+        reasons = Counter(s[stage][1] for s in statuses.values() if s[stage][0] == "failed")
+        by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
+        lines.append(f"{stage:<10}{outcomes['done']:>7}{outcomes['failed']:>8}{outcomes['to do']:>7}"
+                     + (f"   failed: {by_reason}" if by_reason else ""))
+    run_files = ["predictions.jsonl", "evaluation.json", "summary.md", "figures"]
+    lines += ["", "run files: " + ", ".join(f"{name} {'yes' if (run_dir / name).exists() else 'no'}"
+                                            for name in run_files)]
+
+    # each instance at its first stage that failed, and at its first stage still to do
+    failed, to_do = [], []
+    for instance_id, status in sorted(statuses.items()):
+        first_failed = next((stage for stage, s in status.items() if s[0] == "failed"), None)
+        if first_failed:
+            _, reason, path = status[first_failed]
+            failed.append((instance_id, first_failed, reason, str(path)))
+        first_to_do = next((stage for stage, s in status.items() if s[0] == "to do"), None)
+        if first_to_do:
+            log = run_dir / "logs" / instance_id / f"{first_to_do}.log"
+            to_do.append((instance_id, first_to_do, f"last attempt's log: {log}" if log.is_file() else ""))
+    if failed:
+        lines += ["", f"Failed for good ({len(failed)}), each at its first failed stage with the file that says why; "
+                  "a rerun keeps these, a rerun with --config retry_failed=true redoes them:"]
+        lines += aligned(failed)
+    if to_do:
+        lines += ["", f"Still to do ({len(to_do)}), each at its first stage without its file; run the same command "
+                  "again to make them (`snakemake --cores N`, with the same --config):"] + aligned(to_do)
+    return "\n".join(lines) + "\n"
+
+
+def set_aside_failures(run_dir, instance_ids, stamp=None):
+    """For retry_failed: rename each recorded permanent failure to <name>.failed-<stamp>.json so that
+    the rerun makes it again. What is set aside is the file that must change: the answer, when the
+    generation failed or its patch is no good; the report, when the evaluation itself failed."""
+    stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
+    set_aside = []
+    for instance_id in instance_ids:
+        folder = Path(run_dir) / "instances" / instance_id
+        for stage in ("generate", "patch", "evaluate"):
+            path = folder / STAGE_FILES[stage]
+            reason = failure_reason(stage, read_record(path)) if path.is_file() else None
+            if not reason:
+                continue
+            if stage == "patch" or reason in ("patch_failed", "empty_patch"):
+                path = folder / STAGE_FILES["generate"]
+            if path.is_file():
+                path.rename(path.with_name(f"{path.stem}.failed-{stamp}.json"))
+                set_aside.append(path)
+            break
+    return set_aside
+
+
+def aligned(rows):
+    """Rows of text cells as indented lines, in columns."""
+    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def find_runs(results="results"):
+    """The run folders under results/: those with a selection."""
+    runs = sorted(path.parent for path in Path(results).glob("*/instances.index.json"))
+    if not runs:
+        raise StatusError(f"no run under {results}/ (a run folder holds instances.index.json); "
+                          "run the workflow first, or name one with --run results/<run_id>")
+    return runs
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="append", help="a run folder, results/<run_id>; default: every run under results/")
+    parser.add_argument("--results", default="results", help="where to look for runs when --run is not given")
+    args = parser.parse_args(argv)
+    try:
+        runs = args.run or find_runs(args.results)
+        print("\n".join(run_status(run) for run in runs), end="")
+    except StatusError as e:
+        print(f"status: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

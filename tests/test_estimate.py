@@ -1,0 +1,72 @@
+"""The cost estimate: its arithmetic against known prices, and the stop above cost_warn."""
+import json
+
+import pytest
+
+from scripts import costs, estimate
+
+PRICE = {"input": 3.00, "output": 15.00}  # USD per million tokens
+
+
+def settings(**overrides):
+    return {"prices": {"my-model": PRICE}, "answer_tokens": 1000, "max_output_tokens": 16000, "cost_warn": 10,
+            "confirm_cost": False, **overrides}
+
+
+def test_low_and_high_figures_follow_the_prices():
+    record = estimate.estimate([2000, 3000, 5000], "my-model", PRICE, answer_tokens=1000, max_output_tokens=16000)
+    # 10,000 prompt tokens at 3 USD/M = 0.03; answers 3 x 1,000 (low) or 3 x 16,000 (high) at 15 USD/M
+    assert record["prompt_tokens"] == 10000 and record["instances"] == 3
+    assert record["low_usd"] == pytest.approx(0.03 + 0.045)
+    assert record["high_usd"] == pytest.approx(0.03 + 0.72)
+    assert "0.07 to 0.75 USD" in estimate.describe(record)
+
+
+def test_a_model_without_a_price_has_no_figures_and_never_stops():
+    record = estimate.estimate([1000], "local-model", None, 1000, 4000)
+    assert record["low_usd"] is None and record["high_usd"] is None
+    assert "no price is known for model local-model" in estimate.describe(record)
+    estimate.check(record, cost_warn=0, confirmed=False)
+
+
+def test_above_cost_warn_stops_unless_confirmed():
+    record = estimate.estimate([100_000] * 10, "my-model", PRICE, 1000, 16000)  # high: 3.0 + 2.4 USD
+    estimate.check(record, cost_warn=6, confirmed=False)
+    with pytest.raises(estimate.CostAboveWarning, match=r"above cost_warn=5 USD.*confirm_cost=true.*count=N"):
+        estimate.check(record, cost_warn=5, confirmed=False)
+    estimate.check(record, cost_warn=5, confirmed=True)
+    estimate.check(record, cost_warn=None, confirmed=False)
+
+
+def write_instance(run, instance_id, tokens, answered=False):
+    folder = run / "instances" / instance_id
+    folder.mkdir(parents=True)
+    (folder / "prompt.json").write_text(json.dumps({"instance_id": instance_id, "tokens": tokens}))
+    if answered:
+        (folder / "response.json").write_text("{}")
+
+
+def test_only_instances_still_to_ask_are_counted(tmp_path):
+    write_instance(tmp_path, "a", 1000)
+    write_instance(tmp_path, "b", 2000, answered=True)
+    write_instance(tmp_path, "c", 4000)
+    tokens, missing = estimate.prompts_to_ask(tmp_path, ["a", "b", "c", "d"])
+    assert sorted(tokens) == [1000, 4000] and missing == ["d"]
+
+
+def test_the_stage_writes_nothing_when_it_stops(tmp_path, capsys):
+    write_instance(tmp_path, "a", 1_000_000)  # 3 USD of prompt alone
+    out = tmp_path / "estimate.json"
+    with pytest.raises(estimate.CostAboveWarning):
+        estimate.run(tmp_path, ["a"], "my-model", settings(cost_warn=1), out)
+    assert not out.exists()
+    assert "Cost estimate for 1 instances" in capsys.readouterr().out
+    record = estimate.run(tmp_path, ["a"], "my-model", settings(cost_warn=1, confirm_cost=True), out)
+    assert json.loads(out.read_text()) == record and record["high_usd"] == pytest.approx(3.24)
+
+
+def test_the_shipped_price_table_prices_the_default_models():
+    prices = costs.load_prices()
+    for model in ("gpt-5.4-mini", "claude-sonnet-4-6"):
+        record = estimate.estimate([1000], model, costs.price_for(model, prices), 1000, 2000)
+        assert 0 < record["low_usd"] < record["high_usd"]

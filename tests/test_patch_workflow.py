@@ -1,0 +1,83 @@
+"""The patch stage's apply check and self-repair in the real snakemake workflow."""
+import json
+import subprocess
+import sys
+
+import fixture_repos
+from conftest import PROJECT, assert_valid, read_rows, snakemake, write_rows
+from fake_api import FakeModelServer
+
+TINY = PROJECT / "examples" / "tiny.jsonl"
+BUNDLES = f"{PROJECT / 'examples' / 'repos'}/{{repo}}.bundle"
+
+
+def test_example_bundles_hold_the_commits_of_tiny_jsonl(tmp_path):
+    subprocess.run([sys.executable, str(PROJECT / "examples" / "make_repos.py"), "--dest", str(tmp_path)], check=True)
+    rebuilt = {}
+    for bundle in tmp_path.rglob("*.bundle"):
+        heads = subprocess.run(["git", "bundle", "list-heads", str(bundle)], capture_output=True, text=True, check=True)
+        rebuilt[bundle.relative_to(tmp_path).as_posix()] = heads.stdout.split()[0]
+    shipped = {}
+    for bundle in (PROJECT / "examples" / "repos").rglob("*.bundle"):
+        heads = subprocess.run(["git", "bundle", "list-heads", str(bundle)], capture_output=True, text=True, check=True)
+        shipped[bundle.relative_to(PROJECT / "examples" / "repos").as_posix()] = heads.stdout.split()[0]
+    assert rebuilt == shipped == {"example/calc.bundle": read_rows(TINY)[1]["base_commit"],
+                                  "example/greet.bundle": read_rows(TINY)[2]["base_commit"]}
+
+
+def test_readme_example_is_apply_checked(tmp_path):
+    snakemake(tmp_path, "--config", f"dataset={TINY}", "apply_check=true", f"repo_url={BUNDLES}",
+              f"repo_cache={tmp_path / 'cache'}")
+    run = tmp_path / "results" / "gold"
+    predictions = {p["instance_id"]: p["model_patch"] for p in read_rows(run / "predictions.jsonl")}
+    for row in read_rows(TINY):
+        folder = run / "instances" / row["instance_id"]
+        record = json.loads((folder / "patch.json").read_text())
+        assert_valid(record, "patch")
+        assert (record["applies"], record["apply_attempt"], record["repair_attempts"]) == (True, "git apply --verbose", [])
+        # the normal form: git's own diff of the patched file, with the reference's changes
+        patch = predictions[row["instance_id"]]
+        assert patch == (folder / "patch.diff").read_text() and "\nindex " in patch
+        changed = lambda text: [line for line in text.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        assert changed(patch) == changed(row["patch"])
+        assert not list(folder.glob("repair-*"))  # the gold provider has nothing to ask
+
+
+def test_unreachable_repository_fails_the_patch_job_with_how_to_fix_it(tmp_path):
+    result = snakemake(tmp_path, "--config", f"dataset={TINY}", "apply_check=true", f"repo_url={tmp_path}/none/{{repo}}",
+                       f"repo_cache={tmp_path / 'cache'}", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "example__greet-1: cannot check the patch at example/greet@" in output
+    assert "set repo_url (and repo_cache) to where the repository can be fetched, or apply_check=false" in output
+    assert not list((tmp_path / "results" / "gold" / "instances").glob("*/patch.json"))
+
+
+def test_self_repair_in_the_workflow_keeps_its_files_and_pays_from_the_budget(tmp_path):
+    rows, url = fixture_repos.build(tmp_path / "repos")
+    rows = rows[:3]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    broken = rows[0]["instance_id"]
+    with FakeModelServer(rows) as server:
+        server.answers[broken] = [rows[0]["patch"].replace("-        return math.pi * self.radius\n",
+                                                           "-        return math.tau * self.radius\n")]
+        snakemake(tmp_path, "--config", f"dataset={dataset}", "provider=openai", "model=gpt-4o",
+                  f"base_url={server.url}/v1", "apply_check=true", f"repo_url={url}", f"repo_cache={tmp_path / 'cache'}",
+                  "run_id=repair", "max_cost=5", env={"OPENAI_API_KEY": "sk-test-key"})
+    run = tmp_path / "results" / "repair"
+    folder = run / "instances" / broken
+    record = json.loads((folder / "patch.json").read_text())
+    assert_valid(record, "patch")
+    assert (record["status"], record["answer"], record["applies"]) == ("valid", "repair-1", True)
+    assert record["repair_attempts"][0]["status"] == "valid"
+    assert_valid(json.loads((folder / "repair-1.prompt.json").read_text()), "prompt")
+    repair_response = json.loads((folder / "repair-1.response.json").read_text())
+    assert_valid(repair_response, "response")
+    spent = [json.loads(line) for line in (run / "spend.jsonl").read_text().splitlines()]
+    assert sorted(s["instance_id"] for s in spent) == sorted([r["instance_id"] for r in rows] + [broken])
+    assert repair_response["cost_usd"] in [s["cost_usd"] for s in spent if s["instance_id"] == broken]
+    assert "repair 1: valid" in (run / "logs" / broken / "patch.log").read_text()
+    predictions = {p["instance_id"]: p["model_patch"] for p in read_rows(run / "predictions.jsonl")}
+    assert all(predictions.values()) and predictions[broken] == (folder / "patch.diff").read_text()
+    for other in rows[1:]:
+        assert not list((run / "instances" / other["instance_id"]).glob("repair-*"))

@@ -1,0 +1,133 @@
+"""The workflow on a real SLURM cluster through profiles/slurm (snakemake-executor-plugin-slurm).
+
+Needs the one-node cluster of tests/slurm_cluster.sh (which .ci/run starts): the jobs are
+submitted with sbatch and run by slurmd on this machine, which shares tmp_path with the
+submitting snakemake as a cluster's nodes share a filesystem."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import LITE_TEST, PROJECT, read_rows, write_rows
+
+SETUP = "bash tests/slurm_cluster.sh"
+SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+
+
+def slurm_states(job_ids):
+    """{SLURM job id: (state, job name)} as squeue reports them (finished jobs included)."""
+    out = subprocess.run(
+        ["squeue", "--states=all", "--noheader", "--format=%i|%T|%j", f"--jobs={','.join(job_ids)}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return {i: (state, name) for i, state, name in (line.split("|") for line in out.split())}
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """The cluster must be there and take jobs; a missing one fails the test, it is not skipped."""
+    missing = [tool for tool in ("sbatch", "squeue", "scancel", "sinfo") if not shutil.which(tool)]
+    if missing:
+        pytest.fail(f"SLURM is not installed ({', '.join(missing)} missing): run `{SETUP}` (root) first.")
+    state = subprocess.run(["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True)
+    if state.returncode != 0 or not re.match(r"(idle|mixed|allocated|completing)", state.stdout.strip()):
+        pytest.fail(f"SLURM does not take jobs (sinfo: {(state.stdout + state.stderr).strip()!r}): run `{SETUP}`.")
+
+
+def slurm_snakemake(workdir, dataset, out):
+    """Start snakemake with the SLURM profile, its output going to the file out."""
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"), "--directory", str(workdir),
+        "--workflow-profile", str(PROJECT / "profiles" / "slurm"),
+        # Poll squeue every few seconds rather than the profile's 40 s: the jobs here are short.
+        "--slurm-init-seconds-before-status-checks", "2",
+        # Gold patches, no evaluation, and no fetching of the repositories to check them.
+        "--config", f"dataset={dataset}", "evaluation=none", "apply_check=false",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}
+    return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir)
+
+
+def finish(process, timeout=150):
+    """The exit code of a snakemake run; one still running after timeout is stopped (it then
+    cancels its SLURM jobs) and fails the test."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        process.wait(timeout=60)
+        pytest.fail(f"snakemake did not finish within {timeout} s")
+
+
+def submissions(text):
+    """[(SLURM job id, SLURM log)] of the jobs that snakemake submitted, in order."""
+    return SUBMITTED.findall(text)
+
+
+def test_slurm_run_cancel_and_rerun(tmp_path, slurm):
+    rows = read_rows(LITE_TEST, 4)
+    ids = sorted(r["instance_id"] for r in rows)
+    dataset = write_rows(tmp_path / "sample.jsonl", rows)
+    log = tmp_path / "first.log"
+
+    # 1. A run in the background; once the four instances' first group jobs (context and
+    # prompt) are submitted, two of them are cancelled with scancel, as a cluster may kill jobs
+    # (preemption, time limits).
+    with open(log, "w") as out:
+        run = slurm_snakemake(tmp_path, dataset, out)
+        try:
+            deadline = time.monotonic() + 90
+            groups = []
+            while len(groups) < 4 and run.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+                groups = [(i, path) for i, path in submissions(log.read_text()) if "/group_prepare_" in path]
+            assert len(groups) == 4, f"four group jobs were not submitted:\n{log.read_text()}"
+            cancelled = [job_id for job_id, _ in groups[2:]]
+            before = slurm_states(cancelled)
+            assert all(before[j][0] in ("PENDING", "RUNNING", "CONFIGURING") for j in cancelled), before
+            subprocess.run(["scancel", *cancelled], check=True)
+        except BaseException:
+            run.terminate()  # snakemake cancels its SLURM jobs as it stops
+            run.wait(timeout=60)
+            raise
+        code = finish(run)
+    text = log.read_text()
+    assert code != 0, text  # with --keep-going the rest finished, and the run reports the failures
+
+    # Every job went through sbatch: squeue knows each id, under the run's SLURM name.
+    run_name = re.search(r"SLURM run ID: (\S+)", text).group(1)
+    jobs = submissions(text)
+    states = slurm_states([job_id for job_id, _ in jobs])
+    assert set(states) == {job_id for job_id, _ in jobs}
+    assert {name for _, name in states.values()} == {run_name}
+    assert {states[j][0] for j in cancelled} == {"CANCELLED"}
+    assert all(states[j][0] == "COMPLETED" for j, _ in jobs if j not in cancelled), states
+
+    # The cancelled jobs' instances have no patch yet; the others are done; no predictions yet.
+    instances = tmp_path / "results" / "gold" / "instances"
+    done = sorted(i for i in ids if (instances / i / "patch.diff").exists())
+    assert len(done) == 2, text
+    assert not (tmp_path / "results" / "gold" / "predictions.jsonl").exists()
+
+    # 2. A plain rerun completes only the two cancelled instances (two group jobs each), then merges.
+    rerun_log = tmp_path / "rerun.log"
+    with open(rerun_log, "w") as out:
+        code = finish(slurm_snakemake(tmp_path, dataset, out))
+    text = rerun_log.read_text()
+    assert code == 0, text
+    redone = sorted(set(re.findall(r"wildcards: id=(\S+)", text)))
+    assert redone == sorted(set(ids) - set(done))
+    rerun_jobs = submissions(text)
+    assert len([p for _, p in rerun_jobs if "/group_prepare_" in p]) == 2
+    assert len([p for _, p in rerun_jobs if "/group_answer_" in p]) == 2
+    assert "rule_select" not in " ".join(p for _, p in rerun_jobs)
+    assert {s for s, _ in slurm_states([j for j, _ in rerun_jobs]).values()} == {"COMPLETED"}
+
+    predictions = read_rows(tmp_path / "results" / "gold" / "predictions.jsonl")
+    assert [p["instance_id"] for p in predictions] == ids
+    reference = {r["instance_id"]: r["patch"] for r in rows}
+    assert all(p["model_patch"] == reference[p["instance_id"]] for p in predictions)

@@ -1,0 +1,196 @@
+"""The status command, on run folders written record by record (each valid against its schema)."""
+import json
+
+from conftest import assert_valid
+from scripts import status
+
+
+def write_record(run, instance_id, name, record, schema):
+    assert_valid(record, schema)
+    path = run / "instances" / instance_id / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def context(instance_id):
+    return {"instance_id": instance_id, "repo": "o/r", "base_commit": "abc", "strategy": "none",
+            "problem_statement": "bug", "files": [], "token_counter": "estimate",
+            "tokens": {"problem_statement": 1, "files": 0, "total": 1}, "source": "none", "candidates": 0,
+            "budget": {"context_tokens": None, "template_reserve": 500, "files": None}}
+
+
+def prompt(instance_id):
+    return {"instance_id": instance_id, "template": "style3", "messages": [{"role": "user", "content": "fix"}],
+            "tokens": 1, "token_counter": "estimate"}
+
+
+def response(instance_id, failure=None):
+    return {"instance_id": instance_id, "provider": "openai", "model": "m", "status": "failed" if failure else "ok",
+            "failure_reason": failure, "failure_detail": failure and "why", "answer": None if failure else "diff",
+            "stop_reason": None if failure else "end",
+            "usage": {"input_tokens": 10, "output_tokens": 5, "cached_input_tokens": 0, "cache_write_tokens": 0},
+            "cost_usd": 0.01, "latency_s": 1.0,
+            "attempts": [{"started_at": "2025-01-01T00:00:00Z", "latency_s": 1.0, "error": None, "status": 200,
+                          "wait_s": 0.0}],
+            "created_at": "2025-01-01T00:00:01Z", "raw_stop_reason": None if failure else "stop",
+            "price_per_million": None, "dropped_context_files": []}
+
+
+def patch(instance_id, reason=None):
+    record = {"instance_id": instance_id, "status": "valid", "reason": None, "generation_failure": None, "problems": [],
+              "source": "fence", "fixes": [], "files": ["a.py"], "hunks": 1, "lines_added": 1, "lines_removed": 1,
+              "rejected_patch": None, "applies": True, "apply_attempt": "git apply --verbose", "apply_error": None,
+              "syntax_errors": [], "answer": "response", "repair_attempts": []}
+    if reason == "invalid_diff":
+        record.update(status="invalid", reason=reason, problems=["hunk 1 of a.py does not parse"], rejected_patch="x",
+                      applies=None, apply_attempt=None)
+    elif reason == "does_not_apply":
+        record.update(status="invalid", reason=reason, problems=["hunk 1 of a.py does not apply"], rejected_patch="x",
+                      applies=False, apply_attempt=None, apply_error="error: patch failed: a.py:1")
+    elif reason:
+        record.update(status="empty", reason=reason, source=None, files=[], hunks=0, lines_added=0, lines_removed=0,
+                      generation_failure="refused" if reason == "generation_failed" else None, applies=None,
+                      apply_attempt=None)
+    return record
+
+
+def report(instance_id, outcome):
+    return {"instance_id": instance_id, "backend": "docker", "harness": "swebench 4.1.0", "run_id": "r.0",
+            "model_name_or_path": "m", "patch_sha256": "0" * 64, "status": outcome, "resolved": outcome == "resolved",
+            "reason": None if outcome in ("resolved", "unresolved") else "why", "duration_s": 1.0,
+            "logs": "evaluation", "report": None}
+
+
+# instance: (generation failure, patch reason, evaluation status); None: the file is not there
+OUTCOMES = {
+    "o__r-1": (None, None, "resolved"),
+    "o__r-2": (None, None, "unresolved"),
+    "o__r-3": ("refused", "generation_failed", "empty_patch"),
+    "o__r-4": (None, "no_diff", "empty_patch"),
+    "o__r-5": (None, "invalid_diff", "empty_patch"),
+    "o__r-6": (None, None, "patch_failed"),
+    "o__r-7": (None, None, "build_failed"),
+    "o__r-8": (None, None, "timeout"),
+    "o__r-9": (None, None, "error"),
+    "o__r-10": (None, None, None),  # not evaluated yet
+    "o__r-13": (None, "does_not_apply", "empty_patch"),
+}
+NOT_ANSWERED = "o__r-11"  # context and prompt only; its generate job failed (a log, no response.json)
+NOT_STARTED = "o__r-12"
+
+
+def make_run(run):
+    ids = [*OUTCOMES, NOT_ANSWERED, NOT_STARTED]
+    index = {instance_id: [100 * n, 100] for n, instance_id in enumerate(ids)}
+    assert_valid(index, "instance_index")
+    run.mkdir(parents=True)
+    (run / "instances.index.json").write_text(json.dumps(index))
+    for instance_id, (failure, reason, outcome) in OUTCOMES.items():
+        write_record(run, instance_id, "context.json", context(instance_id), "context")
+        write_record(run, instance_id, "prompt.json", prompt(instance_id), "prompt")
+        write_record(run, instance_id, "response.json", response(instance_id, failure), "response")
+        write_record(run, instance_id, "patch.json", patch(instance_id, reason), "patch")
+        if outcome:
+            write_record(run, instance_id, "report.json", report(instance_id, outcome), "report")
+    write_record(run, NOT_ANSWERED, "context.json", context(NOT_ANSWERED), "context")
+    write_record(run, NOT_ANSWERED, "prompt.json", prompt(NOT_ANSWERED), "prompt")
+    (run / "logs" / NOT_ANSWERED).mkdir(parents=True)
+    (run / "logs" / NOT_ANSWERED / "generate.log").write_text("429 Too Many Requests\n")
+    (run / "predictions.jsonl").write_text("")
+    return run
+
+
+def test_status_counts_and_lists_every_kind_of_outcome(tmp_path, capsys):
+    run = make_run(tmp_path / "results" / "r")
+    assert status.main(["--run", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out  # plain text
+    lines = out.splitlines()
+    assert lines[0] == f"{run}: 13 instances selected"
+    table = {line.split()[0]: line.split(None, 4)[1:] for line in lines[3:8]}
+    assert table["context"] == ["12", "0", "1"]
+    assert table["prompt"] == ["12", "0", "1"]
+    assert table["generate"] == ["10", "1", "2", "failed: refused 1"]
+    assert table["patch"] == ["7", "4", "2",
+                              "failed: does_not_apply 1, generation_failed 1, invalid_diff 1, no_diff 1"]
+    assert table["evaluate"] == ["2", "8", "3",
+                                 "failed: build_failed 1, empty_patch 4, error 1, patch_failed 1, timeout 1"]
+    assert "run files: predictions.jsonl yes, evaluation.json no, summary.md no, figures no" in out
+
+    failed = out[out.index("Failed for good (8)"):out.index("Still to do")]
+    folder = run / "instances"
+    # each instance once, at its first failed stage, with the file to look at
+    assert failed.count("\n  ") == 8
+    for instance_id, stage, reason, name in [
+        ("o__r-3", "generate", "refused", "response.json"), ("o__r-4", "patch", "no_diff", "patch.json"),
+        ("o__r-5", "patch", "invalid_diff", "patch.json"), ("o__r-6", "evaluate", "patch_failed", "report.json"),
+        ("o__r-7", "evaluate", "build_failed", "report.json"), ("o__r-8", "evaluate", "timeout", "report.json"),
+        ("o__r-9", "evaluate", "error", "report.json"), ("o__r-13", "patch", "does_not_apply", "patch.json"),
+    ]:
+        line = next(line for line in failed.splitlines() if line.split()[:1] == [instance_id])
+        assert line.split() == [instance_id, stage, reason, str(folder / instance_id / name)]
+
+    to_do = out[out.index("Still to do (3)"):]
+    assert "snakemake --cores N" in to_do
+    assert [line.split()[:2] for line in to_do.splitlines()[1:]] == [
+        ["o__r-10", "evaluate"], ["o__r-11", "generate"], ["o__r-12", "context"]]
+    assert f"last attempt's log: {run / 'logs' / NOT_ANSWERED / 'generate.log'}" in to_do
+
+
+def test_status_of_a_run_without_evaluation_says_so(tmp_path, capsys):
+    run = tmp_path / "results" / "gold"
+    run.mkdir(parents=True)
+    (run / "instances.index.json").write_text(json.dumps({"o__r-1": [0, 10]}))
+    for name, record, schema in [("context.json", context("o__r-1"), "context"),
+                                 ("prompt.json", prompt("o__r-1"), "prompt"),
+                                 ("response.json", response("o__r-1"), "response"),
+                                 ("patch.json", patch("o__r-1"), "patch")]:
+        write_record(run, "o__r-1", name, record, schema)
+    (run / "summary.json").write_text(json.dumps({"mode": "generate", "evaluation": "none"}))
+    assert status.main(["--results", str(tmp_path / "results")]) == 0  # every run under results/
+    out = capsys.readouterr().out
+    assert "evaluate        -       -      -   not part of this run (evaluation=none)" in out
+    assert "patch           1       0      0" in out
+    assert "Failed for good" not in out and "Still to do" not in out
+
+
+def test_status_of_a_missing_run_folder_fails_with_a_message(tmp_path, capsys):
+    assert status.main(["--run", str(tmp_path / "results" / "nope")]) == 2
+    assert capsys.readouterr().err == f"status: no such run folder: {tmp_path / 'results' / 'nope'}\n"
+    assert status.main(["--results", str(tmp_path / "results")]) == 2
+    assert "no run under" in capsys.readouterr().err
+
+
+def test_status_names_a_corrupt_file(tmp_path, capsys):
+    run = make_run(tmp_path / "results" / "r")
+    corrupt = run / "instances" / "o__r-4" / "patch.json"
+    corrupt.write_text('{"instance_id": "o__r-4", "status": ')
+    assert status.main(["--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"status: cannot read {corrupt}: ") and "Delete it and rerun" in err
+
+
+def test_set_aside_failures_renames_the_file_that_must_change(tmp_path):
+    from scripts.status import set_aside_failures
+
+    def write(instance_id, name, record):
+        path = tmp_path / "instances" / instance_id / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+
+    write("refused", "response.json", {"status": "failed", "failure_reason": "refused"})
+    write("no-diff", "response.json", {"status": "ok"})
+    write("no-diff", "patch.json", {"status": "empty", "reason": "no_diff"})
+    write("crashed", "response.json", {"status": "ok"})
+    write("crashed", "patch.json", {"status": "valid"})
+    write("crashed", "report.json", {"status": "error"})
+    write("fine", "response.json", {"status": "ok"})
+    write("fine", "patch.json", {"status": "valid"})
+    write("fine", "report.json", {"status": "resolved"})
+    moved = set_aside_failures(tmp_path, ["refused", "no-diff", "crashed", "fine", "not-started"], stamp="T1")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in moved) == [
+        "instances/crashed/report.json", "instances/no-diff/response.json", "instances/refused/response.json"]
+    assert (tmp_path / "instances/refused/response.failed-T1.json").is_file()
+    assert (tmp_path / "instances/crashed/report.failed-T1.json").is_file()
+    assert (tmp_path / "instances/no-diff/patch.json").is_file()  # remade from the new answer
+    assert (tmp_path / "instances/fine/report.json").is_file()
