@@ -5,7 +5,8 @@ ones in ../shared/data are copies of them under new ids), run in a fresh folder:
 - the project's workflow with provider=gold (answers at once) and evaluation=none;
 - benchmarks/floor/Snakefile: the same DAG shape, jobs that only touch their outputs;
 and report for each the dry-run time (fresh folder), the full-run time, the no-op rerun
-time and the peak memory (VmHWM) of the main snakemake process.
+time (each of these two the median of three runs) and the peak memory (VmHWM) of the main
+snakemake process.
 
     .venv/bin/python benchmarks/scale.py [--rows 300 2294] [--cores 2] [--scheduler greedy]
 """
@@ -63,10 +64,18 @@ def timed(command):
 def measure(snakefile, workdir, cores, extra, config):
     base = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
             "--cores", str(cores), "--quiet", *extra, "--config", *config]
-    dry, dry_mb = timed(base + ["--dry-run"])
+    # Dry and no-op runs take seconds, and one of them varies by a third on this machine (a cold
+    # disk cache, the other core busy): the median of three.
+    dry, dry_mb = median_of_three(base + ["--dry-run"])
     full, full_mb = timed(base)
-    noop, noop_mb = timed(base)
+    noop, noop_mb = median_of_three(base)
     return {"dry": dry, "full": full, "noop": noop, "peak_mb": max(dry_mb, full_mb, noop_mb)}
+
+
+def median_of_three(command):
+    """(median seconds, highest peak MB) of three runs."""
+    runs = sorted(timed(command) for _ in range(3))
+    return runs[1][0], max(mb for _, mb in runs)
 
 
 def project_config(dataset):

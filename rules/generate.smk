@@ -1,9 +1,7 @@
 # The cost estimate, from the prompts of every instance still to ask: the generate jobs wait
 # for it, and it stops the run above cost_warn unless confirm_cost=true. Only for the paid
 # providers (gold and replay cost nothing).
-from scripts.providers import ASK as API_PROVIDERS
-
-ESTIMATE = f"{RUN}/estimate.json" if config["provider"] in API_PROVIDERS and not config["predictions"] else None
+ESTIMATE = f"{RUN}/estimate.json" if config["provider"] in MODEL_PROVIDERS and not config["predictions"] else None
 
 
 def estimate_settings():
@@ -47,9 +45,9 @@ rule generate:
     input:
         **selection_inputs(),
         prompt=f"{RUN}/instances/{{id}}/prompt.json",
-        # to rebuild the prompt with less code context when the model says it is too long
-        context=f"{RUN}/instances/{{id}}/context.json",
-        template=rules.prompt.input.template,
+        # For a model: to rebuild the prompt with less code context when it says it is too long.
+        **({"context": f"{RUN}/instances/{{id}}/context.json", "template": rules.prompt.input.template}
+           if config["provider"] in MODEL_PROVIDERS else {}),
         # No request before the run's cost estimate is made and accepted. ancient(): a new
         # estimate (more instances) does not redo the answers already in.
         **({"estimate": ancient(ESTIMATE)} if ESTIMATE else {}),
@@ -71,6 +69,6 @@ rule generate:
     run:
         from scripts import generate
 
-        generate.run(input.prompt, input.context, input.template, input.instances, input.index,
+        generate.run(input.prompt, input.get("context"), input.get("template"), input.instances, input.index,
                      wildcards.id, params.provider, params.model,
                      generate.api_settings(params.provider, config, RUN), output[0], log[0])

@@ -3,19 +3,18 @@
 # repair_attempts times. It runs in Snakemake's own process when threads are used (the default
 # profile sets force-use-threads), so it writes its log itself; a job that may ask the model
 # takes an `api` slot.
-from scripts.providers import ASK as MODEL_PROVIDERS
-
 REPAIR_ATTEMPTS = config["repair_attempts"] if config["provider"] in MODEL_PROVIDERS else 0
 
 
 rule patch:
     input:
-        **selection_inputs(),
         response=f"{RUN}/instances/{{id}}/response.json",
         # the files that search/replace edits are applied to without the apply check
         context=f"{RUN}/instances/{{id}}/context.json",
+        # the instance's repository and base commit, for the apply check
+        **(selection_inputs() if config["apply_check"] else {}),
         # the conversation that self-repair continues
-        prompt=f"{RUN}/instances/{{id}}/prompt.json",
+        **({"prompt": f"{RUN}/instances/{{id}}/prompt.json"} if REPAIR_ATTEMPTS else {}),
     output:
         diff=f"{RUN}/instances/{{id}}/patch.diff",
         record=f"{RUN}/instances/{{id}}/patch.json",
@@ -31,7 +30,7 @@ rule patch:
         from scripts import generate, patch
 
         patch.run_stage(
-            wildcards.id, input.response, input.context, input.prompt, input.instances, input.index,
+            wildcards.id, input.response, input.context, input.get("prompt"), input.get("instances"), input.get("index"),
             output.diff, output.record, log[0],
             repos={"repo_cache": config["repo_cache"], "repo_url": config["repo_url"]} if params.apply_check else None,
             repair={"provider": config["provider"], "model": MODEL, "attempts": params.repair_attempts,

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -46,6 +47,24 @@ def append_log(log_path, message):
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as f:
         f.write(message + "\n")
+
+
+def now():
+    """The time in UTC, as ISO 8601 with milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@contextlib.contextmanager
+def instance_log(log_path, instance_id):
+    """A function that adds a time-stamped line about the instance to its job's log (the stages
+    run inside Snakemake's process, whose stderr is not the job's)."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log_file:
+        def log(message):
+            log_file.write(f"{now()} {instance_id}: {message}\n")
+            log_file.flush()
+
+        yield log
 
 
 def read_json(path):

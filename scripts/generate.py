@@ -11,11 +11,10 @@ the job and write nothing, so that a rerun tries again.
 import os
 import random
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from scripts import costs, providers
-from scripts.common import find_jsonl_row, read_json, write_json_atomic
+from scripts.common import find_jsonl_row, instance_log, now, read_json, write_json_atomic
 from scripts.select import read_row
 
 
@@ -28,10 +27,6 @@ class PermanentFailure(Exception):
 
 class GenerationFailed(Exception):
     """The job fails and writes nothing; a rerun retries the instance."""
-
-
-def now():
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def no_usage():
@@ -183,12 +178,7 @@ def api_settings(provider, config, run_dir):
 def run(prompt_path, context_path, template_path, rows_path, index_path, instance_id, provider, model,
         settings, out_path, log_path):
     """The stage: read the instance's files, ask, write response.json (or nothing, by raising)."""
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log_file:
-        def log(message):
-            log_file.write(f"{now()} {instance_id}: {message}\n")
-            log_file.flush()
-
+    with instance_log(log_path, instance_id) as log:
         template = None
         if template_path and provider in providers.ASK:
             from scripts.prompt import load_template

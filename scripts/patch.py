@@ -23,7 +23,7 @@ from unidiff import PatchSet
 
 from scripts import apply
 from scripts import repos as repos_module
-from scripts.common import read_json, write_json_atomic, write_text_atomic
+from scripts.common import instance_log, read_json, write_json_atomic, write_text_atomic
 
 HUNK_HEADER = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)")
 GIT_HEADER_PREFIXES = (
@@ -1032,12 +1032,7 @@ def run_stage(instance_id, response_path, context_path, prompt_path, rows_path, 
     folder = Path(record_path).parent
     for stale in folder.glob("repair-*.json"):
         stale.unlink()
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log_file:
-        def log(message):
-            log_file.write(f"{generate.now()} {instance_id}: {message}\n")
-            log_file.flush()
-
+    with instance_log(log_path, instance_id) as log:
         repository = None
         if repos is not None:
             row = read_row(rows_path, index_path, instance_id)

@@ -7,7 +7,6 @@ the same command and the same effect, and one it rejects must fail or come out r
 import ast
 import json
 import subprocess
-from pathlib import Path
 
 import jsonschema
 import pytest

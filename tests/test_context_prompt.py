@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from conftest import PROJECT, assert_valid
+from conftest import assert_valid
 from scripts import context, prompt
 
 

@@ -1,7 +1,5 @@
 import json
 
-import pytest
-
 from conftest import DATA, assert_valid, read_rows, write_rows
 from scripts import generate
 from scripts.select import write_selection

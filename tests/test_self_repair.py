@@ -118,7 +118,7 @@ def test_answers_that_stay_bad_keep_the_first_verdict(instance):
 
 
 def test_a_patch_that_breaks_python_goes_back_and_the_mended_one_is_kept(instance):
-    row, folder = instance["row"], instance["folder"]
+    row = instance["row"]
     broken = row["patch"].replace("+        return 2 * math.pi * self.radius", "+        return 2 * (math.pi * self.radius")
     with FakeModelServer([row]) as server:
         record = stage(instance, broken, "openai", server)
@@ -141,7 +141,7 @@ def test_a_breaking_patch_is_kept_when_the_repair_does_no_better(instance):
 
 
 def test_edit_blocks_are_asked_for_again_as_edit_blocks(instance):
-    row, folder = instance["row"], instance["folder"]
+    row = instance["row"]
     bad = ("geometry/shapes.py\n<<<<<<< SEARCH\n        return math.tau * self.radius\n=======\n"
            "        return 2 * math.pi * self.radius\n>>>>>>> REPLACE\n")
     with FakeModelServer([row]) as server:

@@ -54,7 +54,7 @@ def test_allow_partial_merges_what_is_done_and_a_plain_run_fills_in_the_rest(tmp
         server.faults[flaky] = ["500", "500"]
         failed = snakemake(tmp_path, *config(server, dataset, "max_attempts=2"), env=ENV, check=False)
         assert failed.returncode != 0
-        assert f"Some jobs of run results/view failed" in failed.stderr
+        assert "Some jobs of run results/view failed" in failed.stderr
         assert "allow_partial=true" in failed.stderr and "-m scripts.status --run results/view" in failed.stderr
         assert not (run / "predictions.jsonl").exists()
 
