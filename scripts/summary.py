@@ -215,7 +215,7 @@ def render_markdown(summary):
         lines += [f"| {f['instance_id']} | {f['stage']} | {f['reason']} | {f['file']} |" for f in summary["failures"]]
     if summary["missing"]:
         lines += ["", "## Missing", "",
-                  f"{len(summary['missing'])} instances have no result yet at the stage named: its job failed "
+                  f"Instances with no result yet at the stage named ({len(summary['missing'])}): its job failed "
                   "(its log is logs/<id>/<stage>.log) or did not run. Run the same command again "
                   "(`snakemake --cores N`, with the same `--config`) to make them; what is done is kept.",
                   "", "| instance | stage | file |", "|---|---|---|"]
