@@ -361,31 +361,43 @@ def check(repository, text, changes, trust_harness=True):
         attempt, output = apply_as_harness(tree, patch_file)
         if attempt and trust_harness:
             after = read_after(tree, paths)
-            return Verdict(True, attempt, None, tree_diff(tree, paths), before=before, after=after,
-                           syntax_errors=syntax_errors(before, after))
+            harness = Verdict(True, attempt, None, tree_diff(tree, paths), before=before, after=after,
+                              syntax_errors=syntax_errors(before, after))
+            if not (harness.syntax_errors and attempt.startswith("patch")):
+                return harness
+            # `patch` placed hunks with fuzz and broke a Python file (typically added lines whose
+            # indentation was lost): the re-anchored hunks are taken when they do better.
+            note = f"\n({attempt} applied it, but then {'; '.join(harness.syntax_errors)}: re-anchored instead)"
+            repaired = reanchored(tree, patch_file, changes, before, paths, output + note)
+            return repaired if repaired.applies and not repaired.syntax_errors else harness
         if attempt:
             output += "\n(exit status 0, but the hunks it could not read were skipped)"
-        reset(tree)
-        after, fixes, failures = reanchor(changes, before)
-        if failures:
-            return Verdict(False, None, clip(output), failures=failures, before=before)
-        for path, data in after.items():
-            target = tree / path
-            if data is None:
-                target.unlink(missing_ok=True)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-        normal = tree_diff(tree, paths)
-        reset(tree)
-        patch_file.write_text(normal, encoding="utf-8", errors="surrogateescape")
-        check_run = run(["git", "apply", "--check", str(patch_file)], tree)
-        if not normal or check_run.returncode != 0:  # not expected: the repair is not trusted then
-            sentence = "the re-anchored hunks change nothing" if not normal else \
-                f"the re-anchored patch does not apply: {check_run.stderr.decode(errors='replace').strip()}"
-            return Verdict(False, None, clip(output), failures=[(paths[0], 0, None, [], sentence)], before=before)
-        return Verdict(True, None, clip(output), normal, fixes, before=before, after=after,
-                       syntax_errors=syntax_errors(before, after))
+        return reanchored(tree, patch_file, changes, before, paths, output)
+
+
+def reanchored(tree, patch_file, changes, before, paths, output):
+    """The Verdict of the re-anchored hunks, written as a git diff in the scratch tree."""
+    reset(tree)
+    after, fixes, failures = reanchor(changes, before)
+    if failures:
+        return Verdict(False, None, clip(output), failures=failures, before=before)
+    for path, data in after.items():
+        target = tree / path
+        if data is None:
+            target.unlink(missing_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    normal = tree_diff(tree, paths)
+    reset(tree)
+    patch_file.write_text(normal, encoding="utf-8", errors="surrogateescape")
+    check_run = run(["git", "apply", "--check", str(patch_file)], tree)
+    if not normal or check_run.returncode != 0:  # not expected: the repair is not trusted then
+        sentence = "the re-anchored hunks change nothing" if not normal else \
+            f"the re-anchored patch does not apply: {check_run.stderr.decode(errors='replace').strip()}"
+        return Verdict(False, None, clip(output), failures=[(paths[0], 0, None, [], sentence)], before=before)
+    return Verdict(True, None, clip(output), normal, fixes, before=before, after=after,
+                   syntax_errors=syntax_errors(before, after))
 
 
 def read_texts(repository, paths):

@@ -195,6 +195,36 @@ def test_syntax_breaking_patch_is_kept_and_flagged(source, repository, tmp_path)
     assert "+        return 2 * (math.pi * self.radius" in text
 
 
+def test_lines_that_patch_fuzzes_into_broken_python_are_re_anchored_instead(source, repository, tmp_path):
+    # A whole hunk that lost its indentation: git apply rejects it, `patch --fuzz` drops its
+    # context and inserts the added lines, too little indented, which breaks shapes.py.
+    answer = ("--- a/geometry/shapes.py\n+++ b/geometry/shapes.py\n@@ -25,2 +25,4 @@\n"
+              " def perimeter(self):\n+    if self.radius == 0:\n+        return 0.0\n     return math.pi * self.radius\n")
+    guarded = SHAPES.replace("    def perimeter(self):\n        return math.pi * self.radius\n",
+                             "    def perimeter(self):\n        if self.radius == 0:\n            return 0.0\n"
+                             "        return math.pi * self.radius\n")
+    command, clone = harness(source, tmp_path, answer)
+    assert command == "patch --batch --fuzz=5 -p1 -i"
+    assert apply.syntax_error((clone / "geometry/shapes.py").read_bytes(), "shapes.py")
+    text, record = judge(repository, answer)
+    assert (record["status"], record["applies"], record["apply_attempt"], record["syntax_errors"]) == \
+        ("valid", True, None, [])
+    assert "context_whitespace" in record["fixes"]
+    assert f"{command} applied it, but then geometry/shapes.py, line " in record["apply_error"]
+    assert (git_apply(source, tmp_path, text) / "geometry/shapes.py").read_text() == guarded
+
+
+def test_a_fuzzed_patch_that_breaks_python_either_way_is_kept_as_the_harness_applies_it(source, repository, tmp_path):
+    answer = ("--- a/geometry/shapes.py\n+++ b/geometry/shapes.py\n@@ -25,2 +25,3 @@\n"
+              " def perimeter(self):\n+    if self.radius == 0 return 0.0\n     return math.pi * self.radius\n")
+    command, clone = harness(source, tmp_path, answer)
+    text, record = judge(repository, answer)
+    assert (record["applies"], record["apply_attempt"]) == (True, command) == (True, "patch --batch --fuzz=5 -p1 -i")
+    assert record["syntax_errors"] and record["apply_error"] is None
+    assert (git_apply(source, tmp_path, text) / "geometry/shapes.py").read_text() == \
+        (clone / "geometry/shapes.py").read_text()
+
+
 def test_a_file_that_never_compiled_is_not_flagged(repository):
     answer = "--- a/legacy/old.py\n+++ b/legacy/old.py\n@@ -1 +1 @@\n-print 'python 2'\n+print 'still python 2'\n"
     text, record = judge(repository, answer)
