@@ -5,8 +5,9 @@ run with allow_partial, and the pictures of docs/ remade from that run.
     .venv/bin/python docs/demo.py [--out docs]
 
 Faults: two rate limits (retried), one server error that outlasts the attempts (a transient
-failure: no target), one refusal and one answer cut off at max_tokens (permanent outcomes),
-one answer with no diff.
+failure: no target), one refusal and one answer with no diff (permanent outcomes), and one
+answer cut off at max_tokens in the middle of a hunk (its patch does not parse, and
+self-repair's second request gets a whole one).
 """
 import argparse
 import json
@@ -53,7 +54,7 @@ def main():
     answers = {rows[5]["instance_id"]: ["I looked at the code and I think the bug is in the parser."]}
     faults = {rows[1]["instance_id"]: ["429"], rows[7]["instance_id"]: ["429", "429"],
               rows[3]["instance_id"]: ["500"] * 3, rows[11]["instance_id"]: ["refusal"],
-              rows[16]["instance_id"]: ["truncated"]}
+              rows[17]["instance_id"]: ["truncated"]}
     with tempfile.TemporaryDirectory() as workdir, FakeModelServer(rows, latency=0.3) as server:
         server.faults.update(faults)
         server.answers.update(answers)
