@@ -54,6 +54,7 @@ if config["evaluation"] != "none":
             " --out {output:q} > {log:q} 2>&1"
 
     rule evaluation:
+        localrule: True
         input:
             instances=INSTANCES,
             predictions=f"{RUN}/predictions.jsonl",

@@ -15,6 +15,7 @@ def estimate_settings():
 if ESTIMATE:
 
     rule estimate:
+        localrule: True
         input:
             per_instance("prompt.json"),
         output:

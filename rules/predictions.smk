@@ -1,6 +1,7 @@
 if config["predictions"]:
 
     rule predictions:
+        localrule: True
         input:
             given=config["predictions"],
             index=INDEX,
@@ -12,6 +13,7 @@ if config["predictions"]:
 else:
 
     rule predictions:
+        localrule: True
         input:
             # every instance's patch, or with allow_partial those that are made
             patches=merged("patch.diff"),

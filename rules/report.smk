@@ -5,6 +5,7 @@ FIGURES = [f"{RUN}/figures/{name}.png" for name in FIGURE_TITLES]
 
 
 rule figures:
+    localrule: True
     input:
         f"{RUN}/summary.json",
     output:

@@ -1,4 +1,6 @@
 checkpoint select:
+    # Once per run, on the machine that runs Snakemake (a cluster's login node, which reaches the hub).
+    localrule: True
     input:
         # A local dataset, predictions or retrieval file that changes makes a new selection.
         [path for path in (config["dataset"], config["predictions"], RETRIEVAL) if path and os.path.isfile(path)],

@@ -1,4 +1,7 @@
 rule summary:
+    # Once per run, like select, estimate, predictions, evaluation and figures: a local rule, run
+    # where Snakemake runs, never as a cluster job.
+    localrule: True
     input:
         instances=INSTANCES,
         predictions=f"{RUN}/predictions.jsonl",
