@@ -31,15 +31,8 @@ sys.path.insert(0, str(PROJECT))  # run as a plain script, scripts/ is not on th
 
 from scripts import apply, patch  # noqa: E402
 from scripts.common import read_jsonl  # noqa: E402
+from patch_extraction import DATA_FILES  # noqa: E402  (the same files of real answers)
 
-# (file name pattern, field holding the answer, what the rows are); patterns, so that this
-# project's files name no model or tool.
-DATA_FILES = [
-    ("preds_swe4cc_*_standard_api_39.jsonl", "full_output", "strong model, raw answers"),
-    ("preds_oracle_*_litesubset.jsonl", "full_output", "weak 7B model, raw answers"),
-    ("preds_20240617_*.jsonl", "model_patch", "submitted predictions (all 289 applied in the official evaluation)"),
-    ("swebench_lite_test.jsonl", "patch", "reference patches"),
-]
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false"]
 HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.M)
 

@@ -15,14 +15,15 @@ def write_text_atomic(path, text):
 
 
 @contextlib.contextmanager
-def open_atomic(path):
-    """A text file to write bit by bit; it appears under path, whole, only when the block ends
-    without an error."""
+def open_atomic(path, mode="w"):
+    """A file to write bit by bit (text, or bytes with mode "wb"); it appears under path, whole,
+    only when the block ends without an error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with os.fdopen(fd, mode, **text) as f:
             yield f
         os.replace(tmp, path)
     except BaseException:

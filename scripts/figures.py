@@ -8,7 +8,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from scripts.common import read_json
+from scripts.common import open_atomic, read_json
 from scripts.summary import FIGURES
 
 matplotlib.use("Agg")  # files only: no display, no GUI toolkit
@@ -109,11 +109,9 @@ def make_figures(summary_path, out_dir):
     for name in FIGURES:
         fig = DRAW[name](summary)
         path = Path(out_dir) / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")  # a killed job leaves no half-written figure
-        fig.savefig(tmp, format="png", dpi=100)
+        with open_atomic(path, "wb") as f:  # a killed job leaves no half-written figure
+            fig.savefig(f, format="png", dpi=100)
         plt.close(fig)
-        tmp.replace(path)
         paths.append(path)
     return paths
 

@@ -25,6 +25,8 @@ from scripts import apply
 from scripts import repos as repos_module
 from scripts.common import instance_log, read_json, write_json_atomic, write_text_atomic
 
+# A problem that the apply check can still get past, by placing the hunks by their content.
+UNREADABLE_HEADER = "cannot read the hunk header"
 HUNK_HEADER = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)")
 GIT_HEADER_PREFIXES = (
     "diff --git ", "index ", "new file mode ", "deleted file mode ", "old mode ", "new mode ",
@@ -529,7 +531,7 @@ def hunk_problems(lines, start, end, name, number):
     header, body = lines[start], lines[start + 1:end]
     match = HUNK_HEADER.fullmatch(header)
     if match is None:
-        return [f"{name} hunk {number}: cannot read the hunk header {quoted(header)}"]
+        return [f"{name} hunk {number}: {UNREADABLE_HEADER} {quoted(header)}"]
     problems = []
     if "" in body:
         problems.append(f"{name} hunk {number}: line {start + 2 + body.index('')} is empty "
@@ -873,7 +875,7 @@ def judge(response, context=None, repository=None):
         problems.insert(0, cut_off)
     record.update(source=source, fixes=fixes, problems=problems, **patch_stats(text))
     # Hunk headers without line numbers are all that is wrong: re-anchoring can place the hunks.
-    placeable = repository is not None and all("cannot read the hunk header" in p for p in problems)
+    placeable = repository is not None and all(UNREADABLE_HEADER in p for p in problems)
     if problems and not placeable:
         record.update(status="invalid", reason="invalid_diff", rejected_patch=text)
         spots = [spot(change.new_path or change.old_path, start, apply.old_side(body))
@@ -981,12 +983,12 @@ def self_repair(first, response, prompt, context, repository, repair, folder, lo
     latest, answer, attempts = best, response["answer"], []
     messages = list(prompt["messages"])
     edits = prompt.get("template") == "search_replace" or best["source"] == "search_replace"
+    tokenizer = tokenizer_of(prompt.get("token_counter"))
     for number in range(1, repair["attempts"] + 1):
         if not (needs_repair(latest) or (number > 1 and latest["status"] == "empty")):
             break
         request = repair_request(latest, render_spots(spots, repository, not edits), edits)
         messages += [{"role": "assistant", "content": answer or ""}, {"role": "user", "content": request}]
-        tokenizer = tokenizer_of(prompt.get("token_counter"))
         repair_prompt = {"instance_id": response["instance_id"], "template": f"{prompt.get('template', 'prompt')}+repair",
                          "messages": list(messages),
                          "tokens": sum(count_tokens(m["content"], tokenizer) for m in messages),
@@ -1013,6 +1015,11 @@ def self_repair(first, response, prompt, context, repository, repair, folder, lo
 
 
 # ---------------------------------------------------------------- the stage
+
+def describe_verdict(record):
+    """The record's status, with its reason, for a log line."""
+    return f"{record['status']} ({record['reason']})" if record["reason"] else record["status"]
+
 
 class PatchStageError(Exception):
     """The job fails and writes nothing; a rerun retries the instance."""
@@ -1041,7 +1048,7 @@ def run_stage(instance_id, response_path, context_path, prompt_path, rows_path, 
         context = read_json(context_path) if context_path else None
         try:
             first = judge(response, context, repository)
-            text, record = first[0], first[1]
+            text, record, _ = first
             if repair and repair["attempts"] and needs_repair(record):
                 text, record = self_repair(first, response, read_json(prompt_path), context, repository, repair,
                                            folder, log)
@@ -1058,10 +1065,9 @@ def run_stage(instance_id, response_path, context_path, prompt_path, rows_path, 
             raise PatchStageError(message) from None
         write_text_atomic(diff_path, text)
         write_json_atomic(record_path, record)
-        verdict = f"{record['status']} ({record['reason']})" if record["reason"] else record["status"]
         applied = {True: f", applies ({record['apply_attempt'] or 'repaired'})", False: ", does not apply",
                    None: ""}[record["applies"]]
-        log(f"patch {verdict}{applied}{', from ' + record['answer'] if record['answer'] != 'response' else ''}")
+        log(f"patch {describe_verdict(record)}{applied}{', from ' + record['answer'] if record['answer'] != 'response' else ''}")
     return record
 
 
@@ -1094,8 +1100,7 @@ def main(argv=None):
         record = run(args.response, args.diff, args.record, args.context, repository)
     except repos_module.RepoError as error:
         sys.exit(f"patch: cannot check the patch: {error}")
-    verdict = f"{record['status']} ({record['reason']})" if record["reason"] else record["status"]
-    print(f"{record['instance_id']}: patch {verdict}", file=sys.stderr)
+    print(f"{record['instance_id']}: patch {describe_verdict(record)}", file=sys.stderr)
     return 0
 
 
