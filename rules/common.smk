@@ -15,8 +15,12 @@ from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a
 from scripts.common import read_json
 
 
-# `snakemake --report` reads the finished files only: no key or Docker daemon is needed for it.
-MAKING_REPORT = any(arg.startswith("--report") for arg in sys.argv)
+# What only a run needs (an API key, a Docker daemon): not a dry run, --lint, --report or a listing.
+RUNS_JOBS = settings.runs_jobs(sys.argv[1:]) and not workflow.output_settings.dryrun
+# What a run does to its folder before any job (set failures aside, record its settings) and the checks of
+# what its jobs will need (Docker) happen once, in the process the user started: a job on a cluster node
+# reads this file again.
+STARTS_RUN = RUNS_JOBS and workflow.is_main_process
 
 
 def checked_config(config):
@@ -26,7 +30,7 @@ def checked_config(config):
     try:
         validate(config, "../schemas/config.schema.yaml")
         settings.check(config)
-        if not (workflow.output_settings.dryrun or MAKING_REPORT):  # these send no request
+        if RUNS_JOBS:
             settings.check_api_key(config, os.environ)
     except WorkflowError as e:
         sys.exit(f"Invalid configuration: {settings.describe_schema_error(e)}")
@@ -37,7 +41,7 @@ def checked_config(config):
 
 config.update(checked_config(config))
 
-if config["evaluation"] != "none" and not (workflow.output_settings.dryrun or MAKING_REPORT):
+if config["evaluation"] != "none" and STARTS_RUN:
     from scripts import evaluate
 
     try:  # what the evaluation backend needs: the daemon, a key, credentials, disk
@@ -54,9 +58,25 @@ INDEX = f"{RUN}/instances.index.json"
 RETRIEVAL = settings.retrieval_source(config)
 RETRIEVAL_ROWS = f"{RUN}/retrieval.jsonl"
 RETRIEVAL_INDEX = f"{RUN}/retrieval.index.json"
+# The settings the run's answers were made with; a change that would replace paid answers stops the run here.
+ANSWER_SETTINGS = f"{RUN}/answer_settings.json"
 
 
-if config["retry_failed"] and workflow.is_main_process and not workflow.output_settings.dryrun and os.path.exists(INDEX):
+if not config["predictions"] and workflow.is_main_process and settings.runs_jobs(sys.argv[1:]):
+    from scripts.common import write_json_atomic
+
+    answer_settings = settings.answer_settings(config, os.environ)
+    if not config["overwrite"]:
+        try:
+            settings.check_answer_settings(read_json(ANSWER_SETTINGS) if os.path.exists(ANSWER_SETTINGS) else None,
+                                           answer_settings, RUN)
+        except settings.ConfigError as e:
+            sys.exit(f"Invalid configuration: {e}")
+    if STARTS_RUN and not (os.path.exists(ANSWER_SETTINGS) and read_json(ANSWER_SETTINGS) == answer_settings):
+        write_json_atomic(ANSWER_SETTINGS, answer_settings)
+
+
+if config["retry_failed"] and STARTS_RUN and os.path.exists(INDEX):
     from scripts.status import set_aside_failures
 
     for path in set_aside_failures(RUN, list(read_json(INDEX))):

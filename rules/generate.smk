@@ -53,7 +53,10 @@ rule generate:
         # estimate (more instances) does not redo the answers already in.
         **({"estimate": ancient(ESTIMATE)} if ESTIMATE else {}),
     output:
-        f"{RUN}/instances/{{id}}/response.json",
+        # A paid answer is not deleted before its job runs again: the job keeps it, or sets it aside with
+        # overwrite=true (and Snakemake puts it back if the job fails).
+        update(f"{RUN}/instances/{{id}}/response.json") if config["provider"] in MODEL_PROVIDERS
+        else f"{RUN}/instances/{{id}}/response.json",
     params:
         # The settings that change an answer: a change reruns generation and what follows.
         provider=config["provider"],

@@ -5,9 +5,11 @@ checkpoint select:
         # A local dataset, predictions or retrieval file that changes makes a new selection.
         [path for path in (config["dataset"], config["predictions"], RETRIEVAL) if path and os.path.isfile(path)],
     output:
-        rows=INSTANCES,
-        index=INDEX,
-        **({"retrieval": RETRIEVAL_ROWS, "retrieval_index": RETRIEVAL_INDEX} if RETRIEVAL else {}),
+        # update(): a selection that is rejected (unknown ids, an unreachable dataset...) leaves the run's
+        # earlier selection as it was, where Snakemake would delete the outputs of a job that fails.
+        rows=update(INSTANCES),
+        index=update(INDEX),
+        **({"retrieval": update(RETRIEVAL_ROWS), "retrieval_index": update(RETRIEVAL_INDEX)} if RETRIEVAL else {}),
     params:
         dataset=config["dataset"],
         split=config["split"],

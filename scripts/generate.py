@@ -172,6 +172,7 @@ def api_settings(provider, config, run_dir):
         "max_cost": config.get("max_cost"),
         "prices": costs.load_prices(config.get("prices")),
         "ledger": str(Path(run_dir) / "spend.jsonl"),
+        "overwrite": config.get("overwrite", False),
     }
 
 
@@ -179,6 +180,8 @@ def run(prompt_path, context_path, template_path, rows_path, index_path, instanc
         settings, out_path, log_path):
     """The stage: read the instance's files, ask, write response.json (or nothing, by raising)."""
     with instance_log(log_path, instance_id) as log:
+        if provider in providers.ASK and Path(out_path).exists():
+            keep_paid_answer(out_path, settings["overwrite"], log)
         template = None
         if template_path and provider in providers.ASK:
             from scripts.prompt import load_template
@@ -194,6 +197,21 @@ def run(prompt_path, context_path, template_path, rows_path, index_path, instanc
         log(f"{record['status']} {record['failure_reason'] or record['stop_reason']}, "
             f"{record['cost_usd']:.6f} USD, {record['latency_s']} s")
     print(progress_line(record, provider, settings), flush=True)
+
+
+def keep_paid_answer(out_path, overwrite, log):
+    """A paid answer that its job is asked to make again: set aside with overwrite, else the job fails."""
+    if overwrite:
+        aside = Path(out_path).with_name(f"{Path(out_path).stem}.overwritten-{time.strftime('%Y%m%dT%H%M%S')}.json")
+        os.replace(out_path, aside)
+        log(f"overwrite: the earlier answer is kept as {aside.name}")
+        return
+    message = (f"{out_path} holds a paid answer, and this run would ask again because an input of it changed (its "
+               "prompt, or the rule that makes it). Nothing was asked and the answer is kept. To ask again, add "
+               "--config overwrite=true (the earlier answer is kept beside the new one); to start a new run, give "
+               "it another run_id.")
+    log(f"error: {message}")
+    raise GenerationFailed(message)
 
 
 def progress_line(record, provider, settings):

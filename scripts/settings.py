@@ -5,12 +5,21 @@ from pathlib import Path
 
 import yaml
 
-from scripts.providers import DEFAULT_MODELS, KEY_VARIABLES
+from scripts.providers import ASK, DEFAULT_MODELS, KEY_VARIABLES
 
 DATASET_SUFFIXES = (".json", ".jsonl", ".parquet")
 # context strategies that read a SWE-bench retrieval dataset, and its name on the hub
 RETRIEVAL_DATASETS = {f"bm25_{size}": f"princeton-nlp/SWE-bench_bm25_{size}" for size in ("13K", "27K", "40K")}
 PROVIDER_MODELS = {"gold": "gold", "replay": None, **DEFAULT_MODELS}  # replay: named after its file
+# The settings that make the answers of a run (its requests, and the prompts and patch verdicts that
+# repair requests are made from): a run folder holds paid answers made with one set of them.
+ANSWER_SETTINGS = ("provider", "model", "base_url", "temperature", "max_output_tokens", "replay_file",
+                   "prompt_style", "prompt_template", "context", "context_tokens", "tokenizer", "retrieval_dataset",
+                   "apply_check", "repair_attempts")
+# Snakemake options that read the workflow without running its jobs.
+NOT_A_RUN = {"--lint", "--report", "--summary", "-S", "--detailed-summary", "-D", "-l", "--dag", "--rulegraph",
+             "--filegraph", "--d3dag", "--touch", "-t", "--unlock", "--cleanup-metadata", "--delete-all-output",
+             "--delete-temp-output", "--archive", "--containerize", "--export-cwl", "--generate-unit-tests"}
 
 
 class ConfigError(Exception):
@@ -134,4 +143,37 @@ def check_api_key(config, environ):
     raise ConfigError(
         f"provider={config['provider']} needs an API key: set the environment variable {variable} "
         "(keys are read from the environment only). A dry run (-n) works without it."
+    )
+
+
+def runs_jobs(argv):
+    """Whether snakemake was called (with these arguments) to run jobs, rather than to lint, report,
+    list or draw the workflow."""
+    names = {arg.split("=", 1)[0] for arg in argv}
+    return not (names & NOT_A_RUN or any(name.startswith("--list") for name in names))
+
+
+def answer_settings(config, environ):
+    """The values of ANSWER_SETTINGS that this run's answers are made with."""
+    values = {key: config[key] for key in ANSWER_SETTINGS}
+    values["model"] = model_name(config)
+    values["base_url"] = config["base_url"] or environ.get(f"{config['provider'].upper()}_BASE_URL")
+    return values
+
+
+def check_answer_settings(recorded, current, run_dir):
+    """Raise ConfigError when the run folder holds paid answers made with other settings: the jobs would
+    ask again and replace them."""
+    if not recorded or recorded.get("provider") not in ASK:
+        return
+    changed = [key for key in ANSWER_SETTINGS if recorded.get(key) != current.get(key)]
+    if not changed:
+        return
+    differences = ", ".join(f"{key}={recorded.get(key)!r} (now {current.get(key)!r})" for key in changed)
+    raise ConfigError(
+        f"the run {run_dir} holds answers paid for with {differences}, and this run would ask again and replace "
+        f"them. Nothing was asked. To keep them and start a new run, give it another folder: --config "
+        f"run_id=NAME. To ask again in this folder, add --config overwrite=true: each earlier answer is kept "
+        "beside the new one as <name>.overwritten-<time>.json. To go on with the earlier answers, run with "
+        "the settings they were made with."
     )

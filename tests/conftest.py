@@ -55,3 +55,9 @@ def assert_valid(record, schema_name):
 
     schema = json.loads((PROJECT / "schemas" / f"{schema_name}.schema.json").read_text())
     jsonschema.validate(record, schema)
+
+
+def snapshot(folder):
+    """Every file under folder with its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(Path(folder).rglob("*")) if path.is_file()}

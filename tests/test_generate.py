@@ -66,3 +66,45 @@ def test_backoff_doubles_with_jitter_and_a_cap():
 def test_redact_hides_the_key():
     assert generate.redact("bad key sk-abc123 given", {"api_key": "sk-abc123"}) == "bad key [redacted] given"
     assert generate.redact("nothing", {"api_key": None}) == "nothing"
+
+
+def test_a_changed_setting_never_discards_paid_answers(tmp_path):
+    from conftest import LITE_TEST, snakemake, snapshot
+    from fake_api import FakeModelServer
+
+    rows = read_rows(LITE_TEST)[60:63]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    run = tmp_path / "results" / "paid"
+    env = {"OPENAI_API_KEY": "sk-test-paid"}
+    with FakeModelServer(rows) as server:
+        def config(*extra):
+            return ["--config", f"dataset={dataset}", "provider=openai", f"base_url={server.url}/v1",
+                    "model=gpt-4o", "run_id=paid", *extra]
+
+        snakemake(tmp_path, *config(), env=env)
+        assert len(server.requests) == 3
+        before = snapshot(run)
+
+        changed = snakemake(tmp_path, *config("temperature=0.7"), env=env, check=False)
+        assert changed.returncode != 0
+        assert "temperature=0.0 (now 0.7)" in changed.stderr
+        assert "run_id=NAME" in changed.stderr and "overwrite=true" in changed.stderr
+        assert len(server.requests) == 3 and snapshot(run) == before
+        dry = snakemake(tmp_path, "-n", *config("prompt_style=search_replace"), env=env, check=False)
+        assert dry.returncode != 0 and "prompt_style='style3' (now 'search_replace')" in dry.stderr
+
+        # The prompt is made again without a changed setting (here: deleted); the job keeps the answer.
+        stale = rows[1]["instance_id"]
+        (run / "instances" / stale / "prompt.json").unlink()
+        kept = snakemake(tmp_path, *config(), env=env, check=False)
+        assert kept.returncode != 0 and "holds a paid answer" in kept.stderr + kept.stdout
+        assert len(server.requests) == 3
+        assert snapshot(run)[f"instances/{stale}/response.json"] == before[f"instances/{stale}/response.json"]
+
+        again = snakemake(tmp_path, *config("temperature=0.7", "overwrite=true"), env=env)
+    assert again.returncode == 0 and len(server.requests) == 6
+    assert all(r["body"]["temperature"] == 0.7 for r in server.requests[3:])
+    for row in rows:
+        folder = run / "instances" / row["instance_id"]
+        (aside,) = folder.glob("response.overwritten-*.json")
+        assert aside.read_bytes() == before[f"instances/{row['instance_id']}/response.json"]

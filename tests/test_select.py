@@ -1,10 +1,12 @@
 import json
+import subprocess
+import sys
 
 import pyarrow
 import pyarrow.parquet
 import pytest
 
-from conftest import LITE_DEV, LITE_TEST, assert_valid, read_rows, write_rows
+from conftest import LITE_DEV, LITE_TEST, PROJECT, assert_valid, read_rows, write_rows
 from scripts import select
 
 
@@ -118,3 +120,26 @@ def test_cli_error_exits_with_message(tmp_path, capsys):
         select.main(["--dataset", str(LITE_DEV), "--instances", "x__y-1", "--out", str(out), "--index", str(index)])
     assert "select: 1 instance id(s) not in the dataset: x__y-1" in str(exit_.value.code)
     assert not out.exists() and not index.exists()
+
+
+def test_a_rejected_selection_leaves_the_run_as_it_was(tmp_path):
+    from conftest import snakemake, snapshot
+
+    dataset = write_rows(tmp_path / "rows.jsonl", read_rows(LITE_TEST)[:3])
+    snakemake(tmp_path, "--config", f"dataset={dataset}")
+    run = tmp_path / "results" / "gold"
+    before = snapshot(run)
+    assert "instances.jsonl" in before and "predictions.jsonl" in before
+
+    typo = snakemake(tmp_path, "--config", f"dataset={dataset}", "instances=not__an-id", check=False)
+    assert typo.returncode != 0
+    assert "not in the dataset: not__an-id" in typo.stderr
+    assert snapshot(run) == before
+
+    unknown = snakemake(tmp_path, "--config", "dataset=lightt", check=False, env={"HF_HUB_OFFLINE": "1"})
+    assert unknown.returncode != 0 and "lightt" in unknown.stderr
+    assert snapshot(run) == before
+
+    status = subprocess.run([sys.executable, "-m", "scripts.status", "--run", str(run)], cwd=PROJECT,
+                            capture_output=True, text=True)
+    assert status.returncode == 0 and "3" in status.stdout

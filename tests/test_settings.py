@@ -79,3 +79,12 @@ def test_lowercase_booleans_from_the_command_line():
     assert layered["shuffle"] is True
     assert layered["filter"] == "false-positive"
     assert settings.layer_environment(base_config(shuffle="False"), {}, {})["shuffle"] is False
+
+
+@pytest.mark.parametrize("argv, runs", [
+    (["--cores", "2", "--config", "count=3"], True),
+    (["--lint"], False), (["--report", "r.html"], False), (["--report=r.zip"], False),
+    (["--list-rules"], False), (["-l"], False), (["--dag"], False), (["--touch"], False),
+])
+def test_runs_jobs_tells_a_run_from_a_reading_of_the_workflow(argv, runs):
+    assert settings.runs_jobs(argv) is runs

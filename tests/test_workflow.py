@@ -194,3 +194,33 @@ def test_example_dataset_of_the_readme(tmp_path):
     predictions = read_rows(tmp_path / "results" / "gold" / "predictions.jsonl")
     reference = {r["instance_id"]: r["patch"] for r in read_rows(PROJECT / "examples" / "tiny.jsonl")}
     assert {p["instance_id"]: p["model_patch"] for p in predictions} == reference
+
+
+def test_side_effects_belong_to_the_run_the_user_started(tmp_path):
+    """The Docker check and retry_failed's renames happen in a run, not in a dry run, --lint, --report or a job
+    that a cluster node runs (a node without Docker makes prompts and answers)."""
+    rows = read_rows(LITE_TEST)[:2]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    no_docker = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    snakemake(tmp_path, "--config", f"dataset={dataset}")
+    run = tmp_path / "results" / "gold"
+    folder = run / "instances" / rows[0]["instance_id"]
+    record = json.loads((folder / "response.json").read_text())
+    (folder / "response.json").write_text(json.dumps(dict(record, status="failed", failure_reason="refused")))
+    docker_run = ["--config", f"dataset={dataset}", "evaluation=docker", "retry_failed=true"]
+
+    for reading in (["-n"], ["--lint"], ["--report", str(tmp_path / "report.html")]):
+        result = snakemake(tmp_path, *reading, *docker_run, env=no_docker, check=False)
+        assert "Cannot evaluate" not in result.stderr, reading
+        assert not list(folder.glob("response.failed-*.json")), reading
+
+    # A job as a cluster node runs it: Snakemake in remote mode, told which job to run.
+    (run / "instances" / rows[1]["instance_id"] / "context.json").unlink()
+    job = snakemake(tmp_path, "--mode", "remote", "--target-jobs", f"context:id={rows[1]['instance_id']}",
+                    "--allowed-rules", "context", *docker_run, env=no_docker, check=False)
+    assert job.returncode == 0, job.stderr
+    assert (run / "instances" / rows[1]["instance_id"] / "context.json").exists()
+    assert not list(folder.glob("response.failed-*.json"))
+
+    started = snakemake(tmp_path, *docker_run, env=no_docker, check=False)
+    assert started.returncode != 0 and "Cannot evaluate: evaluation=docker needs a running Docker daemon" in started.stderr
