@@ -169,7 +169,7 @@ def test_misconfiguration_stops_before_any_job(tmp_path, config, message):
 
 
 @pytest.mark.parametrize("config, message", [
-    (["instances=nope__nope-1"], "1 instance id(s) not in the dataset: nope__nope-1"),
+    (["instances=nope__nope-1"], f"1 instance id(s) of `instances` not in the dataset {LITE_TEST}: nope__nope-1"),
     (["filter=^zzz"], "the selection is empty"),
 ])
 def test_bad_selection_stops_at_the_select_job(tmp_path, config, message):
