@@ -11,6 +11,7 @@ sys.path.insert(0, workflow.basedir)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 
 from scripts import settings
+from scripts.predictions import PredictionsError, load_predictions
 from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
 from scripts.common import read_json
 
@@ -30,11 +31,13 @@ def checked_config(config):
     try:
         validate(config, "../schemas/config.schema.yaml")
         settings.check(config)
+        if config["predictions"]:  # a repeated id or a row without one stops the run here
+            load_predictions(config["predictions"])
         if RUNS_JOBS:
             settings.check_api_key(config, os.environ)
     except WorkflowError as e:
         sys.exit(f"Invalid configuration: {settings.describe_schema_error(e)}")
-    except settings.ConfigError as e:
+    except (settings.ConfigError, PredictionsError) as e:
         sys.exit(f"Invalid configuration: {e}")
     return config
 

@@ -19,6 +19,8 @@ rule summary:
                 "run_id": settings.run_id(config),
                 "mode": "predictions" if config["predictions"] else "generate",
                 **{k: config[k] for k in ("dataset", "split", "provider", "context", "evaluation")},
+                # given predictions: their file, and the model their rows name (the summary reads it)
+                **({"provider": f"predictions file {config['predictions']}"} if config["predictions"] else {}),
                 "model": MODEL,
             }
         ),

@@ -3,7 +3,7 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,7 +20,9 @@ def open_atomic(path, mode="w"):
     only when the block ends without an error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Not tempfile.mkstemp, whose files are 0600: this one gets what the umask gives any new file.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
     try:
         with os.fdopen(fd, mode, **text) as f:

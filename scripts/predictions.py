@@ -1,14 +1,17 @@
 """Predictions: merge the instances' patches into one SWE-bench predictions JSONL, sorted by id.
 
 With an existing predictions file (JSONL rows, or the {instance_id: row} dict of a
-preds.json) the merge takes its patches instead, for the selected instances.
+preds.json) the merge takes its patches instead, for the selected instances, as they are:
+a model_patch that is not a unified diff is named, and sent to the evaluation unchanged.
 """
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from scripts.common import read_json, write_jsonl_atomic
+from scripts.patch import diff_lines, parse_diff, validate
 
 
 class PredictionsError(ValueError):
@@ -28,6 +31,14 @@ def load_predictions(path):
     if isinstance(data, dict):  # one JSONL row, or a preds.json keyed by instance_id
         data = [data] if "instance_id" in data else list(data.values())
     rows = data if isinstance(data, list) else [data]
+    ids = Counter(row.get("instance_id") for row in rows if isinstance(row, dict))
+    repeated = sorted(i for i, n in ids.items() if n > 1 and isinstance(i, str))
+    if repeated:
+        raise PredictionsError(
+            f"predictions file {path} has more than one prediction for {len(repeated)} instance(s): "
+            f"{', '.join(repeated[:10])}{' ...' if len(repeated) > 10 else ''}. "
+            "Keep one row per instance_id (the one to evaluate) and run again."
+        )
     predictions = {}
     for number, row in enumerate(rows, 1):
         if not isinstance(row, dict) or not isinstance(row.get("instance_id"), str):
@@ -39,6 +50,25 @@ def load_predictions(path):
     if not predictions:
         raise PredictionsError(f"predictions file {path} holds no predictions.")
     return predictions
+
+
+def not_a_diff(patch):
+    """Why a model_patch that is not empty is not a unified diff (prose, code without a diff),
+    or None. A diff with prose or a fence around it, or whose hunks are off, is still a diff:
+    the harness's `git apply` or `patch` may apply it."""
+    if not (patch or "").strip():
+        return None
+    sections, _ = parse_diff(diff_lines(patch))
+    # a file with hunks under its '---'/'+++' lines, or a git header (a rename or mode change has no hunk)
+    if any((s["hunks"] and s["old_path"] and s["new_path"]) or s["git_path"] for s in sections):
+        return None
+    return validate(patch)[0]
+
+
+def not_diffs(rows):
+    """{instance_id: why its model_patch is not a diff} of the prediction rows whose patch is not one."""
+    reasons = {row["instance_id"]: not_a_diff(row.get("model_patch")) for row in rows}
+    return {i: reason for i, reason in reasons.items() if reason}
 
 
 def prediction(instance_id, model, patch):
@@ -88,6 +118,9 @@ def main(argv=None):
             rows = merge_given(selected_ids, given)
             if len(given) > len(rows):
                 print(f"predictions: {len(given) - len(rows)} prediction(s) outside the selection left out", file=sys.stderr)
+            for instance_id, reason in not_diffs(rows).items():
+                print(f"predictions: {instance_id}: the model_patch of {args.given} is not a diff ({reason}); "
+                      "it goes to the evaluation as it is", file=sys.stderr)
         else:
             write_generated(selected_ids, args.run_dir, args.model, args.out)
             return

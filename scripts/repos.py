@@ -17,7 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
+import uuid
 from pathlib import Path
 
 from filelock import FileLock
@@ -54,7 +54,8 @@ def has_commit(mirror, commit):
 
 
 def clone(url, mirror):
-    tmp = Path(tempfile.mkdtemp(dir=mirror.parent, prefix=f".{mirror.name}.", suffix=".tmp"))
+    # git makes the folder (not tempfile.mkdtemp, whose folders are 0700): the umask gives its mode
+    tmp = mirror.parent / f".{mirror.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
         result = git("clone", "--mirror", "--quiet", url, str(tmp), check=False)
         if result.returncode != 0:

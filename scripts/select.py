@@ -66,8 +66,10 @@ def load_file(path):
     return rows
 
 
-def select(rows, instances=None, id_filter=None, shuffle=False, seed=0, count=None, required=()):
-    """The selected rows: by ids, then regex filter, then shuffle, then the first `count`."""
+def select(rows, instances=None, id_filter=None, shuffle=False, seed=0, count=None, required=(),
+           ids_from="`instances`", dataset="the dataset"):
+    """The selected rows: by ids, then regex filter, then shuffle, then the first `count`.
+    ids_from and dataset name where the ids and the rows come from, for the error messages."""
     for number, row in enumerate(rows, 1):
         if not isinstance(row, dict) or not isinstance(row.get("instance_id"), str):
             raise SelectionError(f"row {number} of the dataset has no instance_id.")
@@ -76,8 +78,8 @@ def select(rows, instances=None, id_filter=None, shuffle=False, seed=0, count=No
         unknown = [i for i in instances if i not in by_id]
         if unknown:
             raise SelectionError(
-                f"{len(unknown)} instance id(s) not in the dataset: {', '.join(unknown[:10])}"
-                f"{' ...' if len(unknown) > 10 else ''}. Check `instances` and `dataset`."
+                f"{len(unknown)} instance id(s) of {ids_from} not in {dataset}: {', '.join(unknown[:10])}"
+                f"{' ...' if len(unknown) > 10 else ''}. Check {ids_from} and `dataset`."
             )
         chosen = [by_id[i] for i in dict.fromkeys(instances)]
     else:
@@ -236,10 +238,12 @@ def main(argv=None):
         parser.error("--retrieval needs --retrieval-out and --retrieval-index")
     try:
         instances = instance_list(args.instances)
+        ids_from = "`instances`"
         if args.predictions and not instances:
             from scripts.predictions import load_predictions
 
             instances = sorted(load_predictions(args.predictions))
+            ids_from = f"the predictions file {args.predictions}"
         rows = select(
             load_rows(args.dataset, args.split),
             instances=instances,
@@ -248,6 +252,8 @@ def main(argv=None):
             seed=args.seed,
             count=args.count,
             required=[f for f in args.require.split(",") if f],
+            ids_from=ids_from,
+            dataset=f"the dataset {args.dataset}" + ("" if is_dataset_path(args.dataset) else f" (split {args.split})"),
         )
         if args.retrieval:
             write_retrieval(args.retrieval, args.split, [r["instance_id"] for r in rows],

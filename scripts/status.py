@@ -11,7 +11,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from scripts.common import read_json
+from scripts.common import read_json, read_jsonl
+from scripts.predictions import not_diffs
 
 # each stage's file in instances/<id>/
 STAGE_FILES = {"context": "context.json", "prompt": "prompt.json", "generate": "response.json",
@@ -113,6 +114,12 @@ def run_status(run_dir):
         if first_to_do:
             log = run_dir / "logs" / instance_id / f"{first_to_do}.log"
             to_do.append((instance_id, first_to_do, f"last attempt's log: {log}" if log.is_file() else ""))
+    predictions = run_dir / "predictions.jsonl"
+    if "patch" in skipped and predictions.is_file():  # given predictions: those whose model_patch is not a diff
+        not_diff = not_diffs([row for row in read_jsonl(predictions) if row["instance_id"] in statuses])
+        if not_diff:
+            lines += ["", f"Not a diff ({len(not_diff)}), in {predictions}: no patch, though the evaluation "
+                      "gets them as they are:"] + aligned(sorted(not_diff.items()))
     if failed:
         lines += ["", f"Failed for good ({len(failed)}), each at its first failed stage with the file that says why; "
                   "a rerun keeps these, a rerun with --config retry_failed=true redoes them:"]

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from scripts.common import read_json, read_jsonl, write_json_atomic, write_text_atomic
+from scripts.predictions import not_diffs
 
 
 LATENCY_PERCENTILES = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
@@ -50,7 +51,7 @@ def missing_files(rows, records, run_dir, generated, evaluated):
     return missing
 
 
-def funnel(rows, responses, patches, predictions, evaluation, generated):
+def funnel(rows, responses, patches, patch_by_id, evaluation, generated):
     """How many instances are left after each stage, from selected to resolved. A stage this run
     has no data for is None with a note that says why, rather than a zero."""
     given = "predictions given: nothing generated" if not generated else None
@@ -70,7 +71,7 @@ def funnel(rows, responses, patches, predictions, evaluation, generated):
         ("selected", len(rows), None),
         ("answered", sum(r["status"] == "ok" for r in responses) if generated else None, given),
         ("patch extracted", sum(p["status"] != "empty" for p in patches) if generated
-         else sum(bool(p.get("model_patch")) for p in predictions), None),
+         else sum(bool(patch) for patch in patch_by_id.values()), None),
         ("patch valid", len(well_formed) if generated else None, given),
         ("applied", applied, applied_note),
         ("resolved", len(evaluation["resolved_ids"]) if evaluation else None, "not evaluated (evaluation=none)"),
@@ -96,11 +97,19 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
             failures.append({"instance_id": instance_id, "stage": "patch", "reason": patch["reason"],
                              "detail": "; ".join(patch.get("problems") or []) or None, "file": f"{folder}/patch.json"})
 
+    # given predictions: a model_patch that is not a diff is no patch (it is evaluated as it is)
+    not_diff = {} if generated else not_diffs(predictions)
+    failures += [{"instance_id": i, "stage": "predictions", "reason": "not a diff", "detail": why,
+                  "file": f"{run_dir}/predictions.jsonl"} for i, why in sorted(not_diff.items())]
     if evaluation:
         failures += evaluation_failures(evaluation, run_dir)
     missing = missing_files(rows, records, run_dir, generated, bool(evaluation))
 
-    patch_by_id = {p["instance_id"]: p["model_patch"] for p in predictions}
+    patch_by_id = {p["instance_id"]: "" if p["instance_id"] in not_diff else p["model_patch"] for p in predictions}
+    if not generated:  # the model is the one the given predictions name
+        models = sorted({str(p["model_name_or_path"]) for p in predictions})
+        run_info = {**run_info, "model": models[0] if len(models) == 1 else
+                    f"{len(models)} models: {', '.join(models[:10])}{' ...' if len(models) > 10 else ''}"}
     per_repo = Counter(row["repo"] for row in rows)
     resolved_ids = set(evaluation["resolved_ids"]) if evaluation else set()
     resolved = Counter(row["repo"] for row in rows if row["instance_id"] in resolved_ids)
@@ -122,7 +131,8 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
                 "invalid": sum(p["status"] == "invalid" for p in patches),
                 "by_reason": dict(Counter(p["reason"] for p in patches if p["status"] != "valid")),
             } if generated else None,
-            "predictions": {"total": len(predictions), "non_empty": sum(bool(p) for p in patch_by_id.values())},
+            "predictions": {"total": len(predictions), "non_empty": sum(bool(p) for p in patch_by_id.values()),
+                            "not_a_diff": len(not_diff)},
         },
         "cost": {
             "total_usd": round(sum(r["cost_usd"] for r in responses), 6),
@@ -152,7 +162,7 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
                      for repo, n in sorted(per_repo.items())],
         "failures": failures,
         "missing": missing,
-        "funnel": funnel(rows, responses, patches, predictions, evaluation, generated),
+        "funnel": funnel(rows, responses, patches, patch_by_id, evaluation, generated),
     }
 
 
@@ -176,7 +186,8 @@ def render_markdown(summary):
         f"- dataset: {summary['dataset']} ({summary['split']}), provider: {summary['provider']}, "
         f"model: {summary['model']}, context: {summary['context']}, evaluation: {summary['evaluation']}",
         f"- selected: {counts['selected']}, predictions: {counts['predictions']['total']} "
-        f"({counts['predictions']['non_empty']} with a patch)",
+        f"({counts['predictions']['non_empty']} with a patch"
+        + (f", {counts['predictions']['not_a_diff']} not a diff)" if counts["predictions"]["not_a_diff"] else ")"),
         f"- cost: {summary['cost']['total_usd']:.4f} USD ({summary['cost']['mean_usd']:.4f} per instance), tokens in/out: "
         f"{summary['cost']['input_tokens']}/{summary['cost']['output_tokens']}",
     ]
@@ -195,6 +206,8 @@ def render_markdown(summary):
         lines.append(f"| patch | valid | {counts['patch']['valid']} |")
         lines += [f"| patch | {k} | {v} |" for k, v in sorted(counts["patch"]["by_reason"].items())]
     lines.append(f"| predictions | with a patch | {counts['predictions']['non_empty']} |")
+    if counts["predictions"]["not_a_diff"]:
+        lines.append(f"| predictions | not a diff | {counts['predictions']['not_a_diff']} |")
     if summary.get("resolution"):
         lines += [f"| evaluate | {k} | {v} |" for k, v in summary["resolution"]["by_status"].items() if v]
         lines += ["", "## Repositories", "", "| repository | selected | with a patch | resolved |", "|---|---|---|---|"]

@@ -23,8 +23,8 @@ def write_rows(path, rows):
     return path
 
 
-def snakemake(workdir, *args, env=None, check=True):
-    """Run the real snakemake on the project's Snakefile with results under workdir."""
+def snakemake(workdir, *args, env=None, check=True, umask=-1):
+    """Run the real snakemake on the project's Snakefile with results under workdir (and umask, if given)."""
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"),
                "--directory", str(workdir), "--cores", "2", *args]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}
@@ -32,7 +32,7 @@ def snakemake(workdir, *args, env=None, check=True):
     # The SWE-bench repositories are not reachable offline; tests of the check ask for it with --config.
     full_env["SWEBENCH_APPLY_CHECK"] = "false"
     full_env.update(env or {})
-    result = subprocess.run(command, capture_output=True, text=True, env=full_env)
+    result = subprocess.run(command, capture_output=True, text=True, env=full_env, umask=umask)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

@@ -5,8 +5,10 @@ installed swebench package and run on a full clone: a patch the harness applies 
 the same command and the same effect, and one it rejects must fail or come out repaired.
 """
 import ast
+import importlib.util
 import json
 import subprocess
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -16,7 +18,8 @@ from conftest import PROJECT
 from scripts import apply, patch, repos
 
 SCHEMA = json.loads((PROJECT / "schemas" / "patch.schema.json").read_text())
-HARNESS_SOURCE = next((PROJECT / ".venv" / "lib").glob("python3*/site-packages/swebench/harness/run_evaluation.py"))
+# the harness's module where this Python finds it, wherever that is installed
+HARNESS_SOURCE = Path(importlib.util.find_spec("swebench.harness.run_evaluation").origin)
 SHAPES = fixture_repos.GEOMETRY["geometry/shapes.py"]
 VECTORS = fixture_repos.GEOMETRY["geometry/vectors.py"]
 FILES = {

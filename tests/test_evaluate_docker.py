@@ -141,6 +141,29 @@ def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, test
     assert json.loads((run / "summary.json").read_text())["resolution"]["resolved"] == 2
 
 
+def test_a_given_patch_that_is_not_a_diff_is_named_and_evaluated_as_given(tmp_path, testbed):
+    _, rows = testbed
+    chosen = [rows["psf__requests-90001"], rows["psf__requests-90002"]]
+    dataset = write_rows(tmp_path / "rows.jsonl", chosen)
+    prose = "The add function should return a + b instead of a - b."
+    given = write_rows(tmp_path / "preds.jsonl", [
+        {"instance_id": "psf__requests-90001", "model_name_or_path": "test-model", "model_patch": images.GOLD_PATCH},
+        {"instance_id": "psf__requests-90002", "model_name_or_path": "test-model", "model_patch": prose}])
+    snakemake(tmp_path, "--config", f"dataset={dataset}", f"predictions={given}", "evaluation=docker",
+              f"eval_timeout={EVAL_TIMEOUT}", "min_free_disk_gb=1")
+    run = tmp_path / "results" / "predictions-preds"
+    assert report(run, "psf__requests-90001")["status"] == "resolved"
+    assert report(run, "psf__requests-90002")["status"] == "patch_failed"  # the harness got the prose as it is
+    assert "Only garbage was found in the patch input" in (
+        run / "instances" / "psf__requests-90002" / "evaluation" / "run_instance.log").read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    assert_valid(summary, "summary")
+    assert summary["model"] == "test-model" and summary["counts"]["predictions"]["not_a_diff"] == 1
+    assert [(f["instance_id"], f["stage"], f["reason"]) for f in summary["failures"]] == [
+        ("psf__requests-90002", "predictions", "not a diff"), ("psf__requests-90002", "evaluate", "patch_failed")]
+    assert summary["per_repo"][0]["with_patch"] == 1 and summary["resolution"]["resolved"] == 1
+
+
 def test_generated_patches_are_evaluated_and_a_redone_one_alone_again(tmp_path, testbed):
     _, rows = testbed
     chosen = [rows["psf__requests-90001"], rows["psf__requests-90002"]]

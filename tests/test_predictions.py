@@ -27,12 +27,44 @@ def test_load_jsonl_list_and_preds_dict(tmp_path):
     ('{"model_patch": "x"}\n{"model_patch": "y"}\n', "prediction 1 .* has no instance_id"),
     ('{"instance_id": "a", "model_patch": 3}\n', "model_patch that is not text"),
     ("[]", "holds no predictions"),
+    ('{"instance_id": "a"}\n{"instance_id": "b"}\n{"instance_id": "a"}\n{"instance_id": "b"}\n{"instance_id": "c"}\n',
+     r"p.jsonl has more than one prediction for 2 instance\(s\): a, b. Keep one row per instance_id"),
+    ('[{"instance_id": "z", "model_patch": ""}, {"instance_id": "z", "model_patch": "x"}]',
+     "more than one prediction for 1 instance.s.: z"),
 ])
 def test_load_errors(tmp_path, text, message):
     path = tmp_path / "p.jsonl"
     path.write_text(text)
     with pytest.raises(predictions.PredictionsError, match=message):
         predictions.load_predictions(path)
+
+
+DIFF = "--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-a = 1\n+a = 2\n"
+
+
+@pytest.mark.parametrize("patch, reason", [
+    (DIFF, None),
+    ("", None),  # empty: no patch, but not "not a diff"
+    ("diff --git a/old.py b/new.py\nsimilarity index 100%\nrename from old.py\nrename to new.py\n", None),
+    (f"Here is the fix:\n\n```diff\n{DIFF}```\nIt sets a to 2.\n", None),  # git apply takes it
+    (DIFF.replace("@@ -1 +1 @@", "@@ -1,4 +1,4 @@"), None),  # a diff whose counts are off is still one
+    ("Change a to 2 in x.py.", "no file header ('--- a/...' and '+++ b/...') was found"),
+    ("```python\na = 2\n```\n", "no file header ('--- a/...' and '+++ b/...') was found"),
+    ("--- a/x.py\n+++ b/x.py\n", "x.py: the file header is followed by no hunk"),
+    ("@@ -1 +1 @@\n-a = 1\n+a = 2\n", "the hunks lack the '--- a/...' and '+++ b/...' lines"),
+])
+def test_not_a_diff(patch, reason):
+    found = predictions.not_a_diff(patch)
+    assert found == reason if reason is None else reason in found
+
+
+def test_real_predictions_files_have_their_not_diffs_named():
+    moatless = predictions.load_predictions(DATA / "preds_20240617_moatless_gpt4o.jsonl").values()
+    assert predictions.not_diffs(moatless) == {}
+    small_model = predictions.load_predictions(DATA / "preds_oracle_acecoder-qwen2.5-coder-7b_litesubset.jsonl")
+    named = predictions.not_diffs(small_model.values())
+    assert named and all(small_model[i]["model_patch"].strip() for i in named)
+    assert all("--- a/" not in small_model[i]["model_patch"] or "@@" not in small_model[i]["model_patch"] for i in named)
 
 
 def test_merge_generated_sorted_with_empty_patches(tmp_path):
@@ -68,7 +100,12 @@ def test_cli_given_and_error(tmp_path, lite_rows, capsys):
     out = tmp_path / "predictions.jsonl"
     predictions.main(["--index", str(index_path), "--given", str(given), "--out", str(out)])
     assert [r["instance_id"] for r in read_rows(out)] == sorted(r["instance_id"] for r in lite_rows[:3])
-    assert "2 prediction(s) outside the selection left out" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "2 prediction(s) outside the selection left out" in err
+    prose = lite_rows[0]["instance_id"]
+    assert f"predictions: {prose}: the model_patch of {given} is not a diff (no file header" in err
+    assert err.count("is not a diff") == 3
+    assert all(r["model_patch"] == "x" for r in read_rows(out))  # sent to the evaluation as given
     short = write_rows(tmp_path / "short.jsonl", [{"instance_id": lite_rows[0]["instance_id"], "model_patch": ""}])
     with pytest.raises(SystemExit, match="have no prediction"):
         predictions.main(["--index", str(index_path), "--given", str(short), "--out", str(tmp_path / "p2.jsonl")])

@@ -29,7 +29,7 @@ def test_shuffle_is_seeded(lite_rows):
 
 
 def test_unknown_ids_are_named(lite_rows):
-    with pytest.raises(select.SelectionError, match="not in the dataset: nope__nope-1"):
+    with pytest.raises(select.SelectionError, match="1 instance id.s. of `instances` not in the dataset: nope__nope-1"):
         select.select(lite_rows, instances=[lite_rows[0]["instance_id"], "nope__nope-1"])
 
 
@@ -118,7 +118,18 @@ def test_cli_error_exits_with_message(tmp_path, capsys):
     out, index = tmp_path / "out.jsonl", tmp_path / "index.json"
     with pytest.raises(SystemExit) as exit_:
         select.main(["--dataset", str(LITE_DEV), "--instances", "x__y-1", "--out", str(out), "--index", str(index)])
-    assert "select: 1 instance id(s) not in the dataset: x__y-1" in str(exit_.value.code)
+    assert f"select: 1 instance id(s) of `instances` not in the dataset {LITE_DEV}: x__y-1" in str(exit_.value.code)
+    assert not out.exists() and not index.exists()
+
+
+def test_prediction_ids_not_in_the_dataset_name_the_predictions_file(tmp_path):
+    preds = write_rows(tmp_path / "mine.jsonl", [{"instance_id": i, "model_patch": ""}
+                                                 for i in (read_rows(LITE_DEV)[0]["instance_id"], "x__y-1", "x__y-2")])
+    out, index = tmp_path / "out.jsonl", tmp_path / "index.json"
+    with pytest.raises(SystemExit) as exit_:
+        select.main(["--dataset", str(LITE_DEV), "--predictions", str(preds), "--out", str(out), "--index", str(index)])
+    assert (f"select: 2 instance id(s) of the predictions file {preds} not in the dataset {LITE_DEV}: x__y-1, x__y-2. "
+            f"Check the predictions file {preds} and `dataset`.") in str(exit_.value.code)
     assert not out.exists() and not index.exists()
 
 

@@ -3,6 +3,7 @@ import json
 from conftest import assert_valid
 from scripts import summary
 
+DIFF = "--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-a = 1\n+a = 2\n"
 RUN_INFO = {"run_id": "r", "mode": "generate", "dataset": "lite", "split": "test", "provider": "gold",
             "model": "gold", "context": "none", "evaluation": "none"}
 
@@ -44,7 +45,7 @@ def test_summary_counts_every_outcome(tmp_path):
     assert counts["generation"] == {"ok": 4, "failed": 1, "by_reason": {"no_answer_recorded": 1}}
     assert counts["patch"] == {"valid": 2, "empty": 2, "invalid": 1,
                                "by_reason": {"invalid_diff": 1, "no_diff": 1, "generation_failed": 1}}
-    assert counts["predictions"] == {"total": 5, "non_empty": 2}
+    assert counts["predictions"] == {"total": 5, "non_empty": 2, "not_a_diff": 0}
     assert record["cost"] == {"total_usd": 0.75, "mean_usd": 0.15, "input_tokens": 150, "cached_input_tokens": 75,
                               "output_tokens": 15}
     assert record["latency_s"] == {"p50": 2.0, "p90": 4.0, "p99": 4.0, "max": 4.0}
@@ -71,12 +72,39 @@ def test_summary_counts_every_outcome(tmp_path):
 
 def test_summary_of_given_predictions_reads_no_instance_files(tmp_path):
     rows = [{"instance_id": "a-1", "repo": "o/a"}]
-    predictions = [{"instance_id": "a-1", "model_name_or_path": "m", "model_patch": "diff"}]
+    predictions = [{"instance_id": "a-1", "model_name_or_path": "m", "model_patch": DIFF}]
     record = summary.summarise(rows, predictions, str(tmp_path / "absent"), {**RUN_INFO, "mode": "predictions"})
     assert_valid(record, "summary")
     assert record["counts"]["generation"] is None and record["counts"]["patch"] is None
     assert record["latency_s"] is None
     assert "| predictions | with a patch | 1 |" in summary.render_markdown(record)
+
+
+def test_given_patches_that_are_not_diffs_are_named_and_not_counted(tmp_path):
+    given = {"a-1": DIFF, "a-2": "I would change a to 2 in x.py.", "a-3": "```python\na = 2\n```\n",
+             "a-4": f"Here is the fix:\n```diff\n{DIFF}```\n", "a-5": ""}
+    rows = [{"instance_id": i, "repo": "o/a"} for i in given]
+    predictions = [{"instance_id": i, "model_name_or_path": "m1" if i == "a-1" else "m2", "model_patch": patch}
+                   for i, patch in given.items()]
+    run_info = {**RUN_INFO, "mode": "predictions", "provider": "predictions file mine.jsonl", "model": None}
+    record = summary.summarise(rows, predictions, str(tmp_path), run_info)
+    assert_valid(record, "summary")
+    assert record["counts"]["predictions"] == {"total": 5, "non_empty": 2, "not_a_diff": 2}
+    assert record["per_repo"] == [{"repo": "o/a", "selected": 5, "with_patch": 2}]
+    assert ("patch extracted", 2) in [(s["stage"], s["instances"]) for s in record["funnel"]]
+    no_header = "no file header ('--- a/...' and '+++ b/...') was found"
+    assert record["failures"] == [
+        {"instance_id": i, "stage": "predictions", "reason": "not a diff", "detail": no_header,
+         "file": f"{tmp_path}/predictions.jsonl"} for i in ("a-2", "a-3")]
+    assert record["model"] == "2 models: m1, m2"
+    markdown = summary.render_markdown(record)
+    assert "provider: predictions file mine.jsonl, model: 2 models: m1, m2" in markdown
+    assert "predictions: 5 (2 with a patch, 2 not a diff)" in markdown
+    assert "| predictions | not a diff | 2 |" in markdown
+    assert f"| a-2 | predictions | not a diff | {tmp_path}/predictions.jsonl |" in markdown
+
+    one_model = summary.summarise(rows, [{**p, "model_name_or_path": "m2"} for p in predictions], str(tmp_path), run_info)
+    assert one_model["model"] == "m2"
 
 
 def test_percentile():
@@ -87,7 +115,7 @@ def test_percentile():
 
 def test_summary_of_an_evaluated_run_gives_the_resolved_rate(tmp_path):
     rows = [{"instance_id": i, "repo": repo} for i, repo in [("a-1", "o/a"), ("a-2", "o/a"), ("b-1", "o/b")]]
-    predictions = [{"instance_id": i, "model_name_or_path": "m", "model_patch": "diff"} for i in ("a-1", "a-2", "b-1")]
+    predictions = [{"instance_id": i, "model_name_or_path": "m", "model_patch": DIFF} for i in ("a-1", "a-2", "b-1")]
     folder = tmp_path / "instances" / "a-2"
     folder.mkdir(parents=True)
     (folder / "report.json").write_text(json.dumps({"status": "timeout", "reason": "the tests ran longer than 9 s"}))

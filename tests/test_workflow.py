@@ -2,13 +2,14 @@
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import DATA, LITE_TEST, PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
+from conftest import DATA, LITE_DEV, LITE_TEST, PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
 
 
 def lite_sample(tmp_path, count=4, start=0):
@@ -141,6 +142,53 @@ def test_existing_predictions_are_evaluated_as_given(tmp_path):
     assert summary["mode"] == "predictions" and summary["counts"]["selected"] == len(expected)
 
 
+def test_given_predictions_are_checked(tmp_path):
+    rows = read_rows(DATA / "preds_20240617_moatless_gpt4o.jsonl")
+    rows = [r for r in rows if r["instance_id"].startswith("psf__") and r["model_patch"]][:3]
+    prose = rows[1]["instance_id"]
+    rows[1] = {**rows[1], "model_patch": "The fix is to strip the header value before comparing it."}
+    given = write_rows(tmp_path / "mine.jsonl", rows)
+    result = snakemake(tmp_path, "--config", f"dataset={LITE_TEST}", f"predictions={given}")
+    assert f"predictions: {prose}: the model_patch of {given} is not a diff" in result.stderr
+    run = tmp_path / "results" / "predictions-mine"
+    assert {p["instance_id"]: p["model_patch"] for p in read_rows(run / "predictions.jsonl")} == {
+        r["instance_id"]: r["model_patch"] for r in rows}  # the evaluation gets it as it is
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["provider"], summary["model"]) == (f"predictions file {given}", rows[0]["model_name_or_path"])
+    assert summary["counts"]["predictions"] == {"total": 3, "non_empty": 2, "not_a_diff": 1}
+    assert [(f["instance_id"], f["stage"], f["reason"]) for f in summary["failures"]] == [
+        (prose, "predictions", "not a diff")]
+    markdown = (run / "summary.md").read_text()
+    assert f"provider: predictions file {given}, model: {rows[0]['model_name_or_path']}," in markdown
+    assert f"| {prose} | predictions | not a diff | results/predictions-mine/predictions.jsonl |" in markdown
+    status = subprocess.run([sys.executable, "-m", "scripts.status", "--run", str(run)], capture_output=True,
+                            text=True, check=True, env={**os.environ, "PYTHONPATH": str(PROJECT)}).stdout
+    listed = status[status.index("Not a diff (1)"):].splitlines()
+    assert listed[1].split()[:2] == [prose, "no"] and "no file header" in listed[1]
+
+
+def test_a_repeated_prediction_id_stops_the_run_before_any_job(tmp_path):
+    rows = read_rows(DATA / "preds_20240617_moatless_gpt4o.jsonl")[:4]
+    given = write_rows(tmp_path / "mine.jsonl", rows + [rows[2], rows[0]])
+    result = snakemake(tmp_path, "--config", f"dataset={LITE_TEST}", f"predictions={given}", check=False)
+    assert result.returncode != 0
+    ids = sorted([rows[0]["instance_id"], rows[2]["instance_id"]])
+    assert (f"Invalid configuration: predictions file {given} has more than one prediction for 2 instance(s): "
+            f"{ids[0]}, {ids[1]}. Keep one row per instance_id") in result.stderr
+    assert jobs_run(result) == [] and not (tmp_path / "results").exists()
+
+
+def test_prediction_ids_not_in_the_dataset_are_named_with_the_file(tmp_path):
+    rows = read_rows(DATA / "preds_20240617_moatless_gpt4o.jsonl")[:2]
+    given = write_rows(tmp_path / "mine.jsonl", rows + [{**rows[0], "instance_id": "nope__nope-1"}])
+    result = snakemake(tmp_path, "--config", f"dataset={LITE_DEV}", f"predictions={given}", check=False)
+    assert result.returncode != 0
+    assert (f"3 instance id(s) of the predictions file {given} not in the dataset {LITE_DEV}: "
+            in result.stdout + result.stderr)
+    assert "nope__nope-1" in result.stdout + result.stderr
+    assert not (tmp_path / "results" / "predictions-mine" / "instances.jsonl").exists()
+
+
 def test_environment_settings_and_their_precedence(tmp_path):
     dataset, rows = lite_sample(tmp_path, count=4)
     env = {"SWEBENCH_DATASET": str(dataset), "SWEBENCH_COUNT": "3", "SWEBENCH_RUN_ID": "from-env"}
@@ -169,7 +217,7 @@ def test_misconfiguration_stops_before_any_job(tmp_path, config, message):
 
 
 @pytest.mark.parametrize("config, message", [
-    (["instances=nope__nope-1"], "1 instance id(s) not in the dataset: nope__nope-1"),
+    (["instances=nope__nope-1"], f"1 instance id(s) of `instances` not in the dataset {LITE_TEST}: nope__nope-1"),
     (["filter=^zzz"], "the selection is empty"),
 ])
 def test_bad_selection_stops_at_the_select_job(tmp_path, config, message):
@@ -224,3 +272,20 @@ def test_side_effects_belong_to_the_run_the_user_started(tmp_path):
 
     started = snakemake(tmp_path, *docker_run, env=no_docker, check=False)
     assert started.returncode != 0 and "Cannot evaluate: evaluation=docker needs a running Docker daemon" in started.stderr
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022])
+def test_files_the_run_writes_get_the_mode_the_umask_gives(tmp_path, umask):
+    cache = tmp_path / "cache"
+    snakemake(tmp_path, "--config", f"dataset={PROJECT / 'examples' / 'tiny.jsonl'}", "apply_check=true",
+              f"repo_url={PROJECT / 'examples' / 'repos'}/{{repo}}.bundle", f"repo_cache={cache}", umask=umask)
+    run = tmp_path / "results" / "gold"
+    # everything under the run folder; of the repository cache, its folders and locks (git sets its own files' modes)
+    written = [run, *run.rglob("*"), *(path for path in cache.rglob("*") if path.is_dir() or path.parent == cache)]
+    modes = {path: stat.S_IMODE(path.stat().st_mode) for path in written}
+    assert {run / "summary.json", run / "predictions.jsonl", run / "figures" / "funnel.png",
+            run / "logs" / "example__calc-1" / "patch.log", cache / "example__calc.git"} <= set(modes)
+    expected = {"file": 0o666 & ~umask, "folder": 0o777 & ~umask}
+    wrong = {str(path): oct(mode) for path, mode in modes.items()
+             if mode != expected["folder" if path.is_dir() else "file"]}
+    assert wrong == {}
