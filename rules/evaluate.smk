@@ -53,12 +53,18 @@ if config["evaluation"] != "none":
             " --run-id {params.run_id:q} --namespace={params.image_namespace:q} {params.settings}"
             " --out {output:q} > {log:q} 2>&1"
 
+    def merged_reports(wildcards):
+        """Every merged instance's report; with allow_partial those made so far: an evaluation that
+        failed on a fault of the machinery has none until a rerun makes it."""
+        paths = merged("report.json")(wildcards)
+        return [path for path in paths if os.path.exists(path)] if config["allow_partial"] else paths
+
     rule evaluation:
         localrule: True
         input:
             instances=INSTANCES,
             predictions=f"{RUN}/predictions.jsonl",
-            reports=merged("report.json"),
+            reports=merged_reports,
         output:
             f"{RUN}/evaluation.json",
         params:
