@@ -28,6 +28,7 @@ from pathlib import Path
 
 from scripts.common import find_jsonl_row, read_json, read_jsonl, write_json_atomic
 from scripts.select import read_row
+from scripts.status import FAULT_PREFIX  # the last line of a failed job's log: FAULT_PREFIX + "<cause>: <message>"
 
 BACKENDS = ("docker", "modal", "sb-cli")
 # Outcomes; resolved and unresolved are the harness's verdicts, the others say why there is none.
@@ -114,7 +115,6 @@ ENDINGS = (
      "harness cannot run, a harness error): a rerun would fail the same way; retry_failed=true runs it again"),
 )
 FIXES = {cause: text for cause, kind, _, text in ENDINGS if kind == FAULT}
-FAULT_PREFIX = "infrastructure fault: "  # the last line of a failed job's log: FAULT_PREFIX + "<cause>: <message>"
 
 
 def find_fault(text):

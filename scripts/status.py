@@ -17,6 +17,7 @@ from scripts.common import read_json
 STAGE_FILES = {"context": "context.json", "prompt": "prompt.json", "generate": "response.json",
                "patch": "patch.json", "evaluate": "report.json"}
 VERDICTS = ("resolved", "unresolved")
+FAULT_PREFIX = "infrastructure fault: "
 
 
 class StatusError(Exception):
@@ -28,6 +29,19 @@ def read_record(path):
         return read_json(path)
     except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
         raise StatusError(f"cannot read {path}: {e}. Delete it and rerun the workflow to make it again.") from e
+
+
+def infrastructure_fault(log):
+    """(cause, message) of the last `infrastructure fault: <cause>: <message>` line of a job's log,
+    which a job that failed on the machinery (not on the model's work) writes last; else None."""
+    if not Path(log).is_file():
+        return None
+    lines = [line for line in Path(log).read_text(encoding="utf-8", errors="replace").splitlines()
+             if line.startswith(FAULT_PREFIX)]
+    if not lines:
+        return None
+    cause, _, message = lines[-1][len(FAULT_PREFIX):].partition(": ")
+    return cause, message
 
 
 def failure_reason(stage, record):
@@ -103,7 +117,7 @@ def run_status(run_dir):
                                             for name in run_files)]
 
     # each instance at its first stage that failed, and at its first stage still to do
-    failed, to_do = [], []
+    failed, faults, to_do = [], [], []
     for instance_id, status in sorted(statuses.items()):
         first_failed = next((stage for stage, s in status.items() if s[0] == "failed"), None)
         if first_failed:
@@ -112,11 +126,19 @@ def run_status(run_dir):
         first_to_do = next((stage for stage, s in status.items() if s[0] == "to do"), None)
         if first_to_do:
             log = run_dir / "logs" / instance_id / f"{first_to_do}.log"
-            to_do.append((instance_id, first_to_do, f"last attempt's log: {log}" if log.is_file() else ""))
+            fault = infrastructure_fault(log)
+            if fault:
+                faults.append((instance_id, first_to_do, fault[0], f"a rerun retries it; {log}: {fault[1][:200]}"))
+            else:
+                to_do.append((instance_id, first_to_do, f"last attempt's log: {log}" if log.is_file() else ""))
     if failed:
         lines += ["", f"Failed for good ({len(failed)}), each at its first failed stage with the file that says why; "
                   "a rerun keeps these, a rerun with --config retry_failed=true redoes them:"]
         lines += aligned(failed)
+    if faults:
+        lines += ["", f"Infrastructure faults ({len(faults)}): the last attempt failed on the machinery, not on the "
+                  "model's work; nothing was recorded and a rerun retries it (the same command), once the cause "
+                  "named is fixed:"] + aligned(faults)
     if to_do:
         lines += ["", f"Still to do ({len(to_do)}), each at its first stage without its file; run the same command "
                   "again to make them (`snakemake --cores N`, with the same --config):"] + aligned(to_do)
