@@ -53,11 +53,15 @@ if config["evaluation"] != "none":
             " --run-id {params.run_id:q} --namespace={params.image_namespace:q} {params.settings}"
             " --out {output:q} > {log:q} 2>&1"
 
+    from scripts.status import infrastructure_fault
+
     def merged_reports(wildcards):
-        """Every merged instance's report; with allow_partial those made so far: an evaluation that
-        failed on a fault of the machinery has none until a rerun makes it."""
-        paths = merged("report.json")(wildcards)
-        return [path for path in paths if os.path.exists(path)] if config["allow_partial"] else paths
+        """Every merged instance's report. With allow_partial, not those of instances whose last
+        evaluation failed on a fault of the machinery (its log ends with the cause): they are left
+        out, like an instance whose generation failed, until a plain run retries them."""
+        ids = [i for i in merged_ids() if not config["allow_partial"] or os.path.exists(f"{RUN}/instances/{i}/report.json")
+               or not infrastructure_fault(f"{RUN}/logs/{i}/evaluate.log")]
+        return [f"{RUN}/instances/{i}/report.json" for i in ids]
 
     rule evaluation:
         localrule: True

@@ -306,8 +306,9 @@ def pull(client, image):
             if "error" in line:
                 raise docker.errors.APIError(line["error"])
     except (docker.errors.DockerException, requests.RequestException) as e:
-        found = find_fault(str(e))
-        raise fault(found[0] if found else "network", f"pulling {image}: {e}") from e
+        message = getattr(e, "explanation", None) or str(e)  # the daemon's message, without the API's URL
+        found = find_fault(message)
+        raise fault(found[0] if found else "network", f"pulling {image}: {message}") from e
 
 
 def run_docker(row, prediction, harness_run, timeout, namespace, keep_images, logs):

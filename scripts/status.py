@@ -63,7 +63,7 @@ def run_stages(run_dir):
     instances = run_dir / "instances"
     given = summary.get("mode") == "predictions" or any(instances.glob("*/given_patch.sha256"))
     evaluated = (summary.get("evaluation", "none") != "none" or (run_dir / "evaluation.json").is_file()
-                 or any(instances.glob("*/report.json")))
+                 or any(instances.glob("*/report.json")) or any((run_dir / "logs").glob("*/evaluate.log")))
     skipped = {}
     if given:
         skipped.update(dict.fromkeys(["context", "prompt", "generate", "patch"], "predictions given: not part of this run"))

@@ -261,11 +261,10 @@ def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, te
     verdict = run / "instances" / row["instance_id"] / "report.json"
     log = run / "logs" / row["instance_id"] / "evaluate.log"
 
-    for status, cause, fix, extra in [(429, "registry_rate_limit", "log in (`docker login`)", []),
-                                      (503, "registry_unavailable", "answered with a server error",
-                                       ["allow_partial=true"])]:
+    for status, cause, fix in [(429, "registry_rate_limit", "log in (`docker login`)"),
+                               (503, "registry_unavailable", "answered with a server error")]:
         with FailingRegistry(port, status) as failing:
-            failed = snakemake(tmp_path, *config, *extra, check=False)
+            failed = snakemake(tmp_path, *config, check=False)
         assert failed.returncode != 0
         assert failing.pulls  # the daemon asked, and was refused
         assert not verdict.exists()
@@ -277,11 +276,16 @@ def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, te
                                      capture_output=True, text=True, check=True).stdout
         assert f"{row['instance_id']}  evaluate  {cause}" in status_text and "a rerun retries it" in status_text
 
-    # allow_partial: the summary is made, and names the missing instance's cause
+    assert "infrastructure fault: registry_unavailable: " in failed.stderr  # snakemake shows the log
+
+    # allow_partial: the instance is left out, the rest merged, and the summary names its cause
+    partial = snakemake(tmp_path, *config, "allow_partial=true")
+    assert "evaluate" not in jobs_run(partial)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["missing"] == [{"instance_id": row["instance_id"], "stage": "evaluate", "file": str(verdict),
+    assert summary["missing"] == [{"instance_id": row["instance_id"], "stage": "evaluate",
+                                   "file": str(verdict.relative_to(tmp_path)),
                                    "infrastructure_fault": "registry_unavailable"}]
-    assert "registry_unavailable" in (run / "summary.md").read_text()
+    assert f"| {row['instance_id']} | evaluate | registry_unavailable |" in (run / "summary.md").read_text()
 
     # the same command, the registry now serving the image: pulled, evaluated, recorded
     with serve_registry(storage, port):
