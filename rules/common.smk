@@ -127,8 +127,9 @@ def run_targets(wildcards):
     if not config["predictions"]:
         targets += [path for name in INSTANCE_FILES for path in merged(name)(wildcards)]
     if config["evaluation"] != "none":
-        names = ["report.json"] + (["given_patch.sha256"] if config["predictions"] else [])
-        targets += [path for name in names for path in merged(name)(wildcards)] + [f"{RUN}/evaluation.json"]
+        targets += merged_reports(wildcards) + [f"{RUN}/evaluation.json"]  # rules/evaluate.smk
+        if config["predictions"]:
+            targets += merged("given_patch.sha256")(wildcards)
     return targets
 
 

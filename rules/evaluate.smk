@@ -53,12 +53,22 @@ if config["evaluation"] != "none":
             " --run-id {params.run_id:q} --namespace={params.image_namespace:q} {params.settings}"
             " --out {output:q} > {log:q} 2>&1"
 
+    from scripts.status import infrastructure_fault
+
+    def merged_reports(wildcards):
+        """Every merged instance's report. With allow_partial, not those of instances whose last
+        evaluation failed on a fault of the machinery (its log ends with the cause): they are left
+        out, like an instance whose generation failed, until a plain run retries them."""
+        ids = [i for i in merged_ids() if not config["allow_partial"] or os.path.exists(f"{RUN}/instances/{i}/report.json")
+               or not infrastructure_fault(f"{RUN}/logs/{i}/evaluate.log")]
+        return [f"{RUN}/instances/{i}/report.json" for i in ids]
+
     rule evaluation:
         localrule: True
         input:
             instances=INSTANCES,
             predictions=f"{RUN}/predictions.jsonl",
-            reports=merged("report.json"),
+            reports=merged_reports,
         output:
             f"{RUN}/evaluation.json",
         params:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from scripts.common import find_jsonl_row, read_json, read_jsonl, write_json_atomic
 from scripts.select import read_row
+from scripts.status import FAULT_PREFIX  # the last line of a failed job's log: FAULT_PREFIX + "<cause>: <message>"
 
 BACKENDS = ("docker", "modal", "sb-cli")
 # Outcomes; resolved and unresolved are the harness's verdicts, the others say why there is none.
@@ -49,8 +50,92 @@ class PreflightError(Exception):
 
 
 class EvaluationFault(Exception):
-    """A fault that may pass (a backend that cannot be reached, a refused submission): the
-    job fails and writes nothing, so a rerun tries again."""
+    """A fault of the machinery, not of the patch: the job fails and writes nothing, so a plain
+    rerun tries again. `cause` is a cause of ENDINGS."""
+
+    def __init__(self, cause, message):
+        super().__init__(message)
+        self.cause = cause
+
+
+# How an evaluation ends, read top to bottom. A verdict is recorded in report.json; so is a
+# recorded outcome, which is no verdict on the patch but would come out the same on every rerun.
+# A fault is the machinery's: nothing is written, the job fails with the fix, a plain rerun
+# retries it. The patterns (case-insensitive) are looked for only in error text: a pull's or an
+# API's error, run_instance.log from its first traceback or ERROR line on, the end of a failed
+# image build's log; never in the tests' output or the patch. The first fault that matches wins.
+VERDICT, RECORDED, FAULT = "verdict", "recorded", "fault"
+DAEMON_FIX = "the Docker daemon failed. Check `docker info` and the daemon's log (`journalctl -u docker`), and run again"
+ENDINGS = (
+    # cause, class, pattern, what it means (a verdict) or the fix (a fault)
+    ("resolved", VERDICT, None, "the harness's report.json: FAIL_TO_PASS and PASS_TO_PASS pass"),
+    ("unresolved", VERDICT, None, "the harness's report.json: some test of FAIL_TO_PASS or PASS_TO_PASS fails"),
+    ("empty_patch", VERDICT, None, "the prediction has no patch; no container is started"),
+    ("patch_failed", VERDICT, None, "run_instance.log: git apply and patch --fuzz=5 both reject the patch"),
+    ("timeout", VERDICT, None, "the tests ran past eval_timeout (`Timeout error:` in test_output.txt)"),
+    ("registry_rate_limit", FAULT, r"toomanyrequests|too many requests|pull rate limit",
+     "the image registry limits pulls (Docker Hub: 100 per 6 hours without a login). Wait and run again, "
+     "log in (`docker login`) for a higher limit, or set image_namespace= (empty) to build the images locally"),
+    ("out_of_disk", FAULT, r"no space left on device|disk quota exceeded",
+     "the Docker disk is full. Free space (`docker image prune -a`, `docker builder prune`) and run again"),
+    ("image_not_published", FAULT,
+     r"manifest unknown|not found: manifest|repository does not exist|pull access denied|"
+     r"requested access to the resource is denied",
+     "the registry has no such image. Check image_namespace, or set image_namespace= (empty) to build it locally"),
+    ("registry_unavailable", FAULT, r"received unexpected HTTP status: 5\d\d",
+     "the image registry answered with a server error. Run again later"),
+    # a daemon that does not answer, before the network row: its read timeouts say "timed out" too
+    ("docker_daemon", FAULT,
+     r"Cannot connect to the Docker daemon|UnixHTTPConnectionPool|Error while fetching server API version|"
+     r"OCI runtime|failed to create shim|No such container", DAEMON_FIX),
+    ("network", FAULT,
+     r"dial tcp|i/o timeout|TLS handshake timeout|connection refused|connection reset|timed out|"
+     r"Temporary failure in name resolution|temporary failure resolving|Could not resolve|Name or service not known|"
+     r"Network is unreachable|Failed to establish a new connection|Could not fetch URL|Failed to fetch http|"
+     r"HTTP error 5\d\d|CondaHTTPError|CONNECTION FAILED|RemoteDisconnected|early EOF|unable to access 'http",
+     "a download failed on the network (an image pull, or pip, conda, apt or git in an image build). Check the "
+     "connection (and a proxy: HTTP_PROXY of the Docker daemon) and run again"),
+    # any other error of the daemon's API
+    ("docker_daemon", FAULT, r"Connection aborted|Server Error for (url: )?http\+docker|Error response from daemon",
+     DAEMON_FIX),
+    ("github_download", FAULT, r"Could not find (requirements\.txt|environment\.yml) at paths",
+     "the harness could not download the instance's requirements.txt or environment.yml from "
+     "raw.githubusercontent.com (a network error, or GitHub's limit on anonymous downloads). Run again later"),
+    ("modal", FAULT, r"Error creating sandbox|modal\.exception|grpclib|SandboxTerminated",
+     "the Modal backend failed (its service, the connection, or an image build there). Check "
+     "`modal token info` and https://status.modal.com, and run again"),
+    ("sb_cli", FAULT, None,
+     "the SWE-bench cloud evaluation failed or refused the request (its service, the connection, the API key). "
+     "Check SWEBENCH_API_KEY (`sb-cli verify-api-key`) and run again"),
+    ("build_failed", RECORDED, r"BuildImageError|Error building image|Environment image .* not found",
+     "the environment image does not build from its recipe for a reason that is not the network, the disk or "
+     "the daemon: a rerun would fail the same way; retry_failed=true builds it again"),
+    ("error", RECORDED, None,
+     "the harness gave no report, no cause above is found and the Docker daemon answers (an instance the "
+     "harness cannot run, a harness error): a rerun would fail the same way; retry_failed=true runs it again"),
+)
+FIXES = {cause: text for cause, kind, _, text in ENDINGS if kind == FAULT}
+
+
+def find_fault(text):
+    """(cause, the line that shows it) of the first fault of ENDINGS whose pattern is in text, or None."""
+    for cause, kind, pattern, _ in ENDINGS:
+        if kind == FAULT and pattern:
+            for line in text.splitlines():
+                if re.search(pattern, line, re.IGNORECASE):
+                    return cause, line
+    return None
+
+
+def fault(cause, detail):
+    """The EvaluationFault of cause: its fix, with what showed it."""
+    return EvaluationFault(cause, f"{FIXES[cause]} ({_one_line(detail, 300)})")
+
+
+def raise_on_fault(text):
+    found = find_fault(text)
+    if found:
+        raise fault(*found)
 
 
 # --- preflight ---
@@ -157,29 +242,47 @@ def collect_logs(scratch, prediction, harness_run, destination):
     return True
 
 
-def classify(log_dir, instance_id, timeout, image=None):
-    """(status, reason, the harness's report of the instance or None) from the harness's logs."""
+def classify(log_dir, instance_id, timeout):
+    """(status, reason, the harness's report of the instance or None) from the harness's logs, by
+    ENDINGS; EvaluationFault when they show a fault of the machinery."""
     from swebench.harness.constants import APPLY_PATCH_FAIL
 
     report = log_dir / "report.json"
-    if report.is_file():
+    if report.is_file() and report.stat().st_size:  # the Modal backend leaves it empty when it has none
         verdict = read_json(report)[instance_id]
         return ("resolved" if verdict["resolved"] else "unresolved"), None, verdict
     log = _text(log_dir / "run_instance.log")
     if APPLY_PATCH_FAIL in log:
         output = re.split(r"\n\d{4}-\d\d-\d\d ", log.split(APPLY_PATCH_FAIL, 1)[1], maxsplit=1)[0]
+        if re.search(r"no space left on device", output, re.IGNORECASE):  # git could not write the files
+            raise fault("out_of_disk", output)
         return "patch_failed", f"the patch does not apply: {_one_line(output.strip(': '))}", None
     if "Timeout error:" in _text(log_dir / "test_output.txt") or "Test timed out after" in log:
         return "timeout", f"the tests ran longer than eval_timeout={timeout} s", None
+    errors = harness_errors(log) + failed_builds(log_dir)
+    raise_on_fault(errors)
     built = [line.split("BuildImageError: ", 1)[1] for line in log.splitlines() if "BuildImageError: " in line]
-    if built:
-        return "build_failed", f"the environment could not be built: {_one_line(built[-1])}", None
-    # 4.1.0's message names the base image here, not the instance image it pulled
-    pulled = [line.split(": ", 2)[-1] for line in log.splitlines() if "Error occurred while pulling image " in line]
-    if pulled:
-        return "build_failed", f"the image {image or ''} could not be pulled: {_one_line(pulled[-1])}", None
-    errors = [line.split(" - ERROR - ", 1)[1] for line in log.splitlines() if " - ERROR - " in line]
-    return "error", (_one_line(errors[-1]) if errors else "the harness gave no report; see its run_instance.log"), None
+    if built or re.search(r"Error building image|Environment image .* not found", errors):
+        return "build_failed", f"the environment could not be built: {_one_line((built or [errors])[-1])}", None
+    lines = [line.split(" - ERROR - ", 1)[1] for line in log.splitlines() if " - ERROR - " in line]
+    return "error", (_one_line(lines[-1]) if lines else "the harness gave no report; see its run_instance.log"), None
+
+
+def harness_errors(log):
+    """run_instance.log from its first traceback or ERROR line on: the harness's error, past the
+    patch and the git diffs it logs before."""
+    start = re.search(r"^Traceback \(most recent call last\)|^\S+ \S+ - ERROR - ", log, re.MULTILINE)
+    return log[start.start():] if start else ""
+
+
+def failed_builds(log_dir, lines=40):
+    """The last lines of each image build log that does not end in success (local builds)."""
+    tails = []
+    for path in sorted((log_dir / "build_images").rglob("build_image.log")):
+        text = _text(path).rstrip()
+        if not text.endswith("Image built successfully!"):
+            tails += text.splitlines()[-lines:]
+    return "\n".join(tails)
 
 
 def _one_line(text, limit=400):
@@ -188,6 +291,24 @@ def _one_line(text, limit=400):
 
 def _text(path):
     return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+
+
+def pull(client, image):
+    """Pull image, or raise the EvaluationFault its error shows. Pulled here rather than by the
+    harness, which records any pull error as a build failure; the daemon sends an error that
+    comes after the first progress line in the stream, which docker-py's images.pull ignores."""
+    import docker
+    import requests
+
+    repository, tag = image.rsplit(":", 1)
+    try:
+        for line in client.api.pull(repository, tag=tag, stream=True, decode=True):
+            if "error" in line:
+                raise docker.errors.APIError(line["error"])
+    except (docker.errors.DockerException, requests.RequestException) as e:
+        message = getattr(e, "explanation", None) or str(e)  # the daemon's message, without the API's URL
+        found = find_fault(message)
+        raise fault(found[0] if found else "network", f"pulling {image}: {message}") from e
 
 
 def run_docker(row, prediction, harness_run, timeout, namespace, keep_images, logs):
@@ -200,34 +321,42 @@ def run_docker(row, prediction, harness_run, timeout, namespace, keep_images, lo
 
     try:
         spec = make_test_spec(row, namespace=namespace)
-    except requests.RequestException as e:  # for some repos it reads requirements files from GitHub
-        raise EvaluationFault(f"the harness could not fetch what the instance's test spec needs: {e}") from e
-    client = docker.from_env(timeout=DOCKER_TIMEOUT)
-    try:  # a container left by a killed job of this instance
-        client.containers.get(spec.get_instance_container_name(harness_run)).remove(force=True)
-    except docker.errors.NotFound:
-        pass
+    except (requests.RequestException, ValueError) as e:  # for some repos it reads requirements files from GitHub
+        if isinstance(e, ValueError) and not find_fault(str(e)):
+            raise
+        raise fault("github_download", str(e)) from e
     try:
-        client.images.get(spec.instance_image_key)
-        image_was_there = True
-    except docker.errors.ImageNotFound:
-        image_was_there = False
+        client = docker.from_env(timeout=DOCKER_TIMEOUT)
+        try:  # a container left by a killed job of this instance
+            client.containers.get(spec.get_instance_container_name(harness_run)).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        try:
+            client.images.get(spec.instance_image_key)
+            image_was_there = True
+        except docker.errors.ImageNotFound:
+            image_was_there = False
+    except (docker.errors.DockerException, requests.RequestException) as e:
+        raise fault("docker_daemon", str(e)) from e
+    if spec.is_remote_image and not image_was_there:
+        pull(client, spec.instance_image_key)
     with scratch_directory(logs.parent) as scratch:
         try:
             if namespace is None:  # built here, as the harness's own run does before run_instance
                 build_env_images(client, [row], False, 1, None, spec.instance_image_tag, spec.env_image_tag)
         except BuildImageError as e:
             collect_logs(scratch, prediction, harness_run, logs)
+            raise_on_fault(str(e) + "\n" + failed_builds(logs))
             return "build_failed", f"the environment could not be built: {_one_line(str(e))}", None
         # Images that were here before are the user's; the others go unless keep_images.
         run_instance(spec, prediction, not keep_images and not image_was_there, False, client, harness_run, timeout)
         collect_logs(scratch, prediction, harness_run, logs)
-    outcome = classify(logs, row["instance_id"], timeout, spec.instance_image_key)
+    outcome = classify(logs, row["instance_id"], timeout)
     if outcome[0] == "error":
         try:
             client.ping()
-        except Exception as e:  # the daemon went away during the run: no result, a rerun retries
-            raise EvaluationFault(f"the Docker daemon stopped answering ({e})") from e
+        except Exception as e:  # the daemon went away during the run
+            raise fault("docker_daemon", f"it stopped answering during the run: {e}") from e
     return outcome
 
 
@@ -243,14 +372,20 @@ def run_modal(row, prediction, harness_run, timeout, logs):
     with scratch_directory(logs.parent) as scratch:
         try:
             run_instances_modal(**modal_arguments(row, prediction, harness_run, timeout))
-        except Exception as e:  # Modal unreachable or refusing: may pass
-            raise EvaluationFault(f"the Modal backend failed: {e}") from e
+        except Exception as e:  # Modal unreachable or refusing, or the test spec's downloads
+            found = find_fault(str(e))
+            raise fault(found[0] if found and found[0] == "github_download" else "modal", f"{type(e).__name__}: {e}") from e
         collect_logs(scratch, prediction, harness_run, logs)
+    if not (logs / "run_instance.log").is_file():
+        # the harness's starmap(return_exceptions=True) prints a remote exception and goes on
+        raise fault("modal", "the remote call gave no result; the harness printed its exception above "
+                             "(`Result failed with error: ...`)")
     return classify(logs, row["instance_id"], timeout)
 
 
 def run_sbcli(prediction, subset, split, cloud_run, api_key, logs, previous_submission):
     """Submit the prediction to the cloud run, wait for its evaluation and read the run's report."""
+    import requests
     from sb_cli.get_report import get_report
     from sb_cli.submit import submit_prediction, wait_for_evaluation
 
@@ -258,19 +393,19 @@ def run_sbcli(prediction, subset, split, cloud_run, api_key, logs, previous_subm
     payload = {"split": split, "subset": subset, "instance_ids": [instance_id], "run_id": cloud_run}
     try:
         launched = submit_prediction(prediction, {"x-api-key": api_key}, payload)["launched"]
-    except Exception as e:
-        raise EvaluationFault(f"the SWE-bench cloud refused the submission: {e}") from e
-    if not launched and (previous_submission or {}).get("patch_sha256") != digest:
-        raise EvaluationFault(
-            f"the cloud run {cloud_run} already holds a submission of {instance_id} with another patch, and the "
-            "cloud evaluates an instance once per run: set another run_id to evaluate the new patch.")
-    logs.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(logs / "submission.json", {"run_id": cloud_run, "subset": subset, "split": split,
-                                                 "patch_sha256": digest})
-    wait_for_evaluation(all_ids=[instance_id], api_key=api_key, subset=subset, split=split, run_id=cloud_run,
-                        timeout=SBCLI_WAIT)
-    get_report(subset=subset, split=split, run_id=cloud_run, api_key=api_key, overwrite=1, output_dir=str(logs),
-               extra_args="")
+        if not launched and (previous_submission or {}).get("patch_sha256") != digest:
+            raise PreflightError(
+                f"the cloud run {cloud_run} already holds a submission of {instance_id} with another patch, and "
+                "the cloud evaluates an instance once per run: set another run_id to evaluate the new patch.")
+        logs.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(logs / "submission.json", {"run_id": cloud_run, "subset": subset, "split": split,
+                                                     "patch_sha256": digest})
+        wait_for_evaluation(all_ids=[instance_id], api_key=api_key, subset=subset, split=split, run_id=cloud_run,
+                            timeout=SBCLI_WAIT)
+        get_report(subset=subset, split=split, run_id=cloud_run, api_key=api_key, overwrite=1, output_dir=str(logs),
+                   extra_args="")
+    except requests.RequestException as e:  # transport errors, and sb-cli's own for any status but 200
+        raise fault("sb_cli", f"{type(e).__name__}: {e}") from e
     report = read_json(logs / f"{subset}__{split}__{cloud_run}.json")
     for status, key in (("resolved", "resolved_ids"), ("unresolved", "unresolved_ids"),
                         ("empty_patch", "empty_patch_ids")):
@@ -402,8 +537,9 @@ def main(argv=None):
 
     if args.command == "merge":
         rows = read_jsonl(args.instances)
-        reports = {row["instance_id"]: read_json(Path(args.run_dir) / "instances" / row["instance_id"] / "report.json")
-                   for row in rows}
+        # with allow_partial, an instance whose evaluation failed on a fault has no report yet
+        paths = {row["instance_id"]: Path(args.run_dir) / "instances" / row["instance_id"] / "report.json" for row in rows}
+        reports = {i: read_json(path) for i, path in paths.items() if path.is_file()}
         write_json_atomic(args.out, merge(rows, read_jsonl(args.predictions), reports, args.backend))
         return
 
@@ -421,8 +557,10 @@ def main(argv=None):
         record = evaluate_instance(args.backend, row, prediction, out.parent / LOGS, harness_run, args.timeout,
                                    args.namespace or None, args.keep_images, subset, args.split,
                                    os.environ.get("SWEBENCH_API_KEY"))
-    except (EvaluationFault, PreflightError) as e:
+    except PreflightError as e:
         sys.exit(f"evaluate {args.id}: {e}")
+    except EvaluationFault as e:  # the last line of the log, which scripts.status reads
+        sys.exit(f"evaluate {args.id}: nothing written; a plain rerun retries it.\n{FAULT_PREFIX}{e.cause}: {e}")
     if _stop_on_signal.received:
         sys.exit(f"evaluate {args.id}: stopped by signal {_stop_on_signal.received}; nothing written")
     write_json_atomic(out, record)

@@ -18,6 +18,7 @@ from scripts.predictions import not_diffs
 STAGE_FILES = {"context": "context.json", "prompt": "prompt.json", "generate": "response.json",
                "patch": "patch.json", "evaluate": "report.json"}
 VERDICTS = ("resolved", "unresolved")
+FAULT_PREFIX = "infrastructure fault: "
 
 
 class StatusError(Exception):
@@ -29,6 +30,19 @@ def read_record(path):
         return read_json(path)
     except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
         raise StatusError(f"cannot read {path}: {e}. Delete it and rerun the workflow to make it again.") from e
+
+
+def infrastructure_fault(log):
+    """(cause, message) of the last `infrastructure fault: <cause>: <message>` line of a job's log,
+    which a job that failed on the machinery (not on the model's work) writes last; else None."""
+    if not Path(log).is_file():
+        return None
+    lines = [line for line in Path(log).read_text(encoding="utf-8", errors="replace").splitlines()
+             if line.startswith(FAULT_PREFIX)]
+    if not lines:
+        return None
+    cause, _, message = lines[-1][len(FAULT_PREFIX):].partition(": ")
+    return cause, message
 
 
 def failure_reason(stage, record):
@@ -50,7 +64,7 @@ def run_stages(run_dir):
     instances = run_dir / "instances"
     given = summary.get("mode") == "predictions" or any(instances.glob("*/given_patch.sha256"))
     evaluated = (summary.get("evaluation", "none") != "none" or (run_dir / "evaluation.json").is_file()
-                 or any(instances.glob("*/report.json")))
+                 or any(instances.glob("*/report.json")) or any((run_dir / "logs").glob("*/evaluate.log")))
     skipped = {}
     if given:
         skipped.update(dict.fromkeys(["context", "prompt", "generate", "patch"], "predictions given: not part of this run"))
@@ -104,7 +118,7 @@ def run_status(run_dir):
                                             for name in run_files)]
 
     # each instance at its first stage that failed, and at its first stage still to do
-    failed, to_do = [], []
+    failed, faults, to_do = [], [], []
     for instance_id, status in sorted(statuses.items()):
         first_failed = next((stage for stage, s in status.items() if s[0] == "failed"), None)
         if first_failed:
@@ -113,7 +127,11 @@ def run_status(run_dir):
         first_to_do = next((stage for stage, s in status.items() if s[0] == "to do"), None)
         if first_to_do:
             log = run_dir / "logs" / instance_id / f"{first_to_do}.log"
-            to_do.append((instance_id, first_to_do, f"last attempt's log: {log}" if log.is_file() else ""))
+            fault = infrastructure_fault(log)
+            if fault:
+                faults.append((instance_id, first_to_do, fault[0], f"a rerun retries it; {log}: {fault[1][:200]}"))
+            else:
+                to_do.append((instance_id, first_to_do, f"last attempt's log: {log}" if log.is_file() else ""))
     predictions = run_dir / "predictions.jsonl"
     if "patch" in skipped and predictions.is_file():  # given predictions: those whose model_patch is not a diff
         not_diff = not_diffs([row for row in read_jsonl(predictions) if row["instance_id"] in statuses])
@@ -124,6 +142,10 @@ def run_status(run_dir):
         lines += ["", f"Failed for good ({len(failed)}), each at its first failed stage with the file that says why; "
                   "a rerun keeps these, a rerun with --config retry_failed=true redoes them:"]
         lines += aligned(failed)
+    if faults:
+        lines += ["", f"Infrastructure faults ({len(faults)}): the last attempt failed on the machinery, not on the "
+                  "model's work; nothing was recorded and a rerun retries it (the same command), once the cause "
+                  "named is fixed:"] + aligned(faults)
     if to_do:
         lines += ["", f"Still to do ({len(to_do)}), each at its first stage without its file; run the same command "
                   "again to make them (`snakemake --cores N`, with the same --config):"] + aligned(to_do)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from scripts.common import read_json, read_jsonl, write_json_atomic, write_text_atomic
 from scripts.predictions import not_diffs
+from scripts.status import infrastructure_fault
 
 
 LATENCY_PERCENTILES = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
@@ -48,6 +49,9 @@ def missing_files(rows, records, run_dir, generated, evaluated):
         first = next(((stage, name) for stage, name, present in stages if not present), None)
         if first:
             missing.append({"instance_id": row["instance_id"], "stage": first[0], "file": str(folder / f"{first[1]}.json")})
+            fault = infrastructure_fault(Path(run_dir) / "logs" / row["instance_id"] / f"{first[0]}.log")
+            if fault:
+                missing[-1]["infrastructure_fault"] = fault[0]
     return missing
 
 
@@ -231,8 +235,9 @@ def render_markdown(summary):
                   f"Instances with no result yet at the stage named ({len(summary['missing'])}): its job failed "
                   "(its log is logs/<id>/<stage>.log) or did not run. Run the same command again "
                   "(`snakemake --cores N`, with the same `--config`) to make them; what is done is kept.",
-                  "", "| instance | stage | file |", "|---|---|---|"]
-        lines += [f"| {m['instance_id']} | {m['stage']} | {m['file']} |" for m in summary["missing"]]
+                  "", "| instance | stage | infrastructure fault (a rerun retries it) | file |", "|---|---|---|---|"]
+        lines += [f"| {m['instance_id']} | {m['stage']} | {m.get('infrastructure_fault', '')} | {m['file']} |"
+                  for m in summary["missing"]]
     return "\n".join(lines) + "\n"
 
 

@@ -7,9 +7,11 @@ import os
 import subprocess
 import sys
 import threading
+from types import SimpleNamespace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
 from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
 from scripts import evaluate
@@ -256,8 +258,14 @@ def test_sb_cli_backend_fault_writes_nothing(tmp_path):
         failed = evaluate_cli(run, "psf__requests-863", "sb-cli", "--dataset", "lite", env=sbcli_env(cloud))
         wrong_key = evaluate_cli(run, "psf__requests-863", "sb-cli", "--dataset", "lite",
                                  env={**sbcli_env(cloud), "SWEBENCH_API_KEY": "not-the-key"})
+    # the service gone: a refused connection
+    gone = evaluate_cli(run, "psf__requests-863", "sb-cli", "--dataset", "lite", env=sbcli_env(cloud))
     assert failed.returncode != 0 and "evaluation service unavailable" in failed.stderr
     assert wrong_key.returncode != 0 and "invalid API key" in wrong_key.stderr
+    assert gone.returncode != 0 and "ConnectionError" in gone.stderr
+    for result in (failed, wrong_key, gone):
+        assert result.stderr.strip().splitlines()[-1].startswith("infrastructure fault: sb_cli: ")
+        assert "a plain rerun retries it" in result.stderr
     assert not (run / "instances" / "psf__requests-863" / "report.json").exists()
 
 
@@ -282,3 +290,245 @@ def test_harness_run_id_differs_between_run_folders(tmp_path):
     first = evaluate.harness_run_id("gold", tmp_path / "a" / "results" / "gold")
     second = evaluate.harness_run_id("gold", tmp_path / "b" / "results" / "gold")
     assert first != second and first.startswith("gold.") and "/" not in first
+
+
+# --- how an evaluation ends: the harness's own logs and docker-py's own exceptions, per cause ---
+
+def daemon_error(status, message, path="images/create?tag=latest&fromImage=127.0.0.1%3A5000%2Fswebench%2Fx"):
+    """The exception docker-py raises when the Docker daemon answers status with this message."""
+    import docker
+    import requests
+
+    response = requests.Response()
+    response.status_code, response.url = status, f"http+docker://localhost/v1.41/{path}"
+    response.reason = {404: "Not Found", 500: "Internal Server Error"}.get(status, "Error")
+    response._content = json.dumps({"message": message}).encode()
+    try:
+        response.raise_for_status()
+    except requests.HTTPError as e:
+        try:
+            docker.errors.create_api_error_from_http_exception(e)
+        except docker.errors.APIError as error:
+            return error
+
+
+class StubDocker:
+    """Stands in for docker.DockerClient where the harness's run_instance reaches it: the instance
+    image is not there, pulling it raises pull_error (or works), creating the container raises
+    create_error."""
+
+    def __init__(self, pull_error=None, create_error=None):
+        import docker
+
+        def missing(name):
+            raise docker.errors.ImageNotFound(f"No such image: {name}")
+
+        def fail(error):
+            def call(*args, **kwargs):
+                if error:
+                    raise error
+            return call
+
+        self.images = SimpleNamespace(get=missing, pull=fail(pull_error))
+        self.containers = SimpleNamespace(create=fail(create_error))
+
+
+def harness_logs(tmp_path, monkeypatch, client, namespace="127.0.0.1:5000/swebench", build_output=None):
+    """Run the harness's run_instance on client and return the instance's logs folder as the
+    evaluate stage collects it; build_output: the chunks of a failed environment image build."""
+    import swebench_images as images
+    from swebench.harness.docker_build import BuildImageError, build_image
+    from swebench.harness.run_evaluation import run_instance
+    from swebench.harness.test_spec.test_spec import make_test_spec
+
+    row = images.row("psf__requests-90001", "0" * 40)
+    prediction = given(row["instance_id"], images.GOLD_PATCH)
+    spec = make_test_spec(row, namespace=namespace)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.chdir(scratch)
+    if build_output is not None:
+        builder = SimpleNamespace(api=SimpleNamespace(build=lambda **kwargs: iter(build_output)))
+        with pytest.raises(BuildImageError):
+            build_image(spec.env_image_key, {"setup_env.sh": spec.setup_env_script}, spec.env_dockerfile,
+                        spec.platform, builder, scratch / "logs" / "build_images" / "env" / "x")
+    assert run_instance(spec, prediction, False, False, client, "r.1", 60)["completed"] is False
+    evaluate.collect_logs(scratch, prediction, "r.1", tmp_path / "evaluation")
+    return tmp_path / "evaluation"
+
+
+RATE_LIMIT = ("toomanyrequests: You have reached your pull rate limit. You may increase the limit by "
+              "authenticating and upgrading: https://www.docker.com/increase-rate-limit")
+# what the Docker daemon 20.10 answered when pulling from loopback registries
+PULL_ERRORS = {
+    "registry_rate_limit": (500, RATE_LIMIT),
+    "registry_unavailable": (500, "received unexpected HTTP status: 503 Service Unavailable"),
+    "network": (500, 'Get "http://127.0.0.1:45999/v2/": dial tcp 127.0.0.1:45999: connect: connection refused'),
+    "image_not_published": (404, "manifest for 127.0.0.1:5000/swebench/x:latest not found: manifest unknown: "
+                                 "manifest unknown"),
+    "out_of_disk": (500, "failed to register layer: Error processing tar file(exit status 1): write "
+                         "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0: no space left on device"),
+}
+
+
+@pytest.mark.parametrize("cause", sorted(PULL_ERRORS))
+def test_a_pull_error_in_the_harness_log_is_a_fault_not_a_verdict(tmp_path, monkeypatch, cause):
+    logs = harness_logs(tmp_path, monkeypatch, StubDocker(pull_error=daemon_error(*PULL_ERRORS[cause])))
+    # the harness itself logs it as an error of the pull (or, for a 404, as a BuildImageError)
+    assert "while pulling image" in (logs / "run_instance.log").read_text() or cause == "image_not_published"
+    with pytest.raises(evaluate.EvaluationFault) as e:
+        evaluate.classify(logs, "psf__requests-90001", 60)
+    assert e.value.cause == cause
+    assert str(e.value).startswith(evaluate.FIXES[cause])
+
+
+def test_the_fix_of_a_rate_limit_says_wait_log_in_or_build_locally():
+    with pytest.raises(evaluate.EvaluationFault) as e:
+        evaluate.raise_on_fault(str(daemon_error(500, RATE_LIMIT)))
+    assert e.value.cause == "registry_rate_limit"
+    assert "Wait and run again" in str(e.value) and "`docker login`" in str(e.value)
+    assert "image_namespace= (empty) to build the images locally" in str(e.value) and "toomanyrequests" in str(e.value)
+
+
+@pytest.mark.parametrize("error, cause", [
+    (daemon_error(500, "mkdir /var/lib/docker/overlay2/abc-init: no space left on device", "containers/create"),
+     "out_of_disk"),
+    (daemon_error(500, "failed to create shim task: OCI runtime create failed: runc create failed",
+                  "containers/create"), "docker_daemon"),
+    (daemon_error(500, "Conflict. The container name is already in use", "containers/create"), "docker_daemon"),
+])
+def test_a_daemon_error_on_the_container_is_a_fault(tmp_path, monkeypatch, error, cause):
+    logs = harness_logs(tmp_path, monkeypatch, StubDocker(create_error=error))
+    assert "BuildImageError" in (logs / "run_instance.log").read_text()  # which the harness calls a build error
+    with pytest.raises(evaluate.EvaluationFault) as e:
+        evaluate.classify(logs, "psf__requests-90001", 60)
+    assert e.value.cause == cause
+
+
+def test_a_daemon_that_goes_away_is_a_fault(tmp_path, monkeypatch):
+    import requests
+
+    gone = requests.ConnectionError(("Connection aborted.", FileNotFoundError(2, "No such file or directory")))
+    logs = harness_logs(tmp_path, monkeypatch, StubDocker(create_error=gone))
+    with pytest.raises(evaluate.EvaluationFault) as e:
+        evaluate.classify(logs, "psf__requests-90001", 60)
+    assert e.value.cause == "docker_daemon" and "journalctl -u docker" in str(e.value)
+
+
+PIP_OFFLINE = [
+    {"stream": "Step 5/6 : RUN /bin/bash -c source ~/.bashrc && /root/setup_env.sh"},
+    {"stream": "+ python -m pip install 'numpy==1.26.4'"},
+    {"stream": "WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, status=None)) after "
+               "connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection object at "
+               "0x7f>: Failed to establish a new connection: [Errno -3] Temporary failure in name resolution')': "
+               "/simple/numpy/"},
+    {"stream": "ERROR: Could not find a version that satisfies the requirement numpy==1.26.4 (from versions: none)"},
+    {"errorDetail": {"message": "The command '/bin/sh -c /bin/bash -c source ~/.bashrc && /root/setup_env.sh' "
+                                "returned a non-zero code: 1"}},
+]
+PIP_NO_SUCH_VERSION = [PIP_OFFLINE[0], PIP_OFFLINE[1],
+                       {"stream": "ERROR: Could not find a version that satisfies the requirement numpy==0.0.1 "
+                                  "(from versions: 1.3.0, 1.4.1, 1.26.4)"},
+                       {"stream": "ERROR: No matching distribution found for numpy==0.0.1"}, PIP_OFFLINE[-1]]
+APT_OFFLINE = [{"stream": "Step 2/6 : RUN apt update && apt install -y wget git"},
+               {"stream": "Err:1 http://archive.ubuntu.com/ubuntu jammy InRelease\n  Temporary failure resolving "
+                          "'archive.ubuntu.com'"},
+               {"stream": "E: Unable to locate package wget"}, PIP_OFFLINE[-1]]
+BASE_RATE_LIMITED = [{"stream": "Step 1/6 : FROM --platform=linux/x86_64 ubuntu:22.04"},
+                     {"errorDetail": {"message": RATE_LIMIT}}]
+
+
+@pytest.mark.parametrize("output, outcome", [
+    (PIP_OFFLINE, "network"), (APT_OFFLINE, "network"), (BASE_RATE_LIMITED, "registry_rate_limit"),
+    (PIP_NO_SUCH_VERSION, "build_failed"),
+])
+def test_a_failed_local_build_is_a_fault_when_its_log_shows_one_and_recorded_otherwise(tmp_path, monkeypatch,
+                                                                                         output, outcome):
+    # images built locally (image_namespace empty): the environment image's build fails, then
+    # run_instance finds no environment image to build the instance image on
+    logs = harness_logs(tmp_path, monkeypatch, StubDocker(), namespace=None, build_output=output)
+    assert (logs / "build_images" / "env" / "x" / "build_image.log").is_file()
+    if outcome == "build_failed":
+        status, reason, _ = evaluate.classify(logs, "psf__requests-90001", 60)
+        assert status == "build_failed" and "Environment image sweb.env." in reason
+        return
+    with pytest.raises(evaluate.EvaluationFault) as e:
+        evaluate.classify(logs, "psf__requests-90001", 60)
+    assert e.value.cause == outcome
+
+
+def test_patch_text_and_test_output_are_never_read_for_faults(tmp_path, monkeypatch):
+    """A patch and tests that print network errors (requests' own tests do) are judged as usual."""
+    from swebench.harness.constants import APPLY_PATCH_FAIL
+
+    logs = tmp_path / "evaluation"
+    logs.mkdir()
+    (logs / "run_instance.log").write_text(
+        "2026-01-01 00:00:00,000 - INFO - Git diff before:\n+ raise ConnectionError('connection refused')\n"
+        f"2026-01-01 00:00:01,000 - INFO - {APPLY_PATCH_FAIL}:\nerror: patch failed: calc.py:1\n"
+        "2026-01-01 00:00:02,000 - INFO - Traceback (most recent call last):\n")
+    assert evaluate.classify(logs, "x", 60)[0] == "patch_failed"
+    (logs / "run_instance.log").write_text(f"{APPLY_PATCH_FAIL}:\nerror: calc.py: No space left on device\n")
+    with pytest.raises(evaluate.EvaluationFault) as e:
+        evaluate.classify(logs, "x", 60)
+    assert e.value.cause == "out_of_disk"
+
+
+def test_an_error_with_no_cause_found_is_recorded(tmp_path):
+    logs = tmp_path / "evaluation"
+    logs.mkdir()
+    (logs / "run_instance.log").write_text(
+        "2026-01-01 00:00:00,000 - ERROR - Error in evaluating model for x: 'FAIL_TO_PASS'\n"
+        "Traceback (most recent call last):\nKeyError: 'FAIL_TO_PASS'\n")
+    assert evaluate.classify(logs, "x", 60)[:2] == ("error", "Error in evaluating model for x: 'FAIL_TO_PASS'")
+
+
+@pytest.mark.parametrize("answer", [requests.ConnectionError("Failed to resolve 'raw.githubusercontent.com'"),
+                                    SimpleNamespace(status_code=429, text="rate limited")])
+def test_the_harness_github_downloads_are_faults(monkeypatch, answer):
+    """make_test_spec downloads a django row's requirements.txt: a network error, or an answer
+    other than 200 (which the harness reports as a file it cannot find)."""
+    from swebench.harness.test_spec import python as harness_python
+
+    row = next(r for r in read_rows(LITE_TEST) if r["repo"] == "django/django")
+    urls = []
+
+    def get(url, **kwargs):
+        urls.append(url)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(harness_python.requests, "get", get)
+    harness_python.get_requirements_by_commit.cache_clear()
+    with pytest.raises(evaluate.EvaluationFault) as e:  # before any Docker call: the client is never made
+        evaluate.run_docker(row, given(row["instance_id"], "diff"), "r.1", 60, "swebench", False, None)
+    harness_python.get_requirements_by_commit.cache_clear()
+    assert urls and urls[0].startswith("https://raw.githubusercontent.com/django/django/")
+    assert e.value.cause == "github_download" and "raw.githubusercontent.com" in str(e.value)
+
+
+def test_a_modal_call_that_gives_no_result_is_a_fault(tmp_path, monkeypatch):
+    """The harness's starmap(return_exceptions=True) prints a remote exception and writes no log."""
+    from swebench.harness import modal_eval
+
+    row = next(r for r in read_rows(LITE_TEST) if r["instance_id"] == "psf__requests-2317")
+    calls = []
+    monkeypatch.setattr(modal_eval, "run_instances_modal", lambda **kwargs: calls.append(kwargs))
+    with pytest.raises(evaluate.EvaluationFault) as e:
+        evaluate.run_modal(row, given(row["instance_id"], row["patch"]), "r.1", 60, tmp_path / "evaluation")
+    assert calls and e.value.cause == "modal" and "Result failed with error" in str(e.value)
+
+    def unreachable(**kwargs):
+        import modal.exception
+        raise modal.exception.ConnectionError("Deadline exceeded connecting to api.modal.com")
+    monkeypatch.setattr(modal_eval, "run_instances_modal", unreachable)
+    with pytest.raises(evaluate.EvaluationFault) as e:
+        evaluate.run_modal(row, given(row["instance_id"], row["patch"]), "r.1", 60, tmp_path / "evaluation")
+    assert e.value.cause == "modal" and "Deadline exceeded" in str(e.value)
+
+
+def test_every_cause_of_the_table_has_a_class_and_a_text():
+    classes = {cause: kind for cause, kind, _, _ in evaluate.ENDINGS}
+    assert {c for c, k in classes.items() if k != evaluate.FAULT} == set(evaluate.STATUSES)
+    assert all(text for _, _, _, text in evaluate.ENDINGS)

@@ -1,11 +1,14 @@
 """The evaluate stage in real Docker: the real snakemake runs the official SWE-bench harness
 on SWE-bench-shaped instance images that tests/swebench_images.py builds."""
+import contextlib
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import docker
 import pytest
@@ -22,26 +25,20 @@ CASES = {
     "psf__requests-90003": (images.MALFORMED_PATCH, images.TEST_PATCH),
     "psf__requests-90004": ("", images.TEST_PATCH),
     "psf__requests-90005": (images.GOLD_PATCH, images.SLOW_TEST_PATCH),
-    "psf__requests-90006": (images.GOLD_PATCH, images.TEST_PATCH),  # no image under its name
 }
-NO_IMAGE = "psf__requests-90006"
+NO_IMAGE = "psf__requests-90006"  # pushed to no registry
 
 
 @pytest.fixture(scope="session")
 def testbed():
     """(the testbed image, base_commit), built once; the rows of CASES, their images named."""
     tag, base_commit = images.ensure_testbed_image()
-    rows = {}
+    rows = {NO_IMAGE: images.row(NO_IMAGE, base_commit)}
     for instance_id, (_, test_patch) in CASES.items():
         slow = test_patch == images.SLOW_TEST_PATCH
         rows[instance_id] = images.row(instance_id, base_commit, test_patch,
                                        ["test_calc.py::test_slow"] if slow else ["test_calc.py::test_add"])
-        if instance_id != NO_IMAGE:
-            images.tag_instance(tag, rows[instance_id])
-    try:
-        images.client().images.remove(images.instance_image(rows[NO_IMAGE]))
-    except docker.errors.ImageNotFound:
-        pass
+        images.tag_instance(tag, rows[instance_id])
     return tag, rows
 
 
@@ -56,7 +53,7 @@ def report(run, instance_id):
 
 
 def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, testbed, monkeypatch):
-    _, rows = testbed
+    rows = {i: testbed[1][i] for i in CASES}
     dataset = write_rows(tmp_path / "rows.jsonl", list(rows.values()))
     given = tmp_path / "preds.jsonl"
     write_rows(given, [{"instance_id": i, "model_name_or_path": "test-model", "model_patch": patch}
@@ -66,17 +63,16 @@ def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, test
     started = time.time()
     first = snakemake(tmp_path, *config)
     created = containers_created(started, time.time() + 1)
-    assert jobs_run(first).count("evaluate") == 6
+    assert jobs_run(first).count("evaluate") == 5
 
     run = tmp_path / "results" / "predictions-preds"
     assert {i: report(run, i)["status"] for i in CASES} == {
         "psf__requests-90001": "resolved", "psf__requests-90002": "unresolved", "psf__requests-90003": "patch_failed",
-        "psf__requests-90004": "empty_patch", "psf__requests-90005": "timeout", "psf__requests-90006": "build_failed"}
+        "psf__requests-90004": "empty_patch", "psf__requests-90005": "timeout"}
     for instance_id in CASES:
         assert_valid(report(run, instance_id), "report")
     assert report(run, "psf__requests-90003")["reason"].startswith("the patch does not apply: ")
     assert f"eval_timeout={EVAL_TIMEOUT} s" in report(run, "psf__requests-90005")["reason"]
-    assert images.instance_image(rows[NO_IMAGE]) in report(run, NO_IMAGE)["reason"]
     resolved = report(run, "psf__requests-90001")
     assert resolved["resolved"] is True and resolved["report"]["tests_status"]["FAIL_TO_PASS"]["success"] == [
         "test_calc.py::test_add"]
@@ -91,14 +87,12 @@ def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, test
     assert "Timeout error" in (run / "instances" / "psf__requests-90005" / "evaluation" / "test_output.txt").read_text()
     assert not (run / "instances" / "psf__requests-90004" / "evaluation").exists()
     harness_run = harness_run_id("predictions-preds", run)
-    assert sorted(created) == sorted(f"sweb.eval.{i}.{harness_run}" for i in CASES if i not in (
-        "psf__requests-90004", NO_IMAGE))
+    assert sorted(created) == sorted(f"sweb.eval.{i}.{harness_run}" for i in CASES if i != "psf__requests-90004")
     # containers removed, images that were there kept
     client = images.client()
     assert [c.name for c in client.containers.list(all=True) if harness_run in c.name] == []
     for instance_id in CASES:
-        if instance_id != NO_IMAGE:
-            client.images.get(images.instance_image(rows[instance_id]))
+        client.images.get(images.instance_image(rows[instance_id]))
 
     # evaluation.json is what the harness's own make_run_report makes of the same logs
     evaluation = json.loads((run / "evaluation.json").read_text())
@@ -115,17 +109,17 @@ def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, test
     harness_report = json.loads(make_run_report(predictions, list(rows.values()), harness_run).read_text())
     assert {k: evaluation[k] for k in harness_report} == harness_report
     assert evaluation["patch_failed_ids"] == ["psf__requests-90003"]
-    assert evaluation["timeout_ids"] == ["psf__requests-90005"] and evaluation["build_failed_ids"] == [NO_IMAGE]
+    assert evaluation["timeout_ids"] == ["psf__requests-90005"] and evaluation["build_failed_ids"] == []
 
     summary = json.loads((run / "summary.json").read_text())
     assert_valid(summary, "summary")
-    assert summary["resolution"]["resolved"] == 1 and summary["resolution"]["rate"] == round(1 / 6, 4)
-    assert summary["per_repo"] == [{"repo": "psf/requests", "selected": 6, "with_patch": 5, "resolved": 1,
-                                    "resolved_rate": round(1 / 6, 4)}]
+    assert summary["resolution"]["resolved"] == 1 and summary["resolution"]["rate"] == round(1 / 5, 4)
+    assert summary["per_repo"] == [{"repo": "psf/requests", "selected": 5, "with_patch": 4, "resolved": 1,
+                                    "resolved_rate": round(1 / 5, 4)}]
     assert {(f["instance_id"], f["reason"]) for f in summary["failures"] if f["stage"] == "evaluate"} == {
-        ("psf__requests-90003", "patch_failed"), ("psf__requests-90005", "timeout"), (NO_IMAGE, "build_failed")}
+        ("psf__requests-90003", "patch_failed"), ("psf__requests-90005", "timeout")}
     markdown = (run / "summary.md").read_text()
-    assert "- resolved: 1 of 6 (16.7%)" in markdown and "| psf/requests | 6 | 5 | 1 (16.7%) |" in markdown
+    assert "- resolved: 1 of 5 (20.0%)" in markdown and "| psf/requests | 5 | 4 | 1 (20.0%) |" in markdown
 
     # nothing changed: nothing runs; one patch changed: that instance alone is evaluated again
     assert jobs_run(snakemake(tmp_path, *config)) == []
@@ -181,40 +175,151 @@ def test_generated_patches_are_evaluated_and_a_redone_one_alone_again(tmp_path, 
     assert report(run, "psf__requests-90002")["status"] == "resolved"
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_registry(storage, port):
+    """Debian's docker-registry on 127.0.0.1:port, serving what storage holds."""
+    config = storage.parent / f"config-{port}.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {storage}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    process = subprocess.Popen(["docker-registry", "serve", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):  # until the registry answers
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory, testbed):
     """A local image registry (Debian's docker-registry) holding the testbed image under the
-    name of psf__requests-90001, so that the harness pulls it as it pulls from Docker Hub."""
-    folder = tmp_path_factory.mktemp("registry")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (folder / "config.yml").write_text(
-        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n")
-    process = subprocess.Popen(["docker-registry", "serve", str(folder / "config.yml")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    namespace = f"127.0.0.1:{port}/swebench"
-    name = images.instance_image(testbed[1]["psf__requests-90001"], namespace)
-    for _ in range(100):  # until the registry answers
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    client = images.client()
-    client.images.get(testbed[0]).tag(*name.rsplit(":", 1))
-    errors = [line["error"] for line in client.images.push(*name.rsplit(":", 1), stream=True, decode=True)
-              if "error" in line]
-    assert not errors, errors
-    client.images.remove(name)
-    yield namespace, name
-    process.terminate()
-    process.wait()
+    name of psf__requests-90001, so that the harness pulls it as it pulls from Docker Hub.
+    Yields (namespace, image name, the registry's storage)."""
+    storage = tmp_path_factory.mktemp("registry") / "data"
+    port = free_port()
+    with serve_registry(storage, port):
+        namespace = f"127.0.0.1:{port}/swebench"
+        name = images.instance_image(testbed[1]["psf__requests-90001"], namespace)
+        client = images.client()
+        client.images.get(testbed[0]).tag(*name.rsplit(":", 1))
+        errors = [line["error"] for line in client.images.push(*name.rsplit(":", 1), stream=True, decode=True)
+                  if "error" in line]
+        assert not errors, errors
+        client.images.remove(name)
+        yield namespace, name, storage
+
+
+class FailingRegistry:
+    """A registry on 127.0.0.1:port that answers /v2/ as a registry does and every pull with
+    `status`, with Docker Hub's error body (429 TOOMANYREQUESTS), or a 503."""
+
+    BODIES = {429: {"errors": [{"code": "TOOMANYREQUESTS", "message": "You have reached your pull rate limit. You "
+                                "may increase the limit by authenticating and upgrading: "
+                                "https://www.docker.com/increase-rate-limit"}]},
+              503: {"errors": [{"code": "UNAVAILABLE", "message": "service unavailable"}]}}
+
+    def __init__(self, port, status):
+        self.pulls = []
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                status, body = (200, {}) if self.path == "/v2/" else (self.server.status, self.server.body)
+                if self.path != "/v2/":
+                    registry.pulls.append(self.path)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_HEAD = do_GET
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd.status = status
+        self.httpd.body = self.BODIES[status]
+        self.httpd.daemon_threads = True
+        # The daemon tries TLS first, then plain HTTP: the TLS hello is no HTTP request.
+        self.httpd.handle_error = lambda request, address: None
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, testbed, registry):
+    _, _, storage = registry
+    row = testbed[1]["psf__requests-90001"]
+    port = free_port()
+    image = images.instance_image(row, f"127.0.0.1:{port}/swebench")
+    with pytest.raises(docker.errors.ImageNotFound):
+        images.client().images.get(image)
+    dataset = write_rows(tmp_path / "rows.jsonl", [row])
+    given = write_rows(tmp_path / "preds.jsonl", [{"instance_id": row["instance_id"], "model_name_or_path": "m",
+                                                   "model_patch": images.GOLD_PATCH}])
+    config = ["--config", f"dataset={dataset}", f"predictions={given}", "evaluation=docker",
+              f"image_namespace=127.0.0.1:{port}/swebench", "min_free_disk_gb=1"]
+    run = tmp_path / "results" / "predictions-preds"
+    verdict = run / "instances" / row["instance_id"] / "report.json"
+    log = run / "logs" / row["instance_id"] / "evaluate.log"
+
+    for status, cause, fix in [(429, "registry_rate_limit", "log in (`docker login`)"),
+                               (503, "registry_unavailable", "answered with a server error")]:
+        with FailingRegistry(port, status) as failing:
+            failed = snakemake(tmp_path, *config, check=False)
+        assert failed.returncode != 0
+        assert failing.pulls  # the daemon asked, and was refused
+        assert not verdict.exists()
+        last = log.read_text().strip().splitlines()[-1]
+        assert last.startswith(f"infrastructure fault: {cause}: ") and fix in last, last
+        if status == 429:
+            assert "set image_namespace= (empty) to build the images locally" in last and "toomanyrequests" in last
+        status_text = subprocess.run([sys.executable, "-m", "scripts.status", "--run", str(run)], cwd=PROJECT,
+                                     capture_output=True, text=True, check=True).stdout
+        assert f"{row['instance_id']}  evaluate  {cause}" in status_text and "a rerun retries it" in status_text
+
+    assert "infrastructure fault: registry_unavailable: " in failed.stderr  # snakemake shows the log
+
+    # allow_partial: the instance is left out, the rest merged, and the summary names its cause
+    partial = snakemake(tmp_path, *config, "allow_partial=true")
+    assert "evaluate" not in jobs_run(partial)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["missing"] == [{"instance_id": row["instance_id"], "stage": "evaluate",
+                                   "file": str(verdict.relative_to(tmp_path)),
+                                   "infrastructure_fault": "registry_unavailable"}]
+    assert f"| {row['instance_id']} | evaluate | registry_unavailable |" in (run / "summary.md").read_text()
+
+    # the same command, the registry now serving the image: pulled, evaluated, recorded
+    with serve_registry(storage, port):
+        rerun = snakemake(tmp_path, *config)
+    assert "evaluate" in jobs_run(rerun)
+    assert report(run, row["instance_id"])["status"] == "resolved"
+    assert json.loads((run / "summary.json").read_text())["missing"] == []
 
 
 def test_pulled_images_are_removed_unless_kept(tmp_path, testbed, registry):
-    namespace, name = registry
+    namespace, name, _ = registry
     row = testbed[1]["psf__requests-90001"]
     run = tmp_path / "results" / "r"
     from scripts.select import write_selection
@@ -240,3 +345,24 @@ def test_pulled_images_are_removed_unless_kept(tmp_path, testbed, registry):
     assert evaluate("--keep-images")["status"] == "resolved"
     client.images.get(name)
     client.images.remove(name)
+
+
+def test_an_image_the_registry_does_not_have_is_a_fault(tmp_path, testbed, registry):
+    namespace, _, _ = registry
+    row = testbed[1][NO_IMAGE]
+    run = tmp_path / "results" / "r"
+    from scripts.select import write_selection
+
+    write_selection([row], run / "instances.jsonl", run / "instances.index.json")
+    write_rows(run / "predictions.jsonl", [{"instance_id": NO_IMAGE, "model_name_or_path": "m",
+                                            "model_patch": images.GOLD_PATCH}])
+    command = [sys.executable, "-m", "scripts.evaluate", "instance", "--backend", "docker",
+               "--instances", str(run / "instances.jsonl"), "--index", str(run / "instances.index.json"),
+               "--predictions", str(run / "predictions.jsonl"), "--id", NO_IMAGE, "--run-id", "r",
+               f"--namespace={namespace}", "--out", str(run / "instances" / NO_IMAGE / "report.json")]
+    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("infrastructure fault: image_not_published: the registry has no such image"), last
+    assert "manifest unknown" in last and images.instance_image(row, namespace) in last
+    assert not (run / "instances" / NO_IMAGE / "report.json").exists()

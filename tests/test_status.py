@@ -96,6 +96,12 @@ def make_run(run):
     write_record(run, NOT_ANSWERED, "prompt.json", prompt(NOT_ANSWERED), "prompt")
     (run / "logs" / NOT_ANSWERED).mkdir(parents=True)
     (run / "logs" / NOT_ANSWERED / "generate.log").write_text("429 Too Many Requests\n")
+    # o__r-10 has no report: its evaluation failed on the machinery, twice
+    (run / "logs" / "o__r-10").mkdir(parents=True)
+    (run / "logs" / "o__r-10" / "evaluate.log").write_text(
+        "infrastructure fault: network: an earlier attempt\n"
+        "evaluate o__r-10: nothing written; a plain rerun retries it.\n"
+        "infrastructure fault: registry_rate_limit: the image registry limits pulls (toomanyrequests)\n")
     (run / "predictions.jsonl").write_text("")
     return run
 
@@ -117,7 +123,7 @@ def test_status_counts_and_lists_every_kind_of_outcome(tmp_path, capsys):
                                  "failed: build_failed 1, empty_patch 4, error 1, patch_failed 1, timeout 1"]
     assert "run files: predictions.jsonl yes, evaluation.json no, summary.md no, figures no" in out
 
-    failed = out[out.index("Failed for good (8)"):out.index("Still to do")]
+    failed = out[out.index("Failed for good (8)"):out.index("Infrastructure faults")]
     folder = run / "instances"
     # each instance once, at its first failed stage, with the file to look at
     assert failed.count("\n  ") == 8
@@ -130,10 +136,16 @@ def test_status_counts_and_lists_every_kind_of_outcome(tmp_path, capsys):
         line = next(line for line in failed.splitlines() if line.split()[:1] == [instance_id])
         assert line.split() == [instance_id, stage, reason, str(folder / instance_id / name)]
 
-    to_do = out[out.index("Still to do (3)"):]
+    # apart from the model's failures: the instance whose evaluation failed on the machinery
+    faults = out[out.index("Infrastructure faults (1)"):out.index("Still to do")]
+    assert "not on the model's work" in faults and "a rerun retries it" in faults
+    assert faults.splitlines()[1].split()[:6] == ["o__r-10", "evaluate", "registry_rate_limit", "a", "rerun",
+                                                  "retries"]
+    assert "the image registry limits pulls (toomanyrequests)" in faults
+
+    to_do = out[out.index("Still to do (2)"):]
     assert "snakemake --cores N" in to_do
-    assert [line.split()[:2] for line in to_do.splitlines()[1:]] == [
-        ["o__r-10", "evaluate"], ["o__r-11", "generate"], ["o__r-12", "context"]]
+    assert [line.split()[:2] for line in to_do.splitlines()[1:]] == [["o__r-11", "generate"], ["o__r-12", "context"]]
     assert f"last attempt's log: {run / 'logs' / NOT_ANSWERED / 'generate.log'}" in to_do
 
 

@@ -142,19 +142,25 @@ def test_summary_of_a_partial_run_names_the_missing_instances(tmp_path):
     folder = tmp_path / "instances" / "a-2"  # answered, but its patch job has not run
     folder.mkdir(parents=True)
     (folder / "response.json").write_text(json.dumps(response("a-2")))
+    # a-3's generation failed on the machinery: its log ends with the cause
+    (tmp_path / "logs" / "a-3").mkdir(parents=True)
+    (tmp_path / "logs" / "a-3" / "generate.log").write_text(
+        "Traceback ...\ninfrastructure fault: provider_unreachable: the API did not answer\n")
     predictions = [{"instance_id": "a-1", "model_name_or_path": "m", "model_patch": "diff"}]
     record = summary.summarise(rows, predictions, str(tmp_path), RUN_INFO)
     assert_valid(record, "summary")
     assert record["missing"] == [
         {"instance_id": "a-2", "stage": "patch", "file": str(tmp_path / "instances" / "a-2" / "patch.json")},
-        {"instance_id": "a-3", "stage": "generate", "file": str(tmp_path / "instances" / "a-3" / "response.json")}]
+        {"instance_id": "a-3", "stage": "generate", "file": str(tmp_path / "instances" / "a-3" / "response.json"),
+         "infrastructure_fault": "provider_unreachable"}]
     assert [(s["stage"], s["instances"]) for s in record["funnel"]] == [
         ("selected", 3), ("answered", 2), ("patch extracted", 1), ("patch valid", 1), ("applied", None),
         ("resolved", None)]
     markdown = summary.render_markdown(record)
     missing = markdown[markdown.index("## Missing"):]
     assert "`snakemake --cores N`" in missing
-    assert f"| a-3 | generate | {tmp_path}/instances/a-3/response.json |" in missing
+    assert f"| a-3 | generate | provider_unreachable | {tmp_path}/instances/a-3/response.json |" in missing
+    assert f"| a-2 | patch |  | {tmp_path}/instances/a-2/patch.json |" in missing
     assert "| applied | no data: not evaluated (evaluation=none) nor checked (apply_check=false) | |" in markdown
     assert "| resolved | no data: not evaluated (evaluation=none) | |" in markdown
     assert "| patch valid | 1 | 33.3% |" in markdown
