@@ -22,8 +22,9 @@ import json
 import math
 import os
 import socket
+import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
@@ -124,29 +125,40 @@ def spent(ledger):
         return sum(totals(_read(ledger)))
 
 
-def reserve(ledger, instance_id, worst_usd, max_cost):
-    """Reserve a request's worst case and return the reservation's id; raise BudgetSpent when
-    it does not fit in max_cost (None: no budget) beside the spend and the open reservations."""
-    with _locked(ledger):
-        entries = _read(ledger)
-        for e in entries:
-            if e.get("state") == "open" and e["instance_id"] == instance_id:
-                # its job ended before the answer came: it may have been billed, so it stays counted
-                e.update(state="worst_case", cost_usd=e["reserved_usd"], note="its job ended before the answer came")
-        settled, reserved = totals(entries)
-        if max_cost is not None and (settled + reserved + worst_usd > max_cost or settled + reserved >= max_cost):
-            entries.append({"instance_id": instance_id, "state": "refused", "reserved_usd": worst_usd,
-                            "cost_usd": 0.0, "at": _now()})
-            _write(ledger, entries)
-            raise BudgetSpent(
-                f"the budget is spent: this request may cost up to {worst_usd:.4f} USD, and with "
-                f"{settled:.4f} USD spent and {reserved:.4f} USD reserved by requests in flight it would pass "
-                f"max_cost={max_cost:g} (ledger: {ledger}). It was not sent; finished instances are kept.")
-        request = uuid.uuid4().hex[:12]
-        entries.append({"instance_id": instance_id, "request": request, "state": "open", "reserved_usd": worst_usd,
-                        "cost_usd": None, "at": _now(), "host": socket.gethostname(), "pid": os.getpid()})
-        _write(ledger, entries)
-    return request
+def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0):
+    """Reserve a request's worst case and return the reservation's id. When it does not fit in
+    max_cost (None: no budget) beside the spend and the open reservations, but would without those
+    still in flight, wait up to wait_s (the longest a request may take) for them to settle: most
+    cost less than their worst case. Raise BudgetSpent when it does not fit."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with _locked(ledger):
+            entries = _read(ledger)
+            for e in entries:
+                if e.get("state") == "open" and e["instance_id"] == instance_id:
+                    # its job ended before the answer came: it may have been billed, so it stays counted
+                    e.update(state="worst_case", cost_usd=e["reserved_usd"], note="its job ended before the answer came")
+            settled, reserved = totals(entries)
+            if max_cost is None or (settled + reserved + worst_usd <= max_cost and settled + reserved < max_cost):
+                request = uuid.uuid4().hex[:12]
+                entries.append({"instance_id": instance_id, "request": request, "state": "open",
+                                "reserved_usd": worst_usd, "cost_usd": None, "at": _now(),
+                                "host": socket.gethostname(), "pid": os.getpid()})
+                _write(ledger, entries)
+                return request
+            # requests that may still be in flight: opened less than wait_s ago (older ones are of killed jobs)
+            live = sum(e["reserved_usd"] for e in entries if e.get("state") == "open"
+                       and datetime.now(timezone.utc) - datetime.fromisoformat(e["at"]) < timedelta(seconds=wait_s))
+            may_fit = live > 0 and settled + reserved - live + worst_usd <= max_cost
+            if not may_fit or time.monotonic() >= deadline:
+                entries.append({"instance_id": instance_id, "state": "refused", "reserved_usd": worst_usd,
+                                "cost_usd": 0.0, "at": _now()})
+                _write(ledger, entries)
+                raise BudgetSpent(
+                    f"the budget is spent: this request may cost up to {worst_usd:.4f} USD, and with "
+                    f"{settled:.4f} USD spent and {reserved:.4f} USD reserved by requests in flight it would pass "
+                    f"max_cost={max_cost:g} (ledger: {ledger}). It was not sent; finished instances are kept.")
+        time.sleep(0.5)
 
 
 def settle(ledger, request, state, cost=None, note=None):
@@ -193,8 +205,10 @@ def budget_advice(run_dir, max_cost):
                if not (Path(run_dir) / "instances" / i / "patch.json").exists()}
     if not stopped:
         return ""
+    answered = sum((Path(run_dir) / "instances" / i / "response.json").exists() for i in stopped)
     total = sum(totals(entries))
     enough = math.ceil((total + sum(stopped.values())) * 100) / 100
     return (f"The budget max_cost={max_cost:g} USD stopped the run: {len(stopped)} instance(s) were not asked "
-            f"(no request sent), {total:.4f} USD spent. To go on, run the same command with --config "
-            f"max_cost={enough:g} (enough for one request of each at its worst case); finished instances are kept. ")
+            f"({len(stopped) - answered} for an answer, {answered} for a self-repair; no request sent), {total:.4f} "
+            f"USD spent. To go on, run the same command with --config max_cost={enough:g} (enough for one request "
+            "of each at its worst case); finished instances are kept. ")

@@ -98,7 +98,9 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
     for number in range(1, settings["max_attempts"] + 1):
         # A model with no known price reserves 0: its requests stop only once the recorded spend reaches max_cost.
         worst = costs.worst_case_usd(messages, settings["max_output_tokens"], price) if price else 0.0
-        request = costs.reserve(settings["ledger"], row["instance_id"], worst, settings.get("max_cost"))
+        # A request that fits only once those in flight settle waits for them: at most as long as one may take.
+        request = costs.reserve(settings["ledger"], row["instance_id"], worst, settings.get("max_cost"),
+                                wait_s=settings["request_timeout"] + 10)
         started, clock = now(), time.monotonic()
         try:
             answer = providers.ask(provider, messages, model, settings)

@@ -108,7 +108,7 @@ class FakeModelServer:
                 if limit is not None and len(answer) // 4 > limit:  # like a model, it stops at the output limit
                     answer, stop = answer[: 4 * limit], "length"
                 usage_in, usage_out = len(text) // 4, len(answer) // 4
-                logged["billed"] = {"input_tokens": usage_in, "output_tokens": usage_out}
+                logged["billed"] = {"input_tokens": usage_in, "cached_input_tokens": 100, "output_tokens": usage_out}
                 model = body["model"]
                 if anthropic:
                     payload = {"id": "msg_1", "type": "message", "role": "assistant", "model": model,

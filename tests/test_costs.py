@@ -132,8 +132,11 @@ def test_budget_advice_counts_the_instances_the_budget_stopped(tmp_path):
             costs.reserve(ledger, instance, 0.875, 1.0)
     (run / "instances" / "done").mkdir(parents=True)
     (run / "instances" / "done" / "patch.json").write_text("{}")
+    (run / "instances" / "b").mkdir()
+    (run / "instances" / "b" / "response.json").write_text("{}")  # b was answered; its self-repair was stopped
     advice = costs.budget_advice(run, 1.0)
-    assert "The budget max_cost=1 USD stopped the run: 2 instance(s) were not asked" in advice
+    assert ("The budget max_cost=1 USD stopped the run: 2 instance(s) were not asked (1 for an answer, 1 for a "
+            "self-repair; no request sent)") in advice
     assert "0.2500 USD spent" in advice and "--config max_cost=2" in advice  # 0.25 + 2 x 0.875
     costs.settle(ledger, costs.reserve(ledger, "a", 0.5, 3.0), "settled", 0.25)
     assert "1 instance(s) were not asked" in costs.budget_advice(run, 3.0)
@@ -141,7 +144,7 @@ def test_budget_advice_counts_the_instances_the_budget_stopped(tmp_path):
 
 
 def _spend_many(ledger):
-    for _ in range(200):
+    for _ in range(100):
         costs.record_spend(ledger, "x", 0.001)
 
 
@@ -152,5 +155,30 @@ def test_ledger_is_shared_by_processes(tmp_path):
         w.start()
     for w in workers:
         w.join()
-    assert costs.spent(ledger) == pytest.approx(0.8)
-    assert len(ledger.read_text().splitlines()) == 800
+    assert costs.spent(ledger) == pytest.approx(0.4)
+    assert len(ledger.read_text().splitlines()) == 400
+
+
+def test_a_request_that_fits_once_those_in_flight_settle_waits_for_them(tmp_path):
+    import threading
+    import time
+
+    ledger = tmp_path / "spend.jsonl"
+    in_flight = costs.reserve(ledger, "a", 0.5, 1.0)
+    threading.Timer(1.0, costs.settle, args=(ledger, in_flight, "settled", 0.125)).start()
+    clock = time.monotonic()
+    waited = costs.reserve(ledger, "b", 0.75, 1.0, wait_s=30)  # 0.5 + 0.75 > 1.0 until "a" settles at 0.125
+    assert 0.9 < time.monotonic() - clock < 5
+    assert costs.spent(ledger) == 0.875
+    costs.settle(ledger, waited, "settled", 0.75)
+    # what cannot fit even when every request in flight settles at nothing is refused at once
+    costs.reserve(ledger, "c", 0.0625, 1.0)
+    clock = time.monotonic()
+    with pytest.raises(costs.BudgetSpent):
+        costs.reserve(ledger, "d", 0.25, 1.0, wait_s=30)
+    assert time.monotonic() - clock < 1
+    # and so is what waited its longest: a reservation that never settles (its job was killed)
+    clock = time.monotonic()
+    with pytest.raises(costs.BudgetSpent):
+        costs.reserve(ledger, "e", 0.125, 1.0, wait_s=1.5)
+    assert 1.4 < time.monotonic() - clock < 4
