@@ -136,3 +136,51 @@ def test_missing_key_stops_before_any_job_but_not_a_dry_run(provider, variable, 
     assert not (tmp_path / "results").exists()
     dry = snakemake(tmp_path, "-n", "--config", f"dataset={dataset}", f"provider={provider}")
     assert dry.returncode == 0
+
+
+def test_requests_of_a_killed_run_keep_counting_at_their_worst_case(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import PROJECT
+
+    rows = read_rows(LITE_TEST)[50:56]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    price = {"input": 1.0, "output": 100.0}
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(f"prices:\n  costly-model: {json.dumps(price)}\n")
+    run = tmp_path / "results" / "killed"
+    with FakeModelServer(rows, latency=6.0) as server:
+        config = ["--configfile", str(prices), *provider_config("openai", server, dataset, "model=costly-model",
+                                                                "run_id=killed", "confirm_cost=true", "max_cost=50",
+                                                                "request_timeout=30")]
+        env = {**os.environ, "SWEBENCH_EVALUATION": "none", "SWEBENCH_APPLY_CHECK": "false", **env_for("openai")}
+        killed = subprocess.Popen([sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"),
+                                   "--directory", str(tmp_path), "--cores", "12", *config], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while len(server.requests) < len(rows) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(killed.pid, signal.SIGKILL)  # every request is in flight
+        killed.wait()
+        time.sleep(6.5)  # the server answers them all the same, to no one, and bills them
+        billed = server_billed_usd(server, price)
+        ledger = run / "spend.jsonl"
+        left = costs.read_ledger(ledger)
+        assert [e["state"] for e in left] == ["open"] * len(rows)
+        assert costs.spent(ledger) == pytest.approx(sum(e["reserved_usd"] for e in left))
+        assert costs.spent(ledger) >= billed > 0
+
+        snakemake(tmp_path, "--unlock", *config, env=env_for("openai"))
+        snakemake(tmp_path, *config, env=env_for("openai"))
+        billed = server_billed_usd(server, price)
+    lines = costs.read_ledger(ledger)
+    kept = [e for e in lines if e.get("note") == "its job ended before the answer came"]
+    assert len(kept) == len(rows) and all(e["state"] == "worst_case" for e in kept)
+    assert costs.spent(ledger) >= billed
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["cost"]["other_usd"] == pytest.approx(sum(e["cost_usd"] for e in kept), abs=1e-5)
+    assert summary["cost"]["total_usd"] == pytest.approx(costs.spent(ledger), abs=1e-5)
