@@ -7,7 +7,8 @@ and cluster jobs on a shared filesystem all see one total.
 
 Before a request starts, its worst case (`worst_case_usd`) is reserved: the line is
 written with state "open", and only if the settled spend, the open reservations and this
-worst case together stay within max_cost; otherwise BudgetSpent and no request. When the
+worst case together stay within max_cost. One that would fit once the requests in flight
+settle waits for them; one that cannot fit is refused (BudgetSpent) and not sent. When the
 request ends its line is settled:
   settled     the answer came: cost_usd from the usage the provider reported
   released    the request surely was not billed (no connection, a 429 or another 4xx): 0
@@ -108,7 +109,7 @@ def _write(ledger, entries):
 
 
 def _now():
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def totals(entries):

@@ -225,5 +225,7 @@ def progress_line(record, provider, settings):
     line = f"generate {record['instance_id']}: {outcome} in {record['latency_s']:.1f} s"
     if provider in providers.ASK:
         budget = f" of max_cost {settings['max_cost']:g} USD" if settings.get("max_cost") is not None else ""
-        line += f", {record['cost_usd']:.4f} USD; run total {costs.spent(settings['ledger']):.4f} USD{budget}"
+        settled, reserved = costs.totals(costs.read_ledger(settings["ledger"]))
+        in_flight = f" (+{reserved:.4f} reserved by requests in flight)" if reserved else ""
+        line += f", {record['cost_usd']:.4f} USD; run total {settled:.4f} USD{in_flight}{budget}"
     return line
