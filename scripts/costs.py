@@ -2,19 +2,40 @@
 
 Prices come from prices.yaml beside this file, overridden or extended by the `prices`
 setting. The budget is kept in a ledger, results/<run>/spend.jsonl, one line per paid
-request, appended under a file lock so that parallel jobs, separate processes and
-cluster jobs on a shared filesystem all see one total.
+request, read and rewritten under a file lock so that parallel jobs, separate processes
+and cluster jobs on a shared filesystem all see one total.
+
+Before a request starts, its worst case (`worst_case_usd`) is reserved: the line is
+written with state "open", and only if the settled spend, the open reservations and this
+worst case together stay within max_cost. One that would fit once the requests in flight
+settle waits for them; one that cannot fit is refused (BudgetSpent) and not sent. When the
+request ends its line is settled:
+  settled     the answer came: cost_usd from the usage the provider reported
+  released    the request surely was not billed (no connection, a 429 or another 4xx): 0
+  worst_case  it may have been billed but says nothing of its usage (a timeout, a 5xx, a
+              body that does not parse, or its job ended mid-request): counted at its reservation
+An open line whose job was killed is never freed: it counts at its worst case, and the
+instance's next request marks it worst_case (an instance has one request in flight at most).
+A refused request is a line with state "refused" and cost 0, for the run's final message.
 """
 import functools
 import json
+import math
 import os
-from datetime import datetime, timezone
+import socket
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
 from filelock import FileLock
 
 PRICE_TABLE = Path(__file__).parent / "prices.yaml"
+# The chat format adds a few tokens per message (role, separators) and per request (the reply's
+# priming): a few for OpenAI's and Anthropic's formats, bounded here with room to spare.
+TOKENS_PER_MESSAGE = 16
+TOKENS_PER_REQUEST = 64
 
 
 class BudgetSpent(Exception):
@@ -52,38 +73,143 @@ def cost_usd(usage, price):
     return round(total / 1_000_000, 8)
 
 
+def worst_case_usd(messages, max_output_tokens, price):
+    """The most a provider can bill for one request: every UTF-8 byte of the messages as an input
+    token (a byte-level BPE tokenizer never makes more tokens than bytes; the local count may be
+    lower than the provider's), plus the chat format's framing, at the dearest input price (a cache
+    write costs more than plain input), plus the whole output limit at the output price."""
+    text_bytes = sum(len(str(m["content"]).encode("utf-8")) for m in messages)
+    tokens_in = text_bytes + TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_REQUEST
+    input_price = max(price["input"], price.get("cache_write", price["input"]))
+    # rounded up to a millionth of a USD, so that rounding never makes the bound smaller than the cost
+    return math.ceil(tokens_in * input_price + max_output_tokens * price["output"]) / 1_000_000
+
+
 def _locked(ledger):
     Path(ledger).parent.mkdir(parents=True, exist_ok=True)
     return FileLock(f"{ledger}.lock")
 
 
-def spent(ledger):
+def _read(ledger):
     path = Path(ledger)
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _write(ledger, entries):
+    """Rewrite the ledger whole: a temporary file renamed over it, so a reader never sees half of it."""
+    tmp = Path(f"{ledger}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(e) + "\n" for e in entries)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, ledger)
+
+
+def _now():
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def totals(entries):
+    """(settled USD, open reservations USD) of ledger entries. Lines without a state (ledgers
+    written before reservations) are settled spend."""
+    settled = sum(e.get("cost_usd") or 0.0 for e in entries if e.get("state") != "open")
+    reserved = sum(e["reserved_usd"] for e in entries if e.get("state") == "open")
+    return settled, reserved
+
+
+def spent(ledger):
+    """What the run has spent or may have spent: settled spend plus open reservations at their worst case."""
     with _locked(ledger):
-        if not path.exists():
-            return 0.0
-        with open(path, encoding="utf-8") as f:
-            return sum(json.loads(line)["cost_usd"] for line in f if line.strip())
+        return sum(totals(_read(ledger)))
 
 
-def check_budget(ledger, max_cost):
-    """Raise BudgetSpent when the recorded spend has reached max_cost (None: no budget)."""
-    if max_cost is None:
-        return
-    total = spent(ledger)
-    if total >= max_cost:
-        raise BudgetSpent(
-            f"the budget is spent: {total:.4f} USD recorded in {ledger} has reached max_cost={max_cost}. "
-            "No new request was started and finished instances are kept; to go on, raise it "
-            f"(--config max_cost={max(max_cost * 2, total + 1):g}) and run again."
-        )
+def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0):
+    """Reserve a request's worst case and return the reservation's id. When it does not fit in
+    max_cost (None: no budget) beside the spend and the open reservations, but would without those
+    still in flight, wait up to wait_s (the longest a request may take) for them to settle: most
+    cost less than their worst case. Raise BudgetSpent when it does not fit."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with _locked(ledger):
+            entries = _read(ledger)
+            for e in entries:
+                if e.get("state") == "open" and e["instance_id"] == instance_id:
+                    # its job ended before the answer came: it may have been billed, so it stays counted
+                    e.update(state="worst_case", cost_usd=e["reserved_usd"], note="its job ended before the answer came")
+            settled, reserved = totals(entries)
+            if max_cost is None or (settled + reserved + worst_usd <= max_cost and settled + reserved < max_cost):
+                request = uuid.uuid4().hex[:12]
+                entries.append({"instance_id": instance_id, "request": request, "state": "open",
+                                "reserved_usd": worst_usd, "cost_usd": None, "at": _now(),
+                                "host": socket.gethostname(), "pid": os.getpid()})
+                _write(ledger, entries)
+                return request
+            # requests that may still be in flight: opened less than wait_s ago (older ones are of killed jobs)
+            live = sum(e["reserved_usd"] for e in entries if e.get("state") == "open"
+                       and datetime.now(timezone.utc) - datetime.fromisoformat(e["at"]) < timedelta(seconds=wait_s))
+            may_fit = live > 0 and settled + reserved - live + worst_usd <= max_cost
+            if not may_fit or time.monotonic() >= deadline:
+                entries.append({"instance_id": instance_id, "state": "refused", "reserved_usd": worst_usd,
+                                "cost_usd": 0.0, "at": _now()})
+                _write(ledger, entries)
+                raise BudgetSpent(
+                    f"the budget is spent: this request may cost up to {worst_usd:.4f} USD, and with "
+                    f"{settled:.4f} USD spent and {reserved:.4f} USD reserved by requests in flight it would pass "
+                    f"max_cost={max_cost:g} (ledger: {ledger}). It was not sent; finished instances are kept.")
+        time.sleep(0.5)
+
+
+def settle(ledger, request, state, cost=None, note=None):
+    """End a reservation: settled at cost, released (0), or worst_case (its reservation)."""
+    with _locked(ledger):
+        entries = _read(ledger)
+        entry = next(e for e in entries if e.get("request") == request)
+        entry["cost_usd"] = {"settled": cost, "released": 0.0, "worst_case": entry["reserved_usd"]}[state]
+        entry["state"] = state
+        entry.pop("note", None)
+        if note:
+            entry["note"] = note
+        entry["settled_at"] = _now()
+        _write(ledger, entries)
+    return entry["cost_usd"]
 
 
 def record_spend(ledger, instance_id, cost):
-    line = json.dumps({"instance_id": instance_id, "cost_usd": cost,
-                       "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    """A settled line for spend that had no reservation (a request of unknown worst case)."""
     with _locked(ledger):
-        with open(ledger, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        entries = _read(ledger)
+        entries.append({"instance_id": instance_id, "state": "settled", "cost_usd": cost, "at": _now()})
+        _write(ledger, entries)
+
+
+def read_ledger(ledger):
+    with _locked(ledger):
+        return _read(ledger)
+
+
+def refused_instances(entries):
+    """{instance_id: worst case USD} of the instances whose last request was refused by the budget."""
+    last = {e["instance_id"]: e for e in entries}
+    return {i: e["reserved_usd"] for i, e in last.items() if e.get("state") == "refused"}
+
+
+def budget_advice(run_dir, max_cost):
+    """The final message's part on the budget, when it stopped instances of the run; '' if not."""
+    ledger = Path(run_dir) / "spend.jsonl"
+    if max_cost is None or not ledger.exists():
+        return ""
+    entries = read_ledger(ledger)
+    stopped = {i: usd for i, usd in refused_instances(entries).items()
+               if not (Path(run_dir) / "instances" / i / "patch.json").exists()}
+    if not stopped:
+        return ""
+    answered = sum((Path(run_dir) / "instances" / i / "response.json").exists() for i in stopped)
+    total = sum(totals(entries))
+    enough = math.ceil((total + sum(stopped.values())) * 100) / 100
+    return (f"The budget max_cost={max_cost:g} USD stopped the run: {len(stopped)} instance(s) were not asked "
+            f"({len(stopped) - answered} for an answer, {answered} for a self-repair; no request sent), {total:.4f} "
+            f"USD spent. To go on, run the same command with --config max_cost={enough:g} (enough for one request "
+            "of each at its worst case); finished instances are kept. ")

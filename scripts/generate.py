@@ -74,40 +74,65 @@ def attempt_record(started, clock, error=None, status=None, wait=0.0):
             "status": status, "wait_s": round(wait, 3)}
 
 
+def settle_failed(ledger, request, error):
+    """Settle the reservation of a request that brought no answer; the USD it counts. Released when
+    it surely was not billed: never sent, or refused by the server before any work (429, 4xx).
+    A timeout, a 5xx or a body that does not parse may have been billed: its worst case stays."""
+    status = getattr(error, "status", None)
+    unbilled = (isinstance(error, providers.Transient) and (not error.sent or (status is not None and status < 500))
+                or isinstance(error, (providers.ContextTooLong, providers.Rejected)))
+    return costs.settle(ledger, request, "released" if unbilled else "worst_case",
+                        note=None if unbilled else f"no usage known: {type(error).__name__}")
+
+
 def ask_with_retries(prompt, row, provider, model, settings, context=None, template=None, log=print):
-    """(Answer, attempts, dropped context files) from an API provider."""
+    """(Answer, attempts, dropped context files, USD of all its attempts) from an API provider. Each
+    attempt reserves its worst case in the run's ledger first (BudgetSpent if it does not fit) and
+    settles it when it ends."""
     messages, attempts, dropped = prompt["messages"], [], []
     last_error = None
     if context:  # start from the files the prompt holds: the prompt stage may have left some out
         left_out = set(prompt.get("dropped_files") or [])
         context = dict(context, files=[f for f in context["files"] if f["path"] not in left_out])
+    price, spent = costs.price_for(model, settings["prices"]), 0.0
     for number in range(1, settings["max_attempts"] + 1):
-        costs.check_budget(settings["ledger"], settings.get("max_cost"))
+        # A model with no known price reserves 0: its requests stop only once the recorded spend reaches max_cost.
+        worst = costs.worst_case_usd(messages, settings["max_output_tokens"], price) if price else 0.0
+        # A request that fits only once those in flight settle waits for them: at most as long as one may take.
+        request = costs.reserve(settings["ledger"], row["instance_id"], worst, settings.get("max_cost"),
+                                wait_s=settings["request_timeout"] + 10)
         started, clock = now(), time.monotonic()
         try:
             answer = providers.ask(provider, messages, model, settings)
-        except providers.Transient as error:
-            last_error = redact(str(error), settings)
-            wait = error.retry_after if error.retry_after is not None else backoff_seconds(number, settings)
-            attempts.append(attempt_record(started, clock, last_error, error.status, wait))
-            log(f"attempt {number}: {last_error}; waiting {wait:.1f} s")
-            if number < settings["max_attempts"]:
-                time.sleep(wait)
-            continue
-        except providers.ContextTooLong as error:
-            last_error = redact(str(error), settings)
-            attempts.append(attempt_record(started, clock, last_error, 400))
-            if not (context and context["files"] and template):
-                raise PermanentFailure("context_too_long", f"the prompt does not fit the model even "
-                                       f"without code context ({last_error})")
-            dropped.append(context["files"][-1]["path"])
-            context, messages = without_last_file(context, template)
-            log(f"attempt {number}: {last_error}; dropping {dropped[-1]} from the context")
-            continue
-        except providers.Rejected as error:
-            raise GenerationFailed(f"{provider} rejected the request: {redact(str(error), settings)}") from None
+        except Exception as error:
+            spent += settle_failed(settings["ledger"], request, error)
+            if isinstance(error, providers.Transient):
+                last_error = redact(str(error), settings)
+                wait = error.retry_after if error.retry_after is not None else backoff_seconds(number, settings)
+                attempts.append(attempt_record(started, clock, last_error, error.status, wait))
+                log(f"attempt {number}: {last_error}; waiting {wait:.1f} s")
+                if number < settings["max_attempts"]:
+                    time.sleep(wait)
+                continue
+            if isinstance(error, providers.ContextTooLong):
+                last_error = redact(str(error), settings)
+                attempts.append(attempt_record(started, clock, last_error, 400))
+                if not (context and context["files"] and template):
+                    raise PermanentFailure("context_too_long", f"the prompt does not fit the model even "
+                                           f"without code context ({last_error})")
+                dropped.append(context["files"][-1]["path"])
+                context, messages = without_last_file(context, template)
+                log(f"attempt {number}: {last_error}; dropping {dropped[-1]} from the context")
+                continue
+            if isinstance(error, providers.Rejected):
+                raise GenerationFailed(f"{provider} rejected the request: {redact(str(error), settings)}") from None
+            raise
+        cost = costs.cost_usd(answer.usage, price) if price else 0.0
+        if cost > worst:
+            log(f"warning: the answer cost {cost:.6f} USD, more than its reservation of {worst:.6f} USD")
+        spent += costs.settle(settings["ledger"], request, "settled", cost)
         attempts.append(attempt_record(started, clock, status=200))
-        return answer, attempts, dropped
+        return answer, attempts, dropped, round(spent, 8)
     if attempts and attempts[-1]["status"] == 400:
         raise PermanentFailure("context_too_long", f"still too long after dropping {len(dropped)} file(s): {last_error}")
     raise GenerationFailed(f"no answer after {len(attempts)} attempt(s); last error: {last_error}")
@@ -121,13 +146,11 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
         if provider in LOCAL_PROVIDERS:
             answer = LOCAL_PROVIDERS[provider](prompt, row, settings)
         else:
-            answer, attempts, dropped = ask_with_retries(prompt, row, provider, model, settings, context, template, log)
+            answer, attempts, dropped, cost = ask_with_retries(prompt, row, provider, model, settings, context,
+                                                               template, log)
             price = costs.price_for(model, settings["prices"])
             if price is None:
                 log(f"warning: no price known for model {model}; its cost counts as 0 (add it with the prices setting)")
-            else:
-                cost = costs.cost_usd(answer.usage, price)
-            costs.record_spend(settings["ledger"], row["instance_id"], cost)
         status, reason, detail = "ok", None, None
         if answer.stop_reason in ("refusal", "content_filter"):
             status, reason, detail = "failed", "refused", f"the model stopped with {answer.raw_stop_reason}"
@@ -220,5 +243,7 @@ def progress_line(record, provider, settings):
     line = f"generate {record['instance_id']}: {outcome} in {record['latency_s']:.1f} s"
     if provider in providers.ASK:
         budget = f" of max_cost {settings['max_cost']:g} USD" if settings.get("max_cost") is not None else ""
-        line += f", {record['cost_usd']:.4f} USD; run total {costs.spent(settings['ledger']):.4f} USD{budget}"
+        settled, reserved = costs.totals(costs.read_ledger(settings["ledger"]))
+        in_flight = f" (+{reserved:.4f} reserved by requests in flight)" if reserved else ""
+        line += f", {record['cost_usd']:.4f} USD; run total {settled:.4f} USD{in_flight}{budget}"
     return line

@@ -26,10 +26,20 @@ class Answer:
 
 
 class Transient(Exception):
-    def __init__(self, message, retry_after=None, status=None):
+    def __init__(self, message, retry_after=None, status=None, sent=True):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
+        self.sent = sent  # False: no connection was made, so the request surely was not billed
+
+
+def never_connected(error):
+    """Whether the client's error comes from a connection that was never made (refused, or timed out connecting)."""
+    while error is not None:
+        if isinstance(error, ConnectionRefusedError) or type(error).__name__ in ("ConnectError", "ConnectTimeout"):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 class ContextTooLong(Exception):
@@ -88,7 +98,7 @@ def retry_after_seconds(headers):
 def classify(error, library):
     """Turn a client library's exception into Transient, ContextTooLong or Rejected."""
     if isinstance(error, (library.APITimeoutError, library.APIConnectionError)):
-        return Transient(f"{type(error).__name__}: {error}")
+        return Transient(f"{type(error).__name__}: {error}", sent=not never_connected(error))
     if isinstance(error, library.APIStatusError):
         status, message = error.status_code, f"{type(error).__name__} {error.status_code}: {error.message}"
         if status in (408, 409, 429) or status >= 500:

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from scripts import costs
 from scripts.common import read_json, read_jsonl
 from scripts.predictions import not_diffs
 
@@ -113,6 +114,7 @@ def run_status(run_dir):
         by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
         lines.append(f"{stage:<10}{outcomes['done']:>7}{outcomes['failed']:>8}{outcomes['to do']:>7}"
                      + (f"   failed: {by_reason}" if by_reason else ""))
+    lines += spend_lines(run_dir, ids)
     run_files = ["predictions.jsonl", "evaluation.json", "summary.md", "figures"]
     lines += ["", "run files: " + ", ".join(f"{name} {'yes' if (run_dir / name).exists() else 'no'}"
                                             for name in run_files)]
@@ -150,6 +152,34 @@ def run_status(run_dir):
         lines += ["", f"Still to do ({len(to_do)}), each at its first stage without its file; run the same command "
                   "again to make them (`snakemake --cores N`, with the same --config):"] + aligned(to_do)
     return "\n".join(lines) + "\n"
+
+
+def spend_lines(run_dir, ids):
+    """The run's spend from its ledger, split as the answers, the self-repairs and the rest; [] without a ledger."""
+    ledger = Path(run_dir) / "spend.jsonl"
+    if not ledger.is_file():
+        return []
+    entries = costs.read_ledger(ledger)
+    total = sum(costs.totals(entries))
+    answers = repairs = 0.0
+    for instance_id in ids:
+        folder = Path(run_dir) / "instances" / instance_id
+        if (folder / "response.json").is_file():
+            answers += read_record(folder / "response.json").get("cost_usd") or 0.0
+        if (folder / "patch.json").is_file():
+            repairs += sum(a.get("cost_usd") or 0.0 for a in read_record(folder / "patch.json").get("repair_attempts") or [])
+    paid = [e for e in entries if e.get("state") != "refused"]
+    lines = ["", f"spend: {total:.4f} USD in {len(paid)} requests ({ledger}): answers {answers:.4f}, self-repair "
+                 f"{repairs:.4f}, requests of jobs that wrote nothing {max(0.0, total - answers - repairs):.4f}"]
+    unknown = [e for e in paid if e.get("state") in ("worst_case", "open")]
+    if unknown:
+        lines.append(f"  {len(unknown)} of them count at their worst case ({sum(e['reserved_usd'] for e in unknown):.4f} "
+                     "USD): no usage came back (a timeout, a 5xx) or the job ended mid-request")
+    stopped = [i for i in costs.refused_instances(entries) if not (Path(run_dir) / "instances" / i / "patch.json").is_file()]
+    if stopped:
+        lines.append(f"  {len(stopped)} instances not asked: the budget max_cost was reached; to go on, run again "
+                     "with a higher --config max_cost")
+    return lines
 
 
 def set_aside_failures(run_dir, instance_ids, stamp=None):

@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+from scripts import costs
 from scripts.common import read_json, read_jsonl, write_json_atomic, write_text_atomic
 from scripts.predictions import not_diffs
 from scripts.status import infrastructure_fault
@@ -119,6 +120,12 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
     resolved = Counter(row["repo"] for row in rows if row["instance_id"] in resolved_ids)
     with_patch = Counter(row["repo"] for row in rows if patch_by_id.get(row["instance_id"]))
     latencies = [r["latency_s"] for r in responses]
+    repair_usd = {i: sum(a.get("cost_usd") or 0.0 for a in r["patch"].get("repair_attempts") or [])
+                  for i, r in records.items() if "patch" in r}
+    answers_usd, repairs_usd = sum(r["cost_usd"] for r in responses), sum(repair_usd.values(), 0.0)
+    ledger = Path(run_dir) / "spend.jsonl"
+    # the ledger holds every paid request, those of jobs that wrote nothing too
+    total_usd = sum(costs.totals(costs.read_ledger(ledger))) if ledger.is_file() else answers_usd + repairs_usd
     return {
         **run_info,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -139,8 +146,11 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
                             "not_a_diff": len(not_diff)},
         },
         "cost": {
-            "total_usd": round(sum(r["cost_usd"] for r in responses), 6),
-            "mean_usd": round(sum(r["cost_usd"] for r in responses) / len(responses), 6) if responses else 0.0,
+            "total_usd": round(total_usd, 6),
+            "answers_usd": round(answers_usd, 6),
+            "repairs_usd": round(repairs_usd, 6),
+            "other_usd": round(max(0.0, total_usd - answers_usd - repairs_usd), 6),
+            "mean_usd": round((answers_usd + repairs_usd) / len(responses), 6) if responses else 0.0,
             "input_tokens": sum(r["usage"]["input_tokens"] for r in responses),
             "cached_input_tokens": sum(r["usage"].get("cached_input_tokens", 0) for r in responses),
             "output_tokens": sum(r["usage"]["output_tokens"] for r in responses),
@@ -149,7 +159,7 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
         if latencies else None,
         "per_instance": [
             {"instance_id": r["instance_id"], "status": r["status"], "stop_reason": r.get("stop_reason"),
-             "cost_usd": r["cost_usd"], "input_tokens": r["usage"]["input_tokens"],
+             "cost_usd": round(r["cost_usd"] + repair_usd.get(r["instance_id"], 0.0), 8), "input_tokens": r["usage"]["input_tokens"],
              "output_tokens": r["usage"]["output_tokens"], "latency_s": r["latency_s"],
              "attempts": len(r.get("attempts") or [])}
             for r in sorted(responses, key=lambda r: r["instance_id"])
@@ -192,7 +202,9 @@ def render_markdown(summary):
         f"- selected: {counts['selected']}, predictions: {counts['predictions']['total']} "
         f"({counts['predictions']['non_empty']} with a patch"
         + (f", {counts['predictions']['not_a_diff']} not a diff)" if counts["predictions"]["not_a_diff"] else ")"),
-        f"- cost: {summary['cost']['total_usd']:.4f} USD ({summary['cost']['mean_usd']:.4f} per instance), tokens in/out: "
+        f"- cost: {summary['cost']['total_usd']:.4f} USD: answers {summary['cost']['answers_usd']:.4f}, self-repair "
+        f"{summary['cost']['repairs_usd']:.4f}, requests of jobs that wrote nothing {summary['cost']['other_usd']:.4f} "
+        f"({summary['cost']['mean_usd']:.4f} per answered instance); tokens in/out of the answers: "
         f"{summary['cost']['input_tokens']}/{summary['cost']['output_tokens']}",
     ]
     if summary.get("resolution"):

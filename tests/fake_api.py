@@ -65,9 +65,11 @@ class FakeModelServer:
                                 for m in body["messages"]) + str(body.get("system", ""))
                 row = server.instance_for(text)
                 instance_id = row["instance_id"] if row else None
+                # "billed": the tokens this server charges for the request, set when it answers
+                logged = {"path": self.path, "body": body, "instance_id": instance_id, "billed": None,
+                          "headers": {k.lower(): v for k, v in self.headers.items()}, "at": time.monotonic()}
                 with server.lock:
-                    server.requests.append({"path": self.path, "body": body, "instance_id": instance_id,
-                                            "headers": {k.lower(): v for k, v in self.headers.items()}, "at": time.monotonic()})
+                    server.requests.append(logged)
                 if server.latency:
                     time.sleep(server.latency)
                 fault = server.next_fault(instance_id)
@@ -102,7 +104,11 @@ class FakeModelServer:
                     answer = answer[: len(answer) // 2]
                 if fault in ("empty", "refusal"):
                     answer = ""
+                limit = body.get("max_tokens") or body.get("max_completion_tokens")
+                if limit is not None and len(answer) // 4 > limit:  # like a model, it stops at the output limit
+                    answer, stop = answer[: 4 * limit], "length"
                 usage_in, usage_out = len(text) // 4, len(answer) // 4
+                logged["billed"] = {"input_tokens": usage_in, "cached_input_tokens": 100, "output_tokens": usage_out}
                 model = body["model"]
                 if anthropic:
                     payload = {"id": "msg_1", "type": "message", "role": "assistant", "model": model,

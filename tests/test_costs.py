@@ -1,3 +1,4 @@
+import json
 import multiprocessing
 
 import pytest
@@ -29,21 +30,121 @@ def test_cost_arithmetic():
     assert costs.cost_usd({"input_tokens": 1000, "output_tokens": 0}, {"input": 2.0, "output": 8.0}) == 0.002
 
 
-def test_budget(tmp_path):
+def test_worst_case_bounds_the_real_tokens_of_real_prompts():
+    from conftest import LITE_TEST, read_rows
+    from scripts import context, prompt
+    from scripts.tokens import count_tokens
+
+    price = {"input": 3.0, "cache_write": 3.75, "output": 15.0}
+    for row in read_rows(LITE_TEST)[:5]:
+        messages = prompt.build_prompt(context.build_context(row, "none"),
+                                       prompt.load_template(prompt.DEFAULT_TEMPLATE))["messages"]
+        tokens = sum(count_tokens(m["content"]) for m in messages)
+        nbytes = sum(len(m["content"].encode()) for m in messages)
+        worst = costs.worst_case_usd(messages, 1000, price)
+        # every byte and the framing at the cache-write price, the whole output limit at the output price
+        assert worst == pytest.approx((nbytes + 16 * len(messages) + 64) * 3.75e-6 + 1000 * 15e-6, abs=1e-6)
+        assert worst >= costs.cost_usd({"input_tokens": tokens, "cache_write_tokens": tokens,
+                                        "output_tokens": 1000}, price)
+    # non-ASCII text takes more bytes than characters: the bound follows the bytes
+    assert costs.worst_case_usd([{"content": "é" * 1000}], 0, {"input": 1.0, "output": 1.0}) >= 2000e-6
+
+
+def entries(ledger):
+    return [json.loads(line) for line in ledger.read_text().splitlines()]
+
+
+def test_reserve_settle_refuse(tmp_path):
     ledger = tmp_path / "run" / "spend.jsonl"
-    costs.check_budget(ledger, None)
-    costs.check_budget(ledger, 1.0)  # nothing spent yet
-    costs.record_spend(ledger, "a", 0.4)
-    costs.record_spend(ledger, "b", 0.6)
-    assert costs.spent(ledger) == pytest.approx(1.0)
+    first = costs.reserve(ledger, "a", 0.5, 1.0)
+    second = costs.reserve(ledger, "b", 0.25, 1.0)
+    assert costs.spent(ledger) == 0.75  # open reservations count at their worst case
     with pytest.raises(costs.BudgetSpent) as error:
-        costs.check_budget(ledger, 1.0)
-    assert "max_cost=1.0" in str(error.value) and "--config max_cost=" in str(error.value)
-    costs.check_budget(ledger, 1.5)
+        costs.reserve(ledger, "c", 0.375, 1.0)
+    assert "may cost up to 0.3750 USD" in str(error.value) and "max_cost=1" in str(error.value)
+    assert entries(ledger)[-1] == {"instance_id": "c", "state": "refused", "reserved_usd": 0.375, "cost_usd": 0.0,
+                                   "at": entries(ledger)[-1]["at"]}
+    assert costs.settle(ledger, first, "settled", 0.125) == 0.125
+    third = costs.reserve(ledger, "c", 0.375, 1.0)  # it fits now: 0.125 + 0.25 + 0.375
+    assert costs.settle(ledger, second, "released") == 0.0
+    assert costs.settle(ledger, third, "worst_case", note="no usage known: APITimeoutError") == 0.375
+    assert costs.spent(ledger) == 0.5
+    states = [(e["instance_id"], e["state"], e["cost_usd"]) for e in entries(ledger)]
+    assert states == [("a", "settled", 0.125), ("b", "released", 0.0), ("c", "refused", 0.0),
+                      ("c", "worst_case", 0.375)]
+    costs.reserve(ledger, "d", 0.0, None)  # no budget: nothing is refused
+    with pytest.raises(costs.BudgetSpent):
+        costs.reserve(ledger, "e", 0.0, 0.5)  # a spent budget starts nothing, even of unknown price
+
+
+def test_a_killed_request_keeps_counting_at_its_worst_case(tmp_path):
+    ledger = tmp_path / "spend.jsonl"
+    costs.record_spend(ledger, "old", 0.25)
+    ledger.write_text(ledger.read_text() + json.dumps({"instance_id": "older", "cost_usd": 0.125}) + "\n")
+    costs.reserve(ledger, "a", 0.5, 1.0)  # its job is killed: never settled
+    assert costs.spent(ledger) == 0.875
+    with pytest.raises(costs.BudgetSpent):
+        costs.reserve(ledger, "b", 0.25, 1.0)
+    request = costs.reserve(ledger, "a", 0.125, 1.0)  # the rerun of the same instance
+    killed = [e for e in entries(ledger) if e["instance_id"] == "a"][0]
+    assert (killed["state"], killed["cost_usd"]) == ("worst_case", 0.5)
+    assert "ended before the answer came" in killed["note"]
+    costs.settle(ledger, request, "settled", 0.0625)
+    assert costs.spent(ledger) == 0.9375
+
+
+def _reserve_until_refused(ledger, results):
+    import time
+
+    granted = 0
+    while True:
+        try:
+            request = costs.reserve(ledger, "p", 0.125, 1.0)
+        except costs.BudgetSpent:
+            break
+        granted += 1
+        time.sleep(0.01)  # in flight while the other processes reserve
+        costs.settle(ledger, request, "settled", 0.125)
+    results.put(granted)
+
+
+def test_processes_never_reserve_past_the_budget(tmp_path):
+    ledger = tmp_path / "spend.jsonl"
+    results = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=_reserve_until_refused, args=(ledger, results)) for _ in range(6)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert sum(results.get() for _ in workers) == 8  # 8 x 0.125 = 1.0, whichever process got them
+    assert costs.spent(ledger) == 1.0
+    assert [e["state"] for e in entries(ledger)].count("settled") == 8
+    assert [e["state"] for e in entries(ledger)].count("refused") == 6
+
+
+def test_budget_advice_counts_the_instances_the_budget_stopped(tmp_path):
+    run = tmp_path / "run"
+    ledger = run / "spend.jsonl"
+    assert costs.budget_advice(run, 1.0) == ""
+    costs.settle(ledger, costs.reserve(ledger, "done", 0.5, 1.0), "settled", 0.25)
+    for instance in ("a", "b", "done"):
+        with pytest.raises(costs.BudgetSpent):
+            costs.reserve(ledger, instance, 0.875, 1.0)
+    (run / "instances" / "done").mkdir(parents=True)
+    (run / "instances" / "done" / "patch.json").write_text("{}")
+    (run / "instances" / "b").mkdir()
+    (run / "instances" / "b" / "response.json").write_text("{}")  # b was answered; its self-repair was stopped
+    advice = costs.budget_advice(run, 1.0)
+    assert ("The budget max_cost=1 USD stopped the run: 2 instance(s) were not asked (1 for an answer, 1 for a "
+            "self-repair; no request sent)") in advice
+    assert "0.2500 USD spent" in advice and "--config max_cost=2" in advice  # 0.25 + 2 x 0.875
+    costs.settle(ledger, costs.reserve(ledger, "a", 0.5, 3.0), "settled", 0.25)
+    assert "1 instance(s) were not asked" in costs.budget_advice(run, 3.0)
+    assert costs.budget_advice(run, None) == ""
 
 
 def _spend_many(ledger):
-    for _ in range(200):
+    for _ in range(100):
         costs.record_spend(ledger, "x", 0.001)
 
 
@@ -54,5 +155,30 @@ def test_ledger_is_shared_by_processes(tmp_path):
         w.start()
     for w in workers:
         w.join()
-    assert costs.spent(ledger) == pytest.approx(0.8)
-    assert len(ledger.read_text().splitlines()) == 800
+    assert costs.spent(ledger) == pytest.approx(0.4)
+    assert len(ledger.read_text().splitlines()) == 400
+
+
+def test_a_request_that_fits_once_those_in_flight_settle_waits_for_them(tmp_path):
+    import threading
+    import time
+
+    ledger = tmp_path / "spend.jsonl"
+    in_flight = costs.reserve(ledger, "a", 0.5, 1.0)
+    threading.Timer(1.0, costs.settle, args=(ledger, in_flight, "settled", 0.125)).start()
+    clock = time.monotonic()
+    waited = costs.reserve(ledger, "b", 0.75, 1.0, wait_s=30)  # 0.5 + 0.75 > 1.0 until "a" settles at 0.125
+    assert 0.9 < time.monotonic() - clock < 5
+    assert costs.spent(ledger) == 0.875
+    costs.settle(ledger, waited, "settled", 0.75)
+    # what cannot fit even when every request in flight settles at nothing is refused at once
+    costs.reserve(ledger, "c", 0.0625, 1.0)
+    clock = time.monotonic()
+    with pytest.raises(costs.BudgetSpent):
+        costs.reserve(ledger, "d", 0.25, 1.0, wait_s=30)
+    assert time.monotonic() - clock < 1
+    # and so is what waited its longest: a reservation that never settles (its job was killed)
+    clock = time.monotonic()
+    with pytest.raises(costs.BudgetSpent):
+        costs.reserve(ledger, "e", 0.125, 1.0, wait_s=1.5)
+    assert 1.2 < time.monotonic() - clock < 4

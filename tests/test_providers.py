@@ -83,6 +83,25 @@ def test_retries_then_success_records_every_attempt(provider, server, tmp_path):
     assert "429" in errors[0] and "malformed" in errors[2]
     assert [a["status"] for a in record["attempts"]] == [429, 500 if provider == "openai" else 529, None, 200]
     assert len(logged) == 3
+    # each attempt reserved and settled: a 429 was not billed; a 5xx or a body that does not parse may have
+    # been, so it counts at its worst case; the answer at its usage. The record's cost is all of them.
+    lines = costs.read_ledger(tmp_path / "spend.jsonl")
+    assert [e["state"] for e in lines] == ["released", "worst_case", "worst_case", "settled"]
+    assert lines[1]["cost_usd"] == lines[1]["reserved_usd"] > lines[3]["cost_usd"] > 0
+    price = costs.load_prices()[MODELS[provider]]
+    assert lines[3]["cost_usd"] == costs.cost_usd(record["usage"], price) < lines[3]["reserved_usd"]
+    assert record["cost_usd"] == pytest.approx(sum(e["cost_usd"] for e in lines)) == costs.spent(tmp_path / "spend.jsonl")
+
+
+def test_a_request_that_never_connects_is_released(server, tmp_path):
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(generate.GenerationFailed, match="APIConnectionError"):
+        ask("openai", server, tmp_path, base_url=f"http://127.0.0.1:{port}/v1", max_attempts=2)
+    assert [(e["state"], e["cost_usd"]) for e in costs.read_ledger(tmp_path / "spend.jsonl")] == [("released", 0.0)] * 2
 
 
 def test_retry_after_is_honoured(server, tmp_path):
@@ -100,6 +119,8 @@ def test_timeout_is_retried(server, tmp_path):
     record, _ = ask("openai", server, tmp_path, request_timeout=0.5)
     assert "APITimeoutError" in record["attempts"][0]["error"]
     assert record["status"] == "ok" and len(record["attempts"]) == 2
+    timed_out, answered = costs.read_ledger(tmp_path / "spend.jsonl")
+    assert timed_out["state"] == "worst_case" and timed_out["note"] == "no usage known: Transient"
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
@@ -162,13 +183,18 @@ def test_rejected_request_names_no_key(provider, server, tmp_path):
     assert len(server.requests) == 1  # no retry: it cannot help
 
 
-def test_budget_stops_new_requests(server, tmp_path):
-    costs.record_spend(tmp_path / "spend.jsonl", "earlier", 0.5)
-    with pytest.raises(costs.BudgetSpent, match="max_cost=0.5"):
-        ask("openai", server, tmp_path, max_cost=0.5)
+def test_budget_stops_a_request_whose_worst_case_does_not_fit(server, tmp_path):
+    ledger = tmp_path / "spend.jsonl"
+    costs.record_spend(ledger, "earlier", 0.5)
+    # gpt-4o: 2.5 USD per million in, 10 out; 2048 output tokens are 0.02048 USD at the most
+    with pytest.raises(costs.BudgetSpent, match="max_cost=0.52"):
+        ask("openai", server, tmp_path, max_cost=0.52)
     assert server.requests == []
+    refused = costs.read_ledger(ledger)[-1]
+    assert refused["state"] == "refused" and 0.02048 < refused["reserved_usd"] < 0.05
     record, _ = ask("openai", server, tmp_path, max_cost=0.6)
     assert record["status"] == "ok"
+    assert costs.spent(ledger) == pytest.approx(0.5 + record["cost_usd"])
 
 
 def test_unknown_model_costs_nothing_with_a_warning(server, tmp_path):

@@ -206,3 +206,34 @@ def test_set_aside_failures_renames_the_file_that_must_change(tmp_path):
     assert (tmp_path / "instances/crashed/report.failed-T1.json").is_file()
     assert (tmp_path / "instances/no-diff/patch.json").is_file()  # remade from the new answer
     assert (tmp_path / "instances/fine/report.json").is_file()
+
+
+def test_status_gives_the_spend_of_the_ledger_with_self_repair_and_what_the_budget_stopped(tmp_path, capsys):
+    from scripts import costs
+
+    run = tmp_path / "results" / "budget"
+    (run).mkdir(parents=True)
+    (run / "instances.index.json").write_text(json.dumps({"o__r-1": [0, 10], "o__r-2": [10, 10], "o__r-3": [20, 10]}))
+    repaired = dict(patch("o__r-1"), answer="repair-1",
+                    repair_attempts=[{"number": 1, "prompt": "repair-1.prompt.json", "response": "repair-1.response.json",
+                                      "status": "valid", "reason": None, "problems": [], "applies": True,
+                                      "syntax_errors": [], "cost_usd": 0.25}])
+    write_record(run, "o__r-1", "response.json", dict(response("o__r-1"), cost_usd=0.5), "response")
+    write_record(run, "o__r-1", "patch.json", repaired, "patch")
+    ledger = run / "spend.jsonl"
+    for usd in (0.5, 0.25):
+        costs.settle(ledger, costs.reserve(ledger, "o__r-1", usd, 2.0), "settled", usd)
+    costs.settle(ledger, costs.reserve(ledger, "o__r-2", 0.125, 2.0), "worst_case")  # it timed out
+    costs.reserve(ledger, "o__r-2", 0.5, 2.0)  # its job was then killed mid-request
+    for instance in ("o__r-2", "o__r-3"):
+        try:
+            costs.reserve(ledger, instance, 1.0, 2.0)
+        except costs.BudgetSpent:
+            pass
+    assert status.main(["--run", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert (f"spend: 1.3750 USD in 4 requests ({ledger}): answers 0.5000, self-repair 0.2500, requests of jobs "
+            "that wrote nothing 0.6250") in out
+    assert "  2 of them count at their worst case (0.6250 USD)" in out
+    assert "  2 instances not asked: the budget max_cost was reached" in out
+    assert costs.spent(ledger) == 1.375

@@ -46,8 +46,8 @@ def test_summary_counts_every_outcome(tmp_path):
     assert counts["patch"] == {"valid": 2, "empty": 2, "invalid": 1,
                                "by_reason": {"invalid_diff": 1, "no_diff": 1, "generation_failed": 1}}
     assert counts["predictions"] == {"total": 5, "non_empty": 2, "not_a_diff": 0}
-    assert record["cost"] == {"total_usd": 0.75, "mean_usd": 0.15, "input_tokens": 150, "cached_input_tokens": 75,
-                              "output_tokens": 15}
+    assert record["cost"] == {"total_usd": 0.75, "answers_usd": 0.75, "repairs_usd": 0.0, "other_usd": 0.0,
+                              "mean_usd": 0.15, "input_tokens": 150, "cached_input_tokens": 75, "output_tokens": 15}
     assert record["latency_s"] == {"p50": 2.0, "p90": 4.0, "p99": 4.0, "max": 4.0}
     per_instance = {i["instance_id"]: i for i in record["per_instance"]}
     assert per_instance["a-1"] == {"instance_id": "a-1", "status": "ok", "stop_reason": "end", "cost_usd": 0.5,
@@ -68,6 +68,29 @@ def test_summary_counts_every_outcome(tmp_path):
     assert "| b-2 | generate | no_answer_recorded |" in markdown
     assert "## Costliest instances" in markdown
     assert markdown.index("| a-1 | 0.5000 | 100/10 | 2.0 | 2 |") < markdown.index("| a-2 | 0.2500 |")
+
+
+def test_cost_counts_self_repair_and_every_request_of_the_ledger(tmp_path):
+    from scripts import costs
+
+    rows = [{"instance_id": i, "repo": "o/a"} for i in ("a-1", "a-2", "a-3")]
+    repaired = dict(patch("a-1"), repair_attempts=[{"number": 1, "cost_usd": 0.125}, {"number": 2, "cost_usd": 0.0625}])
+    write_instance(tmp_path, "a-1", response("a-1", cost=0.5), repaired)
+    write_instance(tmp_path, "a-2", response("a-2", cost=0.25), patch("a-2"))
+    ledger = tmp_path / "spend.jsonl"
+    for instance, usd in [("a-1", 0.5), ("a-2", 0.25), ("a-1", 0.125), ("a-1", 0.0625), ("a-3", 0.03125)]:
+        costs.settle(ledger, costs.reserve(ledger, instance, usd, None), "settled", usd)
+    costs.reserve(ledger, "a-3", 0.5, None)  # a-3's job was killed mid-request: it counts at its worst case
+    record = summary.summarise(rows, [], str(tmp_path), RUN_INFO)
+    assert_valid(record, "summary")
+    assert record["cost"]["total_usd"] == costs.spent(ledger) == 1.46875
+    assert (record["cost"]["answers_usd"], record["cost"]["repairs_usd"], record["cost"]["other_usd"]) == (
+        0.75, 0.1875, 0.53125)
+    assert record["cost"]["mean_usd"] == 0.46875  # (answers + repairs) / 2 answered instances
+    assert {i["instance_id"]: i["cost_usd"] for i in record["per_instance"]} == {"a-1": 0.6875, "a-2": 0.25}
+    markdown = summary.render_markdown(record)
+    assert ("- cost: 1.4688 USD: answers 0.7500, self-repair 0.1875, requests of jobs that wrote nothing 0.5312 "
+            "(0.4688 per answered instance)") in markdown
 
 
 def test_summary_of_given_predictions_reads_no_instance_files(tmp_path):

@@ -5,6 +5,7 @@ import pytest
 
 from conftest import LITE_TEST, jobs_run, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
+from scripts import costs
 
 KEY = "sk-test-workflow-7f3a9c-SECRET"
 
@@ -75,35 +76,55 @@ def test_exhausted_retries_fail_only_that_instance_and_a_rerun_finishes_it(rows,
     assert len(read_rows(run / "predictions.jsonl")) == len(rows)
 
 
-def test_budget_stops_new_requests_across_parallel_jobs(rows, tmp_path):
-    rows = read_rows(LITE_TEST)[20:28]
-    dataset = write_rows(tmp_path / "rows.jsonl", rows)
-    prices = tmp_path / "prices.yaml"
-    prices.write_text("prices:\n  costly-model: {input: 1000.0, output: 1000.0}\n")
-    with FakeModelServer(rows, latency=0.5) as server:
-        config = provider_config("openai", server, dataset, "model=costly-model", "max_cost=1.0", "run_id=budget",
-                                 "confirm_cost=true")
-        first = snakemake(tmp_path, "--cores", "4", "--resources", "api=4", "--configfile", str(prices), *config,
-                          env=env_for("openai"), check=False)
-        paid = len(server.requests)
-        assert first.returncode != 0
-        assert "the budget is spent" in first.stdout + first.stderr
-        assert "--config max_cost=" in first.stdout + first.stderr
-        # A request costs about 0.9 USD, so two reach the budget; a request starts only while the
-        # recorded spend is under it, and at most four (api=4) run at once: 2 + 4 - 1 at the most.
-        assert 2 <= paid <= 5 < len(rows)
-        run = tmp_path / "results" / "budget"
-        answered = list(run.glob("instances/*/response.json"))
-        assert len(answered) == paid
-        spent = sum(json.loads(line)["cost_usd"] for line in (run / "spend.jsonl").read_text().splitlines())
-        assert spent >= 1.0
+def server_billed_usd(server, price):
+    """What the server charged, from its own token counts of the requests it answered."""
+    return sum(costs.cost_usd(r["billed"], price) for r in server.requests if r["billed"])
 
-        second = snakemake(tmp_path, "--configfile", str(prices), *config[:-3], "max_cost=1000", "run_id=budget",
-                           "confirm_cost=true",
-                           env=env_for("openai"))
-        assert jobs_run(second).count("generate") == len(rows) - paid
-        assert len(server.requests) == len(rows)
+
+def test_budget_is_a_hard_cap_with_many_requests_in_flight(tmp_path):
+    rows = read_rows(LITE_TEST)[:40]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    # Answers of about 1,000 tokens of explanation before the patch, against an output limit of 1,200, and
+    # output that costs most: each answer costs nearly its reservation, so 16 reservations fit at first
+    # and the budget still ends the run part way.
+    price = {"input": 1.0, "output": 100.0}
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(f"prices:\n  costly-model: {json.dumps(price)}\n")
+    run = tmp_path / "results" / "budget"
+    with FakeModelServer(rows, latency=0.5) as server:
+        for row in rows:
+            server.answers[row["instance_id"]] = ["The fix, explained. " + "word " * 800 + f"\n<patch>\n{row['patch']}</patch>\n"]
+        config = provider_config("openai", server, dataset, "model=costly-model", "run_id=budget", "confirm_cost=true",
+                                 "max_output_tokens=1200")
+        # --cores 12: the threads that run jobs (cores + 5) leave room for the 16 requests
+        first = snakemake(tmp_path, "--cores", "12", "--resources", "api=16", "--configfile", str(prices), *config,
+                          "max_cost=2.5", env=env_for("openai"), check=False)
+        billed, answered = server_billed_usd(server, price), len(server.requests)
+        started = sorted(r["at"] for r in server.requests)
+        in_flight = max(sum(1 for t in started if s <= t < s + 0.5) for s in started)
+        output = first.stdout + first.stderr
+        assert first.returncode != 0
+        assert billed <= 2.5, f"the server billed {billed} USD, over max_cost=2.5"
+        assert in_flight >= 14  # many requests were in flight when the budget ran out
+        # the ledger counts what the server billed: each answer at its usage
+        assert costs.spent(run / "spend.jsonl") == pytest.approx(billed)
+        kept = {p.parent.name for p in run.glob("instances/*/response.json")}
+        assert 0 < len(kept) < len(rows)
+        # every instance the budget stopped is named in the final message, with how to go on
+        stopped = len(rows) - len(list(run.glob("instances/*/patch.json")))
+        assert f"The budget max_cost=2.5 USD stopped the run: {stopped} instance(s) were not asked" in output
+        assert "To go on, run the same command with --config max_cost=" in output
+        assert output.count("the budget is spent: this request may cost up to") >= len(rows) - len(kept)
+
+        second = snakemake(tmp_path, "--cores", "12", "--resources", "api=16", "--configfile", str(prices), *config,
+                           "max_cost=1000", env=env_for("openai"))
+        assert jobs_run(second).count("generate") == len(rows) - len(kept)
+        assert {r["instance_id"] for r in server.requests[answered:]}.isdisjoint(
+            kept - {p.parent.name for p in run.glob("instances/*/repair-*.prompt.json")})
+        total_billed = server_billed_usd(server, price)
     assert len(read_rows(run / "predictions.jsonl")) == len(rows)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["cost"]["total_usd"] == pytest.approx(total_billed, abs=1e-5)
 
 
 @pytest.mark.parametrize("provider, variable", [("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")])
@@ -115,3 +136,51 @@ def test_missing_key_stops_before_any_job_but_not_a_dry_run(provider, variable, 
     assert not (tmp_path / "results").exists()
     dry = snakemake(tmp_path, "-n", "--config", f"dataset={dataset}", f"provider={provider}")
     assert dry.returncode == 0
+
+
+def test_requests_of_a_killed_run_keep_counting_at_their_worst_case(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import PROJECT
+
+    rows = read_rows(LITE_TEST)[50:56]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    price = {"input": 1.0, "output": 100.0}
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(f"prices:\n  costly-model: {json.dumps(price)}\n")
+    run = tmp_path / "results" / "killed"
+    with FakeModelServer(rows, latency=6.0) as server:
+        config = ["--configfile", str(prices), *provider_config("openai", server, dataset, "model=costly-model",
+                                                                "run_id=killed", "confirm_cost=true", "max_cost=50",
+                                                                "request_timeout=30")]
+        env = {**os.environ, "SWEBENCH_EVALUATION": "none", "SWEBENCH_APPLY_CHECK": "false", **env_for("openai")}
+        killed = subprocess.Popen([sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"),
+                                   "--directory", str(tmp_path), "--cores", "12", *config], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while len(server.requests) < len(rows) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(killed.pid, signal.SIGKILL)  # every request is in flight
+        killed.wait()
+        time.sleep(6.5)  # the server answers them all the same, to no one, and bills them
+        billed = server_billed_usd(server, price)
+        ledger = run / "spend.jsonl"
+        left = costs.read_ledger(ledger)
+        assert [e["state"] for e in left] == ["open"] * len(rows)
+        assert costs.spent(ledger) == pytest.approx(sum(e["reserved_usd"] for e in left))
+        assert costs.spent(ledger) >= billed > 0
+
+        snakemake(tmp_path, "--unlock", *config, env=env_for("openai"))
+        snakemake(tmp_path, *config, env=env_for("openai"))
+        billed = server_billed_usd(server, price)
+    lines = costs.read_ledger(ledger)
+    kept = [e for e in lines if e.get("note") == "its job ended before the answer came"]
+    assert len(kept) == len(rows) and all(e["state"] == "worst_case" for e in kept)
+    assert costs.spent(ledger) >= billed
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["cost"]["other_usd"] == pytest.approx(sum(e["cost_usd"] for e in kept), abs=1e-5)
+    assert summary["cost"]["total_usd"] == pytest.approx(costs.spent(ledger), abs=1e-5)
