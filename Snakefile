@@ -21,7 +21,7 @@ include: "rules/patch.smk"
 include: "rules/predictions.smk"
 include: "rules/evaluate.smk"
 include: "rules/summary.smk"
-include: "rules/report.smk"
+include: "rules/figures.smk"
 
 
 rule all:

@@ -100,7 +100,7 @@ def run_targets(wildcards):
     Snakemake does not remake a deleted intermediate file whose downstream files are
     up to date; requested, a deleted one is remade and what follows it is redone."""
     targets = [f"{RUN}/summary.json", f"{RUN}/summary.md"]
-    targets += FIGURES  # rules/report.smk
+    targets += FIGURES  # rules/figures.smk
     if not config["predictions"]:
         targets += [path for name in INSTANCE_FILES for path in merged(name)(wildcards)]
     if config["evaluation"] != "none":

@@ -73,7 +73,7 @@ def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, test
         "psf__requests-90001": "resolved", "psf__requests-90002": "unresolved", "psf__requests-90003": "patch_failed",
         "psf__requests-90004": "empty_patch", "psf__requests-90005": "timeout", "psf__requests-90006": "build_failed"}
     for instance_id in CASES:
-        assert_valid(report(run, instance_id), "report")
+        assert_valid(report(run, instance_id), "evaluate")
     assert report(run, "psf__requests-90003")["reason"].startswith("the patch does not apply: ")
     assert f"eval_timeout={EVAL_TIMEOUT} s" in report(run, "psf__requests-90005")["reason"]
     assert images.instance_image(rows[NO_IMAGE]) in report(run, NO_IMAGE)["reason"]

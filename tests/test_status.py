@@ -91,7 +91,7 @@ def make_run(run):
         write_record(run, instance_id, "response.json", response(instance_id, failure), "response")
         write_record(run, instance_id, "patch.json", patch(instance_id, reason), "patch")
         if outcome:
-            write_record(run, instance_id, "report.json", report(instance_id, outcome), "report")
+            write_record(run, instance_id, "report.json", report(instance_id, outcome), "evaluate")
     write_record(run, NOT_ANSWERED, "context.json", context(NOT_ANSWERED), "context")
     write_record(run, NOT_ANSWERED, "prompt.json", prompt(NOT_ANSWERED), "prompt")
     (run / "logs" / NOT_ANSWERED).mkdir(parents=True)
