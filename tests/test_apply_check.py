@@ -13,7 +13,7 @@ import pytest
 
 import fixture_repos
 from conftest import PROJECT
-from scripts import apply, patch, repos
+from scripts import apply, diffs, patch, repos
 
 SCHEMA = json.loads((PROJECT / "schemas" / "patch.schema.json").read_text())
 HARNESS_SOURCE = next((PROJECT / ".venv" / "lib").glob("python3*/site-packages/swebench/harness/run_evaluation.py"))
@@ -155,7 +155,7 @@ CASES = [
 def test_verdict_matches_the_harness_and_the_patch_is_its_git_diff(source, repository, tmp_path, name, answer,
                                                                     command, fixes, expected):
     text, record = judge(repository, answer)
-    harness_command, harness_clone = harness(source, tmp_path, patch.normalise(patch.extract_diff(answer)[0])[0])
+    harness_command, harness_clone = harness(source, tmp_path, diffs.normalise(diffs.extract_diff(answer)[0])[0])
     assert (record["status"], record["applies"]) == ("valid", True), record["problems"]
     assert record["apply_attempt"] == harness_command == command
     assert set(fixes) <= set(record["fixes"])

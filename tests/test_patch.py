@@ -1,4 +1,4 @@
-"""Tests of the patch stage (scripts/patch.py): extraction, normalisation, validation, records, CLI."""
+"""Tests of the patch stage (scripts/patch.py, scripts/diffs.py): extraction, normalisation, validation, records, CLI."""
 import json
 import random
 import subprocess
@@ -9,15 +9,8 @@ import jsonschema
 import pytest
 from unidiff import PatchSet
 
-from scripts.patch import (
-    cut_off_problem,
-    extract_diff,
-    main,
-    make_patch,
-    normalise,
-    run,
-    validate,
-)
+from scripts.diffs import cut_off_problem, extract_diff, normalise, validate
+from scripts.patch import main, make_patch, run
 
 PROJECT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -1,0 +1,104 @@
+"""The repair stage: a patch that does not parse, apply or compile goes back to the model."""
+from pathlib import Path
+
+from scripts import apply
+from scripts.common import write_json_atomic
+from scripts.patch import judge
+
+
+def needs_repair(record):
+    return record["status"] == "invalid" or bool(record["syntax_errors"])
+
+
+def rank(record):
+    """Which of two verdicts keeps its patch: valid and compiling, valid, invalid, empty."""
+    if record["status"] == "valid":
+        return 2 if record["syntax_errors"] else 3
+    return 1 if record["status"] == "invalid" else 0
+
+
+def render_spots(spots, repository, line_numbers):
+    """The file excerpts of a repair request, each file's text read at the base commit if need be."""
+    unread = sorted({s["path"] for s in spots if s["text"] is None})
+    texts = apply.read_texts(repository, unread) if unread and repository is not None else {}
+    blocks = []
+    for s in spots:
+        text = s["text"] if s["text"] is not None else texts.get(s["path"])
+        if text is None:
+            continue
+        lines = text.split("\n")
+        around = s["line"] - 1 if s["line"] else 0
+        if any(line.strip() for line in s["hint"]):
+            around = apply.best_line(lines, s["hint"])
+        where = "after your patch" if s["after"] else "at the base commit"
+        block = f"{s['path']} {where}:\n" + apply.excerpt(s["path"], text, around, line_numbers, span=len(s["hint"]))
+        if block not in blocks:
+            blocks.append(block)
+    return blocks[:6]
+
+
+def repair_request(record, blocks, edits):
+    """The user message that asks the model to mend its answer."""
+    if record["reason"] == "does_not_apply":
+        parts = ["Your patch does not apply to the repository at its base commit. SWE-bench tried "
+                 "`git apply`, `git apply --reject` and `patch --fuzz=5`:", apply.clip(record["apply_error"] or "", 1500)]
+    elif record["status"] == "valid":
+        parts = ["Your patch applies, but a Python file it changes no longer compiles:"]
+    elif record["status"] == "invalid":
+        parts = ["The patch in your answer cannot be used:"]
+    else:
+        parts = ["Your answer holds no patch."]
+    parts += [f"- {problem}" for problem in record["problems"] + record["syntax_errors"]]
+    if blocks:
+        parts += ["The code as it is:", *blocks]
+    if edits:
+        parts.append("Answer with all your edit blocks again, every change and not only the ones that failed, each "
+                     "SEARCH part copied exactly, whole lines with their indentation, from the files as they are.")
+    else:
+        parts.append("Answer with the whole corrected patch, every change and not only the part that failed, as one "
+                     "unified diff between <patch> and </patch>, with `--- a/path` and `+++ b/path` lines and hunk "
+                     "headers whose line numbers and counts match the files as they are.")
+    return "\n\n".join(parts)
+
+
+def self_repair(first, response, prompt, context, repository, repair, folder, log):
+    """Ask the model to mend its answer, up to repair["attempts"] times; (patch text, record) of
+    the best answer, with every attempt recorded in record["repair_attempts"] and its prompt and
+    answer kept as repair-N.prompt.json and repair-N.response.json in folder."""
+    from scripts import generate
+    from scripts.tokens import count_tokens, tokenizer_of
+
+    best_text, best, spots = first
+    latest, answer, attempts = best, response["answer"], []
+    messages = list(prompt["messages"])
+    edits = prompt.get("template") == "search_replace" or best["source"] == "search_replace"
+    tokenizer = tokenizer_of(prompt.get("token_counter"))
+    for number in range(1, repair["attempts"] + 1):
+        if not (needs_repair(latest) or (number > 1 and latest["status"] == "empty")):
+            break
+        request = repair_request(latest, render_spots(spots, repository, not edits), edits)
+        messages += [{"role": "assistant", "content": answer or ""}, {"role": "user", "content": request}]
+        repair_prompt = {"instance_id": response["instance_id"], "template": f"{prompt.get('template', 'prompt')}+repair",
+                         "messages": list(messages),
+                         "tokens": sum(count_tokens(m["content"], tokenizer) for m in messages),
+                         "token_counter": prompt.get("token_counter") or "estimate: 1 token per 4 characters"}
+        log(f"repair {number}: asking {repair['provider']} to mend: {'; '.join(latest['problems'] + latest['syntax_errors'])[:300]}")
+        reply = generate.generate(repair_prompt, {"instance_id": response["instance_id"]}, repair["provider"],
+                                  repair["model"], repair["settings"], log=log)
+        write_json_atomic(Path(folder) / f"repair-{number}.prompt.json", repair_prompt)
+        write_json_atomic(Path(folder) / f"repair-{number}.response.json", reply)
+        text, latest, spots = judge(reply, context, repository)
+        latest["answer"] = f"repair-{number}"
+        attempts.append({"number": number, "prompt": f"repair-{number}.prompt.json",
+                         "response": f"repair-{number}.response.json",
+                         **{key: latest[key] for key in ("status", "reason", "problems", "applies", "syntax_errors")},
+                         "cost_usd": reply["cost_usd"]})
+        log(f"repair {number}: {latest['status']} {latest['reason'] or ''}, {reply['cost_usd']:.6f} USD")
+        if rank(latest) > rank(best):
+            best_text, best = text, latest
+        if reply["status"] == "failed":
+            break  # a refusal, or a prompt too long: asking again would not help
+        answer = reply["answer"]
+    best["repair_attempts"] = attempts
+    return best_text, best
+
