@@ -19,6 +19,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(PROJECT), str(PROJECT / "tests")]  # run as a plain script
 
 import fixture_repos  # noqa: E402
+
 from scripts import context  # noqa: E402
 
 

@@ -29,9 +29,10 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))  # run as a plain script, scripts/ is not on the path otherwise
 
+from patch_extraction import DATA_FILES  # noqa: E402  (the same files of real answers)
+
 from scripts import apply, patch  # noqa: E402
 from scripts.common import read_jsonl  # noqa: E402
-from patch_extraction import DATA_FILES  # noqa: E402  (the same files of real answers)
 
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false"]
 HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.M)

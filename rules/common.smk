@@ -136,3 +136,14 @@ def selection_inputs():
     """The selection as the per-instance jobs read it. ancient(): selecting more instances
     rewrites these files, which must not redo the instances that are already done."""
     return {"instances": ancient(INSTANCES), "index": ancient(INDEX)}
+
+
+ESTIMATE = f"{RUN}/estimate.json" if config["provider"] in MODEL_PROVIDERS and not config["predictions"] else None
+
+
+def estimate_settings():
+    from scripts.costs import load_prices
+
+    return {"prices": load_prices(config["prices"]), "answer_tokens": config["estimate_answer_tokens"],
+            "max_output_tokens": config["max_output_tokens"], "cost_warn": config["cost_warn"],
+            "confirm_cost": config["confirm_cost"]}

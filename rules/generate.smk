@@ -1,43 +1,3 @@
-# The cost estimate, from the prompts of every instance still to ask: the generate jobs wait
-# for it, and it stops the run above cost_warn unless confirm_cost=true. Only for the paid
-# providers (gold and replay cost nothing).
-ESTIMATE = f"{RUN}/estimate.json" if config["provider"] in MODEL_PROVIDERS and not config["predictions"] else None
-
-
-def estimate_settings():
-    from scripts.costs import load_prices
-
-    return {"prices": load_prices(config["prices"]), "answer_tokens": config["estimate_answer_tokens"],
-            "max_output_tokens": config["max_output_tokens"], "cost_warn": config["cost_warn"],
-            "confirm_cost": config["confirm_cost"]}
-
-
-if ESTIMATE:
-
-    rule estimate:
-        localrule: True
-        input:
-            per_instance("prompt.json"),
-        output:
-            ESTIMATE,
-        run:
-            from scripts import estimate
-
-            ids = [os.path.basename(os.path.dirname(path)) for path in input]
-            estimate.run(RUN, ids, MODEL, estimate_settings(), output[0])
-
-    if workflow.output_settings.dryrun:  # the estimate as far as the prompts are built
-        from scripts import estimate
-
-        if os.path.exists(INDEX):
-            record, missing = estimate.for_run(RUN, list(read_json(INDEX)), MODEL, estimate_settings())
-            print(estimate.describe(record) + (f" {len(missing)} instances have no prompt yet and are not counted."
-                                               if missing else ""), file=sys.stderr)
-        else:
-            print("Cost estimate: made once the prompts are built, before any request (nothing is selected yet).",
-                  file=sys.stderr)
-
-
 # Runs in Snakemake's own process when threads are used (the default profile sets
 # force-use-threads), so the model clients are imported once, not once per instance.
 # A request waits on the network, not on a core: threads 0 leaves the cores to the other
@@ -72,4 +32,4 @@ rule generate:
 
         generate.run(input.prompt, input.get("context"), input.get("template"), input.instances, input.index,
                      wildcards.id, params.provider, params.model,
-                     generate.api_settings(params.provider, config, RUN), output[0], log[0])
+                     settings.api_settings(params.provider, config, RUN), output[0], log[0])

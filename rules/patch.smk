@@ -34,5 +34,5 @@ rule patch:
             output.diff, output.record, log[0],
             repos={"repo_cache": config["repo_cache"], "repo_url": config["repo_url"]} if params.apply_check else None,
             repair={"provider": config["provider"], "model": MODEL, "attempts": params.repair_attempts,
-                    "settings": generate.api_settings(config["provider"], config, RUN)} if params.repair_attempts else None,
+                    "settings": settings.api_settings(config["provider"], config, RUN)} if params.repair_attempts else None,
         )

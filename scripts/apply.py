@@ -427,7 +427,7 @@ def best_line(lines, wanted):
 def excerpt(path, text, around, line_numbers=True, radius=15, span=0):
     """The file's lines from radius before `around` (0-based) to radius after it plus span, in
     the prompt's layout."""
-    from scripts.context import render_file
+    from scripts.prompt import render_file
 
     lines = text.split("\n")
     if lines and lines[-1] == "":

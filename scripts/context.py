@@ -18,10 +18,16 @@ import sys
 from collections import Counter
 
 from scripts import repos
-from scripts.common import append_log, write_json_atomic
-from scripts.select import read_row
+from scripts.common import append_log, read_row, write_json_atomic
+from scripts.prompt import block_units, file_lines
 from scripts.settings import RETRIEVAL_DATASETS
-from scripts.tokens import DEFAULT_TOKENIZER, TOKENIZERS, count_each, count_tokens, describe
+from scripts.tokens import (
+    DEFAULT_TOKENIZER,
+    TOKENIZERS,
+    count_each,
+    count_tokens,
+    describe,
+)
 
 # context_tokens when it is not set: the size of the retrieval set, 13,000 for bm25 (the
 # smallest SWE-bench size), no bound for none and oracle (SWE-bench's oracle files are whole).
@@ -45,27 +51,6 @@ class ContextError(Exception):
 
 
 # ---------------------------------------------------------------- text and counting
-
-def file_lines(content):
-    """Lines as git numbers them (split on \\n only), without the empty piece after a final newline."""
-    lines = content.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def block_units(path, lines, first_line=1, line_numbers=True):
-    """A file in the style-3 layout, its lines (numbered) between start and end markers, cut
-    at line ends: the parts whose token counts add up to the block's."""
-    numbered = (f"{first_line + n} {line}\n" if line_numbers else f"{line}\n" for n, line in enumerate(lines))
-    return [f"[start of {path}]\n", *numbered, f"[end of {path}]\n"]
-
-
-def render_file(entry, line_numbers=True):
-    """One file's block, as the prompt shows it."""
-    units = block_units(entry["path"], file_lines(entry["content"]), entry.get("first_line", 1), line_numbers)
-    return "".join(units)[:-1]
-
 
 def is_test_path(path):
     return bool(TEST_WORDS & set(re.split(r"[ _/.]", path.lower())))

@@ -26,8 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.common import find_jsonl_row, read_json, read_jsonl, write_json_atomic
-from scripts.select import read_row
+from scripts.common import (
+    find_jsonl_row,
+    read_json,
+    read_jsonl,
+    read_row,
+    write_json_atomic,
+)
 
 BACKENDS = ("docker", "modal", "sb-cli")
 # Outcomes; resolved and unresolved are the harness's verdicts, the others say why there is none.

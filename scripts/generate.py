@@ -8,14 +8,18 @@ result: a refusal, or a prompt that does not fit even without its code context.
 A transient fault that outlasts the attempts, a spent budget or a rejected request fail
 the job and write nothing, so that a rerun tries again.
 """
-import os
 import random
 import time
-from pathlib import Path
 
 from scripts import costs, providers
-from scripts.common import find_jsonl_row, instance_log, now, read_json, write_json_atomic
-from scripts.select import read_row
+from scripts.common import (
+    find_jsonl_row,
+    instance_log,
+    now,
+    read_json,
+    read_row,
+    write_json_atomic,
+)
 
 
 class PermanentFailure(Exception):
@@ -152,26 +156,6 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
         "attempts": attempts or [attempt_record(started, clock)],
         "dropped_context_files": dropped,
         "created_at": now(),
-    }
-
-
-def api_settings(provider, config, run_dir):
-    """Settings of a request from the run's config and the environment (where the key lives)."""
-    base_url = config.get("base_url") or (os.environ.get(f"{provider.upper()}_BASE_URL") if provider in providers.ASK else None)
-    key_variable = providers.KEY_VARIABLES.get(provider)
-    return {
-        "replay_file": config.get("replay_file"),
-        "base_url": base_url,
-        # Servers behind base_url (vLLM, Ollama, ...) often need no key, but the clients want one.
-        "api_key": key_variable and (os.environ.get(key_variable) or ("unused" if base_url else None)),
-        "temperature": config.get("temperature"),
-        "max_output_tokens": config.get("max_output_tokens", 4096),
-        "request_timeout": config.get("request_timeout", 600),
-        "max_attempts": config.get("max_attempts", 6),
-        "retry_backoff": config.get("retry_backoff", 2.0),
-        "max_cost": config.get("max_cost"),
-        "prices": costs.load_prices(config.get("prices")),
-        "ledger": str(Path(run_dir) / "spend.jsonl"),
     }
 
 

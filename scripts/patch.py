@@ -19,11 +19,27 @@ from pathlib import Path
 
 from scripts import apply
 from scripts import repos as repos_module
-from scripts.common import instance_log, read_json, write_json_atomic, write_text_atomic
-from scripts.diffs import (UNREADABLE_HEADER, HUNK_HEADER, cut_off_problem, diff_lines, extract_diff, inner_path,
-                           normalise, parse_diff, patch_stats, split_lines, validate)
+from scripts.common import (
+    instance_log,
+    read_json,
+    read_row,
+    write_json_atomic,
+    write_text_atomic,
+)
+from scripts.diffs import (
+    HUNK_HEADER,
+    UNREADABLE_HEADER,
+    cut_off_problem,
+    diff_lines,
+    extract_diff,
+    inner_path,
+    normalise,
+    parse_diff,
+    patch_stats,
+    split_lines,
+    validate,
+)
 from scripts.edits import edits_to_diff, find_edits, find_lines
-
 
 # ---------------------------------------------------------------- judging one answer
 
@@ -208,8 +224,7 @@ def run_stage(instance_id, response_path, context_path, prompt_path, rows_path, 
     job with PatchStageError."""
     from scripts import costs, generate
     from scripts.repair import needs_repair, self_repair
-    from scripts.select import read_row
-
+    
     folder = Path(record_path).parent
     for stale in folder.glob("repair-*.json"):
         stale.unlink()

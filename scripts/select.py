@@ -207,14 +207,6 @@ def write_retrieval(source, split, ids, rows_path, index_path):
         )
 
 
-def read_row(rows_path, index_path, instance_id):
-    """One row of instances.jsonl, found through its index."""
-    offset, size = read_json(index_path)[instance_id]
-    with open(rows_path, "rb") as f:
-        f.seek(offset)
-        return json.loads(f.read(size))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", required=True)

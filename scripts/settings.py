@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 
+from scripts import costs, providers
 from scripts.providers import DEFAULT_MODELS, KEY_VARIABLES
 
 DATASET_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -135,3 +136,23 @@ def check_api_key(config, environ):
         f"provider={config['provider']} needs an API key: set the environment variable {variable} "
         "(keys are read from the environment only). A dry run (-n) works without it."
     )
+
+
+def api_settings(provider, config, run_dir):
+    """Settings of a request from the run's config and the environment (where the key lives)."""
+    base_url = config.get("base_url") or (os.environ.get(f"{provider.upper()}_BASE_URL") if provider in providers.ASK else None)
+    key_variable = providers.KEY_VARIABLES.get(provider)
+    return {
+        "replay_file": config.get("replay_file"),
+        "base_url": base_url,
+        # Servers behind base_url (vLLM, Ollama, ...) often need no key, but the clients want one.
+        "api_key": key_variable and (os.environ.get(key_variable) or ("unused" if base_url else None)),
+        "temperature": config.get("temperature"),
+        "max_output_tokens": config.get("max_output_tokens", 4096),
+        "request_timeout": config.get("request_timeout", 600),
+        "max_attempts": config.get("max_attempts", 6),
+        "retry_backoff": config.get("retry_backoff", 2.0),
+        "max_cost": config.get("max_cost"),
+        "prices": costs.load_prices(config.get("prices")),
+        "ledger": str(Path(run_dir) / "spend.jsonl"),
+    }

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from scripts.common import read_json, read_jsonl, write_json_atomic, write_text_atomic
 
-
 LATENCY_PERCENTILES = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
 # the pictures of the run (the figures rule draws them from summary.json into figures/), with their titles
 FIGURES = {"funnel": "Where instances were lost", "repositories": "Resolved rate per repository",

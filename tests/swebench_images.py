@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import docker
-
 from fixture_repos import git
 
 BASE_IMAGE = "swebench-runner-test/base:bookworm"

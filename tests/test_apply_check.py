@@ -8,11 +8,11 @@ import ast
 import json
 import subprocess
 
+import fixture_repos
 import jsonschema
 import pytest
-
-import fixture_repos
 from conftest import PROJECT
+
 from scripts import apply, diffs, patch, repos
 
 SCHEMA = json.loads((PROJECT / "schemas" / "patch.schema.json").read_text())

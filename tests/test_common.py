@@ -6,8 +6,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import PROJECT
+
 from scripts import common
 
 

@@ -4,15 +4,15 @@ import os
 import subprocess
 import sys
 
+import fixture_repos
 import pyarrow
 import pyarrow.parquet
 import pytest
-from unidiff import PatchSet
-
-import fixture_repos
 from conftest import PROJECT, assert_valid
 from fixture_repos import commit_files, git, retrieval_text
-from scripts import context, prompt, select
+from unidiff import PatchSet
+
+from scripts import common, context, prompt, select
 from scripts.tokens import count_tokens, describe, tokenizer_of
 
 SEARCH_REPLACE = PROJECT / "scripts" / "templates" / "search_replace.yaml"
@@ -30,7 +30,7 @@ def patch_files(row):
 
 
 def block_tokens(entry):
-    return count_tokens(context.render_file(entry) + "\n")
+    return count_tokens(prompt.render_file(entry) + "\n")
 
 
 # ---------------------------------------------------------------- tokens
@@ -205,7 +205,7 @@ def test_select_hands_each_instance_its_retrieval_files(tmp_path, built, suffix)
     select.write_retrieval(str(source), "test", chosen, out, index)
     assert sorted(json.loads(index.read_text())) == sorted(chosen)
     row = rows["acme__ledger-2"]
-    handed = select.read_row(out, index, row["instance_id"])
+    handed = common.read_row(out, index, row["instance_id"])
     assert handed["source"] == str(source)
     record = context.build_context(row, "bm25_13K", {"retrieval": handed})
     assert_valid(record, "context")
@@ -275,7 +275,7 @@ def test_select_cli_reads_a_retrieval_dataset_through_datasets(tmp_path, built):
 
     result = run_select(str(tmp_path / "bm25_set"))
     assert result.returncode == 0, result.stderr
-    handed = select.read_row(tmp_path / "r.jsonl", tmp_path / "r.index.json", "acme__ledger-2")
+    handed = common.read_row(tmp_path / "r.jsonl", tmp_path / "r.index.json", "acme__ledger-2")
     assert handed["files"] == [{"path": "acme__ledger-2.py", "content": "x = 1\n"}]
     assert sorted(json.loads((tmp_path / "r.index.json").read_text())) == ["acme__ledger-2", "acme__textkit-1"]
     offline = run_select("princeton-nlp/SWE-bench_bm25_13K")

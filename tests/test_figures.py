@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
-from scripts import figures, summary
 from test_summary import RUN_INFO, patch, response, write_instance
+
+from scripts import figures, summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

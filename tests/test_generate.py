@@ -1,8 +1,10 @@
 import json
 
 from conftest import DATA, assert_valid, read_rows, write_rows
+
 from scripts import generate
 from scripts.select import write_selection
+from scripts.settings import api_settings
 
 PROMPT = {"instance_id": "x", "messages": [{"role": "user", "content": "fix it"}]}
 
@@ -48,7 +50,7 @@ def test_run_writes_response_and_log(tmp_path, lite_rows):
     prompt_path = tmp_path / "prompt.json"
     prompt_path.write_text(json.dumps(PROMPT))
     out, log = tmp_path / "response.json", tmp_path / "logs" / "generate.log"
-    settings = generate.api_settings("gold", {}, tmp_path)
+    settings = api_settings("gold", {}, tmp_path)
     generate.run(prompt_path, None, None, rows_path, index_path, lite_rows[1]["instance_id"], "gold", "gold",
                  settings, out, log)
     assert json.loads(out.read_text())["answer"] == lite_rows[1]["patch"]

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from conftest import DATA, assert_valid, read_rows, write_rows
+
 from scripts import predictions
 from scripts.select import write_selection
 

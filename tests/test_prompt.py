@@ -2,8 +2,8 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import assert_valid
+
 from scripts import context, prompt
 
 

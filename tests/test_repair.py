@@ -1,13 +1,14 @@
 """Self-repair in the patch stage: the real openai and anthropic clients against the loopback server."""
 import json
 
-import pytest
-
 import fixture_repos
+import pytest
 from conftest import assert_valid
 from fake_api import FakeModelServer
-from scripts import generate, patch
+
+from scripts import patch
 from scripts.select import write_selection
+from scripts.settings import api_settings
 
 INSTANCE = "acme__geometry-1"
 
@@ -39,7 +40,7 @@ def stage(instance, answer, provider, server, attempts=1, **config):
     (folder / "response.json").write_text(json.dumps({"instance_id": INSTANCE, "status": "ok", "answer": answer}))
     config = {"base_url": f"{server.url}/v1" if provider == "openai" else server.url, "retry_backoff": 0.01,
               "request_timeout": 5, "max_attempts": 2, **config}
-    settings = generate.api_settings(provider, config, run)
+    settings = api_settings(provider, config, run)
     settings["api_key"] = "sk-test"
     model = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6"}[provider]
     return patch.run_stage(INSTANCE, folder / "response.json", None, folder / "prompt.json", run / "instances.jsonl",

@@ -4,10 +4,10 @@ import sys
 import time
 
 import pytest
-from filelock import FileLock
-
 from conftest import PROJECT
+from filelock import FileLock
 from fixture_repos import commit_files, git
+
 from scripts import repos
 
 

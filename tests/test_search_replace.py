@@ -2,11 +2,11 @@
 import json
 import subprocess
 
+import fixture_repos
 import jsonschema
 import pytest
-
-import fixture_repos
 from conftest import PROJECT
+
 from scripts import context, patch
 from scripts.edits import find_edits
 

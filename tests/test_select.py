@@ -3,9 +3,9 @@ import json
 import pyarrow
 import pyarrow.parquet
 import pytest
-
 from conftest import LITE_DEV, LITE_TEST, assert_valid, read_rows, write_rows
-from scripts import select
+
+from scripts import common, select
 
 
 def test_select_by_ids_filter_count(lite_rows):
@@ -99,7 +99,7 @@ def test_written_selection_is_indexed(tmp_path, lite_rows):
     assert list(index) == [r["instance_id"] for r in chosen]
     for row in chosen:
         assert_valid(row, "instance")
-        assert select.read_row(rows_path, index_path, row["instance_id"]) == row
+        assert common.read_row(rows_path, index_path, row["instance_id"]) == row
 
 
 def test_cli_writes_selection_and_takes_prediction_ids(tmp_path):

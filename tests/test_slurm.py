@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import LITE_TEST, PROJECT, read_rows, write_rows
 
 SETUP = "bash tests/slurm_cluster.sh"

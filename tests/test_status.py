@@ -2,6 +2,7 @@
 import json
 
 from conftest import assert_valid
+
 from scripts import status
 
 

@@ -1,6 +1,7 @@
 import json
 
 from conftest import assert_valid
+
 from scripts import summary
 
 RUN_INFO = {"run_id": "r", "mode": "generate", "dataset": "lite", "split": "test", "provider": "gold",
