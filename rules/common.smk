@@ -45,8 +45,13 @@ if config["evaluation"] != "none" and not (workflow.output_settings.dryrun or MA
     except evaluate.PreflightError as e:
         sys.exit(f"Cannot evaluate: {e}")
 
-RUN = f"results/{settings.run_id(config)}"
-MODEL = settings.model_name(config) if not config["predictions"] else None
+# What the rules take from the config, worked out once (scripts/settings.py).
+DERIVED = settings.derived(config)
+RUN = DERIVED["run_dir"]
+MODEL = DERIVED["model"]
+REPAIR_ATTEMPTS = DERIVED["repair_attempts"]  # 0: no repair stage
+# The patch each instance's prediction takes: the repair stage's, when there is one.
+PATCH = "repair.diff" if REPAIR_ATTEMPTS else "patch.diff"
 PYTHON = f"{sys.executable} -m scripts"
 INSTANCES = f"{RUN}/instances.jsonl"
 INDEX = f"{RUN}/instances.index.json"
@@ -93,6 +98,7 @@ def merged(filename):
 
 
 INSTANCE_FILES = ["context.json", "prompt.json", "response.json", "patch.diff", "patch.json"]
+INSTANCE_FILES += ["repair.diff", "repair.json"] if REPAIR_ATTEMPTS else []
 
 
 def run_targets(wildcards):
@@ -104,7 +110,7 @@ def run_targets(wildcards):
     if not config["predictions"]:
         targets += [path for name in INSTANCE_FILES for path in merged(name)(wildcards)]
     if config["evaluation"] != "none":
-        names = ["report.json"] + (["given_patch.sha256"] if config["predictions"] else [])
+        names = ["evaluation.json"] + (["given_patch.sha256"] if config["predictions"] else [])
         targets += [path for name in names for path in merged(name)(wildcards)] + [f"{RUN}/evaluation.json"]
     return targets
 
@@ -142,8 +148,22 @@ ESTIMATE = f"{RUN}/estimate.json" if config["provider"] in MODEL_PROVIDERS and n
 
 
 def estimate_settings():
-    from scripts.costs import load_prices
-
-    return {"prices": load_prices(config["prices"]), "answer_tokens": config["estimate_answer_tokens"],
+    return {"prices": DERIVED["api"]["prices"], "answer_tokens": config["estimate_answer_tokens"],
             "max_output_tokens": config["max_output_tokens"], "cost_warn": config["cost_warn"],
             "confirm_cost": config["confirm_cost"]}
+
+
+def instance_ids(paths):
+    """The instance ids of per-instance files (results/<run>/instances/<id>/<file>)."""
+    return [os.path.basename(os.path.dirname(path)) for path in paths]
+
+
+def context_settings():
+    """What a context job reads from the config besides its params (where repositories come from)."""
+    return {"context_tokens": config["context_tokens"], "tokenizer": config["tokenizer"],
+            "repo_cache": config["repo_cache"], "repo_url": config["repo_url"]}
+
+
+def repair_settings():
+    return {"provider": config["provider"], "model": MODEL, "attempts": REPAIR_ATTEMPTS,
+            "settings": DERIVED["api"], "repos": DERIVED["repos"]}

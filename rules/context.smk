@@ -18,7 +18,4 @@ rule context:
     run:
         from scripts import context
 
-        settings = {"context_tokens": params.context_tokens, "tokenizer": params.tokenizer,
-                    "repo_cache": config["repo_cache"], "repo_url": config["repo_url"]}
-        retrieval = (input.retrieval, input.retrieval_index) if RETRIEVAL else None
-        context.run(input.instances, input.index, wildcards.id, params.strategy, settings, output[0], log[0], retrieval)
+        context.run(wildcards.id, input, params.strategy, context_settings(), output[0], log[0])

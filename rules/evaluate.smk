@@ -36,7 +36,7 @@ if config["evaluation"] != "none":
         params:
             backend=config["evaluation"],
             image_namespace=config["image_namespace"] or "",
-            run_id=settings.run_id(config),
+            run_id=DERIVED["run_id"],
             # Settings that change no verdict already given are no rerun trigger.
             settings=Untracked(
                 f"--timeout {config['eval_timeout']}"

@@ -30,6 +30,4 @@ rule generate:
     run:
         from scripts import generate
 
-        generate.run(input.prompt, input.get("context"), input.get("template"), input.instances, input.index,
-                     wildcards.id, params.provider, params.model,
-                     settings.api_settings(params.provider, config, RUN), output[0], log[0])
+        generate.run(wildcards.id, input, params.provider, MODEL, DERIVED["api"], output[0], log[0])

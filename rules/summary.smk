@@ -16,7 +16,7 @@ rule summary:
         run_dir=RUN,
         run_info=json.dumps(
             {
-                "run_id": settings.run_id(config),
+                "run_id": DERIVED["run_id"],
                 "mode": "predictions" if config["predictions"] else "generate",
                 **{k: config[k] for k in ("dataset", "split", "provider", "context", "evaluation")},
                 "model": MODEL,

@@ -272,10 +272,12 @@ def build_context(row, strategy, settings=None):
     }
 
 
-def run(rows_path, index_path, instance_id, strategy, settings, out_path, log_path=None, retrieval=None):
-    """The stage: build the instance's context and write context.json. retrieval: the
-    (rows, index) paths of the retrieval records the select step wrote (bm25_13K/27K/40K)."""
-    row = read_row(rows_path, index_path, instance_id)
+def run(instance_id, input, strategy, settings, out_path, log_path=None):
+    """The stage: build the instance's context and write context.json. input is the rule's named
+    files: instances and index, and for bm25_13K/27K/40K retrieval and retrieval_index, the
+    retrieval records the select step wrote."""
+    row = read_row(input["instances"], input["index"], instance_id)
+    retrieval = (input["retrieval"], input["retrieval_index"]) if input.get("retrieval") else None
     settings = dict(settings)
     if strategy in ("oracle", "bm25") and not (settings.get("repo_cache") and settings.get("repo_url")):
         raise ContextError(f"context {strategy} needs repo_cache and repo_url")

@@ -159,18 +159,19 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
     }
 
 
-def run(prompt_path, context_path, template_path, rows_path, index_path, instance_id, provider, model,
-        settings, out_path, log_path):
-    """The stage: read the instance's files, ask, write response.json (or nothing, by raising)."""
+def run(instance_id, input, provider, model, settings, out_path, log_path):
+    """The stage: read the instance's files, ask, write response.json (or nothing, by raising).
+    input is the rule's named files: prompt, instances, index, and for a model context and template."""
     with instance_log(log_path, instance_id) as log:
         template = None
-        if template_path and provider in providers.ASK:
+        if input.get("template") and provider in providers.ASK:
             from scripts.prompt import load_template
 
-            template = load_template(template_path)
+            template = load_template(input["template"])
+        context = read_json(input["context"]) if input.get("context") else None
         try:
-            record = generate(read_json(prompt_path), read_row(rows_path, index_path, instance_id), provider, model,
-                              settings, read_json(context_path) if context_path else None, template, log)
+            record = generate(read_json(input["prompt"]), read_row(input["instances"], input["index"], instance_id),
+                              provider, model, settings, context, template, log)
         except (GenerationFailed, costs.BudgetSpent) as error:
             log(f"error: {error}")
             raise GenerationFailed(f"{instance_id}: {error} (log: {log_path})") from None

@@ -7,16 +7,9 @@ search_replace prompt style) is applied to the files and turned into a unified d
 
 With the apply check (scripts/apply.py) the patch must apply at the instance's base commit
 as the SWE-bench harness applies it, or be repaired until it does; patch.diff is then the
-`git diff` of the patched files. A patch that still fails, or breaks a Python file, can go
-back to the model (self-repair) with the error and the code around the failed hunk.
-
-    python -m scripts.patch --response RESPONSE_JSON [--context CONTEXT_JSON] --diff OUT_DIFF --record OUT_JSON
-        [--repo-cache DIR --repo-url URL --repo OWNER/NAME --commit SHA]
+`git diff` of the patched files. The patch stage never asks a model: a patch that still
+fails, or breaks a Python file, is for the repair stage (scripts/repair.py).
 """
-import argparse
-import sys
-from pathlib import Path
-
 from scripts import apply
 from scripts import repos as repos_module
 from scripts.common import (
@@ -69,7 +62,6 @@ def new_record(instance_id):
         "problems": [], "source": None, "fixes": [], "files": [], "hunks": 0,
         "lines_added": 0, "lines_removed": 0, "rejected_patch": None,
         "applies": None, "apply_attempt": None, "apply_error": None, "syntax_errors": [],
-        "answer": "response", "repair_attempts": [],
     }
 
 
@@ -214,84 +206,27 @@ class PatchStageError(Exception):
     """The job fails and writes nothing; a rerun retries the instance."""
 
 
-def run_stage(instance_id, response_path, context_path, prompt_path, rows_path, index_path,
-              diff_path, record_path, log_path, repos=None, repair=None):
-    """The stage for one instance: write patch.diff and patch.json (and repair-N files).
-
-    repos ({"repo_cache", "repo_url"}) turns on the apply check at the instance's base commit;
-    repair ({"provider", "model", "settings", "attempts"}) lets the model mend a patch that
-    fails. A repository that cannot be fetched, or a request that cannot be made, fails the
-    job with PatchStageError."""
-    from scripts import costs, generate
-    from scripts.repair import needs_repair, self_repair
-    
-    folder = Path(record_path).parent
-    for stale in folder.glob("repair-*.json"):
-        stale.unlink()
+def run_stage(instance_id, input, output, log_path, repos):
+    """The stage for one instance: write patch.diff and patch.json. input and output are the
+    rule's named files (response, context, and instances/index for the apply check; diff, record).
+    repos ({"repo_cache", "repo_url"}) turns on the apply check at the instance's base commit; a
+    repository that cannot be fetched fails the job with PatchStageError."""
     with instance_log(log_path, instance_id) as log:
         repository = None
         if repos is not None:
-            row = read_row(rows_path, index_path, instance_id)
+            row = read_row(input["instances"], input["index"], instance_id)
             repository = apply.Repository(repos["repo_cache"], repos["repo_url"], row["repo"], row["base_commit"])
-        response = read_json(response_path)
-        context = read_json(context_path) if context_path else None
         try:
-            first = judge(response, context, repository)
-            text, record, _ = first
-            if repair and repair["attempts"] and needs_repair(record):
-                text, record = self_repair(first, response, read_json(prompt_path), context, repository, repair,
-                                           folder, log)
+            text, record, _ = judge(read_json(input["response"]), read_json(input["context"]), repository)
         except repos_module.RepoError as error:
             message = (f"{instance_id}: cannot check the patch at {repository.repo}@{repository.commit}: "
                        f"{str(error).rstrip('.')}. To fix it, set repo_url (and repo_cache) to where the repository can be fetched, or "
                        f"apply_check=false to skip the check (log: {log_path})")
             log(f"error: {message}")
             raise PatchStageError(message) from None
-        except (generate.GenerationFailed, costs.BudgetSpent) as error:
-            message = (f"{instance_id}: self-repair could not ask the model: {error} "
-                       f"(repair_attempts=0 turns self-repair off; log: {log_path})")
-            log(f"error: {message}")
-            raise PatchStageError(message) from None
-        write_text_atomic(diff_path, text)
-        write_json_atomic(record_path, record)
+        write_text_atomic(output["diff"], text)
+        write_json_atomic(output["record"], record)
         applied = {True: f", applies ({record['apply_attempt'] or 'repaired'})", False: ", does not apply",
                    None: ""}[record["applies"]]
-        log(f"patch {describe_verdict(record)}{applied}{', from ' + record['answer'] if record['answer'] != 'response' else ''}")
+        log(f"patch {describe_verdict(record)}{applied}")
     return record
-
-
-def run(response_path, diff_path, record_path, context_path=None, repository=None):
-    """Read response.json (and context.json), write patch.diff and patch.json; return the record."""
-    response = read_json(response_path)
-    patch_text, record = make_patch(response, read_json(context_path) if context_path else None, repository)
-    write_text_atomic(diff_path, patch_text)
-    write_json_atomic(record_path, record)
-    return record
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Extract, repair and check the patch in a model's answer.")
-    parser.add_argument("--response", required=True, help="response.json written by the generate stage")
-    parser.add_argument("--context", help="context.json, whose files search/replace edits are applied to")
-    parser.add_argument("--diff", required=True, help="where to write patch.diff")
-    parser.add_argument("--record", required=True, help="where to write patch.json")
-    parser.add_argument("--repo-cache", help="with --repo-url, --repo and --commit: check that the patch applies")
-    parser.add_argument("--repo-url", default=repos_module.DEFAULT_URL)
-    parser.add_argument("--repo", help="owner/name of the repository")
-    parser.add_argument("--commit", help="the base commit")
-    args = parser.parse_args(argv)
-    repository = None
-    if args.repo_cache:
-        if not (args.repo and args.commit):
-            parser.error("--repo-cache needs --repo and --commit")
-        repository = apply.Repository(args.repo_cache, args.repo_url, args.repo, args.commit)
-    try:
-        record = run(args.response, args.diff, args.record, args.context, repository)
-    except repos_module.RepoError as error:
-        sys.exit(f"patch: cannot check the patch: {error}")
-    print(f"{record['instance_id']}: patch {describe_verdict(record)}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,9 +1,18 @@
-"""The repair stage: a patch that does not parse, apply or compile goes back to the model."""
+"""The repair stage: a patch that does not parse, apply or compile goes back to the model.
+
+Reads the patch stage's verdict (patch.json) and, when it fails, asks the model to mend its
+answer up to repair_attempts times, showing the error and the code around the failed hunks.
+Writes repair.diff (the patch the predictions take: the best answer's), repair.json (each
+attempt's verdict and cost, the verdict kept and whose answer it is; schemas/repair.schema.json)
+and the folder repair/ with N.prompt.json and N.response.json of each request made.
+"""
+import shutil
 from pathlib import Path
 
-from scripts import apply
-from scripts.common import write_json_atomic
-from scripts.patch import judge
+from scripts import apply, costs, generate
+from scripts import repos as repos_module
+from scripts.common import instance_log, read_json, read_row, write_json_atomic, write_text_atomic
+from scripts.patch import PatchStageError, describe_verdict, judge
 
 
 def needs_repair(record):
@@ -63,9 +72,8 @@ def repair_request(record, blocks, edits):
 
 def self_repair(first, response, prompt, context, repository, repair, folder, log):
     """Ask the model to mend its answer, up to repair["attempts"] times; (patch text, record) of
-    the best answer, with every attempt recorded in record["repair_attempts"] and its prompt and
-    answer kept as repair-N.prompt.json and repair-N.response.json in folder."""
-    from scripts import generate
+    the best answer, with every attempt recorded in record["attempts"] and its prompt and
+    answer kept as N.prompt.json and N.response.json in folder."""
     from scripts.tokens import count_tokens, tokenizer_of
 
     best_text, best, spots = first
@@ -85,12 +93,12 @@ def self_repair(first, response, prompt, context, repository, repair, folder, lo
         log(f"repair {number}: asking {repair['provider']} to mend: {'; '.join(latest['problems'] + latest['syntax_errors'])[:300]}")
         reply = generate.generate(repair_prompt, {"instance_id": response["instance_id"]}, repair["provider"],
                                   repair["model"], repair["settings"], log=log)
-        write_json_atomic(Path(folder) / f"repair-{number}.prompt.json", repair_prompt)
-        write_json_atomic(Path(folder) / f"repair-{number}.response.json", reply)
+        write_json_atomic(Path(folder) / f"{number}.prompt.json", repair_prompt)
+        write_json_atomic(Path(folder) / f"{number}.response.json", reply)
         text, latest, spots = judge(reply, context, repository)
         latest["answer"] = f"repair-{number}"
-        attempts.append({"number": number, "prompt": f"repair-{number}.prompt.json",
-                         "response": f"repair-{number}.response.json",
+        attempts.append({"number": number, "prompt": f"repair/{number}.prompt.json",
+                         "response": f"repair/{number}.response.json",
                          **{key: latest[key] for key in ("status", "reason", "problems", "applies", "syntax_errors")},
                          "cost_usd": reply["cost_usd"]})
         log(f"repair {number}: {latest['status']} {latest['reason'] or ''}, {reply['cost_usd']:.6f} USD")
@@ -99,6 +107,46 @@ def self_repair(first, response, prompt, context, repository, repair, folder, lo
         if reply["status"] == "failed":
             break  # a refusal, or a prompt too long: asking again would not help
         answer = reply["answer"]
-    best["repair_attempts"] = attempts
+    best["attempts"] = attempts
     return best_text, best
 
+
+
+def run_stage(instance_id, input, output, log_path, settings):
+    """The stage for one instance. input and output are the rule's named files (response, prompt,
+    context, patch, diff, and instances/index for the apply check; diff, record, requests);
+    settings: {"provider", "model", "attempts", "settings" (the request settings), "repos" (None
+    without the apply check)}. A repository that cannot be fetched, or a request that cannot be
+    made, fails the job with PatchStageError."""
+    folder = Path(output["requests"])
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    first = read_json(input["patch"])
+    text, record = Path(input["diff"]).read_text(encoding="utf-8"), dict(first, answer="response", attempts=[])
+    with instance_log(log_path, instance_id) as log:
+        if needs_repair(first):
+            repository = None
+            if settings["repos"] is not None:
+                row = read_row(input["instances"], input["index"], instance_id)
+                repository = apply.Repository(settings["repos"]["repo_cache"], settings["repos"]["repo_url"],
+                                              row["repo"], row["base_commit"])
+            response, context = read_json(input["response"]), read_json(input["context"])
+            try:
+                judged = judge(response, context, repository)  # the same verdict again, with its spots
+                judged[1].update(answer="response")
+                text, record = self_repair(judged, response, read_json(input["prompt"]), context, repository,
+                                           settings, folder, log)
+            except repos_module.RepoError as error:
+                message = f"{instance_id}: cannot read the repository for the repair request: {error} (log: {log_path})"
+                log(f"error: {message}")
+                raise PatchStageError(message) from None
+            except (generate.GenerationFailed, costs.BudgetSpent) as error:
+                message = (f"{instance_id}: self-repair could not ask the model: {error} "
+                           f"(repair_attempts=0 turns self-repair off; log: {log_path})")
+                log(f"error: {message}")
+                raise PatchStageError(message) from None
+        record["cost_usd"] = round(sum(a["cost_usd"] for a in record["attempts"]), 6)
+        write_text_atomic(output["diff"], text)
+        write_json_atomic(output["record"], record)
+        log(f"repair: {len(record['attempts'])} request(s); kept {describe_verdict(record)} from {record['answer']}")
+    return record

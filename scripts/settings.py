@@ -140,19 +140,34 @@ def check_api_key(config, environ):
 
 def api_settings(provider, config, run_dir):
     """Settings of a request from the run's config and the environment (where the key lives)."""
-    base_url = config.get("base_url") or (os.environ.get(f"{provider.upper()}_BASE_URL") if provider in providers.ASK else None)
+    base_url = config["base_url"] or (os.environ.get(f"{provider.upper()}_BASE_URL") if provider in providers.ASK else None)
     key_variable = providers.KEY_VARIABLES.get(provider)
     return {
-        "replay_file": config.get("replay_file"),
+        "replay_file": config["replay_file"],
         "base_url": base_url,
         # Servers behind base_url (vLLM, Ollama, ...) often need no key, but the clients want one.
         "api_key": key_variable and (os.environ.get(key_variable) or ("unused" if base_url else None)),
-        "temperature": config.get("temperature"),
-        "max_output_tokens": config.get("max_output_tokens", 4096),
-        "request_timeout": config.get("request_timeout", 600),
-        "max_attempts": config.get("max_attempts", 6),
-        "retry_backoff": config.get("retry_backoff", 2.0),
-        "max_cost": config.get("max_cost"),
-        "prices": costs.load_prices(config.get("prices")),
+        "temperature": config["temperature"],
+        "max_output_tokens": config["max_output_tokens"],
+        "request_timeout": config["request_timeout"],
+        "max_attempts": config["max_attempts"],
+        "retry_backoff": config["retry_backoff"],
+        "max_cost": config["max_cost"],
+        "prices": costs.load_prices(config["prices"]),
         "ledger": str(Path(run_dir) / "spend.jsonl"),
+    }
+
+
+def derived(config):
+    """What the rules take from a checked config, worked out once: the run folder, the model,
+    the request settings, the repository settings of the apply check and the repair attempts."""
+    run_dir = f"results/{run_id(config)}"
+    asks_model = config["provider"] in providers.ASK and not config["predictions"]
+    return {
+        "run_id": run_id(config),
+        "run_dir": run_dir,
+        "model": model_name(config) if not config["predictions"] else None,
+        "api": api_settings(config["provider"], config, run_dir),
+        "repos": {"repo_cache": config["repo_cache"], "repo_url": config["repo_url"]} if config["apply_check"] else None,
+        "repair_attempts": config["repair_attempts"] if asks_model else 0,
     }

@@ -55,3 +55,10 @@ def assert_valid(record, schema_name):
 
     schema = json.loads((PROJECT / "schemas" / f"{schema_name}.schema.json").read_text())
     jsonschema.validate(record, schema)
+
+
+def run_config(**overrides):
+    """The defaults of config.yaml with overrides, as a checked config holds them."""
+    import yaml
+
+    return {**yaml.safe_load((PROJECT / "config.yaml").read_text()), **overrides}

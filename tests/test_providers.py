@@ -3,7 +3,7 @@ import json
 import threading
 
 import pytest
-from conftest import LITE_TEST, assert_valid, read_rows
+from conftest import LITE_TEST, assert_valid, read_rows, run_config
 from fake_api import FakeModelServer
 
 from scripts import context, costs, generate, prompt
@@ -22,8 +22,8 @@ def server():
 
 def settings_for(provider, server, tmp_path, **changes):
     base_url = f"{server.url}/v1" if provider == "openai" else server.url
-    config = {"base_url": base_url, "max_attempts": 4, "retry_backoff": 0.01, "request_timeout": 2.0,
-              "temperature": 0.0, "max_output_tokens": 2048, **changes}
+    config = run_config(**{"base_url": base_url, "max_attempts": 4, "retry_backoff": 0.01, "request_timeout": 2.0,
+                           "temperature": 0.0, "max_output_tokens": 2048, **changes})
     settings = api_settings(provider, config, tmp_path)
     settings["api_key"] = KEY
     return settings
