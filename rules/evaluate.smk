@@ -30,9 +30,9 @@ if config["evaluation"] != "none":
             # any patch changes: ancient() keeps that from re-evaluating every instance. What
             # re-evaluates one instance is its own patch: patch.diff, or given_patch.sha256.
             predictions=ancient(f"{RUN}/predictions.jsonl"),
-            patch=f"{RUN}/instances/{{id}}/" + ("given_patch.sha256" if config["predictions"] else "patch.diff"),
+            patch=f"{RUN}/instances/{{id}}/{'given_patch.sha256' if config['predictions'] else PATCH}",
         output:
-            f"{RUN}/instances/{{id}}/report.json",
+            f"{RUN}/instances/{{id}}/evaluation.json",
         params:
             backend=config["evaluation"],
             image_namespace=config["image_namespace"] or "",
@@ -58,7 +58,7 @@ if config["evaluation"] != "none":
         input:
             instances=INSTANCES,
             predictions=f"{RUN}/predictions.jsonl",
-            reports=merged("report.json"),
+            reports=merged("evaluation.json"),
         output:
             f"{RUN}/evaluation.json",
         params:

@@ -15,8 +15,8 @@ else:
     rule predictions:
         localrule: True
         input:
-            # every instance's patch, or with allow_partial those that are made
-            patches=merged("patch.diff"),
+            # every instance's patch (the repaired one, with a repair stage), or with allow_partial those made
+            patches=merged(PATCH),
         output:
             f"{RUN}/predictions.jsonl",
         params:
@@ -24,5 +24,4 @@ else:
         run:
             from scripts import predictions
 
-            ids = [os.path.basename(os.path.dirname(path)) for path in input.patches]
-            predictions.write_generated(ids, RUN, params.model, output[0])
+            predictions.write_generated(input.patches, params.model, output[0])

@@ -1,7 +1,7 @@
 """Evaluate: one instance's prediction through the official SWE-bench harness, and the merge.
 
 `instance` evaluates one prediction of the merged predictions.jsonl and writes the
-instance's report.json, with the harness's logs (run_instance.log, test_output.txt, the
+instance's evaluation.json, with the harness's logs (run_instance.log, test_output.txt, the
 applied patch.diff, eval.sh, the harness's own report.json) in evaluation/ beside it.
 Backends: docker (the harness's run_instance on the local Docker daemon), modal (the
 harness's Modal backend) and sb-cli (the SWE-bench cloud evaluation, through the sb-cli
@@ -407,7 +407,7 @@ def main(argv=None):
 
     if args.command == "merge":
         rows = read_jsonl(args.instances)
-        reports = {row["instance_id"]: read_json(Path(args.run_dir) / "instances" / row["instance_id"] / "report.json")
+        reports = {row["instance_id"]: read_json(Path(args.run_dir) / "instances" / row["instance_id"] / "evaluation.json")
                    for row in rows}
         write_json_atomic(args.out, merge(rows, read_jsonl(args.predictions), reports, args.backend))
         return

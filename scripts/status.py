@@ -15,7 +15,7 @@ from scripts.common import read_json
 
 # each stage's file in instances/<id>/
 STAGE_FILES = {"context": "context.json", "prompt": "prompt.json", "generate": "response.json",
-               "patch": "patch.json", "evaluate": "report.json"}
+               "patch": "patch.json", "repair": "repair.json", "evaluate": "evaluation.json"}
 VERDICTS = ("resolved", "unresolved")
 
 
@@ -34,7 +34,7 @@ def failure_reason(stage, record):
     """Why the stage's record is a permanent failure; None when the stage is done."""
     if stage == "generate" and record.get("status") == "failed":
         return record.get("failure_reason") or "failed"
-    if stage == "patch" and record.get("status") != "valid":
+    if stage in ("patch", "repair") and record.get("status") != "valid":
         return record.get("reason") or record.get("status")
     if stage == "evaluate" and record.get("status") not in VERDICTS:
         return record.get("status")
@@ -49,8 +49,10 @@ def run_stages(run_dir):
     instances = run_dir / "instances"
     given = summary.get("mode") == "predictions" or any(instances.glob("*/given_patch.sha256"))
     evaluated = (summary.get("evaluation", "none") != "none" or (run_dir / "evaluation.json").is_file()
-                 or any(instances.glob("*/report.json")))
+                 or any(instances.glob("*/evaluation.json")))
     skipped = {}
+    if not any(instances.glob("*/repair.json")):
+        skipped["repair"] = "no repair stage (provider gold or replay, or repair_attempts=0), or not reached"
     if given:
         skipped.update(dict.fromkeys(["context", "prompt", "generate", "patch"], "predictions given: not part of this run"))
     if not evaluated:

@@ -23,13 +23,16 @@ def percentile(values, fraction):
 
 
 def instance_records(run_dir, instance_id):
-    """The instance's response and patch records that exist (a partial run may lack them)."""
+    """The instance's response and patch records that exist (a partial run may lack them). The
+    patch record is the repair stage's when there is one: its verdict is the final one."""
     folder = Path(run_dir) / "instances" / instance_id
     records = {}
-    for stage in ("response", "patch"):
+    for stage in ("response", "patch", "repair"):
         path = folder / f"{stage}.json"
         if path.is_file():
             records[stage] = read_json(path)
+    if "repair" in records:
+        records["patch"] = records["repair"]
     return records
 
 
@@ -42,7 +45,7 @@ def missing_files(rows, records, run_dir, generated, evaluated):
         found = records.get(row["instance_id"], {})
         stages = [("generate", "response", "response" in found), ("patch", "patch", "patch" in found)] if generated else []
         if evaluated:
-            stages.append(("evaluate", "report", (folder / "report.json").is_file()))
+            stages.append(("evaluate", "evaluation", (folder / "evaluation.json").is_file()))
         first = next(((stage, name) for stage, name, present in stages if not present), None)
         if first:
             missing.append({"instance_id": row["instance_id"], "stage": first[0], "file": str(folder / f"{first[1]}.json")})
@@ -84,6 +87,7 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
     records = {row["instance_id"]: instance_records(run_dir, row["instance_id"]) for row in rows} if generated else {}
     responses = [r["response"] for r in records.values() if "response" in r]
     patches = [r["patch"] for r in records.values() if "patch" in r]
+    repair_usd = round(sum(r["repair"]["cost_usd"] for r in records.values() if "repair" in r), 6)
     failures = []
     for instance_id, r in sorted(records.items()):
         folder = f"{run_dir}/instances/{instance_id}"
@@ -120,11 +124,16 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
                 "empty": sum(p["status"] == "empty" for p in patches),
                 "invalid": sum(p["status"] == "invalid" for p in patches),
                 "by_reason": dict(Counter(p["reason"] for p in patches if p["status"] != "valid")),
+                # patches that did not apply as given and that the apply check made apply
+                "mended_by_apply_check": sum(p.get("applies") is True and p.get("apply_attempt") is None for p in patches),
+                # patches that the patch stage rejected and a repair request's answer replaced
+                "mended_by_model": sum(p.get("answer", "response") != "response" for p in patches),
             } if generated else None,
             "predictions": {"total": len(predictions), "non_empty": sum(bool(p) for p in patch_by_id.values())},
         },
         "cost": {
-            "total_usd": round(sum(r["cost_usd"] for r in responses), 6),
+            "total_usd": round(sum(r["cost_usd"] for r in responses) + repair_usd, 6),
+            "repair_usd": repair_usd,
             "mean_usd": round(sum(r["cost_usd"] for r in responses) / len(responses), 6) if responses else 0.0,
             "input_tokens": sum(r["usage"]["input_tokens"] for r in responses),
             "cached_input_tokens": sum(r["usage"].get("cached_input_tokens", 0) for r in responses),
@@ -156,12 +165,12 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
 
 
 def evaluation_failures(evaluation, run_dir):
-    """The evaluated instances without a verdict, with the reason from their report.json."""
+    """The evaluated instances without a verdict, with the reason from their evaluation.json."""
     status_of = {i: status for status, key in EVALUATION_FAILURES.items() for i in evaluation[key]}
     status_of.update({i: "error" for i in evaluation["error_ids"] if i not in status_of})
     failures = []
     for instance_id, status in sorted(status_of.items()):
-        path = Path(run_dir) / "instances" / instance_id / "report.json"
+        path = Path(run_dir) / "instances" / instance_id / "evaluation.json"
         failures.append({"instance_id": instance_id, "stage": "evaluate", "reason": status,
                          "detail": read_json(path).get("reason") if path.is_file() else None, "file": str(path)})
     return failures
@@ -193,6 +202,8 @@ def render_markdown(summary):
     if counts["patch"]:
         lines.append(f"| patch | valid | {counts['patch']['valid']} |")
         lines += [f"| patch | {k} | {v} |" for k, v in sorted(counts["patch"]["by_reason"].items())]
+        lines.append(f"| patch | mended by the apply check | {counts['patch']['mended_by_apply_check']} |")
+        lines.append(f"| repair | mended by the model | {counts['patch']['mended_by_model']} |")
     lines.append(f"| predictions | with a patch | {counts['predictions']['non_empty']} |")
     if summary.get("resolution"):
         lines += [f"| evaluate | {k} | {v} |" for k, v in summary["resolution"]["by_status"].items() if v]

@@ -109,7 +109,7 @@ def evaluate_cli(run, instance_id, backend, *extra, env=None):
     command = [sys.executable, "-m", "scripts.evaluate", "instance", "--backend", backend,
                "--instances", str(run / "instances.jsonl"), "--index", str(run / "instances.index.json"),
                "--predictions", str(run / "predictions.jsonl"), "--id", instance_id, "--run-id", "r",
-               "--out", str(run / "instances" / instance_id / "report.json"), *extra]
+               "--out", str(run / "instances" / instance_id / "evaluation.json"), *extra]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}
     return subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, env={**full_env, **(env or {})})
 
@@ -177,7 +177,7 @@ def test_empty_patch_is_reported_without_the_backend(tmp_path):
     # a Docker daemon that does not exist: the empty patch never needs one
     result = evaluate_cli(run, "psf__requests-2317", "docker", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.returncode == 0, result.stderr
-    report = json.loads((run / "instances" / "psf__requests-2317" / "report.json").read_text())
+    report = json.loads((run / "instances" / "psf__requests-2317" / "evaluation.json").read_text())
     assert report["status"] == "empty_patch" and report["resolved"] is False
     assert report["logs"] is None and report["report"] is None
     assert report["harness"].startswith("swebench 4.")
@@ -220,7 +220,7 @@ def test_sb_cli_backend_submits_waits_and_reads_the_verdict(tmp_path):
         for instance_id in ("psf__requests-2317", "psf__requests-863"):
             result = evaluate_cli(run, instance_id, "sb-cli", "--dataset", "lite", "--split", "test", env=sbcli_env(cloud))
             assert result.returncode == 0, result.stdout + result.stderr
-    reports = {i: json.loads((run / "instances" / i / "report.json").read_text())
+    reports = {i: json.loads((run / "instances" / i / "evaluation.json").read_text())
                for i in ("psf__requests-2317", "psf__requests-863")}
     assert reports["psf__requests-2317"]["status"] == "resolved"
     assert reports["psf__requests-863"]["status"] == "unresolved"
@@ -241,12 +241,12 @@ def test_sb_cli_backend_resumes_a_submission_but_refuses_a_changed_patch(tmp_pat
         again = evaluate_cli(run, "psf__requests-863", "sb-cli", "--dataset", "lite", env=sbcli_env(cloud))
         assert again.returncode == 0, again.stderr
         write_rows(run / "predictions.jsonl", [given("psf__requests-863", "diff --git a/b b/b\n")])
-        (run / "instances" / "psf__requests-863" / "report.json").unlink()
+        (run / "instances" / "psf__requests-863" / "evaluation.json").unlink()
         changed = evaluate_cli(run, "psf__requests-863", "sb-cli", "--dataset", "lite", env=sbcli_env(cloud))
     assert changed.returncode != 0
     assert "already holds a submission of psf__requests-863 with another patch" in changed.stderr
     assert "set another run_id" in changed.stderr
-    assert not (run / "instances" / "psf__requests-863" / "report.json").exists()
+    assert not (run / "instances" / "psf__requests-863" / "evaluation.json").exists()
 
 
 def test_sb_cli_backend_fault_writes_nothing(tmp_path):
@@ -258,7 +258,7 @@ def test_sb_cli_backend_fault_writes_nothing(tmp_path):
                                  env={**sbcli_env(cloud), "SWEBENCH_API_KEY": "not-the-key"})
     assert failed.returncode != 0 and "evaluation service unavailable" in failed.stderr
     assert wrong_key.returncode != 0 and "invalid API key" in wrong_key.stderr
-    assert not (run / "instances" / "psf__requests-863" / "report.json").exists()
+    assert not (run / "instances" / "psf__requests-863" / "evaluation.json").exists()
 
 
 # --- modal, up to the harness call ---

@@ -52,7 +52,7 @@ def containers_created(since, until):
 
 
 def report(run, instance_id):
-    return json.loads((run / "instances" / instance_id / "report.json").read_text())
+    return json.loads((run / "instances" / instance_id / "evaluation.json").read_text())
 
 
 def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, testbed, monkeypatch):
@@ -129,7 +129,7 @@ def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, test
 
     # nothing changed: nothing runs; one patch changed: that instance alone is evaluated again
     assert jobs_run(snakemake(tmp_path, *config)) == []
-    untouched = run / "instances" / "psf__requests-90001" / "report.json"
+    untouched = run / "instances" / "psf__requests-90001" / "evaluation.json"
     before = untouched.stat().st_mtime_ns
     write_rows(given, [{"instance_id": i, "model_name_or_path": "test-model",
                         "model_patch": images.GOLD_PATCH if i == "psf__requests-90002" else patch}
@@ -149,7 +149,7 @@ def test_generated_patches_are_evaluated_and_a_redone_one_alone_again(tmp_path, 
     snakemake(tmp_path, *config)
     run = tmp_path / "results" / "gold"
     assert [report(run, r["instance_id"])["status"] for r in chosen] == ["resolved", "resolved"]
-    untouched = run / "instances" / "psf__requests-90001" / "report.json"
+    untouched = run / "instances" / "psf__requests-90001" / "evaluation.json"
     before = untouched.stat().st_mtime_ns
     (run / "instances" / "psf__requests-90002" / "response.json").unlink()
     redo = snakemake(tmp_path, *config)
@@ -205,7 +205,7 @@ def test_pulled_images_are_removed_unless_kept(tmp_path, testbed, registry):
         command = [sys.executable, "-m", "scripts.evaluate", "instance", "--backend", "docker",
                    "--instances", str(run / "instances.jsonl"), "--index", str(run / "instances.index.json"),
                    "--predictions", str(run / "predictions.jsonl"), "--id", row["instance_id"], "--run-id", "r",
-                   f"--namespace={namespace}", "--out", str(run / "instances" / row["instance_id"] / "report.json"),
+                   f"--namespace={namespace}", "--out", str(run / "instances" / row["instance_id"] / "evaluation.json"),
                    *extra]
         subprocess.run(command, cwd=PROJECT, check=True, capture_output=True)
         return report(run, row["instance_id"])
