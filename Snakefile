@@ -9,6 +9,8 @@ min_version("9.0")
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
 report: "report/workflow.rst"
 
 

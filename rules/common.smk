@@ -5,15 +5,14 @@ import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 
 from scripts import settings
 from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
 from scripts.common import read_json
-
 
 # `snakemake --report` reads the finished files only: no key or Docker daemon is needed for it.
 MAKING_REPORT = any(arg.startswith("--report") for arg in sys.argv)
@@ -52,7 +51,18 @@ MODEL = DERIVED["model"]
 REPAIR_ATTEMPTS = DERIVED["repair_attempts"]  # 0: no repair stage
 # The patch each instance's prediction takes: the repair stage's, when there is one.
 PATCH = "repair.diff" if REPAIR_ATTEMPTS else "patch.diff"
-PYTHON = f"{sys.executable} -m scripts"
+# Shell commands run `python -m scripts.<module>`: Snakemake's own interpreter, or under
+# --sdm conda the environment envs/runner.yaml makes from requirements.txt.
+CONDA_ENV = "../envs/runner.yaml"
+shell.prefix(
+    "set -euo pipefail; "
+    f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    + (
+        ""
+        if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+        else f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH; "
+    )
+)
 INSTANCES = f"{RUN}/instances.jsonl"
 INDEX = f"{RUN}/instances.index.json"
 # The retrieval dataset (context=bm25_13K/27K/40K) and the files the select step takes from it.
@@ -61,7 +71,12 @@ RETRIEVAL_ROWS = f"{RUN}/retrieval.jsonl"
 RETRIEVAL_INDEX = f"{RUN}/retrieval.index.json"
 
 
-if config["retry_failed"] and workflow.is_main_process and not workflow.output_settings.dryrun and os.path.exists(INDEX):
+if (
+    config["retry_failed"]
+    and workflow.is_main_process
+    and not workflow.output_settings.dryrun
+    and os.path.exists(INDEX)
+):
     from scripts.status import set_aside_failures
 
     for path in set_aside_failures(RUN, list(read_json(INDEX))):
@@ -148,9 +163,13 @@ ESTIMATE = f"{RUN}/estimate.json" if config["provider"] in MODEL_PROVIDERS and n
 
 
 def estimate_settings():
-    return {"prices": DERIVED["api"]["prices"], "answer_tokens": config["estimate_answer_tokens"],
-            "max_output_tokens": config["max_output_tokens"], "cost_warn": config["cost_warn"],
-            "confirm_cost": config["confirm_cost"]}
+    return {
+        "prices": DERIVED["api"]["prices"],
+        "answer_tokens": config["estimate_answer_tokens"],
+        "max_output_tokens": config["max_output_tokens"],
+        "cost_warn": config["cost_warn"],
+        "confirm_cost": config["confirm_cost"],
+    }
 
 
 def instance_ids(paths):
@@ -160,10 +179,19 @@ def instance_ids(paths):
 
 def context_settings():
     """What a context job reads from the config besides its params (where repositories come from)."""
-    return {"context_tokens": config["context_tokens"], "tokenizer": config["tokenizer"],
-            "repo_cache": config["repo_cache"], "repo_url": config["repo_url"]}
+    return {
+        "context_tokens": config["context_tokens"],
+        "tokenizer": config["tokenizer"],
+        "repo_cache": config["repo_cache"],
+        "repo_url": config["repo_url"],
+    }
 
 
 def repair_settings():
-    return {"provider": config["provider"], "model": MODEL, "attempts": REPAIR_ATTEMPTS,
-            "settings": DERIVED["api"], "repos": DERIVED["repos"]}
+    return {
+        "provider": config["provider"],
+        "model": MODEL,
+        "attempts": REPAIR_ATTEMPTS,
+        "settings": DERIVED["api"],
+        "repos": DERIVED["repos"],
+    }

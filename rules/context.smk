@@ -5,6 +5,8 @@ rule context:
         **({"retrieval": ancient(RETRIEVAL_ROWS), "retrieval_index": ancient(RETRIEVAL_INDEX)} if RETRIEVAL else {}),
     output:
         f"{RUN}/instances/{{id}}/context.json",
+    log:
+        f"{RUN}/logs/{{id}}/context.log",
     params:
         # The settings that change a context: a change reruns the contexts and what follows.
         # Where repositories come from changes no context: repo_cache and repo_url are read
@@ -13,8 +15,6 @@ rule context:
         context_tokens=config["context_tokens"],
         tokenizer=config["tokenizer"],
         retrieval_dataset=RETRIEVAL or "",
-    log:
-        f"{RUN}/logs/{{id}}/context.log",
     run:
         from scripts import context
 

@@ -4,11 +4,11 @@
 if ESTIMATE:
 
     rule estimate:
-        localrule: True
         input:
             per_instance("prompt.json"),
         output:
             ESTIMATE,
+        localrule: True
         run:
             from scripts import estimate
 
@@ -20,8 +20,13 @@ if ESTIMATE:
 
         if os.path.exists(INDEX):
             record, missing = estimate.for_run(RUN, list(read_json(INDEX)), MODEL, estimate_settings())
-            print(estimate.describe(record) + (f" {len(missing)} instances have no prompt yet and are not counted."
-                                               if missing else ""), file=sys.stderr)
+            print(
+                estimate.describe(record)
+                + (f" {len(missing)} instances have no prompt yet and are not counted." if missing else ""),
+                file=sys.stderr,
+            )
         else:
-            print("Cost estimate: made once the prompts are built, before any request (nothing is selected yet).",
-                  file=sys.stderr)
+            print(
+                "Cost estimate: made once the prompts are built, before any request (nothing is selected yet).",
+                file=sys.stderr,
+            )

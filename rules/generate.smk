@@ -5,15 +5,23 @@
 rule generate:
     input:
         **selection_inputs(),
-        prompt=f"{RUN}/instances/{{id}}/prompt.json",
-        # For a model: to rebuild the prompt with less code context when it says it is too long.
-        **({"context": f"{RUN}/instances/{{id}}/context.json", "template": rules.prompt.input.template}
-           if config["provider"] in MODEL_PROVIDERS else {}),
+        **(
+            {"context": f"{RUN}/instances/{{id}}/context.json", "template": rules.prompt.input.template}
+            if config["provider"] in MODEL_PROVIDERS
+            else {}
+        ),
         # No request before the run's cost estimate is made and accepted. ancient(): a new
         # estimate (more instances) does not redo the answers already in.
         **({"estimate": ancient(ESTIMATE)} if ESTIMATE else {}),
+        prompt=f"{RUN}/instances/{{id}}/prompt.json",
+        # For a model: to rebuild the prompt with less code context when it says it is too long.
     output:
         f"{RUN}/instances/{{id}}/response.json",
+    log:
+        f"{RUN}/logs/{{id}}/generate.log",
+    threads: 0
+    resources:
+        api=1,
     params:
         # The settings that change an answer: a change reruns generation and what follows.
         provider=config["provider"],
@@ -22,11 +30,6 @@ rule generate:
         temperature=config["temperature"],
         max_output_tokens=config["max_output_tokens"],
         replay_file=config["replay_file"],
-    threads: 0
-    resources:
-        api=1,
-    log:
-        f"{RUN}/logs/{{id}}/generate.log",
     run:
         from scripts import generate
 

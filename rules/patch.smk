@@ -4,19 +4,19 @@
 # when threads are used (the default profile sets force-use-threads), so it writes its log itself.
 rule patch:
     input:
+        **(selection_inputs() if config["apply_check"] else {}),
         response=f"{RUN}/instances/{{id}}/response.json",
         # the files that search/replace edits are applied to without the apply check
         context=f"{RUN}/instances/{{id}}/context.json",
         # the instance's repository and base commit, for the apply check
-        **(selection_inputs() if config["apply_check"] else {}),
     output:
         diff=f"{RUN}/instances/{{id}}/patch.diff",
         record=f"{RUN}/instances/{{id}}/patch.json",
+    log:
+        f"{RUN}/logs/{{id}}/patch.log",
     params:
         # The settings that change a verdict: a change reruns the patch stage and what follows.
         apply_check=config["apply_check"],
-    log:
-        f"{RUN}/logs/{{id}}/patch.log",
     run:
         from scripts import patch
 

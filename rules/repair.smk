@@ -5,26 +5,26 @@ if REPAIR_ATTEMPTS:
 
     rule repair:
         input:
+            **(selection_inputs() if config["apply_check"] else {}),
             patch=f"{RUN}/instances/{{id}}/patch.json",
             diff=f"{RUN}/instances/{{id}}/patch.diff",
             # the answer and the conversation that the repair request continues
             response=f"{RUN}/instances/{{id}}/response.json",
             prompt=f"{RUN}/instances/{{id}}/prompt.json",
             context=f"{RUN}/instances/{{id}}/context.json",
-            **(selection_inputs() if config["apply_check"] else {}),
         output:
             diff=f"{RUN}/instances/{{id}}/repair.diff",
             record=f"{RUN}/instances/{{id}}/repair.json",
             requests=directory(f"{RUN}/instances/{{id}}/repair"),
+        log:
+            f"{RUN}/logs/{{id}}/repair.log",
+        threads: 0
+        resources:
+            api=1,
         params:
             # The settings that change a repair: a change reruns the repair stage and what follows.
             attempts=REPAIR_ATTEMPTS,
             model=MODEL,
-        threads: 0
-        resources:
-            api=1,
-        log:
-            f"{RUN}/logs/{{id}}/repair.log",
         run:
             from scripts import repair
 

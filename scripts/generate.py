@@ -103,7 +103,7 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
             attempts.append(attempt_record(started, clock, last_error, 400))
             if not (context and context["files"] and template):
                 raise PermanentFailure("context_too_long", f"the prompt does not fit the model even "
-                                       f"without code context ({last_error})")
+                                       f"without code context ({last_error})") from None
             dropped.append(context["files"][-1]["path"])
             context, messages = without_last_file(context, template)
             log(f"attempt {number}: {last_error}; dropping {dropped[-1]} from the context")

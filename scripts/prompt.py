@@ -130,7 +130,7 @@ def main(argv=None):
     try:
         run(args.context, args.template, args.out)
     except TemplateError as e:
-        raise SystemExit(f"prompt: {e}")
+        raise SystemExit(f"prompt: {e}") from None
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def retrieval_texts(source, split, ids):
             if wanted.isdisjoint(parquet.read_row_group(group, columns=["instance_id"]).column(0).to_pylist()):
                 continue
             for batch in parquet.iter_batches(batch_size=64, row_groups=[group], columns=["instance_id", "text"]):
-                for instance_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+                for instance_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
                     if instance_id in wanted:
                         yield instance_id, text
     elif source.endswith(".jsonl"):

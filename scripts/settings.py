@@ -101,7 +101,7 @@ def check(config):
         try:
             re.compile(config["filter"])
         except re.error as e:
-            raise ConfigError(f"filter={config['filter']!r} is not a valid regular expression: {e}.")
+            raise ConfigError(f"filter={config['filter']!r} is not a valid regular expression: {e}.") from None
     if config["provider"] == "replay" and not config["predictions"]:
         if not config["replay_file"]:
             raise ConfigError(

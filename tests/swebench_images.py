@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import docker
+
 from fixture_repos import git
 
 BASE_IMAGE = "swebench-runner-test/base:bookworm"

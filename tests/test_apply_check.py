@@ -8,12 +8,13 @@ import ast
 import json
 import subprocess
 
-import fixture_repos
 import jsonschema
 import pytest
-from conftest import PROJECT
 
 from scripts import apply, diffs, patch
+
+import fixture_repos
+from conftest import PROJECT
 
 SCHEMA = json.loads((PROJECT / "schemas" / "patch.schema.json").read_text())
 HARNESS_SOURCE = next((PROJECT / ".venv" / "lib").glob("python3*/site-packages/swebench/harness/run_evaluation.py"))

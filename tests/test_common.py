@@ -6,9 +6,10 @@ import sys
 import time
 
 import pytest
-from conftest import PROJECT
 
 from scripts import common
+
+from conftest import PROJECT
 
 
 def test_round_trips(tmp_path):

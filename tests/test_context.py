@@ -4,16 +4,17 @@ import os
 import subprocess
 import sys
 
-import fixture_repos
 import pyarrow
 import pyarrow.parquet
 import pytest
-from conftest import PROJECT, assert_valid
-from fixture_repos import commit_files, git, retrieval_text
 from unidiff import PatchSet
 
 from scripts import common, context, prompt, select
 from scripts.tokens import count_tokens, describe, tokenizer_of
+
+import fixture_repos
+from conftest import PROJECT, assert_valid
+from fixture_repos import commit_files, git, retrieval_text
 
 SEARCH_REPLACE = PROJECT / "scripts" / "templates" / "search_replace.yaml"
 

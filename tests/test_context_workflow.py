@@ -1,13 +1,14 @@
 """The real snakemake with code context from repositories the tests build and serve by path."""
 import json
 
-import fixture_repos
 import pyarrow
 import pyarrow.parquet
-from conftest import assert_valid, jobs_run, read_rows, snakemake, write_rows
 from unidiff import PatchSet
 
 from scripts import repos
+
+import fixture_repos
+from conftest import assert_valid, jobs_run, read_rows, snakemake, write_rows
 
 CHOSEN = ["acme__geometry-2", "acme__geometry-3", "acme__ledger-2", "acme__ledger-3"]
 

@@ -10,9 +10,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
 
 from scripts import evaluate
+
+from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
 
 API_KEY = "sb-test-key"
 

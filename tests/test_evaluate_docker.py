@@ -9,10 +9,11 @@ import urllib.request
 
 import docker
 import pytest
-import swebench_images as images
-from conftest import PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
 
 from scripts.evaluate import harness_run_id
+
+import swebench_images as images
+from conftest import PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
 
 EVAL_TIMEOUT = 15  # seconds; the slow instance's test sleeps far longer, the others take 1 or 2
 # instance id -> (predicted patch, test patch); each has its own image name, all of the one testbed image

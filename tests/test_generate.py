@@ -1,10 +1,10 @@
 import json
 
-from conftest import DATA, assert_valid, read_rows, run_config, write_rows
-
 from scripts import generate
 from scripts.select import write_selection
 from scripts.settings import api_settings
+
+from conftest import DATA, assert_valid, read_rows, run_config, write_rows
 
 PROMPT = {"instance_id": "x", "messages": [{"role": "user", "content": "fix it"}]}
 

@@ -510,7 +510,7 @@ def real_records(pattern, field):
 def test_real_answers_give_schema_records_and_valid_patches_reparse(pattern, field):
     results = real_records(pattern, field)
     assert len(results) >= 39
-    for row, patch, record in results.values():
+    for _row, patch, record in results.values():
         assert_record_matches_schema(record)
         if record["status"] == "valid":
             patch_set = PatchSet(patch)

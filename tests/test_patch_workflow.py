@@ -38,7 +38,9 @@ def test_readme_example_is_apply_checked(tmp_path):
         # the normal form: git's own diff of the patched file, with the reference's changes
         patch = predictions[row["instance_id"]]
         assert patch == (folder / "patch.diff").read_text() and "\nindex " in patch
-        changed = lambda text: [line for line in text.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        def changed(text):
+            return [line for line in text.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+
         assert changed(patch) == changed(row["patch"])
         assert not (folder / "repair.json").exists()  # the gold provider has no repair stage
 

@@ -1,10 +1,11 @@
 import json
 
 import pytest
-from conftest import DATA, assert_valid, read_rows, write_rows
 
 from scripts import predictions
 from scripts.select import write_selection
+
+from conftest import DATA, assert_valid, read_rows, write_rows
 
 
 def test_load_jsonl_list_and_preds_dict(tmp_path):

@@ -2,9 +2,10 @@ import json
 import subprocess
 
 import pytest
-from conftest import assert_valid
 
 from scripts import context, prompt
+
+from conftest import assert_valid
 
 
 @pytest.fixture

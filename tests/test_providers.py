@@ -3,11 +3,12 @@ import json
 import threading
 
 import pytest
-from conftest import LITE_TEST, assert_valid, read_rows, run_config
-from fake_api import FakeModelServer
 
 from scripts import context, costs, generate, prompt
 from scripts.settings import api_settings
+
+from conftest import LITE_TEST, assert_valid, read_rows, run_config
+from fake_api import FakeModelServer
 
 ROWS = read_rows(LITE_TEST)[:4]
 MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6"}

@@ -1,14 +1,15 @@
 """The repair stage: the real openai and anthropic clients against the loopback server."""
 import json
 
-import fixture_repos
 import pytest
-from conftest import assert_valid, run_config
-from fake_api import FakeModelServer
 
 from scripts import patch, repair
 from scripts.select import write_selection
 from scripts.settings import api_settings
+
+import fixture_repos
+from conftest import assert_valid, run_config
+from fake_api import FakeModelServer
 
 INSTANCE = "acme__geometry-1"
 

@@ -4,11 +4,12 @@ import sys
 import time
 
 import pytest
-from conftest import PROJECT
 from filelock import FileLock
-from fixture_repos import commit_files, git
 
 from scripts import repos
+
+from conftest import PROJECT
+from fixture_repos import commit_files, git
 
 
 @pytest.fixture

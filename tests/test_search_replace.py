@@ -2,13 +2,14 @@
 import json
 import subprocess
 
-import fixture_repos
 import jsonschema
 import pytest
-from conftest import PROJECT
 
 from scripts import context, patch
 from scripts.edits import find_edits
+
+import fixture_repos
+from conftest import PROJECT
 
 SCHEMA = json.loads((PROJECT / "schemas" / "patch.schema.json").read_text())
 SHAPES = fixture_repos.GEOMETRY["geometry/shapes.py"]

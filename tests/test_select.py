@@ -3,9 +3,10 @@ import json
 import pyarrow
 import pyarrow.parquet
 import pytest
-from conftest import LITE_DEV, LITE_TEST, assert_valid, read_rows, write_rows
 
 from scripts import common, select
+
+from conftest import LITE_DEV, LITE_TEST, assert_valid, read_rows, write_rows
 
 
 def test_select_by_ids_filter_count(lite_rows):

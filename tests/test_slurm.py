@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+
 from conftest import LITE_TEST, PROJECT, read_rows, write_rows
 
 SETUP = "bash tests/slurm_cluster.sh"

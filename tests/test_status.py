@@ -1,9 +1,9 @@
 """The status command, on run folders written record by record (each valid against its schema)."""
 import json
 
-from conftest import assert_valid
-
 from scripts import status
+
+from conftest import assert_valid
 
 
 def write_record(run, instance_id, name, record, schema):

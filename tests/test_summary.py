@@ -1,8 +1,8 @@
 import json
 
-from conftest import assert_valid
-
 from scripts import summary
+
+from conftest import assert_valid
 
 RUN_INFO = {"run_id": "r", "mode": "generate", "dataset": "lite", "split": "test", "provider": "gold",
             "model": "gold", "context": "none", "evaluation": "none"}

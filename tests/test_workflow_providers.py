@@ -2,6 +2,7 @@
 import json
 
 import pytest
+
 from conftest import LITE_TEST, jobs_run, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
 
