@@ -11,10 +11,8 @@ does not fit contributes the lines around its best match (the lines the referenc
 edits for oracle, the lines sharing the rarest words with the issue otherwise).
 Files are counted as the prompt shows them: style-3 blocks with numbered lines.
 """
-import argparse
 import functools
 import re
-import sys
 from collections import Counter
 
 from scripts import repos
@@ -23,7 +21,6 @@ from scripts.prompt import block_units, file_lines
 from scripts.settings import RETRIEVAL_DATASETS
 from scripts.tokens import (
     DEFAULT_TOKENIZER,
-    TOKENIZERS,
     count_each,
     count_tokens,
     describe,
@@ -294,29 +291,3 @@ def run(instance_id, input, strategy, settings, out_path, log_path=None):
     append_log(log_path, f"context: {instance_id}: {record['tokens']['total']} tokens; {names}")
     return record
 
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instances", required=True)
-    parser.add_argument("--index", required=True)
-    parser.add_argument("--id", required=True)
-    parser.add_argument("--strategy", choices=sorted(STRATEGIES), default="none")
-    parser.add_argument("--context-tokens", type=int, help="bound of the prompt; default: the strategy's")
-    parser.add_argument("--tokenizer", choices=sorted(TOKENIZERS), default=DEFAULT_TOKENIZER)
-    parser.add_argument("--repo-cache", help="folder of the repository mirrors (oracle, bm25)")
-    parser.add_argument("--repo-url", help="clone URL template, {repo} becomes owner/name (oracle, bm25)")
-    parser.add_argument("--retrieval", help="retrieval.jsonl written by the select step (bm25_13K/27K/40K)")
-    parser.add_argument("--retrieval-index", help="its index")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    settings = {"context_tokens": args.context_tokens, "tokenizer": args.tokenizer,
-                "repo_cache": args.repo_cache, "repo_url": args.repo_url}
-    retrieval = (args.retrieval, args.retrieval_index) if args.retrieval and args.retrieval_index else None
-    try:
-        run(args.instances, args.index, args.id, args.strategy, settings, args.out, retrieval=retrieval)
-    except (ContextError, repos.RepoError) as e:
-        sys.exit(f"context: {e}")
-
-
-if __name__ == "__main__":
-    main()

@@ -158,7 +158,7 @@ def parse_diff(lines):
             section["new_path"] = header_path(line)
         elif line.startswith("diff --git ") and " b/" in line:
             section["git_path"] = line.rpartition(" b/")[2].strip()
-    for section, following in zip(sections, sections[1:] + [None], strict=True):
+    for section, following in zip(sections, sections[1:] + [None], strict=False):
         section["end"] = following["start"] if following else len(lines)
     return sections, stray
 

@@ -7,7 +7,6 @@ $problem_statement $code. `line_numbers: false` shows the code without line numb
 tokenizer; if it exceeds the context's budget (a template longer than the context stage
 allowed for), the lowest-ranked files are dropped until it fits.
 """
-import argparse
 import functools
 import string
 from pathlib import Path
@@ -120,18 +119,3 @@ def run(context_path, template_path, out_path, log_path=None):
     append_log(log_path, f"prompt: {prompt['instance_id']}: {prompt['tokens']} tokens, template {prompt['template']}")
     return prompt
 
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--context", required=True)
-    parser.add_argument("--template", default=str(DEFAULT_TEMPLATE))
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    try:
-        run(args.context, args.template, args.out)
-    except TemplateError as e:
-        raise SystemExit(f"prompt: {e}") from None
-
-
-if __name__ == "__main__":
-    main()

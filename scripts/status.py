@@ -150,7 +150,7 @@ def set_aside_failures(run_dir, instance_ids, stamp=None):
 def aligned(rows):
     """Rows of text cells as indented lines, in columns."""
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
-    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in rows]
 
 
 def find_runs(results="results"):

@@ -9,7 +9,7 @@ import pyarrow.parquet
 import pytest
 from unidiff import PatchSet
 
-from scripts import common, context, prompt, select
+from scripts import common, context, prompt, repos, select
 from scripts.tokens import count_tokens, describe, tokenizer_of
 
 import fixture_repos
@@ -174,10 +174,9 @@ def test_fetch_errors_stop_the_context_job(tmp_path, built):
     rows_path, index_path = tmp_path / "instances.jsonl", tmp_path / "index.json"
     select.write_selection([row], rows_path, index_path)
     out = tmp_path / "context.json"
-    with pytest.raises(SystemExit, match=r"context: commit 0{40} of acme/geometry is not in"):
-        context.main(["--instances", str(rows_path), "--index", str(index_path), "--id", row["instance_id"],
-                      "--strategy", "bm25", "--repo-cache", repo_settings["repo_cache"],
-                      "--repo-url", repo_settings["repo_url"], "--out", str(out)])
+    settings = {"context_tokens": None, "tokenizer": "cl100k_base", **repo_settings}
+    with pytest.raises(repos.RepoError, match=r"commit 0{40} of acme/geometry is not in"):
+        context.run(row["instance_id"], {"instances": rows_path, "index": index_path}, "bm25", settings, out)
     assert not out.exists()
 
 
