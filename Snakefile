@@ -9,6 +9,8 @@ min_version("9.0")
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
 report: "report/workflow.rst"
 
 
@@ -16,12 +18,14 @@ include: "rules/common.smk"
 include: "rules/select.smk"
 include: "rules/context.smk"
 include: "rules/prompt.smk"
+include: "rules/estimate.smk"
 include: "rules/generate.smk"
 include: "rules/patch.smk"
+include: "rules/repair.smk"
 include: "rules/predictions.smk"
 include: "rules/evaluate.smk"
 include: "rules/summary.smk"
-include: "rules/report.smk"
+include: "rules/figures.smk"
 
 
 rule all:

@@ -18,8 +18,9 @@ from unidiff import PatchSet
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(PROJECT), str(PROJECT / "tests")]  # run as a plain script
 
-import fixture_repos  # noqa: E402
 from scripts import context  # noqa: E402
+
+import fixture_repos  # noqa: E402
 
 
 def distractors(count):

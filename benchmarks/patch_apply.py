@@ -29,9 +29,10 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))  # run as a plain script, scripts/ is not on the path otherwise
 
+from patch_extraction import DATA_FILES  # noqa: E402  (the same files of real answers)
+
 from scripts import apply, patch  # noqa: E402
 from scripts.common import read_jsonl  # noqa: E402
-from patch_extraction import DATA_FILES  # noqa: E402  (the same files of real answers)
 
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false"]
 HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.M)
@@ -43,8 +44,8 @@ def place(known, start, old, strict):
     """Put a hunk's old lines at line `start` of known ({line: text}); False if they contradict it.
     Not strict: lines found together elsewhere among the known ones are a moved hunk, not a contradiction."""
     slots = range(start, start + len(old))
-    if all(known.get(n, text) == text for n, text in zip(slots, old)):
-        known.update(zip(slots, old))
+    if all(known.get(n, text) == text for n, text in zip(slots, old, strict=True)):
+        known.update(zip(slots, old, strict=True))
         return True
     if not strict:
         texts = [known.get(n) for n in range(1, max(known) + 1)]
@@ -134,9 +135,9 @@ def dedent(text):
     def hunk_dedent(match):
         body = match.group(0).split("\n")
         header, lines = body[0], body[1:]
-        if not all(l[1:].startswith("    ") for l in lines if l[1:].strip()):
+        if not all(line[1:].startswith("    ") for line in lines if line[1:].strip()):
             return match.group(0)
-        return "\n".join([header] + [l[:1] + l[5:] if l[1:].strip() else l for l in lines])
+        return "\n".join([header] + [line[:1] + line[5:] if line[1:].strip() else line for line in lines])
     return re.sub(r"^@@[^\n]*(?:\n[ +-][^\n]*)+", hunk_dedent, text, flags=re.M)
 
 
@@ -150,7 +151,7 @@ DEFECTS = {
     "no a/ b/ prefixes": lambda t: re.sub(r"^(--- |\+\+\+ )[ab]/", r"\1", re.sub(r"^diff --git a/(\S+) b/(\S+)",
                                                                            r"diff --git \1 \2", t, flags=re.M),
                                          flags=re.M),
-    "trailing whitespace": lambda t: map_hunk_lines(t, lambda l: l + "  " if l[:1] in " -" and l.strip() else l),
+    "trailing whitespace": lambda t: map_hunk_lines(t, lambda line: line + "  " if line[:1] in " -" and line.strip() else line),
     "lost indentation": dedent,
     "headers without line numbers": lambda t: re.sub(r"^@@ [^@]*@@", "@@ @@", t, flags=re.M),
     "CRLF line endings": lambda t: t.replace("\n", "\r\n"),
@@ -246,7 +247,7 @@ def main(argv=None):
             rows = read_jsonl(path)[: args.limit]
             started = time.perf_counter()
             with ThreadPoolExecutor(args.workers) as pool:
-                outcomes = list(pool.map(lambda row: measure_one(row, field, references), rows))
+                outcomes = list(pool.map(lambda row, field=field: measure_one(row, field, references), rows))
             report(path.name, description, outcomes, time.perf_counter() - started)
     return 0
 

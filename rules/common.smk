@@ -5,16 +5,16 @@ import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 
 from scripts import settings
 from scripts.predictions import PredictionsError, load_predictions
 from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
 from scripts.common import read_json
-
+from scripts.status import infrastructure_fault
 
 # What only a run needs (an API key, a Docker daemon): not a dry run, --lint, --report or a listing.
 RUNS_JOBS = settings.runs_jobs(sys.argv[1:]) and not workflow.output_settings.dryrun
@@ -52,9 +52,25 @@ if config["evaluation"] != "none" and STARTS_RUN:
     except evaluate.PreflightError as e:
         sys.exit(f"Cannot evaluate: {e}")
 
-RUN = f"results/{settings.run_id(config)}"
-MODEL = settings.model_name(config) if not config["predictions"] else None
-PYTHON = f"{sys.executable} -m scripts"
+# What the rules take from the config, worked out once (scripts/settings.py).
+DERIVED = settings.derived(config)
+RUN = DERIVED["run_dir"]
+MODEL = DERIVED["model"]
+REPAIR_ATTEMPTS = DERIVED["repair_attempts"]  # 0: no repair stage
+# The patch each instance's prediction takes: the repair stage's, when there is one.
+PATCH = "repair.diff" if REPAIR_ATTEMPTS else "patch.diff"
+# Shell commands run `python -m scripts.<module>`: Snakemake's own interpreter, or under
+# --sdm conda the environment envs/runner.yaml makes from requirements.txt.
+CONDA_ENV = "../envs/runner.yaml"
+shell.prefix(
+    "set -euo pipefail; "
+    f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    + (
+        ""
+        if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+        else f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH; "
+    )
+)
 INSTANCES = f"{RUN}/instances.jsonl"
 INDEX = f"{RUN}/instances.index.json"
 # The retrieval dataset (context=bm25_13K/27K/40K) and the files the select step takes from it.
@@ -71,8 +87,9 @@ if not config["predictions"] and workflow.is_main_process and settings.runs_jobs
     answer_settings = settings.answer_settings(config, os.environ)
     if not config["overwrite"]:
         try:
-            settings.check_answer_settings(read_json(ANSWER_SETTINGS) if os.path.exists(ANSWER_SETTINGS) else None,
-                                           answer_settings, RUN)
+            settings.check_answer_settings(
+                read_json(ANSWER_SETTINGS) if os.path.exists(ANSWER_SETTINGS) else None, answer_settings, RUN
+            )
         except settings.ConfigError as e:
             sys.exit(f"Invalid configuration: {e}")
     if STARTS_RUN and not (os.path.exists(ANSWER_SETTINGS) and read_json(ANSWER_SETTINGS) == answer_settings):
@@ -115,7 +132,22 @@ def merged(filename):
     return per_instance(filename, merged_ids)
 
 
+def merged_reports(wildcards):
+    """Every merged instance's evaluation. With allow_partial, not those of instances whose last
+    evaluation failed on a fault of the machinery (its log ends with the cause): they are left
+    out, like an instance whose generation failed, until a plain run retries them."""
+    ids = [
+        i
+        for i in merged_ids()
+        if not config["allow_partial"]
+        or os.path.exists(f"{RUN}/instances/{i}/evaluation.json")
+        or not infrastructure_fault(f"{RUN}/logs/{i}/evaluate.log")
+    ]
+    return [f"{RUN}/instances/{i}/evaluation.json" for i in ids]
+
+
 INSTANCE_FILES = ["context.json", "prompt.json", "response.json", "patch.diff", "patch.json"]
+INSTANCE_FILES += ["repair.diff", "repair.json"] if REPAIR_ATTEMPTS else []
 
 
 def run_targets(wildcards):
@@ -123,7 +155,7 @@ def run_targets(wildcards):
     Snakemake does not remake a deleted intermediate file whose downstream files are
     up to date; requested, a deleted one is remade and what follows it is redone."""
     targets = [f"{RUN}/summary.json", f"{RUN}/summary.md"]
-    targets += FIGURES  # rules/report.smk
+    targets += FIGURES  # rules/figures.smk
     if not config["predictions"]:
         targets += [path for name in INSTANCE_FILES for path in merged(name)(wildcards)]
     if config["evaluation"] != "none":
@@ -162,3 +194,41 @@ def selection_inputs():
     """The selection as the per-instance jobs read it. ancient(): selecting more instances
     rewrites these files, which must not redo the instances that are already done."""
     return {"instances": ancient(INSTANCES), "index": ancient(INDEX)}
+
+
+ESTIMATE = f"{RUN}/estimate.json" if config["provider"] in MODEL_PROVIDERS and not config["predictions"] else None
+
+
+def estimate_settings():
+    return {
+        "prices": DERIVED["api"]["prices"],
+        "answer_tokens": config["estimate_answer_tokens"],
+        "max_output_tokens": config["max_output_tokens"],
+        "cost_warn": config["cost_warn"],
+        "confirm_cost": config["confirm_cost"],
+    }
+
+
+def instance_ids(paths):
+    """The instance ids of per-instance files (results/<run>/instances/<id>/<file>)."""
+    return [os.path.basename(os.path.dirname(path)) for path in paths]
+
+
+def context_settings():
+    """What a context job reads from the config besides its params (where repositories come from)."""
+    return {
+        "context_tokens": config["context_tokens"],
+        "tokenizer": config["tokenizer"],
+        "repo_cache": config["repo_cache"],
+        "repo_url": config["repo_url"],
+    }
+
+
+def repair_settings():
+    return {
+        "provider": config["provider"],
+        "model": MODEL,
+        "attempts": REPAIR_ATTEMPTS,
+        "settings": DERIVED["api"],
+        "repos": DERIVED["repos"],
+    }

@@ -5,6 +5,8 @@ rule context:
         **({"retrieval": ancient(RETRIEVAL_ROWS), "retrieval_index": ancient(RETRIEVAL_INDEX)} if RETRIEVAL else {}),
     output:
         f"{RUN}/instances/{{id}}/context.json",
+    log:
+        f"{RUN}/logs/{{id}}/context.log",
     params:
         # The settings that change a context: a change reruns the contexts and what follows.
         # Where repositories come from changes no context: repo_cache and repo_url are read
@@ -13,12 +15,7 @@ rule context:
         context_tokens=config["context_tokens"],
         tokenizer=config["tokenizer"],
         retrieval_dataset=RETRIEVAL or "",
-    log:
-        f"{RUN}/logs/{{id}}/context.log",
     run:
         from scripts import context
 
-        settings = {"context_tokens": params.context_tokens, "tokenizer": params.tokenizer,
-                    "repo_cache": config["repo_cache"], "repo_url": config["repo_url"]}
-        retrieval = (input.retrieval, input.retrieval_index) if RETRIEVAL else None
-        context.run(input.instances, input.index, wildcards.id, params.strategy, settings, output[0], log[0], retrieval)
+        context.run(wildcards.id, input, params.strategy, context_settings(), output[0], log[0])

@@ -11,7 +11,9 @@ if config["evaluation"] != "none":
         # that patch. (A params trigger on the evaluate job would not do: a changed predictions
         # file reruns the select checkpoint, and Snakemake then skips the params check of every
         # job downstream of it.)
-        GIVEN_PATCHES = {i: patch_sha256(p.get("model_patch")) for i, p in load_predictions(config["predictions"]).items()}
+        GIVEN_PATCHES = {
+            i: patch_sha256(p.get("model_patch")) for i, p in load_predictions(config["predictions"]).items()
+        }
 
         rule given_patch:
             input:
@@ -21,7 +23,7 @@ if config["evaluation"] != "none":
             params:
                 sha256=lambda wildcards: GIVEN_PATCHES.get(wildcards.id, ""),
             run:
-                Path(output[0]).write_text(params.sha256 + "\n")
+                Path(output[0]).write_text(f"{params.sha256}\n")
 
     rule evaluate:
         input:
@@ -30,50 +32,46 @@ if config["evaluation"] != "none":
             # any patch changes: ancient() keeps that from re-evaluating every instance. What
             # re-evaluates one instance is its own patch: patch.diff, or given_patch.sha256.
             predictions=ancient(f"{RUN}/predictions.jsonl"),
-            patch=f"{RUN}/instances/{{id}}/" + ("given_patch.sha256" if config["predictions"] else "patch.diff"),
+            patch=f"{RUN}/instances/{{id}}/{'given_patch.sha256' if config['predictions'] else PATCH}",
         output:
-            f"{RUN}/instances/{{id}}/report.json",
+            f"{RUN}/instances/{{id}}/evaluation.json",
+        log:
+            f"{RUN}/logs/{{id}}/evaluate.log",
+        conda:
+            CONDA_ENV
+        resources:
+            docker=1 if config["evaluation"] == "docker" else 0,
         params:
             backend=config["evaluation"],
             image_namespace=config["image_namespace"] or "",
-            run_id=settings.run_id(config),
+            run_id=DERIVED["run_id"],
             # Settings that change no verdict already given are no rerun trigger.
             settings=Untracked(
                 f"--timeout {config['eval_timeout']}"
                 + (" --keep-images" if config["keep_images"] else "")
                 + f" --dataset {shlex.quote(config['dataset'])} --split {shlex.quote(config['split'])}"
             ),
-        resources:
-            docker=1 if config["evaluation"] == "docker" else 0,
-        log:
-            f"{RUN}/logs/{{id}}/evaluate.log",
         shell:
-            PYTHON + ".evaluate instance --backend {params.backend} --instances {input.instances:q}"
+            "python -m scripts.evaluate instance --backend {params.backend} --instances {input.instances:q}"
             " --index {input.index:q} --predictions {input.predictions:q} --id {wildcards.id:q}"
             " --run-id {params.run_id:q} --namespace={params.image_namespace:q} {params.settings}"
             " --out {output:q} > {log:q} 2>&1"
 
-    from scripts.status import infrastructure_fault
-
-    def merged_reports(wildcards):
-        """Every merged instance's report. With allow_partial, not those of instances whose last
-        evaluation failed on a fault of the machinery (its log ends with the cause): they are left
-        out, like an instance whose generation failed, until a plain run retries them."""
-        ids = [i for i in merged_ids() if not config["allow_partial"] or os.path.exists(f"{RUN}/instances/{i}/report.json")
-               or not infrastructure_fault(f"{RUN}/logs/{i}/evaluate.log")]
-        return [f"{RUN}/instances/{i}/report.json" for i in ids]
-
     rule evaluation:
-        localrule: True
         input:
             instances=INSTANCES,
             predictions=f"{RUN}/predictions.jsonl",
             reports=merged_reports,
         output:
             f"{RUN}/evaluation.json",
+        log:
+            f"{RUN}/logs/evaluation.log",
+        localrule: True
+        conda:
+            CONDA_ENV
         params:
-            run_dir=RUN,
+            run_dir=lambda wildcards, output: os.path.dirname(output[0]),
             backend=config["evaluation"],
         shell:
-            PYTHON + ".evaluate merge --instances {input.instances:q} --predictions {input.predictions:q}"
-            " --run-dir {params.run_dir:q} --backend {params.backend} --out {output:q}"
+            "python -m scripts.evaluate merge --instances {input.instances:q} --predictions {input.predictions:q}"
+            " --run-dir {params.run_dir:q} --backend {params.backend} --out {output:q} 2> >(tee {log:q} >&2)"

@@ -1,28 +1,33 @@
 if config["predictions"]:
 
     rule predictions:
-        localrule: True
         input:
             given=config["predictions"],
             index=INDEX,
         output:
             f"{RUN}/predictions.jsonl",
+        log:
+            f"{RUN}/logs/predictions.log",
+        localrule: True
+        conda:
+            CONDA_ENV
         shell:
-            PYTHON + ".predictions --index {input.index:q} --given {input.given:q} --out {output:q}"
+            "python -m scripts.predictions --index {input.index:q} --given {input.given:q} --out {output:q} 2> >(tee {log:q} >&2)"
 
 else:
 
     rule predictions:
-        localrule: True
         input:
-            # every instance's patch, or with allow_partial those that are made
-            patches=merged("patch.diff"),
+            # every instance's patch (the repaired one, with a repair stage), or with allow_partial those made
+            patches=merged(PATCH),
         output:
             f"{RUN}/predictions.jsonl",
+        log:
+            f"{RUN}/logs/predictions.log",
+        localrule: True
         params:
             model=MODEL,
         run:
             from scripts import predictions
 
-            ids = [os.path.basename(os.path.dirname(path)) for path in input.patches]
-            predictions.write_generated(ids, RUN, params.model, output[0])
+            predictions.write_generated(input.patches, params.model, output[0])

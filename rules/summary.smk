@@ -1,7 +1,4 @@
 rule summary:
-    # Once per run, like select, estimate, predictions, evaluation and figures: a local rule, run
-    # where Snakemake runs, never as a cluster job.
-    localrule: True
     input:
         instances=INSTANCES,
         predictions=f"{RUN}/predictions.jsonl",
@@ -12,11 +9,18 @@ rule summary:
     output:
         json=f"{RUN}/summary.json",
         md=f"{RUN}/summary.md",
+    log:
+        f"{RUN}/logs/summary.log",
+    # Once per run, like select, estimate, predictions, evaluation and figures: a local rule, run
+    # where Snakemake runs, never as a cluster job.
+    localrule: True
+    conda:
+        CONDA_ENV
     params:
-        run_dir=RUN,
+        run_dir=lambda wildcards, output: os.path.dirname(output.json),
         run_info=json.dumps(
             {
-                "run_id": settings.run_id(config),
+                "run_id": DERIVED["run_id"],
                 "mode": "predictions" if config["predictions"] else "generate",
                 **{k: config[k] for k in ("dataset", "split", "provider", "context", "evaluation")},
                 # given predictions: their file, and the model their rows name (the summary reads it)
@@ -25,7 +29,7 @@ rule summary:
             }
         ),
     shell:
-        PYTHON + ".summary --instances {input.instances:q} --predictions {input.predictions:q}"
+        "python -m scripts.summary --instances {input.instances:q} --predictions {input.predictions:q}"
         " --run-dir {params.run_dir:q} --run-info {params.run_info:q}"
         + (" --evaluation {input.evaluation:q}" if config["evaluation"] != "none" else "")
-        + " --out-json {output.json:q} --out-md {output.md:q}"
+        + " --out-json {output.json:q} --out-md {output.md:q} 2> >(tee {log:q} >&2)"

@@ -138,7 +138,7 @@ def indent_of(line):
 
 def match_at(file_lines, at, old, how):
     """None if old does not match file_lines from at; else the indentation shift (columns)."""
-    pairs = zip(file_lines[at:at + len(old)], old)
+    pairs = zip(file_lines[at:at + len(old)], old, strict=False)  # the slice is shorter at the file's end
     if how == "exact":
         return 0 if all(a == b for a, b in pairs) else None
     if how == "trailing_whitespace":
@@ -213,7 +213,7 @@ def apply_hunks(text, hunks):
     lines = LINE.findall(text)
     eol = "\r\n" if sum(line.endswith("\r\n") for line in lines) * 2 > len(lines) else "\n"
     current = [line.rstrip("\r\n") for line in lines]
-    endings = [line[len(bare):] for line, bare in zip(lines, current)]
+    endings = [line[len(bare):] for line, bare in zip(lines, current, strict=True)]
     no_final_newline = bool(lines) and not endings[-1]
     fixes, failed, delta = set(), [], 0
     for number, (start, body) in enumerate(hunks, 1):
@@ -255,7 +255,7 @@ def apply_hunks(text, hunks):
     endings = [ending or eol for ending in endings]
     if no_final_newline and endings:
         endings[-1] = ""  # the file ended without a newline: it still does
-    return "".join(line + ending for line, ending in zip(current, endings)), sorted(fixes), failed
+    return "".join(line + ending for line, ending in zip(current, endings, strict=True)), sorted(fixes), failed
 
 
 def reanchor(changes, base):
@@ -427,7 +427,7 @@ def best_line(lines, wanted):
 def excerpt(path, text, around, line_numbers=True, radius=15, span=0):
     """The file's lines from radius before `around` (0-based) to radius after it plus span, in
     the prompt's layout."""
-    from scripts.context import render_file
+    from scripts.prompt import render_file
 
     lines = text.split("\n")
     if lines and lines[-1] == "":

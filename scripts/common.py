@@ -91,3 +91,11 @@ def find_jsonl_row(path, instance_id):
 def read_jsonl(path):
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_row(rows_path, index_path, instance_id):
+    """One row of instances.jsonl, found through its index."""
+    offset, size = read_json(index_path)[instance_id]
+    with open(rows_path, "rb") as f:
+        f.seek(offset)
+        return json.loads(f.read(size))

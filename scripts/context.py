@@ -11,17 +11,20 @@ does not fit contributes the lines around its best match (the lines the referenc
 edits for oracle, the lines sharing the rarest words with the issue otherwise).
 Files are counted as the prompt shows them: style-3 blocks with numbered lines.
 """
-import argparse
 import functools
 import re
-import sys
 from collections import Counter
 
 from scripts import repos
-from scripts.common import append_log, write_json_atomic
-from scripts.select import read_row
+from scripts.common import append_log, read_row, write_json_atomic
+from scripts.prompt import block_units, file_lines
 from scripts.settings import RETRIEVAL_DATASETS
-from scripts.tokens import DEFAULT_TOKENIZER, TOKENIZERS, count_each, count_tokens, describe
+from scripts.tokens import (
+    DEFAULT_TOKENIZER,
+    count_each,
+    count_tokens,
+    describe,
+)
 
 # context_tokens when it is not set: the size of the retrieval set, 13,000 for bm25 (the
 # smallest SWE-bench size), no bound for none and oracle (SWE-bench's oracle files are whole).
@@ -45,27 +48,6 @@ class ContextError(Exception):
 
 
 # ---------------------------------------------------------------- text and counting
-
-def file_lines(content):
-    """Lines as git numbers them (split on \\n only), without the empty piece after a final newline."""
-    lines = content.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def block_units(path, lines, first_line=1, line_numbers=True):
-    """A file in the style-3 layout, its lines (numbered) between start and end markers, cut
-    at line ends: the parts whose token counts add up to the block's."""
-    numbered = (f"{first_line + n} {line}\n" if line_numbers else f"{line}\n" for n, line in enumerate(lines))
-    return [f"[start of {path}]\n", *numbered, f"[end of {path}]\n"]
-
-
-def render_file(entry, line_numbers=True):
-    """One file's block, as the prompt shows it."""
-    units = block_units(entry["path"], file_lines(entry["content"]), entry.get("first_line", 1), line_numbers)
-    return "".join(units)[:-1]
-
 
 def is_test_path(path):
     return bool(TEST_WORDS & set(re.split(r"[ _/.]", path.lower())))
@@ -287,10 +269,12 @@ def build_context(row, strategy, settings=None):
     }
 
 
-def run(rows_path, index_path, instance_id, strategy, settings, out_path, log_path=None, retrieval=None):
-    """The stage: build the instance's context and write context.json. retrieval: the
-    (rows, index) paths of the retrieval records the select step wrote (bm25_13K/27K/40K)."""
-    row = read_row(rows_path, index_path, instance_id)
+def run(instance_id, input, strategy, settings, out_path, log_path=None):
+    """The stage: build the instance's context and write context.json. input is the rule's named
+    files: instances and index, and for bm25_13K/27K/40K retrieval and retrieval_index, the
+    retrieval records the select step wrote."""
+    row = read_row(input["instances"], input["index"], instance_id)
+    retrieval = (input["retrieval"], input["retrieval_index"]) if input.get("retrieval") else None
     settings = dict(settings)
     if strategy in ("oracle", "bm25") and not (settings.get("repo_cache") and settings.get("repo_url")):
         raise ContextError(f"context {strategy} needs repo_cache and repo_url")
@@ -307,29 +291,3 @@ def run(rows_path, index_path, instance_id, strategy, settings, out_path, log_pa
     append_log(log_path, f"context: {instance_id}: {record['tokens']['total']} tokens; {names}")
     return record
 
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instances", required=True)
-    parser.add_argument("--index", required=True)
-    parser.add_argument("--id", required=True)
-    parser.add_argument("--strategy", choices=sorted(STRATEGIES), default="none")
-    parser.add_argument("--context-tokens", type=int, help="bound of the prompt; default: the strategy's")
-    parser.add_argument("--tokenizer", choices=sorted(TOKENIZERS), default=DEFAULT_TOKENIZER)
-    parser.add_argument("--repo-cache", help="folder of the repository mirrors (oracle, bm25)")
-    parser.add_argument("--repo-url", help="clone URL template, {repo} becomes owner/name (oracle, bm25)")
-    parser.add_argument("--retrieval", help="retrieval.jsonl written by the select step (bm25_13K/27K/40K)")
-    parser.add_argument("--retrieval-index", help="its index")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    settings = {"context_tokens": args.context_tokens, "tokenizer": args.tokenizer,
-                "repo_cache": args.repo_cache, "repo_url": args.repo_url}
-    retrieval = (args.retrieval, args.retrieval_index) if args.retrieval and args.retrieval_index else None
-    try:
-        run(args.instances, args.index, args.id, args.strategy, settings, args.out, retrieval=retrieval)
-    except (ContextError, repos.RepoError) as e:
-        sys.exit(f"context: {e}")
-
-
-if __name__ == "__main__":
-    main()

@@ -196,19 +196,31 @@ def refused_instances(entries):
     return {i: e["reserved_usd"] for i, e in last.items() if e.get("state") == "refused"}
 
 
+def stopped_instances(run_dir, entries):
+    """{instance id: ("answer" or "repair", the refused reservation)} of the instances whose last request the
+    budget refused and that still lack what it was for: their answer, or their repair."""
+    stopped = {}
+    for instance_id, usd in refused_instances(entries).items():
+        folder = Path(run_dir) / "instances" / instance_id
+        if not (folder / "response.json").exists():
+            stopped[instance_id] = ("answer", usd)
+        elif not (folder / "repair.json").exists():
+            stopped[instance_id] = ("repair", usd)
+    return stopped
+
+
 def budget_advice(run_dir, max_cost):
     """The final message's part on the budget, when it stopped instances of the run; '' if not."""
     ledger = Path(run_dir) / "spend.jsonl"
     if max_cost is None or not ledger.exists():
         return ""
     entries = read_ledger(ledger)
-    stopped = {i: usd for i, usd in refused_instances(entries).items()
-               if not (Path(run_dir) / "instances" / i / "patch.json").exists()}
+    stopped = stopped_instances(run_dir, entries)
     if not stopped:
         return ""
-    answered = sum((Path(run_dir) / "instances" / i / "response.json").exists() for i in stopped)
+    answered = sum(what == "repair" for what, _ in stopped.values())
     total = sum(totals(entries))
-    enough = math.ceil((total + sum(stopped.values())) * 100) / 100
+    enough = math.ceil((total + sum(usd for _, usd in stopped.values())) * 100) / 100
     return (f"The budget max_cost={max_cost:g} USD stopped the run: {len(stopped)} instance(s) were not asked "
             f"({len(stopped) - answered} for an answer, {answered} for a self-repair; no request sent), {total:.4f} "
             f"USD spent. To go on, run the same command with --config max_cost={enough:g} (enough for one request "

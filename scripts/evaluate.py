@@ -1,7 +1,7 @@
 """Evaluate: one instance's prediction through the official SWE-bench harness, and the merge.
 
 `instance` evaluates one prediction of the merged predictions.jsonl and writes the
-instance's report.json, with the harness's logs (run_instance.log, test_output.txt, the
+instance's evaluation.json, with the harness's logs (run_instance.log, test_output.txt, the
 applied patch.diff, eval.sh, the harness's own report.json) in evaluation/ beside it.
 Backends: docker (the harness's run_instance on the local Docker daemon), modal (the
 harness's Modal backend) and sb-cli (the SWE-bench cloud evaluation, through the sb-cli
@@ -26,8 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.common import find_jsonl_row, read_json, read_jsonl, write_json_atomic
-from scripts.select import read_row
+from scripts.common import find_jsonl_row, read_json, read_jsonl, read_row, write_json_atomic
 from scripts.status import FAULT_PREFIX  # the last line of a failed job's log: FAULT_PREFIX + "<cause>: <message>"
 
 BACKENDS = ("docker", "modal", "sb-cli")
@@ -58,7 +57,7 @@ class EvaluationFault(Exception):
         self.cause = cause
 
 
-# How an evaluation ends, read top to bottom. A verdict is recorded in report.json; so is a
+# How an evaluation ends, read top to bottom. A verdict is recorded in evaluation.json; so is a
 # recorded outcome, which is no verdict on the patch but would come out the same on every rerun.
 # A fault is the machinery's: nothing is written, the job fails with the fix, a plain rerun
 # retries it. The patterns (case-insensitive) are looked for only in error text: a pull's or an
@@ -537,8 +536,9 @@ def main(argv=None):
 
     if args.command == "merge":
         rows = read_jsonl(args.instances)
-        # with allow_partial, an instance whose evaluation failed on a fault has no report yet
-        paths = {row["instance_id"]: Path(args.run_dir) / "instances" / row["instance_id"] / "report.json" for row in rows}
+        # with allow_partial, an instance whose evaluation failed on a fault has no evaluation yet
+        paths = {row["instance_id"]: Path(args.run_dir) / "instances" / row["instance_id"] / "evaluation.json"
+                 for row in rows}
         reports = {i: read_json(path) for i, path in paths.items() if path.is_file()}
         write_json_atomic(args.out, merge(rows, read_jsonl(args.predictions), reports, args.backend))
         return

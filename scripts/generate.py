@@ -14,8 +14,14 @@ import time
 from pathlib import Path
 
 from scripts import costs, providers
-from scripts.common import find_jsonl_row, instance_log, now, read_json, write_json_atomic
-from scripts.select import read_row
+from scripts.common import (
+    find_jsonl_row,
+    instance_log,
+    now,
+    read_json,
+    read_row,
+    write_json_atomic,
+)
 
 
 class PermanentFailure(Exception):
@@ -119,7 +125,7 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
                 attempts.append(attempt_record(started, clock, last_error, 400))
                 if not (context and context["files"] and template):
                     raise PermanentFailure("context_too_long", f"the prompt does not fit the model even "
-                                           f"without code context ({last_error})")
+                                           f"without code context ({last_error})") from None
                 dropped.append(context["files"][-1]["path"])
                 context, messages = without_last_file(context, template)
                 log(f"attempt {number}: {last_error}; dropping {dropped[-1]} from the context")
@@ -178,41 +184,21 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
     }
 
 
-def api_settings(provider, config, run_dir):
-    """Settings of a request from the run's config and the environment (where the key lives)."""
-    base_url = config.get("base_url") or (os.environ.get(f"{provider.upper()}_BASE_URL") if provider in providers.ASK else None)
-    key_variable = providers.KEY_VARIABLES.get(provider)
-    return {
-        "replay_file": config.get("replay_file"),
-        "base_url": base_url,
-        # Servers behind base_url (vLLM, Ollama, ...) often need no key, but the clients want one.
-        "api_key": key_variable and (os.environ.get(key_variable) or ("unused" if base_url else None)),
-        "temperature": config.get("temperature"),
-        "max_output_tokens": config.get("max_output_tokens", 4096),
-        "request_timeout": config.get("request_timeout", 600),
-        "max_attempts": config.get("max_attempts", 6),
-        "retry_backoff": config.get("retry_backoff", 2.0),
-        "max_cost": config.get("max_cost"),
-        "prices": costs.load_prices(config.get("prices")),
-        "ledger": str(Path(run_dir) / "spend.jsonl"),
-        "overwrite": config.get("overwrite", False),
-    }
-
-
-def run(prompt_path, context_path, template_path, rows_path, index_path, instance_id, provider, model,
-        settings, out_path, log_path):
-    """The stage: read the instance's files, ask, write response.json (or nothing, by raising)."""
+def run(instance_id, input, provider, model, settings, out_path, log_path):
+    """The stage: read the instance's files, ask, write response.json (or nothing, by raising).
+    input is the rule's named files: prompt, instances, index, and for a model context and template."""
     with instance_log(log_path, instance_id) as log:
         if provider in providers.ASK and Path(out_path).exists():
-            keep_paid_answer(out_path, settings["overwrite"], log)
+            keep_paid_answers([out_path], settings["overwrite"], log)
         template = None
-        if template_path and provider in providers.ASK:
+        if input.get("template") and provider in providers.ASK:
             from scripts.prompt import load_template
 
-            template = load_template(template_path)
+            template = load_template(input["template"])
+        context = read_json(input["context"]) if input.get("context") else None
         try:
-            record = generate(read_json(prompt_path), read_row(rows_path, index_path, instance_id), provider, model,
-                              settings, read_json(context_path) if context_path else None, template, log)
+            record = generate(read_json(input["prompt"]), read_row(input["instances"], input["index"], instance_id),
+                              provider, model, settings, context, template, log)
         except (GenerationFailed, costs.BudgetSpent) as error:
             log(f"error: {error}")
             raise GenerationFailed(f"{instance_id}: {error} (log: {log_path})") from None
@@ -222,17 +208,21 @@ def run(prompt_path, context_path, template_path, rows_path, index_path, instanc
     print(progress_line(record, provider, settings), flush=True)
 
 
-def keep_paid_answer(out_path, overwrite, log):
-    """A paid answer that its job is asked to make again: set aside with overwrite, else the job fails."""
+def keep_paid_answers(paths, overwrite, log):
+    """Paid answers that their job is asked to make again: with overwrite each is set aside as
+    <name>.overwritten-<time><suffix> (a file or a folder), else the job fails and keeps them."""
     if overwrite:
-        aside = Path(out_path).with_name(f"{Path(out_path).stem}.overwritten-{time.strftime('%Y%m%dT%H%M%S')}.json")
-        os.replace(out_path, aside)
-        log(f"overwrite: the earlier answer is kept as {aside.name}")
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for path in map(Path, paths):
+            if path.exists():
+                aside = path.with_name(f"{path.stem}.overwritten-{stamp}{path.suffix}")
+                os.replace(path, aside)
+                log(f"overwrite: the earlier {path.name} is kept as {aside.name}")
         return
-    message = (f"{out_path} holds a paid answer, and this run would ask again because an input of it changed (its "
-               "prompt, or the rule that makes it). Nothing was asked and the answer is kept. To ask again, add "
-               "--config overwrite=true (the earlier answer is kept beside the new one); to start a new run, give "
-               "it another run_id.")
+    message = (f"{paths[0]} holds a paid answer, and this run would ask again because an input of it changed (its "
+               "prompt or patch, or the rule that makes it). Nothing was asked: the answer is kept, and a rerun goes on "
+               "with it. To ask again instead, make that change with --config overwrite=true, which keeps each earlier "
+               "answer beside the new one, or give the run another run_id.")
     log(f"error: {message}")
     raise GenerationFailed(message)
 

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from scripts.common import read_json, write_jsonl_atomic
-from scripts.patch import diff_lines, parse_diff, validate
+from scripts.diffs import diff_lines, parse_diff, validate
 
 
 class PredictionsError(ValueError):
@@ -75,18 +75,15 @@ def prediction(instance_id, model, patch):
     return {"instance_id": instance_id, "model_name_or_path": model, "model_patch": patch}
 
 
-def merge_generated(selected_ids, run_dir, model):
-    """Predictions from each instance's patch.diff under run_dir/instances/."""
-    instances_dir = Path(run_dir) / "instances"
-    return [
-        prediction(i, model, (instances_dir / i / "patch.diff").read_text(encoding="utf-8"))
-        for i in sorted(selected_ids)
-    ]
+def merge_generated(patch_paths, model):
+    """Predictions from each instance's patch file (instances/<id>/patch.diff or repair.diff), by id."""
+    patches = {Path(path).parent.name: Path(path) for path in patch_paths}
+    return [prediction(i, model, patches[i].read_text(encoding="utf-8")) for i in sorted(patches)]
 
 
-def write_generated(instance_ids, run_dir, model, out_path):
-    """The stage for generated patches: merge those of instance_ids into out_path."""
-    write_jsonl_atomic(out_path, merge_generated(instance_ids, run_dir, model))
+def write_generated(patch_paths, model, out_path):
+    """The stage for generated patches: merge them into out_path."""
+    write_jsonl_atomic(out_path, merge_generated(patch_paths, model))
 
 
 def merge_given(selected_ids, given):

@@ -7,7 +7,6 @@ $problem_statement $code. `line_numbers: false` shows the code without line numb
 tokenizer; if it exceeds the context's budget (a template longer than the context stage
 allowed for), the lowest-ranked files are dropped until it fits.
 """
-import argparse
 import functools
 import string
 from pathlib import Path
@@ -15,11 +14,31 @@ from pathlib import Path
 import yaml
 
 from scripts.common import append_log, read_json, write_json_atomic
-from scripts.context import render_file
 from scripts.tokens import count_tokens, describe, tokenizer_of
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "style3.yaml"
 NO_CODE = "(No code is given: work out from the issue which files to change.)"
+
+
+def file_lines(content):
+    """Lines as git numbers them (split on \\n only), without the empty piece after a final newline."""
+    lines = content.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def block_units(path, lines, first_line=1, line_numbers=True):
+    """A file in the style-3 layout, its lines (numbered) between start and end markers, cut
+    at line ends: the parts whose token counts add up to the block's."""
+    numbered = (f"{first_line + n} {line}\n" if line_numbers else f"{line}\n" for n, line in enumerate(lines))
+    return [f"[start of {path}]\n", *numbered, f"[end of {path}]\n"]
+
+
+def render_file(entry, line_numbers=True):
+    """One file's block, as the prompt shows it."""
+    units = block_units(entry["path"], file_lines(entry["content"]), entry.get("first_line", 1), line_numbers)
+    return "".join(units)[:-1]
 
 
 class TemplateError(Exception):
@@ -100,18 +119,3 @@ def run(context_path, template_path, out_path, log_path=None):
     append_log(log_path, f"prompt: {prompt['instance_id']}: {prompt['tokens']} tokens, template {prompt['template']}")
     return prompt
 
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--context", required=True)
-    parser.add_argument("--template", default=str(DEFAULT_TEMPLATE))
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    try:
-        run(args.context, args.template, args.out)
-    except TemplateError as e:
-        raise SystemExit(f"prompt: {e}")
-
-
-if __name__ == "__main__":
-    main()

@@ -127,7 +127,7 @@ def read_files(mirror, commit, paths):
     if missing:
         raise RepoError(f"{', '.join(missing)} not in commit {commit} of {mirror.name}.")
     texts = {}
-    for path, data in zip(paths, read_blobs(mirror, [tree[p][0] for p in paths])):
+    for path, data in zip(paths, read_blobs(mirror, [tree[p][0] for p in paths]), strict=True):
         try:
             texts[path] = data.decode("utf-8")
         except UnicodeDecodeError:

@@ -140,7 +140,7 @@ def retrieval_texts(source, split, ids):
             if wanted.isdisjoint(parquet.read_row_group(group, columns=["instance_id"]).column(0).to_pylist()):
                 continue
             for batch in parquet.iter_batches(batch_size=64, row_groups=[group], columns=["instance_id", "text"]):
-                for instance_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+                for instance_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
                     if instance_id in wanted:
                         yield instance_id, text
     elif source.endswith(".jsonl"):
@@ -207,14 +207,6 @@ def write_retrieval(source, split, ids, rows_path, index_path):
             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. "
             "Narrow the selection, give another retrieval_dataset, or use context=bm25."
         )
-
-
-def read_row(rows_path, index_path, instance_id):
-    """One row of instances.jsonl, found through its index."""
-    offset, size = read_json(index_path)[instance_id]
-    with open(rows_path, "rb") as f:
-        f.seek(offset)
-        return json.loads(f.read(size))
 
 
 def main(argv=None):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 
+from scripts import costs, providers
 from scripts.providers import ASK, DEFAULT_MODELS, KEY_VARIABLES
 
 DATASET_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -109,7 +110,7 @@ def check(config):
         try:
             re.compile(config["filter"])
         except re.error as e:
-            raise ConfigError(f"filter={config['filter']!r} is not a valid regular expression: {e}.")
+            raise ConfigError(f"filter={config['filter']!r} is not a valid regular expression: {e}.") from None
     if config["provider"] == "replay" and not config["predictions"]:
         if not config["replay_file"]:
             raise ConfigError(
@@ -177,3 +178,37 @@ def check_answer_settings(recorded, current, run_dir):
         "beside the new one as <name>.overwritten-<time>.json. To go on with the earlier answers, run with "
         "the settings they were made with."
     )
+def api_settings(provider, config, run_dir):
+    """Settings of a request from the run's config and the environment (where the key lives)."""
+    base_url = config["base_url"] or (os.environ.get(f"{provider.upper()}_BASE_URL") if provider in providers.ASK else None)
+    key_variable = providers.KEY_VARIABLES.get(provider)
+    return {
+        "replay_file": config["replay_file"],
+        "base_url": base_url,
+        # Servers behind base_url (vLLM, Ollama, ...) often need no key, but the clients want one.
+        "api_key": key_variable and (os.environ.get(key_variable) or ("unused" if base_url else None)),
+        "temperature": config["temperature"],
+        "max_output_tokens": config["max_output_tokens"],
+        "request_timeout": config["request_timeout"],
+        "max_attempts": config["max_attempts"],
+        "retry_backoff": config["retry_backoff"],
+        "max_cost": config["max_cost"],
+        "prices": costs.load_prices(config["prices"]),
+        "ledger": str(Path(run_dir) / "spend.jsonl"),
+        "overwrite": config["overwrite"],
+    }
+
+
+def derived(config):
+    """What the rules take from a checked config, worked out once: the run folder, the model,
+    the request settings, the repository settings of the apply check and the repair attempts."""
+    run_dir = f"results/{run_id(config)}"
+    asks_model = config["provider"] in providers.ASK and not config["predictions"]
+    return {
+        "run_id": run_id(config),
+        "run_dir": run_dir,
+        "model": model_name(config) if not config["predictions"] else None,
+        "api": api_settings(config["provider"], config, run_dir),
+        "repos": {"repo_cache": config["repo_cache"], "repo_url": config["repo_url"]} if config["apply_check"] else None,
+        "repair_attempts": config["repair_attempts"] if asks_model else 0,
+    }

@@ -17,7 +17,7 @@ from scripts.predictions import not_diffs
 
 # each stage's file in instances/<id>/
 STAGE_FILES = {"context": "context.json", "prompt": "prompt.json", "generate": "response.json",
-               "patch": "patch.json", "evaluate": "report.json"}
+               "patch": "patch.json", "repair": "repair.json", "evaluate": "evaluation.json"}
 VERDICTS = ("resolved", "unresolved")
 FAULT_PREFIX = "infrastructure fault: "
 
@@ -50,7 +50,7 @@ def failure_reason(stage, record):
     """Why the stage's record is a permanent failure; None when the stage is done."""
     if stage == "generate" and record.get("status") == "failed":
         return record.get("failure_reason") or "failed"
-    if stage == "patch" and record.get("status") != "valid":
+    if stage in ("patch", "repair") and record.get("status") != "valid":
         return record.get("reason") or record.get("status")
     if stage == "evaluate" and record.get("status") not in VERDICTS:
         return record.get("status")
@@ -65,8 +65,10 @@ def run_stages(run_dir):
     instances = run_dir / "instances"
     given = summary.get("mode") == "predictions" or any(instances.glob("*/given_patch.sha256"))
     evaluated = (summary.get("evaluation", "none") != "none" or (run_dir / "evaluation.json").is_file()
-                 or any(instances.glob("*/report.json")) or any((run_dir / "logs").glob("*/evaluate.log")))
+                 or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log")))
     skipped = {}
+    if not any(instances.glob("*/repair.json")):
+        skipped["repair"] = "no repair stage (provider gold or replay, or repair_attempts=0), or not reached"
     if given:
         skipped.update(dict.fromkeys(["context", "prompt", "generate", "patch"], "predictions given: not part of this run"))
     if not evaluated:
@@ -166,8 +168,8 @@ def spend_lines(run_dir, ids):
         folder = Path(run_dir) / "instances" / instance_id
         if (folder / "response.json").is_file():
             answers += read_record(folder / "response.json").get("cost_usd") or 0.0
-        if (folder / "patch.json").is_file():
-            repairs += sum(a.get("cost_usd") or 0.0 for a in read_record(folder / "patch.json").get("repair_attempts") or [])
+        if (folder / "repair.json").is_file():
+            repairs += read_record(folder / "repair.json").get("cost_usd") or 0.0
     paid = [e for e in entries if e.get("state") != "refused"]
     lines = ["", f"spend: {total:.4f} USD in {len(paid)} requests ({ledger}): answers {answers:.4f}, self-repair "
                  f"{repairs:.4f}, requests of jobs that wrote nothing {max(0.0, total - answers - repairs):.4f}"]
@@ -175,7 +177,7 @@ def spend_lines(run_dir, ids):
     if unknown:
         lines.append(f"  {len(unknown)} of them count at their worst case ({sum(e['reserved_usd'] for e in unknown):.4f} "
                      "USD): no usage came back (a timeout, a 5xx) or the job ended mid-request")
-    stopped = [i for i in costs.refused_instances(entries) if not (Path(run_dir) / "instances" / i / "patch.json").is_file()]
+    stopped = costs.stopped_instances(run_dir, entries)
     if stopped:
         lines.append(f"  {len(stopped)} instances not asked: the budget max_cost was reached; to go on, run again "
                      "with a higher --config max_cost")
@@ -207,7 +209,7 @@ def set_aside_failures(run_dir, instance_ids, stamp=None):
 def aligned(rows):
     """Rows of text cells as indented lines, in columns."""
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
-    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in rows]
 
 
 def find_runs(results="results"):

@@ -11,7 +11,6 @@ from scripts.common import read_json, read_jsonl, write_json_atomic, write_text_
 from scripts.predictions import not_diffs
 from scripts.status import infrastructure_fault
 
-
 LATENCY_PERCENTILES = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
 # the pictures of the run (the figures rule draws them from summary.json into figures/), with their titles
 FIGURES = {"funnel": "Where instances were lost", "repositories": "Resolved rate per repository",
@@ -27,13 +26,16 @@ def percentile(values, fraction):
 
 
 def instance_records(run_dir, instance_id):
-    """The instance's response and patch records that exist (a partial run may lack them)."""
+    """The instance's response and patch records that exist (a partial run may lack them). The
+    patch record is the repair stage's when there is one: its verdict is the final one."""
     folder = Path(run_dir) / "instances" / instance_id
     records = {}
-    for stage in ("response", "patch"):
+    for stage in ("response", "patch", "repair"):
         path = folder / f"{stage}.json"
         if path.is_file():
             records[stage] = read_json(path)
+    if "repair" in records:
+        records["patch"] = records["repair"]
     return records
 
 
@@ -46,7 +48,7 @@ def missing_files(rows, records, run_dir, generated, evaluated):
         found = records.get(row["instance_id"], {})
         stages = [("generate", "response", "response" in found), ("patch", "patch", "patch" in found)] if generated else []
         if evaluated:
-            stages.append(("evaluate", "report", (folder / "report.json").is_file()))
+            stages.append(("evaluate", "evaluation", (folder / "evaluation.json").is_file()))
         first = next(((stage, name) for stage, name, present in stages if not present), None)
         if first:
             missing.append({"instance_id": row["instance_id"], "stage": first[0], "file": str(folder / f"{first[1]}.json")})
@@ -120,8 +122,7 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
     resolved = Counter(row["repo"] for row in rows if row["instance_id"] in resolved_ids)
     with_patch = Counter(row["repo"] for row in rows if patch_by_id.get(row["instance_id"]))
     latencies = [r["latency_s"] for r in responses]
-    repair_usd = {i: sum(a.get("cost_usd") or 0.0 for a in r["patch"].get("repair_attempts") or [])
-                  for i, r in records.items() if "patch" in r}
+    repair_usd = {i: r["repair"]["cost_usd"] for i, r in records.items() if "repair" in r}
     answers_usd, repairs_usd = sum(r["cost_usd"] for r in responses), sum(repair_usd.values(), 0.0)
     ledger = Path(run_dir) / "spend.jsonl"
     # the ledger holds every paid request, those of jobs that wrote nothing too
@@ -141,6 +142,10 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
                 "empty": sum(p["status"] == "empty" for p in patches),
                 "invalid": sum(p["status"] == "invalid" for p in patches),
                 "by_reason": dict(Counter(p["reason"] for p in patches if p["status"] != "valid")),
+                # patches that did not apply as given and that the apply check made apply
+                "mended_by_apply_check": sum(p.get("applies") is True and p.get("apply_attempt") is None for p in patches),
+                # patches that the patch stage rejected and a repair request's answer replaced
+                "mended_by_model": sum(p.get("answer", "response") != "response" for p in patches),
             } if generated else None,
             "predictions": {"total": len(predictions), "non_empty": sum(bool(p) for p in patch_by_id.values()),
                             "not_a_diff": len(not_diff)},
@@ -181,12 +186,12 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
 
 
 def evaluation_failures(evaluation, run_dir):
-    """The evaluated instances without a verdict, with the reason from their report.json."""
+    """The evaluated instances without a verdict, with the reason from their evaluation.json."""
     status_of = {i: status for status, key in EVALUATION_FAILURES.items() for i in evaluation[key]}
     status_of.update({i: "error" for i in evaluation["error_ids"] if i not in status_of})
     failures = []
     for instance_id, status in sorted(status_of.items()):
-        path = Path(run_dir) / "instances" / instance_id / "report.json"
+        path = Path(run_dir) / "instances" / instance_id / "evaluation.json"
         failures.append({"instance_id": instance_id, "stage": "evaluate", "reason": status,
                          "detail": read_json(path).get("reason") if path.is_file() else None, "file": str(path)})
     return failures
@@ -221,6 +226,8 @@ def render_markdown(summary):
     if counts["patch"]:
         lines.append(f"| patch | valid | {counts['patch']['valid']} |")
         lines += [f"| patch | {k} | {v} |" for k, v in sorted(counts["patch"]["by_reason"].items())]
+        lines.append(f"| patch | mended by the apply check | {counts['patch']['mended_by_apply_check']} |")
+        lines.append(f"| repair | mended by the model | {counts['patch']['mended_by_model']} |")
     lines.append(f"| predictions | with a patch | {counts['predictions']['non_empty']} |")
     if counts["predictions"]["not_a_diff"]:
         lines.append(f"| predictions | not a diff | {counts['predictions']['not_a_diff']} |")

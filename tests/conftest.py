@@ -61,3 +61,8 @@ def snapshot(folder):
     """Every file under folder with its bytes."""
     return {str(path.relative_to(folder)): path.read_bytes()
             for path in sorted(Path(folder).rglob("*")) if path.is_file()}
+def run_config(**overrides):
+    """The defaults of config.yaml with overrides, as a checked config holds them."""
+    import yaml
+
+    return {**yaml.safe_load((PROJECT / "config.yaml").read_text()), **overrides}

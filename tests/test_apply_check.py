@@ -13,9 +13,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from scripts import apply, diffs, patch
+
 import fixture_repos
 from conftest import PROJECT
-from scripts import apply, patch, repos
 
 SCHEMA = json.loads((PROJECT / "schemas" / "patch.schema.json").read_text())
 # the harness's module where this Python finds it, wherever that is installed
@@ -158,7 +159,7 @@ CASES = [
 def test_verdict_matches_the_harness_and_the_patch_is_its_git_diff(source, repository, tmp_path, name, answer,
                                                                     command, fixes, expected):
     text, record = judge(repository, answer)
-    harness_command, harness_clone = harness(source, tmp_path, patch.normalise(patch.extract_diff(answer)[0])[0])
+    harness_command, harness_clone = harness(source, tmp_path, diffs.normalise(diffs.extract_diff(answer)[0])[0])
     assert (record["status"], record["applies"]) == ("valid", True), record["problems"]
     assert record["apply_attempt"] == harness_command == command
     assert set(fixes) <= set(record["fixes"])
@@ -285,15 +286,17 @@ def test_unreachable_repository_fails_the_job_with_a_clear_message(tmp_path):
     folder = tmp_path / "instances" / "acme__geometry-9"
     folder.mkdir(parents=True)
     (folder / "response.json").write_text(json.dumps({"instance_id": "acme__geometry-9", "status": "ok", "answer": FIX}))
+    (folder / "context.json").write_text(json.dumps({"files": []}))
     rows = [{"instance_id": "acme__geometry-9", "repo": "acme/geometry", "base_commit": "a" * 40,
              "problem_statement": "x"}]
     from scripts.select import write_selection
 
     write_selection(rows, tmp_path / "instances.jsonl", tmp_path / "index.json")
     with pytest.raises(patch.PatchStageError) as error:
-        patch.run_stage("acme__geometry-9", folder / "response.json", None, None, tmp_path / "instances.jsonl",
-                        tmp_path / "index.json", folder / "patch.diff", folder / "patch.json", tmp_path / "patch.log",
-                        repos={"repo_cache": str(tmp_path / "cache"), "repo_url": f"{tmp_path}/nowhere/{{repo}}"})
+        patch.run_stage("acme__geometry-9", {"response": folder / "response.json", "context": folder / "context.json",
+                                             "instances": tmp_path / "instances.jsonl", "index": tmp_path / "index.json"},
+                        {"diff": folder / "patch.diff", "record": folder / "patch.json"}, tmp_path / "patch.log",
+                        {"repo_cache": str(tmp_path / "cache"), "repo_url": f"{tmp_path}/nowhere/{{repo}}"})
     message = str(error.value)
     assert message.startswith(f"acme__geometry-9: cannot check the patch at acme/geometry@{'a' * 40}: cannot fetch ")
     assert "set repo_url (and repo_cache) to where the repository can be fetched, or apply_check=false" in message
@@ -301,19 +304,26 @@ def test_unreachable_repository_fails_the_job_with_a_clear_message(tmp_path):
     assert "error: acme__geometry-9: cannot check the patch" in (tmp_path / "patch.log").read_text()
 
 
-def test_cli_checks_when_given_the_repository(source, tmp_path):
+def test_stage_checks_at_the_instances_base_commit(source, tmp_path):
+    from scripts.select import write_selection
+
     (tmp_path / "response.json").write_text(json.dumps({"instance_id": "x", "status": "ok", "answer": FIX.rstrip("\n")}))
+    (tmp_path / "context.json").write_text(json.dumps({"files": []}))
     out = tmp_path / "out"
-    assert patch.main(["--response", str(tmp_path / "response.json"), "--diff", str(out / "patch.diff"),
-                       "--record", str(out / "patch.json"), "--repo-cache", str(tmp_path / "cache"),
-                       "--repo-url", source["url"], "--repo", "acme/geometry", "--commit", source["commit"]]) == 0
-    record = json.loads((out / "patch.json").read_text())
-    assert (record["applies"], record["apply_attempt"]) == (True, "git apply --verbose")
-    with pytest.raises(SystemExit, match="cannot check the patch"):
-        patch.main(["--response", str(tmp_path / "response.json"), "--diff", str(out / "patch.diff"),
-                    "--record", str(out / "patch.json"), "--repo-cache", str(tmp_path / "cache"),
-                    "--repo-url", source["url"], "--repo", "acme/geometry", "--commit", "b" * 40])
-    assert isinstance(repos.RepoError("x"), Exception)
+    repos_settings = {"repo_cache": str(tmp_path / "cache"), "repo_url": source["url"]}
+    for commit in (source["commit"], "b" * 40):
+        row = {"instance_id": "x", "repo": "acme/geometry", "base_commit": commit, "problem_statement": "x"}
+        write_selection([row], tmp_path / "instances.jsonl", tmp_path / "index.json")
+        inputs = {"response": tmp_path / "response.json", "context": tmp_path / "context.json",
+                  "instances": tmp_path / "instances.jsonl", "index": tmp_path / "index.json"}
+        outputs = {"diff": out / "patch.diff", "record": out / "patch.json"}
+        if commit == source["commit"]:
+            patch.run_stage("x", inputs, outputs, tmp_path / "patch.log", repos_settings)
+            record = json.loads((out / "patch.json").read_text())
+            assert (record["applies"], record["apply_attempt"]) == (True, "git apply --verbose")
+        else:
+            with pytest.raises(patch.PatchStageError, match="cannot check the patch"):
+                patch.run_stage("x", inputs, outputs, tmp_path / "patch.log", repos_settings)
 
 
 def test_a_renamed_file_with_a_change(source, repository, tmp_path):

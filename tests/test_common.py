@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from conftest import PROJECT
 from scripts import common
+
+from conftest import PROJECT
 
 
 def test_round_trips(tmp_path):

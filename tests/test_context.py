@@ -9,11 +9,12 @@ import pyarrow.parquet
 import pytest
 from unidiff import PatchSet
 
+from scripts import common, context, prompt, repos, select
+from scripts.tokens import count_tokens, describe, tokenizer_of
+
 import fixture_repos
 from conftest import PROJECT, assert_valid
 from fixture_repos import commit_files, git, retrieval_text
-from scripts import context, prompt, select
-from scripts.tokens import count_tokens, describe, tokenizer_of
 
 SEARCH_REPLACE = PROJECT / "scripts" / "templates" / "search_replace.yaml"
 
@@ -30,7 +31,7 @@ def patch_files(row):
 
 
 def block_tokens(entry):
-    return count_tokens(context.render_file(entry) + "\n")
+    return count_tokens(prompt.render_file(entry) + "\n")
 
 
 # ---------------------------------------------------------------- tokens
@@ -173,10 +174,9 @@ def test_fetch_errors_stop_the_context_job(tmp_path, built):
     rows_path, index_path = tmp_path / "instances.jsonl", tmp_path / "index.json"
     select.write_selection([row], rows_path, index_path)
     out = tmp_path / "context.json"
-    with pytest.raises(SystemExit, match=r"context: commit 0{40} of acme/geometry is not in"):
-        context.main(["--instances", str(rows_path), "--index", str(index_path), "--id", row["instance_id"],
-                      "--strategy", "bm25", "--repo-cache", repo_settings["repo_cache"],
-                      "--repo-url", repo_settings["repo_url"], "--out", str(out)])
+    settings = {"context_tokens": None, "tokenizer": "cl100k_base", **repo_settings}
+    with pytest.raises(repos.RepoError, match=r"commit 0{40} of acme/geometry is not in"):
+        context.run(row["instance_id"], {"instances": rows_path, "index": index_path}, "bm25", settings, out)
     assert not out.exists()
 
 
@@ -205,7 +205,7 @@ def test_select_hands_each_instance_its_retrieval_files(tmp_path, built, suffix)
     select.write_retrieval(str(source), "test", chosen, out, index)
     assert sorted(json.loads(index.read_text())) == sorted(chosen)
     row = rows["acme__ledger-2"]
-    handed = select.read_row(out, index, row["instance_id"])
+    handed = common.read_row(out, index, row["instance_id"])
     assert handed["source"] == str(source)
     record = context.build_context(row, "bm25_13K", {"retrieval": handed})
     assert_valid(record, "context")
@@ -275,7 +275,7 @@ def test_select_cli_reads_a_retrieval_dataset_through_datasets(tmp_path, built):
 
     result = run_select(str(tmp_path / "bm25_set"))
     assert result.returncode == 0, result.stderr
-    handed = select.read_row(tmp_path / "r.jsonl", tmp_path / "r.index.json", "acme__ledger-2")
+    handed = common.read_row(tmp_path / "r.jsonl", tmp_path / "r.index.json", "acme__ledger-2")
     assert handed["files"] == [{"path": "acme__ledger-2.py", "content": "x = 1\n"}]
     assert sorted(json.loads((tmp_path / "r.index.json").read_text())) == ["acme__ledger-2", "acme__textkit-1"]
     offline = run_select("princeton-nlp/SWE-bench_bm25_13K")

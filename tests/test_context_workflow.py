@@ -5,9 +5,10 @@ import pyarrow
 import pyarrow.parquet
 from unidiff import PatchSet
 
+from scripts import repos
+
 import fixture_repos
 from conftest import assert_valid, jobs_run, read_rows, snakemake, write_rows
-from scripts import repos
 
 CHOSEN = ["acme__geometry-2", "acme__geometry-3", "acme__ledger-2", "acme__ledger-3"]
 

@@ -31,9 +31,10 @@ def test_cost_arithmetic():
 
 
 def test_worst_case_bounds_the_real_tokens_of_real_prompts():
-    from conftest import LITE_TEST, read_rows
     from scripts import context, prompt
     from scripts.tokens import count_tokens
+
+    from conftest import LITE_TEST, read_rows
 
     price = {"input": 3.0, "cache_write": 3.75, "output": 15.0}
     for row in read_rows(LITE_TEST)[:5]:
@@ -131,7 +132,8 @@ def test_budget_advice_counts_the_instances_the_budget_stopped(tmp_path):
         with pytest.raises(costs.BudgetSpent):
             costs.reserve(ledger, instance, 0.875, 1.0)
     (run / "instances" / "done").mkdir(parents=True)
-    (run / "instances" / "done" / "patch.json").write_text("{}")
+    for name in ("response.json", "repair.json"):  # done: answered and repaired
+        (run / "instances" / "done" / name).write_text("{}")
     (run / "instances" / "b").mkdir()
     (run / "instances" / "b" / "response.json").write_text("{}")  # b was answered; its self-repair was stopped
     advice = costs.budget_advice(run, 1.0)

@@ -7,14 +7,15 @@ import os
 import subprocess
 import sys
 import threading
-from types import SimpleNamespace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 import requests
 
-from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
 from scripts import evaluate
+
+from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
 
 API_KEY = "sb-test-key"
 
@@ -111,7 +112,7 @@ def evaluate_cli(run, instance_id, backend, *extra, env=None):
     command = [sys.executable, "-m", "scripts.evaluate", "instance", "--backend", backend,
                "--instances", str(run / "instances.jsonl"), "--index", str(run / "instances.index.json"),
                "--predictions", str(run / "predictions.jsonl"), "--id", instance_id, "--run-id", "r",
-               "--out", str(run / "instances" / instance_id / "report.json"), *extra]
+               "--out", str(run / "instances" / instance_id / "evaluation.json"), *extra]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}
     return subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, env={**full_env, **(env or {})})
 
@@ -179,7 +180,7 @@ def test_empty_patch_is_reported_without_the_backend(tmp_path):
     # a Docker daemon that does not exist: the empty patch never needs one
     result = evaluate_cli(run, "psf__requests-2317", "docker", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.returncode == 0, result.stderr
-    report = json.loads((run / "instances" / "psf__requests-2317" / "report.json").read_text())
+    report = json.loads((run / "instances" / "psf__requests-2317" / "evaluation.json").read_text())
     assert report["status"] == "empty_patch" and report["resolved"] is False
     assert report["logs"] is None and report["report"] is None
     assert report["harness"].startswith("swebench 4.")
@@ -222,7 +223,7 @@ def test_sb_cli_backend_submits_waits_and_reads_the_verdict(tmp_path):
         for instance_id in ("psf__requests-2317", "psf__requests-863"):
             result = evaluate_cli(run, instance_id, "sb-cli", "--dataset", "lite", "--split", "test", env=sbcli_env(cloud))
             assert result.returncode == 0, result.stdout + result.stderr
-    reports = {i: json.loads((run / "instances" / i / "report.json").read_text())
+    reports = {i: json.loads((run / "instances" / i / "evaluation.json").read_text())
                for i in ("psf__requests-2317", "psf__requests-863")}
     assert reports["psf__requests-2317"]["status"] == "resolved"
     assert reports["psf__requests-863"]["status"] == "unresolved"
@@ -243,12 +244,12 @@ def test_sb_cli_backend_resumes_a_submission_but_refuses_a_changed_patch(tmp_pat
         again = evaluate_cli(run, "psf__requests-863", "sb-cli", "--dataset", "lite", env=sbcli_env(cloud))
         assert again.returncode == 0, again.stderr
         write_rows(run / "predictions.jsonl", [given("psf__requests-863", "diff --git a/b b/b\n")])
-        (run / "instances" / "psf__requests-863" / "report.json").unlink()
+        (run / "instances" / "psf__requests-863" / "evaluation.json").unlink()
         changed = evaluate_cli(run, "psf__requests-863", "sb-cli", "--dataset", "lite", env=sbcli_env(cloud))
     assert changed.returncode != 0
     assert "already holds a submission of psf__requests-863 with another patch" in changed.stderr
     assert "set another run_id" in changed.stderr
-    assert not (run / "instances" / "psf__requests-863" / "report.json").exists()
+    assert not (run / "instances" / "psf__requests-863" / "evaluation.json").exists()
 
 
 def test_sb_cli_backend_fault_writes_nothing(tmp_path):
@@ -266,7 +267,7 @@ def test_sb_cli_backend_fault_writes_nothing(tmp_path):
     for result in (failed, wrong_key, gone):
         assert result.stderr.strip().splitlines()[-1].startswith("infrastructure fault: sb_cli: ")
         assert "a plain rerun retries it" in result.stderr
-    assert not (run / "instances" / "psf__requests-863" / "report.json").exists()
+    assert not (run / "instances" / "psf__requests-863" / "evaluation.json").exists()
 
 
 # --- modal, up to the harness call ---
@@ -336,10 +337,11 @@ class StubDocker:
 def harness_logs(tmp_path, monkeypatch, client, namespace="127.0.0.1:5000/swebench", build_output=None):
     """Run the harness's run_instance on client and return the instance's logs folder as the
     evaluate stage collects it; build_output: the chunks of a failed environment image build."""
-    import swebench_images as images
     from swebench.harness.docker_build import BuildImageError, build_image
     from swebench.harness.run_evaluation import run_instance
     from swebench.harness.test_spec.test_spec import make_test_spec
+
+    import swebench_images as images
 
     row = images.row("psf__requests-90001", "0" * 40)
     prediction = given(row["instance_id"], images.GOLD_PATCH)

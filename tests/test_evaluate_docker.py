@@ -13,9 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import docker
 import pytest
 
+from scripts.evaluate import harness_run_id
+
 import swebench_images as images
 from conftest import PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
-from scripts.evaluate import harness_run_id
 
 EVAL_TIMEOUT = 15  # seconds; the slow instance's test sleeps far longer, the others take 1 or 2
 # instance id -> (predicted patch, test patch); each has its own image name, all of the one testbed image
@@ -49,7 +50,7 @@ def containers_created(since, until):
 
 
 def report(run, instance_id):
-    return json.loads((run / "instances" / instance_id / "report.json").read_text())
+    return json.loads((run / "instances" / instance_id / "evaluation.json").read_text())
 
 
 def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, testbed, monkeypatch):
@@ -70,7 +71,7 @@ def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, test
         "psf__requests-90001": "resolved", "psf__requests-90002": "unresolved", "psf__requests-90003": "patch_failed",
         "psf__requests-90004": "empty_patch", "psf__requests-90005": "timeout"}
     for instance_id in CASES:
-        assert_valid(report(run, instance_id), "report")
+        assert_valid(report(run, instance_id), "evaluate")
     assert report(run, "psf__requests-90003")["reason"].startswith("the patch does not apply: ")
     assert f"eval_timeout={EVAL_TIMEOUT} s" in report(run, "psf__requests-90005")["reason"]
     resolved = report(run, "psf__requests-90001")
@@ -123,7 +124,7 @@ def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, test
 
     # nothing changed: nothing runs; one patch changed: that instance alone is evaluated again
     assert jobs_run(snakemake(tmp_path, *config)) == []
-    untouched = run / "instances" / "psf__requests-90001" / "report.json"
+    untouched = run / "instances" / "psf__requests-90001" / "evaluation.json"
     before = untouched.stat().st_mtime_ns
     write_rows(given, [{"instance_id": i, "model_name_or_path": "test-model",
                         "model_patch": images.GOLD_PATCH if i == "psf__requests-90002" else patch}
@@ -166,7 +167,7 @@ def test_generated_patches_are_evaluated_and_a_redone_one_alone_again(tmp_path, 
     snakemake(tmp_path, *config)
     run = tmp_path / "results" / "gold"
     assert [report(run, r["instance_id"])["status"] for r in chosen] == ["resolved", "resolved"]
-    untouched = run / "instances" / "psf__requests-90001" / "report.json"
+    untouched = run / "instances" / "psf__requests-90001" / "evaluation.json"
     before = untouched.stat().st_mtime_ns
     (run / "instances" / "psf__requests-90002" / "response.json").unlink()
     redo = snakemake(tmp_path, *config)
@@ -281,7 +282,7 @@ def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, te
     config = ["--config", f"dataset={dataset}", f"predictions={given}", "evaluation=docker",
               f"image_namespace=127.0.0.1:{port}/swebench", "min_free_disk_gb=1"]
     run = tmp_path / "results" / "predictions-preds"
-    verdict = run / "instances" / row["instance_id"] / "report.json"
+    verdict = run / "instances" / row["instance_id"] / "evaluation.json"
     log = run / "logs" / row["instance_id"] / "evaluate.log"
 
     for status, cause, fix in [(429, "registry_rate_limit", "log in (`docker login`)"),
@@ -333,7 +334,7 @@ def test_pulled_images_are_removed_unless_kept(tmp_path, testbed, registry):
         command = [sys.executable, "-m", "scripts.evaluate", "instance", "--backend", "docker",
                    "--instances", str(run / "instances.jsonl"), "--index", str(run / "instances.index.json"),
                    "--predictions", str(run / "predictions.jsonl"), "--id", row["instance_id"], "--run-id", "r",
-                   f"--namespace={namespace}", "--out", str(run / "instances" / row["instance_id"] / "report.json"),
+                   f"--namespace={namespace}", "--out", str(run / "instances" / row["instance_id"] / "evaluation.json"),
                    *extra]
         subprocess.run(command, cwd=PROJECT, check=True, capture_output=True)
         return report(run, row["instance_id"])
@@ -359,10 +360,10 @@ def test_an_image_the_registry_does_not_have_is_a_fault(tmp_path, testbed, regis
     command = [sys.executable, "-m", "scripts.evaluate", "instance", "--backend", "docker",
                "--instances", str(run / "instances.jsonl"), "--index", str(run / "instances.index.json"),
                "--predictions", str(run / "predictions.jsonl"), "--id", NO_IMAGE, "--run-id", "r",
-               f"--namespace={namespace}", "--out", str(run / "instances" / NO_IMAGE / "report.json")]
+               f"--namespace={namespace}", "--out", str(run / "instances" / NO_IMAGE / "evaluation.json")]
     result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("infrastructure fault: image_not_published: the registry has no such image"), last
     assert "manifest unknown" in last and images.instance_image(row, namespace) in last
-    assert not (run / "instances" / NO_IMAGE / "report.json").exists()
+    assert not (run / "instances" / NO_IMAGE / "evaluation.json").exists()

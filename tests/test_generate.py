@@ -1,8 +1,10 @@
 import json
 
-from conftest import DATA, assert_valid, read_rows, write_rows
 from scripts import generate
 from scripts.select import write_selection
+from scripts.settings import api_settings
+
+from conftest import DATA, assert_valid, read_rows, run_config, write_rows
 
 PROMPT = {"instance_id": "x", "messages": [{"role": "user", "content": "fix it"}]}
 
@@ -48,9 +50,9 @@ def test_run_writes_response_and_log(tmp_path, lite_rows):
     prompt_path = tmp_path / "prompt.json"
     prompt_path.write_text(json.dumps(PROMPT))
     out, log = tmp_path / "response.json", tmp_path / "logs" / "generate.log"
-    settings = generate.api_settings("gold", {}, tmp_path)
-    generate.run(prompt_path, None, None, rows_path, index_path, lite_rows[1]["instance_id"], "gold", "gold",
-                 settings, out, log)
+    settings = api_settings("gold", run_config(), tmp_path)
+    inputs = {"prompt": prompt_path, "instances": rows_path, "index": index_path}
+    generate.run(lite_rows[1]["instance_id"], inputs, "gold", "gold", settings, out, log)
     assert json.loads(out.read_text())["answer"] == lite_rows[1]["patch"]
     assert "ok gold" in log.read_text()
 
@@ -98,6 +100,9 @@ def test_a_changed_setting_never_discards_paid_answers(tmp_path):
         (run / "instances" / stale / "prompt.json").unlink()
         kept = snakemake(tmp_path, *config(), env=env, check=False)
         assert kept.returncode != 0 and "holds a paid answer" in kept.stderr + kept.stdout
+        assert len(server.requests) == 3
+        assert snapshot(run)[f"instances/{stale}/response.json"] == before[f"instances/{stale}/response.json"]
+        snakemake(tmp_path, *config(), env=env)  # a rerun goes on with the kept answer
         assert len(server.requests) == 3
         assert snapshot(run)[f"instances/{stale}/response.json"] == before[f"instances/{stale}/response.json"]
 

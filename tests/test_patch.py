@@ -1,23 +1,15 @@
-"""Tests of the patch stage (scripts/patch.py): extraction, normalisation, validation, records, CLI."""
+"""Tests of the patch stage (scripts/patch.py, scripts/diffs.py): extraction, normalisation, validation, records, CLI."""
 import json
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 from unidiff import PatchSet
 
-from scripts.patch import (
-    cut_off_problem,
-    extract_diff,
-    main,
-    make_patch,
-    normalise,
-    run,
-    validate,
-)
+from scripts.diffs import cut_off_problem, extract_diff, normalise, validate
+from scripts.patch import make_patch, run_stage
 
 PROJECT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -323,7 +315,6 @@ def test_valid_record():
         "problems": [], "source": "fence", "fixes": [], "files": ["pkg/a.py", "pkg/b.py"], "hunks": 2,
         "lines_added": 2, "lines_removed": 1, "rejected_patch": None,
         "applies": None, "apply_attempt": None, "apply_error": None, "syntax_errors": [],
-        "answer": "response", "repair_attempts": [],
     }
 
 
@@ -452,27 +443,34 @@ def test_huge_answer_gives_a_record():
     assert patch.startswith("--- a/big.txt\n+++ b/big.txt\n@@ -0,0 +1,200000 @@\n")
 
 
-# ---------------------------------------------------------------- run and the CLI
+# ---------------------------------------------------------------- the stage
 
 def write_response(path, answer, **fields):
     path.write_text(json.dumps(response(answer, **fields)), encoding="utf-8")
     return path
 
 
-def test_main_writes_the_patch_and_the_record(tmp_path):
+def stage(tmp_path, response_path):
+    """Run the stage as its rule does, without the apply check; returns (diff path, record path)."""
+    (tmp_path / "context.json").write_text(json.dumps({"files": []}), encoding="utf-8")
+    files = {"diff": tmp_path / "out" / "patch.diff", "record": tmp_path / "out" / "patch.json"}
+    run_stage("x", {"response": response_path, "context": tmp_path / "context.json"}, files, tmp_path / "patch.log", None)
+    return files["diff"], files["record"]
+
+
+def test_stage_writes_the_patch_and_the_record(tmp_path):
     response_path = write_response(tmp_path / "response.json", f"```diff\n{DIFF_A}```")
-    diff_path, record_path = tmp_path / "out" / "patch.diff", tmp_path / "out" / "patch.json"
-    assert main(["--response", str(response_path), "--diff", str(diff_path), "--record", str(record_path)]) == 0
+    diff_path, record_path = stage(tmp_path, response_path)
     assert diff_path.read_text(encoding="utf-8") == DIFF_A
     record = json.loads(record_path.read_text(encoding="utf-8"))
     assert_record_matches_schema(record)
     assert record["status"] == "valid"
+    assert "patch valid" in (tmp_path / "patch.log").read_text()
 
 
-def test_main_writes_an_empty_patch_for_a_failed_generation(tmp_path):
+def test_stage_writes_an_empty_patch_for_a_failed_generation(tmp_path):
     response_path = write_response(tmp_path / "response.json", None, status="failed", failure_reason="no_answer_recorded")
-    diff_path, record_path = tmp_path / "patch.diff", tmp_path / "patch.json"
-    main(["--response", str(response_path), "--diff", str(diff_path), "--record", str(record_path)])
+    diff_path, record_path = stage(tmp_path, response_path)
     assert diff_path.read_text(encoding="utf-8") == ""
     record = json.loads(record_path.read_text(encoding="utf-8"))
     assert (record["reason"], record["generation_failure"]) == ("generation_failed", "no_answer_recorded")
@@ -480,26 +478,13 @@ def test_main_writes_an_empty_patch_for_a_failed_generation(tmp_path):
 
 def test_missing_or_unreadable_response_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
-        run(tmp_path / "absent.json", tmp_path / "patch.diff", tmp_path / "patch.json")
+        stage(tmp_path, tmp_path / "absent.json")
     unreadable = tmp_path / "response.json"
     unreadable.write_text("{not json", encoding="utf-8")
     with pytest.raises(json.JSONDecodeError):
-        run(unreadable, tmp_path / "patch.diff", tmp_path / "patch.json")
-    assert not (tmp_path / "patch.diff").exists()
-    assert not (tmp_path / "patch.json").exists()
-
-
-def test_module_runs_as_a_command(tmp_path):
-    response_path = write_response(tmp_path / "response.json", f"<patch>\n{DIFF_B}</patch>")
-    diff_path, record_path = tmp_path / "patch.diff", tmp_path / "patch.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "scripts.patch", "--response", str(response_path),
-         "--diff", str(diff_path), "--record", str(record_path)],
-        cwd=PROJECT, capture_output=True, text=True, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert diff_path.read_text(encoding="utf-8") == DIFF_B
-    assert json.loads(record_path.read_text(encoding="utf-8"))["source"] == "patch_tag"
+        stage(tmp_path, unreadable)
+    assert not (tmp_path / "out" / "patch.diff").exists()
+    assert not (tmp_path / "out" / "patch.json").exists()
 
 
 # ---------------------------------------------------------------- real answers in ../shared/data
@@ -525,7 +510,7 @@ def real_records(pattern, field):
 def test_real_answers_give_schema_records_and_valid_patches_reparse(pattern, field):
     results = real_records(pattern, field)
     assert len(results) >= 39
-    for row, patch, record in results.values():
+    for _row, patch, record in results.values():
         assert_record_matches_schema(record)
         if record["status"] == "valid":
             patch_set = PatchSet(patch)

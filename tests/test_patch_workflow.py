@@ -34,13 +34,15 @@ def test_readme_example_is_apply_checked(tmp_path):
         folder = run / "instances" / row["instance_id"]
         record = json.loads((folder / "patch.json").read_text())
         assert_valid(record, "patch")
-        assert (record["applies"], record["apply_attempt"], record["repair_attempts"]) == (True, "git apply --verbose", [])
+        assert (record["applies"], record["apply_attempt"]) == (True, "git apply --verbose")
         # the normal form: git's own diff of the patched file, with the reference's changes
         patch = predictions[row["instance_id"]]
         assert patch == (folder / "patch.diff").read_text() and "\nindex " in patch
-        changed = lambda text: [line for line in text.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        def changed(text):
+            return [line for line in text.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+
         assert changed(patch) == changed(row["patch"])
-        assert not list(folder.glob("repair-*"))  # the gold provider has nothing to ask
+        assert not (folder / "repair.json").exists()  # the gold provider has no repair stage
 
 
 def test_unreachable_repository_fails_the_patch_job_with_how_to_fix_it(tmp_path):
@@ -64,20 +66,51 @@ def test_self_repair_in_the_workflow_keeps_its_files_and_pays_from_the_budget(tm
         snakemake(tmp_path, "--config", f"dataset={dataset}", "provider=openai", "model=gpt-4o",
                   f"base_url={server.url}/v1", "apply_check=true", f"repo_url={url}", f"repo_cache={tmp_path / 'cache'}",
                   "run_id=repair", "max_cost=5", env={"OPENAI_API_KEY": "sk-test-key"})
-    run = tmp_path / "results" / "repair"
-    folder = run / "instances" / broken
-    record = json.loads((folder / "patch.json").read_text())
-    assert_valid(record, "patch")
-    assert (record["status"], record["answer"], record["applies"]) == ("valid", "repair-1", True)
-    assert record["repair_attempts"][0]["status"] == "valid"
-    assert_valid(json.loads((folder / "repair-1.prompt.json").read_text()), "prompt")
-    repair_response = json.loads((folder / "repair-1.response.json").read_text())
-    assert_valid(repair_response, "response")
-    spent = [json.loads(line) for line in (run / "spend.jsonl").read_text().splitlines()]
-    assert sorted(s["instance_id"] for s in spent) == sorted([r["instance_id"] for r in rows] + [broken])
-    assert repair_response["cost_usd"] in [s["cost_usd"] for s in spent if s["instance_id"] == broken]
-    assert "repair 1: valid" in (run / "logs" / broken / "patch.log").read_text()
-    predictions = {p["instance_id"]: p["model_patch"] for p in read_rows(run / "predictions.jsonl")}
-    assert all(predictions.values()) and predictions[broken] == (folder / "patch.diff").read_text()
-    for other in rows[1:]:
-        assert not list((run / "instances" / other["instance_id"]).glob("repair-*"))
+        run = tmp_path / "results" / "repair"
+        folder = run / "instances" / broken
+        assert json.loads((folder / "patch.json").read_text())["reason"] == "does_not_apply"
+        record = json.loads((folder / "repair.json").read_text())
+        assert_valid(record, "repair")
+        assert (record["status"], record["answer"], record["applies"]) == ("valid", "repair-1", True)
+        assert record["attempts"][0]["status"] == "valid"
+        assert_valid(json.loads((folder / "repair" / "1.prompt.json").read_text()), "prompt")
+        repair_response = json.loads((folder / "repair" / "1.response.json").read_text())
+        assert_valid(repair_response, "response")
+        spent = [json.loads(line) for line in (run / "spend.jsonl").read_text().splitlines()]
+        assert sorted(s["instance_id"] for s in spent) == sorted([r["instance_id"] for r in rows] + [broken])
+        assert repair_response["cost_usd"] in [s["cost_usd"] for s in spent if s["instance_id"] == broken]
+        assert "repair 1: valid" in (run / "logs" / broken / "repair.log").read_text()
+        assert record["cost_usd"] == repair_response["cost_usd"]
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["counts"]["patch"]["mended_by_model"] == 1 and summary["cost"]["repairs_usd"] == record["cost_usd"]
+        predictions = {p["instance_id"]: p["model_patch"] for p in read_rows(run / "predictions.jsonl")}
+        assert all(predictions.values()) and predictions[broken] == (folder / "repair.diff").read_text()
+        for other in rows[1:]:  # nothing to mend: no request, the patch stage's patch
+            other_folder = run / "instances" / other["instance_id"]
+            assert json.loads((other_folder / "repair.json").read_text())["attempts"] == []
+            assert [p.name for p in (other_folder / "repair").iterdir() if not p.name.startswith(".")] == []
+            assert (other_folder / "repair.diff").read_text() == (other_folder / "patch.diff").read_text()
+
+        # The patch stage made again (here: its record deleted) would repair again: the paid repair is kept.
+        before = {path: path.read_bytes() for path in [folder / "repair.json", *(folder / "repair").iterdir()]}
+        (folder / "patch.json").unlink()
+        server.answers[broken] = [rows[0]["patch"]]
+        asked = len(server.requests)
+        config = ["--config", f"dataset={dataset}", "provider=openai", "model=gpt-4o", f"base_url={server.url}/v1",
+                  "apply_check=true", f"repo_url={url}", f"repo_cache={tmp_path / 'cache'}", "run_id=repair",
+                  "max_cost=5"]
+        kept = snakemake(tmp_path, *config, env={"OPENAI_API_KEY": "sk-test-key"}, check=False)
+        assert kept.returncode != 0 and "holds a paid answer" in kept.stderr + kept.stdout
+        assert len(server.requests) == asked
+        assert {path: path.read_bytes() for path in before} == before
+        snakemake(tmp_path, *config, env={"OPENAI_API_KEY": "sk-test-key"})  # goes on with the kept repair
+        assert len(server.requests) == asked and {path: path.read_bytes() for path in before} == before
+
+        (folder / "patch.json").unlink()
+        snakemake(tmp_path, *config, "overwrite=true", env={"OPENAI_API_KEY": "sk-test-key"})
+        assert len(server.requests) == asked + 1
+    (aside,) = folder.glob("repair.overwritten-*.json")
+    assert aside.read_bytes() == before[folder / "repair.json"]
+    (aside_folder,) = [p for p in folder.glob("repair.overwritten-*") if p.is_dir()]
+    assert {p.name: p.read_bytes() for p in aside_folder.iterdir()} == {
+        p.name: data for p, data in before.items() if p.parent == folder / "repair"}

@@ -2,9 +2,10 @@ import json
 
 import pytest
 
-from conftest import DATA, assert_valid, read_rows, write_rows
 from scripts import predictions
 from scripts.select import write_selection
+
+from conftest import DATA, assert_valid, read_rows, write_rows
 
 
 def test_load_jsonl_list_and_preds_dict(tmp_path):
@@ -72,7 +73,7 @@ def test_merge_generated_sorted_with_empty_patches(tmp_path):
         folder = tmp_path / "instances" / instance_id
         folder.mkdir(parents=True)
         (folder / "patch.diff").write_text(patch)
-    rows = predictions.merge_generated(["b__b-2", "a__a-1"], tmp_path, "my-model")
+    rows = predictions.merge_generated([tmp_path / "instances" / i / "patch.diff" for i in ("b__b-2", "a__a-1")], "my-model")
     assert rows == [
         {"instance_id": "a__a-1", "model_name_or_path": "my-model", "model_patch": ""},
         {"instance_id": "b__b-2", "model_name_or_path": "my-model", "model_patch": "diff b\n"},

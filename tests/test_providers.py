@@ -4,9 +4,11 @@ import threading
 
 import pytest
 
-from conftest import LITE_TEST, assert_valid, read_rows
-from fake_api import FakeModelServer
 from scripts import context, costs, generate, prompt
+from scripts.settings import api_settings
+
+from conftest import LITE_TEST, assert_valid, read_rows, run_config
+from fake_api import FakeModelServer
 
 ROWS = read_rows(LITE_TEST)[:4]
 MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6"}
@@ -21,9 +23,9 @@ def server():
 
 def settings_for(provider, server, tmp_path, **changes):
     base_url = f"{server.url}/v1" if provider == "openai" else server.url
-    config = {"base_url": base_url, "max_attempts": 4, "retry_backoff": 0.01, "request_timeout": 2.0,
-              "temperature": 0.0, "max_output_tokens": 2048, **changes}
-    settings = generate.api_settings(provider, config, tmp_path)
+    config = run_config(**{"base_url": base_url, "max_attempts": 4, "retry_backoff": 0.01, "request_timeout": 2.0,
+                           "temperature": 0.0, "max_output_tokens": 2048, **changes})
+    settings = api_settings(provider, config, tmp_path)
     settings["api_key"] = KEY
     return settings
 

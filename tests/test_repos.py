@@ -6,9 +6,10 @@ import time
 import pytest
 from filelock import FileLock
 
+from scripts import repos
+
 from conftest import PROJECT
 from fixture_repos import commit_files, git
-from scripts import repos
 
 
 @pytest.fixture

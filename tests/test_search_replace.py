@@ -5,9 +5,11 @@ import subprocess
 import jsonschema
 import pytest
 
+from scripts import context, patch
+from scripts.edits import find_edits
+
 import fixture_repos
 from conftest import PROJECT
-from scripts import context, patch
 
 SCHEMA = json.loads((PROJECT / "schemas" / "patch.schema.json").read_text())
 SHAPES = fixture_repos.GEOMETRY["geometry/shapes.py"]
@@ -46,7 +48,7 @@ def test_edit_blocks_are_found_in_prose_fences_and_bold_paths():
         ">>>>>>> REPLACE\n```\n\n**`geometry/units.py`**:\n<<<<<<< SEARCH\n=======\nx = 1\n>>>>>>> REPLACE\n"
         "<<<<<<< SEARCH\nx = 1\n=======\nx = 2\n>>>>>>> REPLACE\n"
     )
-    edits, problems = patch.find_edits(answer)
+    edits, problems = find_edits(answer)
     assert problems == []
     assert [(path, len(search), len(replace)) for path, search, replace in edits] == [
         ("geometry/shapes.py", 2, 2), ("geometry/units.py", 0, 1), ("geometry/units.py", 1, 1)]

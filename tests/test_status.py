@@ -1,8 +1,9 @@
 """The status command, on run folders written record by record (each valid against its schema)."""
 import json
 
-from conftest import assert_valid
 from scripts import status
+
+from conftest import assert_valid
 
 
 def write_record(run, instance_id, name, record, schema):
@@ -40,7 +41,7 @@ def patch(instance_id, reason=None):
     record = {"instance_id": instance_id, "status": "valid", "reason": None, "generation_failure": None, "problems": [],
               "source": "fence", "fixes": [], "files": ["a.py"], "hunks": 1, "lines_added": 1, "lines_removed": 1,
               "rejected_patch": None, "applies": True, "apply_attempt": "git apply --verbose", "apply_error": None,
-              "syntax_errors": [], "answer": "response", "repair_attempts": []}
+              "syntax_errors": []}
     if reason == "invalid_diff":
         record.update(status="invalid", reason=reason, problems=["hunk 1 of a.py does not parse"], rejected_patch="x",
                       applies=None, apply_attempt=None)
@@ -91,7 +92,7 @@ def make_run(run):
         write_record(run, instance_id, "response.json", response(instance_id, failure), "response")
         write_record(run, instance_id, "patch.json", patch(instance_id, reason), "patch")
         if outcome:
-            write_record(run, instance_id, "report.json", report(instance_id, outcome), "report")
+            write_record(run, instance_id, "evaluation.json", report(instance_id, outcome), "evaluate")
     write_record(run, NOT_ANSWERED, "context.json", context(NOT_ANSWERED), "context")
     write_record(run, NOT_ANSWERED, "prompt.json", prompt(NOT_ANSWERED), "prompt")
     (run / "logs" / NOT_ANSWERED).mkdir(parents=True)
@@ -113,7 +114,7 @@ def test_status_counts_and_lists_every_kind_of_outcome(tmp_path, capsys):
     assert "\x1b" not in out  # plain text
     lines = out.splitlines()
     assert lines[0] == f"{run}: 13 instances selected"
-    table = {line.split()[0]: line.split(None, 4)[1:] for line in lines[3:8]}
+    table = {line.split()[0]: line.split(None, 4)[1:] for line in lines[3:9]}
     assert table["context"] == ["12", "0", "1"]
     assert table["prompt"] == ["12", "0", "1"]
     assert table["generate"] == ["10", "1", "2", "failed: refused 1"]
@@ -129,9 +130,9 @@ def test_status_counts_and_lists_every_kind_of_outcome(tmp_path, capsys):
     assert failed.count("\n  ") == 8
     for instance_id, stage, reason, name in [
         ("o__r-3", "generate", "refused", "response.json"), ("o__r-4", "patch", "no_diff", "patch.json"),
-        ("o__r-5", "patch", "invalid_diff", "patch.json"), ("o__r-6", "evaluate", "patch_failed", "report.json"),
-        ("o__r-7", "evaluate", "build_failed", "report.json"), ("o__r-8", "evaluate", "timeout", "report.json"),
-        ("o__r-9", "evaluate", "error", "report.json"), ("o__r-13", "patch", "does_not_apply", "patch.json"),
+        ("o__r-5", "patch", "invalid_diff", "patch.json"), ("o__r-6", "evaluate", "patch_failed", "evaluation.json"),
+        ("o__r-7", "evaluate", "build_failed", "evaluation.json"), ("o__r-8", "evaluate", "timeout", "evaluation.json"),
+        ("o__r-9", "evaluate", "error", "evaluation.json"), ("o__r-13", "patch", "does_not_apply", "patch.json"),
     ]:
         line = next(line for line in failed.splitlines() if line.split()[:1] == [instance_id])
         assert line.split() == [instance_id, stage, reason, str(folder / instance_id / name)]
@@ -195,17 +196,17 @@ def test_set_aside_failures_renames_the_file_that_must_change(tmp_path):
     write("no-diff", "patch.json", {"status": "empty", "reason": "no_diff"})
     write("crashed", "response.json", {"status": "ok"})
     write("crashed", "patch.json", {"status": "valid"})
-    write("crashed", "report.json", {"status": "error"})
+    write("crashed", "evaluation.json", {"status": "error"})
     write("fine", "response.json", {"status": "ok"})
     write("fine", "patch.json", {"status": "valid"})
-    write("fine", "report.json", {"status": "resolved"})
+    write("fine", "evaluation.json", {"status": "resolved"})
     moved = set_aside_failures(tmp_path, ["refused", "no-diff", "crashed", "fine", "not-started"], stamp="T1")
     assert sorted(p.relative_to(tmp_path).as_posix() for p in moved) == [
-        "instances/crashed/report.json", "instances/no-diff/response.json", "instances/refused/response.json"]
+        "instances/crashed/evaluation.json", "instances/no-diff/response.json", "instances/refused/response.json"]
     assert (tmp_path / "instances/refused/response.failed-T1.json").is_file()
-    assert (tmp_path / "instances/crashed/report.failed-T1.json").is_file()
+    assert (tmp_path / "instances/crashed/evaluation.failed-T1.json").is_file()
     assert (tmp_path / "instances/no-diff/patch.json").is_file()  # remade from the new answer
-    assert (tmp_path / "instances/fine/report.json").is_file()
+    assert (tmp_path / "instances/fine/evaluation.json").is_file()
 
 
 def test_status_gives_the_spend_of_the_ledger_with_self_repair_and_what_the_budget_stopped(tmp_path, capsys):
@@ -214,12 +215,9 @@ def test_status_gives_the_spend_of_the_ledger_with_self_repair_and_what_the_budg
     run = tmp_path / "results" / "budget"
     (run).mkdir(parents=True)
     (run / "instances.index.json").write_text(json.dumps({"o__r-1": [0, 10], "o__r-2": [10, 10], "o__r-3": [20, 10]}))
-    repaired = dict(patch("o__r-1"), answer="repair-1",
-                    repair_attempts=[{"number": 1, "prompt": "repair-1.prompt.json", "response": "repair-1.response.json",
-                                      "status": "valid", "reason": None, "problems": [], "applies": True,
-                                      "syntax_errors": [], "cost_usd": 0.25}])
     write_record(run, "o__r-1", "response.json", dict(response("o__r-1"), cost_usd=0.5), "response")
-    write_record(run, "o__r-1", "patch.json", repaired, "patch")
+    write_record(run, "o__r-1", "patch.json", patch("o__r-1", "invalid_diff"), "patch")
+    (run / "instances" / "o__r-1" / "repair.json").write_text(json.dumps(dict(patch("o__r-1"), cost_usd=0.25)))
     ledger = run / "spend.jsonl"
     for usd in (0.5, 0.25):
         costs.settle(ledger, costs.reserve(ledger, "o__r-1", usd, 2.0), "settled", usd)

@@ -1,7 +1,8 @@
 import json
 
-from conftest import assert_valid
 from scripts import summary
+
+from conftest import assert_valid
 
 DIFF = "--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-a = 1\n+a = 2\n"
 RUN_INFO = {"run_id": "r", "mode": "generate", "dataset": "lite", "split": "test", "provider": "gold",
@@ -44,7 +45,8 @@ def test_summary_counts_every_outcome(tmp_path):
     assert counts["selected"] == 5
     assert counts["generation"] == {"ok": 4, "failed": 1, "by_reason": {"no_answer_recorded": 1}}
     assert counts["patch"] == {"valid": 2, "empty": 2, "invalid": 1,
-                               "by_reason": {"invalid_diff": 1, "no_diff": 1, "generation_failed": 1}}
+                               "by_reason": {"invalid_diff": 1, "no_diff": 1, "generation_failed": 1},
+                               "mended_by_apply_check": 0, "mended_by_model": 0}
     assert counts["predictions"] == {"total": 5, "non_empty": 2, "not_a_diff": 0}
     assert record["cost"] == {"total_usd": 0.75, "answers_usd": 0.75, "repairs_usd": 0.0, "other_usd": 0.0,
                               "mean_usd": 0.15, "input_tokens": 150, "cached_input_tokens": 75, "output_tokens": 15}
@@ -74,8 +76,10 @@ def test_cost_counts_self_repair_and_every_request_of_the_ledger(tmp_path):
     from scripts import costs
 
     rows = [{"instance_id": i, "repo": "o/a"} for i in ("a-1", "a-2", "a-3")]
-    repaired = dict(patch("a-1"), repair_attempts=[{"number": 1, "cost_usd": 0.125}, {"number": 2, "cost_usd": 0.0625}])
-    write_instance(tmp_path, "a-1", response("a-1", cost=0.5), repaired)
+    write_instance(tmp_path, "a-1", response("a-1", cost=0.5), patch("a-1", "invalid", "does_not_apply"))
+    repaired = dict(patch("a-1"), answer="2", cost_usd=0.1875,
+                    attempts=[{"number": 1, "cost_usd": 0.125}, {"number": 2, "cost_usd": 0.0625}])
+    (tmp_path / "instances" / "a-1" / "repair.json").write_text(json.dumps(repaired))
     write_instance(tmp_path, "a-2", response("a-2", cost=0.25), patch("a-2"))
     ledger = tmp_path / "spend.jsonl"
     for instance, usd in [("a-1", 0.5), ("a-2", 0.25), ("a-1", 0.125), ("a-1", 0.0625), ("a-3", 0.03125)]:
@@ -141,7 +145,7 @@ def test_summary_of_an_evaluated_run_gives_the_resolved_rate(tmp_path):
     predictions = [{"instance_id": i, "model_name_or_path": "m", "model_patch": DIFF} for i in ("a-1", "a-2", "b-1")]
     folder = tmp_path / "instances" / "a-2"
     folder.mkdir(parents=True)
-    (folder / "report.json").write_text(json.dumps({"status": "timeout", "reason": "the tests ran longer than 9 s"}))
+    (folder / "evaluation.json").write_text(json.dumps({"status": "timeout", "reason": "the tests ran longer than 9 s"}))
     evaluation = {"resolved_ids": ["a-1", "b-1"], "completed_instances": 2, "error_ids": ["a-2"],
                   "patch_failed_ids": [], "build_failed_ids": [], "timeout_ids": ["a-2"],
                   "status_counts": {"resolved": 2, "unresolved": 0, "empty_patch": 0, "patch_failed": 0,
@@ -153,7 +157,7 @@ def test_summary_of_an_evaluated_run_gives_the_resolved_rate(tmp_path):
                                     "by_status": evaluation["status_counts"]}
     assert [(r["repo"], r["resolved"], r["resolved_rate"]) for r in record["per_repo"]] == [("o/a", 1, 0.5), ("o/b", 1, 1.0)]
     assert record["failures"] == [{"instance_id": "a-2", "stage": "evaluate", "reason": "timeout",
-                                   "detail": "the tests ran longer than 9 s", "file": str(folder / "report.json")}]
+                                   "detail": "the tests ran longer than 9 s", "file": str(folder / "evaluation.json")}]
     markdown = summary.render_markdown(record)
     assert "- resolved: 2 of 3 (66.7%)" in markdown
     assert "| o/a | 2 | 2 | 1 (50.0%) |" in markdown and "| evaluate | timeout | 1 |" in markdown

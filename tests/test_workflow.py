@@ -9,7 +9,17 @@ import time
 
 import pytest
 
-from conftest import DATA, LITE_DEV, LITE_TEST, PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
+from conftest import (
+    DATA,
+    LITE_DEV,
+    LITE_TEST,
+    PROJECT,
+    assert_valid,
+    jobs_run,
+    read_rows,
+    snakemake,
+    write_rows,
+)
 
 
 def lite_sample(tmp_path, count=4, start=0):

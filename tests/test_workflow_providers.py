@@ -3,9 +3,10 @@ import json
 
 import pytest
 
+from scripts import costs
+
 from conftest import LITE_TEST, jobs_run, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
-from scripts import costs
 
 KEY = "sk-test-workflow-7f3a9c-SECRET"
 
@@ -111,7 +112,7 @@ def test_budget_is_a_hard_cap_with_many_requests_in_flight(tmp_path):
         kept = {p.parent.name for p in run.glob("instances/*/response.json")}
         assert 0 < len(kept) < len(rows)
         # every instance the budget stopped is named in the final message, with how to go on
-        stopped = len(rows) - len(list(run.glob("instances/*/patch.json")))
+        stopped = len(rows) - len(list(run.glob("instances/*/repair.json")))
         assert f"The budget max_cost=2.5 USD stopped the run: {stopped} instance(s) were not asked" in output
         assert "To go on, run the same command with --config max_cost=" in output
         assert output.count("the budget is spent: this request may cost up to") >= len(rows) - len(kept)
@@ -120,7 +121,7 @@ def test_budget_is_a_hard_cap_with_many_requests_in_flight(tmp_path):
                            "max_cost=1000", env=env_for("openai"))
         assert jobs_run(second).count("generate") == len(rows) - len(kept)
         assert {r["instance_id"] for r in server.requests[answered:]}.isdisjoint(
-            kept - {p.parent.name for p in run.glob("instances/*/repair-*.prompt.json")})
+            kept - {p.parent.parent.name for p in run.glob("instances/*/repair/*.prompt.json")})
         total_billed = server_billed_usd(server, price)
     assert len(read_rows(run / "predictions.jsonl")) == len(rows)
     summary = json.loads((run / "summary.json").read_text())

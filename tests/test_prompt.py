@@ -3,8 +3,9 @@ import subprocess
 
 import pytest
 
-from conftest import assert_valid
 from scripts import context, prompt
+
+from conftest import assert_valid
 
 
 @pytest.fixture
@@ -87,19 +88,20 @@ def test_bad_templates_are_explained(tmp_path, row, text, message):
         prompt.build_prompt(context.build_context(row, "none"), prompt.load_template(template))
 
 
-def test_clis_write_context_and_prompt(tmp_path, lite_rows):
+def test_stages_write_context_and_prompt(tmp_path, lite_rows):
     from scripts.select import write_selection
 
     rows_path, index_path = tmp_path / "instances.jsonl", tmp_path / "index.json"
     write_selection(lite_rows[:3], rows_path, index_path)
     instance_id = lite_rows[1]["instance_id"]
     context_path, prompt_path = tmp_path / "context.json", tmp_path / "prompt.json"
-    context.main(["--instances", str(rows_path), "--index", str(index_path), "--id", instance_id, "--out", str(context_path)])
-    prompt.main(["--context", str(context_path), "--out", str(prompt_path)])
+    settings = {"context_tokens": None, "tokenizer": "cl100k_base", "repo_cache": None, "repo_url": None}
+    context.run(instance_id, {"instances": rows_path, "index": index_path}, "none", settings, context_path)
+    prompt.run(context_path, prompt.DEFAULT_TEMPLATE, prompt_path)
     assert json.loads(context_path.read_text())["instance_id"] == instance_id
     assert lite_rows[1]["problem_statement"].strip() in json.loads(prompt_path.read_text())["messages"][1]["content"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("user: $nope\n")
-    with pytest.raises(SystemExit, match="prompt: prompt template bad"):
-        prompt.main(["--context", str(context_path), "--template", str(bad), "--out", str(tmp_path / "p2.json")])
+    with pytest.raises(prompt.TemplateError, match="prompt template bad"):
+        prompt.run(context_path, bad, tmp_path / "p2.json")
     assert not (tmp_path / "p2.json").exists()

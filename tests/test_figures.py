@@ -5,8 +5,9 @@ import os
 import subprocess
 import sys
 
-from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
 from scripts import figures, summary
+
+from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
 from test_summary import RUN_INFO, patch, response, write_instance
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

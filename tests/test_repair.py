@@ -1,13 +1,15 @@
-"""Self-repair in the patch stage: the real openai and anthropic clients against the loopback server."""
+"""The repair stage: the real openai and anthropic clients against the loopback server."""
 import json
 
 import pytest
 
-import fixture_repos
-from conftest import assert_valid
-from fake_api import FakeModelServer
-from scripts import generate, patch
+from scripts import patch, repair
 from scripts.select import write_selection
+from scripts.settings import api_settings
+
+import fixture_repos
+from conftest import assert_valid, run_config
+from fake_api import FakeModelServer
 
 INSTANCE = "acme__geometry-1"
 
@@ -34,18 +36,25 @@ def instance(built, tmp_path):
 
 
 def stage(instance, answer, provider, server, attempts=1, **config):
-    """Run the patch stage on a first answer; returns the record."""
+    """Run the patch stage, then the repair stage, on a first answer; returns the repair record."""
     folder, run = instance["folder"], instance["run"]
     (folder / "response.json").write_text(json.dumps({"instance_id": INSTANCE, "status": "ok", "answer": answer}))
-    config = {"base_url": f"{server.url}/v1" if provider == "openai" else server.url, "retry_backoff": 0.01,
-              "request_timeout": 5, "max_attempts": 2, **config}
-    settings = generate.api_settings(provider, config, run)
+    config = run_config(**{"base_url": f"{server.url}/v1" if provider == "openai" else server.url,
+                           "retry_backoff": 0.01, "request_timeout": 5, "max_attempts": 2, **config})
+    settings = api_settings(provider, config, run)
     settings["api_key"] = "sk-test"
     model = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6"}[provider]
-    return patch.run_stage(INSTANCE, folder / "response.json", None, folder / "prompt.json", run / "instances.jsonl",
-                           run / "index.json", folder / "patch.diff", folder / "patch.json", run / "patch.log",
-                           repos={"repo_cache": str(run / "cache"), "repo_url": instance["url"]},
-                           repair={"provider": provider, "model": model, "settings": settings, "attempts": attempts})
+    (folder / "context.json").write_text(json.dumps({"files": []}))
+    repos = {"repo_cache": str(run / "cache"), "repo_url": instance["url"]}
+    inputs = {"response": folder / "response.json", "context": folder / "context.json", "prompt": folder / "prompt.json",
+              "instances": run / "instances.jsonl", "index": run / "index.json",
+              "patch": folder / "patch.json", "diff": folder / "patch.diff"}
+    patch.run_stage(INSTANCE, inputs, {"diff": folder / "patch.diff", "record": folder / "patch.json"},
+                    run / "patch.log", repos)
+    outputs = {"diff": folder / "repair.diff", "record": folder / "repair.json", "requests": folder / "repair"}
+    return repair.run_stage(INSTANCE, inputs, outputs, run / "repair.log",
+                            {"provider": provider, "model": model, "settings": settings, "attempts": attempts,
+                             "repos": repos})
 
 
 def ledger(instance):
@@ -62,16 +71,16 @@ def test_a_patch_that_does_not_apply_is_mended_by_the_model(instance):
     row, folder = instance["row"], instance["folder"]
     with FakeModelServer([row]) as server:  # it answers with the reference patch
         record = stage(instance, not_applying(row), "openai", server)
-    assert_valid(record, "patch")
+    assert_valid(record, "repair")
     assert (record["status"], record["answer"], record["applies"]) == ("valid", "repair-1", True)
-    assert (folder / "patch.diff").read_text() == record_diff(folder)
+    assert (folder / "repair.diff").read_text() == record_diff(folder)
     assert "+        return 2 * math.pi * self.radius" in record_diff(folder)
-    [attempt] = record["repair_attempts"]
+    [attempt] = record["attempts"]
     assert {k: attempt[k] for k in ("number", "prompt", "response", "status", "reason")} == {
-        "number": 1, "prompt": "repair-1.prompt.json", "response": "repair-1.response.json", "status": "valid",
+        "number": 1, "prompt": "repair/1.prompt.json", "response": "repair/1.response.json", "status": "valid",
         "reason": None}
-    prompt = json.loads((folder / "repair-1.prompt.json").read_text())
-    response = json.loads((folder / "repair-1.response.json").read_text())
+    prompt = json.loads((folder / "repair" / "1.prompt.json").read_text())
+    response = json.loads((folder / "repair" / "1.response.json").read_text())
     assert_valid(prompt, "prompt")
     assert_valid(response, "response")
     assert [m["role"] for m in prompt["messages"]] == ["system", "user", "assistant", "user"]
@@ -86,11 +95,11 @@ def test_a_patch_that_does_not_apply_is_mended_by_the_model(instance):
     # its cost is in the budget's ledger and in the record
     [spent] = ledger(instance)
     assert spent["instance_id"] == INSTANCE and spent["cost_usd"] == response["cost_usd"] == attempt["cost_usd"] > 0
-    assert "repair 1: valid" in (instance["run"] / "patch.log").read_text()
+    assert "repair 1: valid" in (instance["run"] / "repair.log").read_text()
 
 
 def record_diff(folder):
-    return (folder / "patch.diff").read_text()
+    return (folder / "repair.diff").read_text()
 
 
 def test_answers_that_stay_bad_keep_the_first_verdict(instance):
@@ -100,12 +109,12 @@ def test_answers_that_stay_bad_keep_the_first_verdict(instance):
         server.faults[INSTANCE] = [None, None, "refusal"]
         record = stage(instance, not_applying(row), "anthropic", server, attempts=3)
         requests = server.requests_for(INSTANCE)
-    assert_valid(record, "patch")
+    assert_valid(record, "repair")
     assert (record["status"], record["reason"], record["answer"]) == ("invalid", "does_not_apply", "response")
     assert record["rejected_patch"] == not_applying(row)
-    assert [(a["status"], a["reason"]) for a in record["repair_attempts"]] == [
+    assert [(a["status"], a["reason"]) for a in record["attempts"]] == [
         ("invalid", "does_not_apply"), ("empty", "no_diff"), ("empty", "generation_failed")]
-    assert (folder / "patch.diff").read_text() == ""
+    assert (folder / "repair.diff").read_text() == ""
     # each request continues the conversation: the second shows both earlier answers
     assert len(requests) == 3
     second = requests[1]["body"]["messages"]
@@ -114,7 +123,7 @@ def test_answers_that_stay_bad_keep_the_first_verdict(instance):
     assert requests[2]["body"]["messages"][-1]["content"].startswith("Your answer holds no patch.")
     assert len(ledger(instance)) == 3
     for number in (1, 2, 3):
-        assert_valid(json.loads((folder / f"repair-{number}.response.json").read_text()), "response")
+        assert_valid(json.loads((folder / "repair" / f"{number}.response.json").read_text()), "response")
 
 
 def test_a_patch_that_breaks_python_goes_back_and_the_mended_one_is_kept(instance):
@@ -137,7 +146,7 @@ def test_a_breaking_patch_is_kept_when_the_repair_does_no_better(instance):
         record = stage(instance, broken, "openai", server)
     assert (record["status"], record["answer"]) == ("valid", "response")
     assert record["syntax_errors"] == ["geometry/shapes.py, line 26: '(' was never closed"]
-    assert record["repair_attempts"][0]["reason"] == "does_not_apply"
+    assert record["attempts"][0]["reason"] == "does_not_apply"
 
 
 def test_edit_blocks_are_asked_for_again_as_edit_blocks(instance):
@@ -163,4 +172,4 @@ def test_a_spent_budget_fails_the_job_and_writes_no_verdict(instance):
         assert server.requests == []
     assert f"{INSTANCE}: self-repair could not ask the model: the budget is spent" in str(error.value)
     assert "repair_attempts=0 turns self-repair off" in str(error.value)
-    assert not (folder / "patch.json").exists() and not list(folder.glob("repair-*"))
+    assert not (folder / "repair.json").exists() and not (folder / "repair.diff").exists()

@@ -1,0 +1,25 @@
+# Pictures of the run, drawn from summary.json, and shown by `snakemake --report report.html`.
+from scripts.summary import FIGURES as FIGURE_TITLES
+
+FIGURES = [f"{RUN}/figures/{name}.png" for name in FIGURE_TITLES]
+
+
+rule figures:
+    input:
+        f"{RUN}/summary.json",
+    output:
+        **{
+            name: report(
+                f"{RUN}/figures/{name}.png", caption=f"../report/{name}.rst", category="Run", labels={"figure": title}
+            )
+            for name, title in FIGURE_TITLES.items()
+        },
+    log:
+        f"{RUN}/logs/figures.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+    shell:
+        "python -m scripts.figures --summary {input:q} --out-dir {params.out_dir:q} 2> >(tee {log:q} >&2)"
