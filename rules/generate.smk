@@ -5,6 +5,7 @@
 rule generate:
     input:
         **selection_inputs(),
+        # For a model: to rebuild the prompt with less code context when it says it is too long.
         **(
             {"context": f"{RUN}/instances/{{id}}/context.json", "template": rules.prompt.input.template}
             if config["provider"] in MODEL_PROVIDERS
@@ -14,7 +15,6 @@ rule generate:
         # estimate (more instances) does not redo the answers already in.
         **({"estimate": ancient(ESTIMATE)} if ESTIMATE else {}),
         prompt=f"{RUN}/instances/{{id}}/prompt.json",
-        # For a model: to rebuild the prompt with less code context when it says it is too long.
     output:
         # A paid answer is not deleted before its job runs again: the job keeps it, or sets it aside with
         # overwrite=true (and Snakemake puts it back if the job fails).

@@ -124,7 +124,10 @@ def run_status(run_dir):
     # each instance at its first stage that failed, and at its first stage still to do
     failed, faults, to_do = [], [], []
     for instance_id, status in sorted(statuses.items()):
-        first_failed = next((stage for stage, s in status.items() if s[0] == "failed"), None)
+        # a patch that the repair stage mended is no failure of the instance
+        mended = status.get("repair", ("",))[0] == "done"
+        first_failed = next((stage for stage, s in status.items() if s[0] == "failed"
+                             and not (stage == "patch" and mended)), None)
         if first_failed:
             _, reason, path = status[first_failed]
             failed.append((instance_id, first_failed, reason, str(path)))

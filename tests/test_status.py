@@ -235,3 +235,4 @@ def test_status_gives_the_spend_of_the_ledger_with_self_repair_and_what_the_budg
     assert "  2 of them count at their worst case (0.6250 USD)" in out
     assert "  2 instances not asked: the budget max_cost was reached" in out
     assert costs.spent(ledger) == 1.375
+    assert "Failed for good" not in out  # o__r-1's patch was rejected, and its repair mended it
