@@ -281,3 +281,22 @@ def test_select_cli_reads_a_retrieval_dataset_through_datasets(tmp_path, built):
     offline = run_select("princeton-nlp/SWE-bench_bm25_13K")
     assert offline.returncode == 1
     assert "select: could not load retrieval dataset 'princeton-nlp/SWE-bench_bm25_13K'" in offline.stderr
+
+
+def test_none_context_is_the_issue_alone(lite_rows):
+    row = lite_rows[0]
+    record = context.build_context(row, "none")
+    assert_valid(record, "context")
+    assert record["files"] == []
+    assert record["problem_statement"] == row["problem_statement"]
+    assert record["tokens"]["total"] == record["tokens"]["problem_statement"] == context.count_tokens(row["problem_statement"])
+
+
+def test_count_tokens_estimate():
+    assert context.count_tokens("", "estimate") == 0
+    assert context.count_tokens("abcd", "estimate") == 1
+    assert context.count_tokens("abcde", "estimate") == 2
+    record = context.build_context({"instance_id": "a-1", "repo": "a/b", "base_commit": "c", "problem_statement": "abcde"},
+                                   "none", {"tokenizer": "estimate"})
+    assert record["token_counter"] == "estimate: 1 token per 4 characters"
+    assert record["tokens"]["total"] == 2

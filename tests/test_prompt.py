@@ -13,24 +13,6 @@ def row(lite_rows):
     return lite_rows[0]
 
 
-def test_none_context_is_the_issue_alone(row):
-    record = context.build_context(row, "none")
-    assert_valid(record, "context")
-    assert record["files"] == []
-    assert record["problem_statement"] == row["problem_statement"]
-    assert record["tokens"]["total"] == record["tokens"]["problem_statement"] == context.count_tokens(row["problem_statement"])
-
-
-def test_count_tokens_estimate():
-    assert context.count_tokens("", "estimate") == 0
-    assert context.count_tokens("abcd", "estimate") == 1
-    assert context.count_tokens("abcde", "estimate") == 2
-    record = context.build_context({"instance_id": "a-1", "repo": "a/b", "base_commit": "c", "problem_statement": "abcde"},
-                                   "none", {"tokenizer": "estimate"})
-    assert record["token_counter"] == "estimate: 1 token per 4 characters"
-    assert record["tokens"]["total"] == 2
-
-
 def test_default_prompt_holds_issue_and_asks_for_a_diff(row):
     record = prompt.build_prompt(context.build_context(row, "none"), prompt.load_template(prompt.DEFAULT_TEMPLATE))
     assert_valid(record, "prompt")
