@@ -208,6 +208,34 @@ def reindent(line, shift, unit):
     return line[-shift:] if not line[:-shift].strip() else line.lstrip()
 
 
+def place(current, start, body, delta):
+    """Where a hunk goes in the file's lines: (at, lines used, indent shift, how, anchor, expected) or None."""
+    if not old_side(body):  # only added lines: they go after the line the header names
+        if start is None or start + delta > len(current):
+            return None
+        return start + delta, body, 0, "exact", start + delta, start + delta
+    expected = max(start - 1, 0) + delta if start is not None else None
+    found = locate(current, body, expected)
+    return None if found is None else (*found, expected)
+
+
+def splice(current, endings, at, used, shift, eol):
+    """The lines (and their endings) that replace current[at:end] once the hunk is applied, and end."""
+    unit = "\t" if indent_of(current[at] if at < len(current) else "").startswith("\t") else " "
+    new, new_endings, index = [], [], at
+    for line in used:
+        if is_context(line):
+            new.append(current[index])
+            new_endings.append(endings[index])
+            index += 1
+        elif line.startswith("-"):
+            index += 1
+        else:
+            new.append(reindent(line[1:], shift, unit))
+            new_endings.append(eol)
+    return new, new_endings, index
+
+
 def apply_hunks(text, hunks):
     """(new text, fix kinds, numbers of the hunks that found no place) for hunks applied by content."""
     lines = LINE.findall(text)
@@ -219,35 +247,16 @@ def apply_hunks(text, hunks):
     for number, (start, body) in enumerate(hunks, 1):
         marked = any(line.startswith("\\") for line in body)
         body = [line for line in body if not line.startswith("\\")]
-        if not old_side(body):  # only added lines: they go after the line the header names
-            if start is None or start + delta > len(current):
-                failed.append(number)
-                continue
-            at, used, shift, how, anchor = start + delta, body, 0, "exact", start + delta
-            expected = anchor
-        else:
-            expected = max(start - 1, 0) + delta if start is not None else None
-            found = locate(current, body, expected)
-            if found is None:
-                failed.append(number)
-                continue
-            at, used, shift, how, anchor = found
+        placed = place(current, start, body, delta)
+        if placed is None:
+            failed.append(number)
+            continue
+        at, used, shift, how, anchor, expected = placed
         if how != "exact":
             fixes.add(how if how == "context_fuzz" else "context_whitespace")
         if anchor != expected:
             fixes.add("reanchored_hunks")
-        unit = "\t" if indent_of(current[at] if at < len(current) else "").startswith("\t") else " "
-        new, new_endings, index = [], [], at
-        for line in used:
-            if is_context(line):
-                new.append(current[index])
-                new_endings.append(endings[index])
-                index += 1
-            elif line.startswith("-"):
-                index += 1
-            else:
-                new.append(reindent(line[1:], shift, unit))
-                new_endings.append(eol)
+        new, new_endings, index = splice(current, endings, at, used, shift, eol)
         if index == len(current) and no_final_newline and not marked:
             fixes.add("no_newline_marker")  # git wants "\\ No newline at end of file" there
         current[at:index], endings[at:index] = new, new_endings
