@@ -13,8 +13,7 @@ sys.path.insert(0, workflow.basedir)
 from scripts import settings
 from scripts.predictions import PredictionsError, load_predictions
 from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
-from scripts.common import read_json
-from scripts.status import infrastructure_fault
+from scripts.common import infrastructure_fault, read_json
 
 # What only a run needs (an API key, a Docker daemon): not a dry run, --lint, --report or a listing.
 RUNS_JOBS = settings.runs_jobs(sys.argv[1:]) and not workflow.output_settings.dryrun

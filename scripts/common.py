@@ -99,3 +99,24 @@ def read_row(rows_path, index_path, instance_id):
     with open(rows_path, "rb") as f:
         f.seek(offset)
         return json.loads(f.read(size))
+
+
+# A job that fails on the machinery (network, registry, daemon, disk), not on the model's work, ends its log
+# with this line; status and the summary show such instances apart, and a plain rerun retries them.
+FAULT_PREFIX = "infrastructure fault: "
+
+
+def fault_line(cause, message):
+    return f"{FAULT_PREFIX}{cause}: {' '.join(str(message).split())}"
+
+
+def infrastructure_fault(log):
+    """(cause, message) of the last fault line of a job's log; None when it has none."""
+    if not Path(log).is_file():
+        return None
+    text = Path(log).read_text(encoding="utf-8", errors="replace")
+    lines = [line.split(FAULT_PREFIX, 1)[1] for line in text.splitlines() if FAULT_PREFIX in line]
+    if not lines:
+        return None
+    cause, _, message = lines[-1].partition(": ")
+    return cause, message

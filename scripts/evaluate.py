@@ -26,8 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.common import find_jsonl_row, read_json, read_jsonl, read_row, write_json_atomic
-from scripts.status import FAULT_PREFIX  # the last line of a failed job's log: FAULT_PREFIX + "<cause>: <message>"
+from scripts.common import fault_line, find_jsonl_row, read_json, read_jsonl, read_row, write_json_atomic
 
 BACKENDS = ("docker", "modal", "sb-cli")
 # Outcomes; resolved and unresolved are the harness's verdicts, the others say why there is none.
@@ -560,7 +559,7 @@ def main(argv=None):
     except PreflightError as e:
         sys.exit(f"evaluate {args.id}: {e}")
     except EvaluationFault as e:  # the last line of the log, which scripts.status reads
-        sys.exit(f"evaluate {args.id}: nothing written; a plain rerun retries it.\n{FAULT_PREFIX}{e.cause}: {e}")
+        sys.exit(f"evaluate {args.id}: nothing written; a plain rerun retries it.\n{fault_line(e.cause, e)}")
     if _stop_on_signal.received:
         sys.exit(f"evaluate {args.id}: stopped by signal {_stop_on_signal.received}; nothing written")
     write_json_atomic(out, record)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from scripts import costs, providers
 from scripts.common import (
+    fault_line,
     find_jsonl_row,
     instance_log,
     now,
@@ -32,7 +33,12 @@ class PermanentFailure(Exception):
 
 
 class GenerationFailed(Exception):
-    """The job fails and writes nothing; a rerun retries the instance."""
+    """The job fails and writes nothing; a rerun retries the instance. cause: the fault of the machinery
+    behind it (the provider could not be reached), if any."""
+
+    def __init__(self, message, cause=None):
+        super().__init__(message)
+        self.cause = cause
 
 
 def no_usage():
@@ -141,7 +147,8 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
         return answer, attempts, dropped, round(spent, 8)
     if attempts and attempts[-1]["status"] == 400:
         raise PermanentFailure("context_too_long", f"still too long after dropping {len(dropped)} file(s): {last_error}")
-    raise GenerationFailed(f"no answer after {len(attempts)} attempt(s); last error: {last_error}")
+    raise GenerationFailed(f"no answer after {len(attempts)} attempt(s); last error: {last_error}",
+                           cause="provider_unreachable")
 
 
 def generate(prompt, row, provider, model, settings, context=None, template=None, log=print):
@@ -201,7 +208,9 @@ def run(instance_id, input, provider, model, settings, out_path, log_path):
                               provider, model, settings, context, template, log)
         except (GenerationFailed, costs.BudgetSpent) as error:
             log(f"error: {error}")
-            raise GenerationFailed(f"{instance_id}: {error} (log: {log_path})") from None
+            if getattr(error, "cause", None):
+                log(fault_line(error.cause, "a rerun retries it"))
+            raise GenerationFailed(f"{instance_id}: {error} (log: {log_path})", getattr(error, "cause", None)) from None
         write_json_atomic(out_path, record)
         log(f"{record['status']} {record['failure_reason'] or record['stop_reason']}, "
             f"{record['cost_usd']:.6f} USD, {record['latency_s']} s")

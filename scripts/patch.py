@@ -13,6 +13,7 @@ fails, or breaks a Python file, is for the repair stage (scripts/repair.py).
 from scripts import apply
 from scripts import repos as repos_module
 from scripts.common import (
+    fault_line,
     instance_log,
     read_json,
     read_row,
@@ -223,6 +224,7 @@ def run_stage(instance_id, input, output, log_path, repos):
                        f"{str(error).rstrip('.')}. To fix it, set repo_url (and repo_cache) to where the repository can be fetched, or "
                        f"apply_check=false to skip the check (log: {log_path})")
             log(f"error: {message}")
+            log(fault_line("repository_unreachable", "a rerun retries it"))
             raise PatchStageError(message) from None
         write_text_atomic(output["diff"], text)
         write_json_atomic(output["record"], record)

@@ -12,14 +12,13 @@ from collections import Counter
 from pathlib import Path
 
 from scripts import costs
-from scripts.common import read_json, read_jsonl
+from scripts.common import infrastructure_fault, read_json, read_jsonl
 from scripts.predictions import not_diffs
 
 # each stage's file in instances/<id>/
 STAGE_FILES = {"context": "context.json", "prompt": "prompt.json", "generate": "response.json",
                "patch": "patch.json", "repair": "repair.json", "evaluate": "evaluation.json"}
 VERDICTS = ("resolved", "unresolved")
-FAULT_PREFIX = "infrastructure fault: "
 
 
 class StatusError(Exception):
@@ -31,19 +30,6 @@ def read_record(path):
         return read_json(path)
     except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
         raise StatusError(f"cannot read {path}: {e}. Delete it and rerun the workflow to make it again.") from e
-
-
-def infrastructure_fault(log):
-    """(cause, message) of the last `infrastructure fault: <cause>: <message>` line of a job's log,
-    which a job that failed on the machinery (not on the model's work) writes last; else None."""
-    if not Path(log).is_file():
-        return None
-    lines = [line for line in Path(log).read_text(encoding="utf-8", errors="replace").splitlines()
-             if line.startswith(FAULT_PREFIX)]
-    if not lines:
-        return None
-    cause, _, message = lines[-1][len(FAULT_PREFIX):].partition(": ")
-    return cause, message
 
 
 def failure_reason(stage, record):

@@ -7,9 +7,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from scripts import costs
-from scripts.common import read_json, read_jsonl, write_json_atomic, write_text_atomic
+from scripts.common import infrastructure_fault, read_json, read_jsonl, write_json_atomic, write_text_atomic
 from scripts.predictions import not_diffs
-from scripts.status import infrastructure_fault
 
 LATENCY_PERCENTILES = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
 # the pictures of the run (the figures rule draws them from summary.json into figures/), with their titles

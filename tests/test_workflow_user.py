@@ -1,8 +1,10 @@
 """What a user sees of a run against a model: the cost estimate before any request, a line per
 answer, the merge of what is done when some instances failed, and how a failed run ends."""
 import json
+import subprocess
+import sys
 
-from conftest import LITE_TEST, jobs_run, read_rows, snakemake, write_rows
+from conftest import LITE_TEST, PROJECT, jobs_run, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
 
 ENV = {"OPENAI_API_KEY": "sk-test-user-view"}
@@ -63,6 +65,12 @@ def test_allow_partial_merges_what_is_done_and_a_plain_run_fills_in_the_rest(tmp
         merged = {p["instance_id"] for p in read_rows(run / "predictions.jsonl")}
         assert merged == {r["instance_id"] for r in rows} - {flaky}
         assert flaky in (run / "summary.md").read_text()
+        # the server that kept failing is a fault of the machinery, not a verdict on the model
+        (missing,) = json.loads((run / "summary.json").read_text())["missing"]
+        assert (missing["instance_id"], missing["infrastructure_fault"]) == (flaky, "provider_unreachable")
+        status = subprocess.run([sys.executable, "-m", "scripts.status", "--run", str(run)], cwd=PROJECT,
+                                capture_output=True, text=True, check=True).stdout
+        assert "Infrastructure faults (1)" in status and flaky in status.split("Infrastructure faults")[1]
 
         complete = snakemake(tmp_path, *config(server, dataset, "max_attempts=2"), env=ENV)
     ran = jobs_run(complete)
