@@ -35,6 +35,7 @@ def checked_config(config):
             load_predictions(config["predictions"])
         if RUNS_JOBS:
             settings.check_api_key(config, os.environ)
+            settings.check_price(config)
     except WorkflowError as e:
         sys.exit(f"Invalid configuration: {settings.describe_schema_error(e)}")
     except (settings.ConfigError, PredictionsError) as e:
@@ -201,6 +202,7 @@ ESTIMATE = f"{RUN}/estimate.json" if config["provider"] in MODEL_PROVIDERS and n
 
 def estimate_settings():
     return {
+        "provider": config["provider"],
         "prices": DERIVED["api"]["prices"],
         "answer_tokens": config["estimate_answer_tokens"],
         "max_output_tokens": config["max_output_tokens"],

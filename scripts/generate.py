@@ -100,9 +100,11 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
     if context:  # start from the files the prompt holds: the prompt stage may have left some out
         left_out = set(prompt.get("dropped_files") or [])
         context = dict(context, files=[f for f in context["files"] if f["path"] not in left_out])
-    price, spent = costs.price_for(model, settings["prices"]), 0.0
+    price, spent = costs.price_for(provider, model, settings["prices"]), 0.0
+    if price is None and settings.get("max_cost") is not None:
+        raise GenerationFailed(costs.unknown_price_message(provider, model))
     for number in range(1, settings["max_attempts"] + 1):
-        # A model with no known price reserves 0: its requests stop only once the recorded spend reaches max_cost.
+        # Without max_cost a model with no known price reserves 0 (nothing is refused).
         worst = costs.worst_case_usd(messages, settings["max_output_tokens"], price) if price else 0.0
         # A request that fits only once those in flight settle waits for them: at most as long as one may take.
         request = costs.reserve(settings["ledger"], row["instance_id"], worst, settings.get("max_cost"),
@@ -154,9 +156,10 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
         else:
             answer, attempts, dropped, cost = ask_with_retries(prompt, row, provider, model, settings, context,
                                                                template, log)
-            price = costs.price_for(model, settings["prices"])
+            price = costs.price_for(provider, model, settings["prices"])
             if price is None:
-                log(f"warning: no price known for model {model}; its cost counts as 0 (add it with the prices setting)")
+                cost = None
+                log(f"warning: {costs.unknown_price_message(provider, model)}")
         status, reason, detail = "ok", None, None
         if answer.stop_reason in ("refusal", "content_filter"):
             status, reason, detail = "failed", "refused", f"the model stopped with {answer.raw_stop_reason}"
@@ -175,8 +178,8 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
         "stop_reason": answer.stop_reason,
         "raw_stop_reason": answer.raw_stop_reason,
         "usage": answer.usage,
-        "cost_usd": cost,
-        "price_per_million": price,
+        "cost_usd": cost,  # None: the model's price is unknown
+        "price_per_million": price,  # with its source
         "latency_s": latency,
         "attempts": attempts or [attempt_record(started, clock)],
         "dropped_context_files": dropped,
@@ -203,8 +206,8 @@ def run(instance_id, input, provider, model, settings, out_path, log_path):
             log(f"error: {error}")
             raise GenerationFailed(f"{instance_id}: {error} (log: {log_path})") from None
         write_json_atomic(out_path, record)
-        log(f"{record['status']} {record['failure_reason'] or record['stop_reason']}, "
-            f"{record['cost_usd']:.6f} USD, {record['latency_s']} s")
+        cost = "unknown cost" if record["cost_usd"] is None else f"{record['cost_usd']:.6f} USD"
+        log(f"{record['status']} {record['failure_reason'] or record['stop_reason']}, {cost}, {record['latency_s']} s")
     print(progress_line(record, provider, settings), flush=True)
 
 
@@ -235,5 +238,6 @@ def progress_line(record, provider, settings):
         budget = f" of max_cost {settings['max_cost']:g} USD" if settings.get("max_cost") is not None else ""
         settled, reserved = costs.totals(costs.read_ledger(settings["ledger"]))
         in_flight = f" (+{reserved:.4f} reserved by requests in flight)" if reserved else ""
-        line += f", {record['cost_usd']:.4f} USD; run total {settled:.4f} USD{in_flight}{budget}"
+        cost = "unknown cost (no price known)" if record["cost_usd"] is None else f"{record['cost_usd']:.4f} USD"
+        line += f", {cost}; run total {settled:.4f} USD{in_flight}{budget}"
     return line

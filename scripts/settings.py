@@ -147,6 +147,16 @@ def check_api_key(config, environ):
     )
 
 
+def check_price(config):
+    """Stop a run with a budget whose model has no known price: max_cost could not bound its spend."""
+    if config["provider"] not in ASK or config["predictions"] or config["max_cost"] is None:
+        return
+    model = model_name(config)
+    if costs.price_for(config["provider"], model, costs.load_prices(config["prices"])) is None:
+        raise ConfigError(f"max_cost={config['max_cost']:g} is set, but {costs.unknown_price_message(config['provider'], model)} "
+                          "Nothing was sent.")
+
+
 def runs_jobs(argv):
     """Whether snakemake was called (with these arguments) to run jobs, rather than to lint, report,
     list or draw the workflow."""

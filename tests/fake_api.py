@@ -48,6 +48,18 @@ class FakeModelServer:
             queue = self.faults.get(instance_id) or []
             return queue.pop(0) if queue else None
 
+    def billed_usd(self, provider, request, batch=False):
+        """What the provider bills for a request: this server's token counts at the genai-prices list price."""
+        import genai_prices
+
+        billed = request["billed"]
+        usage = genai_prices.Usage(input_tokens=billed["input_tokens"], output_tokens=billed["output_tokens"],
+                                   cache_read_tokens=billed.get("cached_input_tokens") or None,
+                                   cache_write_tokens=billed.get("cache_write_tokens") or None)
+        context = {"processing": "batch"} if batch else None
+        return float(genai_prices.calc_price(usage, request["body"]["model"], provider_id=provider,
+                                             price_context=context).total_price)
+
     def requests_for(self, instance_id):
         return [r for r in self.requests if r["instance_id"] == instance_id]
 

@@ -49,9 +49,12 @@ def test_answer_usage_and_cost(provider, server, tmp_path):
     assert record["answer"] == f"<patch>\n{ROWS[0]['patch']}</patch>\n"
     usage = record["usage"]
     assert usage["cached_input_tokens"] == 100 and usage["output_tokens"] == len(record["answer"]) // 4
-    price = costs.load_prices()[MODELS[provider]]
-    assert record["cost_usd"] == costs.cost_usd(usage, price) > 0
+    price = costs.price_for(provider, MODELS[provider], {})
+    assert record["cost_usd"] == costs.cost_usd(usage, price) > 0 and record["price_per_million"] == price
+    assert price["source"].startswith(f"genai-prices 0.2.3: {provider}/")
     assert costs.spent(tmp_path / "spend.jsonl") == pytest.approx(record["cost_usd"])
+    # what the provider bills: the server's own token counts at the database's list price
+    assert record["cost_usd"] == pytest.approx(server.billed_usd(provider, server.requests[-1]), rel=0.01)
 
 
 def test_anthropic_request_shape(server, tmp_path):
@@ -90,7 +93,7 @@ def test_retries_then_success_records_every_attempt(provider, server, tmp_path):
     lines = costs.read_ledger(tmp_path / "spend.jsonl")
     assert [e["state"] for e in lines] == ["released", "worst_case", "worst_case", "settled"]
     assert lines[1]["cost_usd"] == lines[1]["reserved_usd"] > lines[3]["cost_usd"] > 0
-    price = costs.load_prices()[MODELS[provider]]
+    price = costs.price_for(provider, MODELS[provider], {})
     assert lines[3]["cost_usd"] == costs.cost_usd(record["usage"], price) < lines[3]["reserved_usd"]
     assert record["cost_usd"] == pytest.approx(sum(e["cost_usd"] for e in lines)) == costs.spent(tmp_path / "spend.jsonl")
 
@@ -199,14 +202,23 @@ def test_budget_stops_a_request_whose_worst_case_does_not_fit(server, tmp_path):
     assert costs.spent(ledger) == pytest.approx(0.5 + record["cost_usd"])
 
 
-def test_unknown_model_costs_nothing_with_a_warning(server, tmp_path):
+def test_unknown_model_has_an_unknown_cost_with_a_warning(server, tmp_path):
     ctx = context.build_context(ROWS[0], "none")
     messages = prompt.build_prompt(ctx, prompt.load_template(prompt.DEFAULT_TEMPLATE))
     logged = []
     record = generate.generate(messages, ROWS[0], "openai", "my-local-model", settings_for("openai", server, tmp_path),
                                ctx, None, log=logged.append)
-    assert record["cost_usd"] == 0.0 and record["price_per_million"] is None
-    assert any("no price known for model my-local-model" in line for line in logged)
+    assert record["cost_usd"] is None and record["price_per_million"] is None
+    assert any("no price is known for model my-local-model" in line for line in logged)
+
+
+def test_unknown_model_with_max_cost_sends_nothing(server, tmp_path):
+    ctx = context.build_context(ROWS[0], "none")
+    messages = prompt.build_prompt(ctx, prompt.load_template(prompt.DEFAULT_TEMPLATE))
+    with pytest.raises(generate.GenerationFailed, match=r"my-local-model.*prices=\{my-local-model: \{input: X"):
+        generate.generate(messages, ROWS[0], "openai", "my-local-model",
+                          settings_for("openai", server, tmp_path, max_cost=5.0), ctx, None, log=lambda line: None)
+    assert server.requests == []
 
 
 def test_parallel_threads_share_clients_and_ledger(server, tmp_path):

@@ -26,6 +26,10 @@ def env_for(provider):
     return {"OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY": KEY}
 
 
+def summary_cost(run, instance_id):
+    return json.loads((run / "instances" / instance_id / "response.json").read_text())["cost_usd"]
+
+
 def files_under(*folders):
     for folder in folders:
         for path in folder.rglob("*"):
@@ -45,6 +49,12 @@ def test_provider_end_to_end_keeps_no_secret(provider, rows, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["cost"]["total_usd"] > 0 and summary["counts"]["patch"]["valid"] == len(rows)
     assert summary["latency_s"]["max"] > 0
+    # each answer costs what the provider bills at the database's list price of the default model (the
+    # first instance's 500 counts at its worst case on top)
+    for row in rows:
+        cost = summary_cost(run, row["instance_id"])
+        billed = sum(server.billed_usd(provider, r) for r in server.requests_for(row["instance_id"]) if r["billed"])
+        assert cost == pytest.approx(billed, rel=0.01) if row != rows[0] else cost > billed > 0
     response = json.loads((run / "instances" / rows[0]["instance_id"] / "response.json").read_text())
     assert len(response["attempts"]) == 3
     assert "Authorization" not in json.dumps(response)
@@ -75,6 +85,16 @@ def test_exhausted_retries_fail_only_that_instance_and_a_rerun_finishes_it(rows,
     ran = jobs_run(second)
     assert ran.count("generate") == 2 and ran.count("context") == 0
     assert len(read_rows(run / "predictions.jsonl")) == len(rows)
+
+
+def test_an_unpriced_model_with_max_cost_sends_no_request(rows, tmp_path):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    with FakeModelServer(rows) as server:
+        result = snakemake(tmp_path, *provider_config("openai", server, dataset, "model=my-finetune", "max_cost=1"),
+                           env=env_for("openai"), check=False)
+    assert result.returncode != 0 and server.requests == []
+    assert "no price is known for model my-finetune" in result.stderr
+    assert "prices={my-finetune: {input: X, output: Y}}" in result.stderr
 
 
 def server_billed_usd(server, price):
