@@ -274,6 +274,20 @@ def stopped_instances(run_dir, entries):
     return stopped
 
 
+def quota_advice(run_dir):
+    """The final message's part on a provider account without credit, when it stopped generation; '' if not."""
+    marker = Path(run_dir) / "quota_exhausted.json"
+    if not marker.exists():
+        return ""
+    stopped = json.loads(marker.read_text(encoding="utf-8"))
+    index = Path(run_dir) / "instances.index.json"
+    ids = json.loads(index.read_text(encoding="utf-8")) if index.exists() else []
+    left = sum(not (Path(run_dir) / "instances" / i / "response.json").exists() for i in ids)
+    return (f"Generation stopped: {stopped['provider']} says the account has no credit left ({stopped['error']}); "
+            f"{left} instance(s) have no answer yet and were not asked again. Add credit to the account (or raise "
+            "its quota), then run the same command again: finished instances are kept. ")
+
+
 def budget_advice(run_dir, max_cost):
     """The final message's part on the budget, when it stopped instances of the run; '' if not."""
     ledger = Path(run_dir) / "spend.jsonl"

@@ -8,7 +8,7 @@ response.json newer than their prompt are not counted: they will not be asked ag
 """
 from pathlib import Path
 
-from scripts import costs
+from scripts import costs, providers
 from scripts.common import read_json, write_json_atomic
 
 
@@ -77,7 +77,8 @@ def for_run(run_dir, instance_ids, model, settings):
     """The estimate of the instances still to ask, and the ids whose prompt is not built yet."""
     tokens, missing = prompts_to_ask(run_dir, instance_ids)
     price = costs.price_for(settings["provider"], model, settings["prices"])
-    record = estimate(tokens, model, price, settings["answer_tokens"], settings["max_output_tokens"])
+    record = estimate(tokens, model, price, settings["answer_tokens"],
+                      providers.output_limit(settings["provider"], model, settings))
     return record, missing
 
 

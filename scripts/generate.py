@@ -91,6 +91,16 @@ def settle_failed(ledger, request, error):
                         note=None if unbilled else f"no usage known: {type(error).__name__}")
 
 
+def quota_marker(settings):
+    """The run's record that the provider's account ran out of credit: no generate job sends after it."""
+    return Path(settings["ledger"]).parent / "quota_exhausted.json"
+
+
+def quota_stop(settings):
+    marker = quota_marker(settings)
+    return read_json(marker)["error"] if marker.exists() else None
+
+
 def ask_with_retries(prompt, row, provider, model, settings, context=None, template=None, log=print):
     """(Answer, attempts, dropped context files, USD of all its attempts) from an API provider. Each
     attempt reserves its worst case in the run's ledger first (BudgetSpent if it does not fit) and
@@ -104,8 +114,13 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
     if price is None and settings.get("max_cost") is not None:
         raise GenerationFailed(costs.unknown_price_message(provider, model))
     for number in range(1, settings["max_attempts"] + 1):
-        # Without max_cost a model with no known price reserves 0 (nothing is refused).
-        worst = costs.worst_case_usd(messages, settings["max_output_tokens"], price) if price else 0.0
+        stopped = quota_stop(settings)
+        if stopped:
+            raise GenerationFailed(f"generation stopped, no request sent: {stopped}")
+        # Without max_cost a model with no known price reserves 0 (nothing is refused). The output limit may be
+        # lowered to the model's own by one retry inside providers.ask: never raised.
+        worst = (costs.worst_case_usd(messages, providers.output_limit(provider, model, settings), price)
+                 if price else 0.0)
         # A request that fits only once those in flight settle waits for them: at most as long as one may take.
         request = costs.reserve(settings["ledger"], row["instance_id"], worst, settings.get("max_cost"),
                                 wait_s=settings["request_timeout"] + 10)
@@ -132,6 +147,11 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
                 context, messages = without_last_file(context, template)
                 log(f"attempt {number}: {last_error}; dropping {dropped[-1]} from the context")
                 continue
+            if isinstance(error, providers.QuotaExhausted):
+                message = redact(str(error), settings)
+                write_json_atomic(quota_marker(settings), {"provider": provider, "error": message, "at": now()})
+                raise GenerationFailed(f"{provider} says the account has no credit left ({message}); all generation "
+                                       "stops, no further request is sent") from None
             if isinstance(error, providers.Rejected):
                 raise GenerationFailed(f"{provider} rejected the request: {redact(str(error), settings)}") from None
             raise

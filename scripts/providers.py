@@ -3,12 +3,16 @@
 `ask(provider, messages, model, settings)` makes one attempt and returns an Answer, or
 raises one of the errors below so that the generate stage can decide what follows:
 Transient (retry after a wait), ContextTooLong (retry with less code context),
-Rejected (the request itself is wrong: stop the job, retrying cannot help).
+Rejected (the request itself is wrong: stop the job, retrying cannot help),
+QuotaExhausted (the account has no credit left: stop all generation).
 Clients are made once per process and shared by the threads that run generate jobs.
 """
 import re
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 DEFAULT_MODELS = {"openai": "gpt-5.4-mini", "anthropic": "claude-sonnet-4-6"}
 KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -50,8 +54,26 @@ class Rejected(Exception):
     pass
 
 
+class QuotaExhausted(Rejected):
+    """OpenAI's insufficient_quota (a 429 that never passes) or Anthropic's billing error: no request can pass."""
+
+
+class OutputLimitTooHigh(Rejected):
+    def __init__(self, message, limit):
+        super().__init__(message)
+        self.limit = limit
+
+
+# The output limits of models, from the providers' model pages (the price database has none); a model not
+# here gets max_output_tokens, and the 400 that says it is too high teaches its limit (OUTPUT_LIMIT_ERROR).
+OUTPUT_LIMITS = yaml.safe_load((Path(__file__).parent / "output_limits.yaml").read_text(encoding="utf-8"))
+OUTPUT_LIMIT_ERROR = re.compile(r"supports at most (\d+) completion tokens|> (\d+), which is the maximum allowed "
+                                r"number of output tokens", re.I)
+QUOTA_ERROR = re.compile(r"insufficient_quota|credit balance is too low|exceeded your current quota", re.I)
+
 _clients = {}
 _unsupported = {}  # (provider, base_url, model) -> request parameters the server refused
+_learned_limits = {}  # (provider, base_url, model) -> the output limit a 400 named
 _lock = threading.Lock()
 
 
@@ -101,6 +123,14 @@ def classify(error, library):
         return Transient(f"{type(error).__name__}: {error}", sent=not never_connected(error))
     if isinstance(error, library.APIStatusError):
         status, message = error.status_code, f"{type(error).__name__} {error.status_code}: {error.message}"
+        body = error.body if isinstance(error.body, dict) else {}
+        kind = (body.get("error") or {}).get("type") if isinstance(body.get("error"), dict) else body.get("type")
+        if getattr(error, "code", None) == "insufficient_quota" or kind == "billing_error" or (
+                status in (400, 402, 403, 429) and QUOTA_ERROR.search(str(error.message))):
+            return QuotaExhausted(message)
+        limit = OUTPUT_LIMIT_ERROR.search(str(error.message)) if status == 400 else None
+        if limit:
+            return OutputLimitTooHigh(message, int(next(g for g in limit.groups() if g)))
         if status in (408, 409, 429) or status >= 500:
             return Transient(message, retry_after_seconds(error.response.headers), status)
         if status in (400, 413) and CONTEXT_ERROR.search(str(error.message)):
@@ -120,6 +150,19 @@ def refused_parameter(error):
     return match.group(1) if match else None
 
 
+def output_limit(provider, model, settings):
+    """max_output_tokens, at most the model's own limit when it is known (listed, or named by an earlier 400)."""
+    with _lock:
+        learned = _learned_limits.get((provider, settings.get("base_url"), model))
+    known = learned or OUTPUT_LIMITS.get(provider, {}).get(model)
+    return settings["max_output_tokens"] if known is None else min(settings["max_output_tokens"], known)
+
+
+def learn_output_limit(provider, model, settings, limit):
+    with _lock:
+        _learned_limits[(provider, settings.get("base_url"), model)] = limit
+
+
 def openai_request(messages, model, settings, unsupported):
     request = {"model": model, "messages": messages}
     # api.openai.com wants max_completion_tokens (reasoning models refuse max_tokens); most
@@ -127,7 +170,7 @@ def openai_request(messages, model, settings, unsupported):
     limit = "max_tokens" if settings.get("base_url") else "max_completion_tokens"
     if limit in unsupported:
         limit = "max_completion_tokens" if limit == "max_tokens" else "max_tokens"
-    request[limit] = settings["max_output_tokens"]
+    request[limit] = output_limit("openai", model, settings)
     if settings.get("temperature") is not None and "temperature" not in unsupported:
         request["temperature"] = settings["temperature"]
     return request
@@ -149,7 +192,7 @@ def ask_openai(messages, model, settings):
             break
         except openai.BadRequestError as error:
             param = refused_parameter(error)
-            if param is None or param in unsupported:
+            if param is None or param in unsupported or isinstance(classify(error, openai), OutputLimitTooHigh):
                 raise classify(error, openai) from error
             with _lock:
                 _unsupported.setdefault(key, set()).add(param)
@@ -183,7 +226,7 @@ def ask_anthropic(messages, model, settings):
 
     client = client_for("anthropic", settings)
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    request = {"model": model, "max_tokens": settings["max_output_tokens"],
+    request = {"model": model, "max_tokens": output_limit("anthropic", model, settings),
                "messages": [m for m in messages if m["role"] != "system"]}
     if system:
         request["system"] = system
@@ -211,4 +254,11 @@ ASK = {"openai": ask_openai, "anthropic": ask_anthropic}
 
 
 def ask(provider, messages, model, settings):
-    return ASK[provider](messages, model, settings)
+    """One request; a 400 that says the output limit is too high is answered by one retry at the model's limit."""
+    try:
+        return ASK[provider](messages, model, settings)
+    except OutputLimitTooHigh as error:
+        if error.limit >= output_limit(provider, model, settings):
+            raise
+        learn_output_limit(provider, model, settings, error.limit)
+        return ASK[provider](messages, model, settings)

@@ -7,7 +7,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ERROR_TYPES = {400: "invalid_request_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+ERROR_TYPES = {400: "invalid_request_error", 402: "billing_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
 
 
 class FakeModelServer:
@@ -19,6 +19,8 @@ class FakeModelServer:
         self.faults = {}
         self.answers = {}  # instance_id -> answers given, one per request, before the reference patch
         self.refused_params = set()  # parameters this "model" refuses, like a reasoning model
+        self.output_limits = {}  # model -> its output limit: a request asking more is refused with a 400
+        self.no_credit = False  # the account has no credit left: every request is refused
         self.requests = []
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -90,6 +92,21 @@ class FakeModelServer:
                     param = sorted(refused)[0]
                     return self.error(400, f"Unsupported parameter: '{param}' is not supported with this model.",
                                       anthropic, param=param, code="unsupported_parameter")
+                if server.no_credit:
+                    if anthropic:
+                        return self.error(400, "Your credit balance is too low to access the Anthropic API. Please go "
+                                          "to Plans & Billing to upgrade or purchase credits.", anthropic)
+                    return self.error(429, "You exceeded your current quota, please check your plan and billing "
+                                      "details.", anthropic, code="insufficient_quota", kind="insufficient_quota")
+                asked = body.get("max_tokens") or body.get("max_completion_tokens")
+                most = server.output_limits.get(body["model"])
+                if most is not None and asked is not None and asked > most:
+                    if anthropic:
+                        return self.error(400, f"max_tokens: {asked} > {most}, which is the maximum allowed number "
+                                          f"of output tokens for {body['model']}", anthropic)
+                    param = "max_tokens" if "max_tokens" in body else "max_completion_tokens"
+                    return self.error(400, f"{param} is too large: {asked}. This model supports at most {most} "
+                                      f"completion tokens, whereas you provided {asked}.", anthropic, param=param)
                 if fault == "429":
                     return self.error(429, "Rate limit reached; try again later.", anthropic,
                                       headers={"retry-after": server.retry_after})
@@ -141,12 +158,12 @@ class FakeModelServer:
                                          "prompt_tokens_details": {"cached_tokens": 100}}}
                 self.send(200, json.dumps(payload).encode(), {})
 
-            def error(self, status, message, anthropic, headers=None, param=None, code=None):
+            def error(self, status, message, anthropic, headers=None, param=None, code=None, kind=None):
+                kind = kind or ERROR_TYPES.get(status, "api_error")
                 if anthropic:
-                    payload = {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message}}
+                    payload = {"type": "error", "error": {"type": kind, "message": message}}
                 else:
-                    payload = {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"),
-                                         "param": param, "code": code}}
+                    payload = {"error": {"message": message, "type": kind, "param": param, "code": code}}
                 self.send(status, json.dumps(payload).encode(), headers or {})
 
             def send(self, status, data, headers):

@@ -248,3 +248,42 @@ def test_context_retry_starts_from_the_files_the_prompt_holds(server, tmp_path):
     assert record["dropped_context_files"] == ["pkg/b.py"]
     last = json.dumps(server.requests[-1]["body"])
     assert "[start of pkg/a.py]" in last and "pkg/b.py" not in last and "pkg/c.py" not in last
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_no_credit_stops_generation_at_once(provider, server, tmp_path):
+    server.no_credit = True
+    with pytest.raises(generate.GenerationFailed, match="no credit left") as error:
+        ask(provider, server, tmp_path)
+    assert len(server.requests) == 1  # not retried: it would never pass
+    assert ("exceeded your current quota" if provider == "openai" else "credit balance is too low") in str(error.value)
+    assert KEY not in str(error.value)
+    assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["released"]
+    # every other instance of the run stops before its request
+    server.no_credit = False
+    with pytest.raises(generate.GenerationFailed, match="generation stopped, no request sent"):
+        ask(provider, server, tmp_path, row=ROWS[1])
+    assert len(server.requests) == 1
+    advice = costs.quota_advice(tmp_path)
+    assert f"{provider} says the account has no credit left" in advice and "Add credit" in advice
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_output_limit_is_capped_at_the_model_limit(provider, server, tmp_path):
+    from scripts import providers
+
+    listed = {"openai": "gpt-4o", "anthropic": "claude-3-5-haiku-20241022"}[provider]
+    assert providers.output_limit(provider, listed, {"max_output_tokens": 100_000}) < 100_000
+    # a model not listed: the 400 that names its limit is answered by one retry with it, and remembered
+    server.output_limits[MODELS[provider]] = 1500
+    record, _ = ask(provider, server, tmp_path, max_output_tokens=3000)
+    assert record["status"] == "ok" and len(record["attempts"]) == 1
+    asked = [r["body"].get("max_tokens") or r["body"].get("max_completion_tokens") for r in server.requests]
+    assert asked == [3000, 1500]
+    ask(provider, server, tmp_path, row=ROWS[1], max_output_tokens=3000)
+    assert [r["body"].get("max_tokens") or r["body"].get("max_completion_tokens") for r in server.requests][2:] == [1500]
+    # a lower limit later: one retry again, with the new one
+    server.output_limits[MODELS[provider]] = 1000
+    ask(provider, server, tmp_path, row=ROWS[2], max_output_tokens=3000)
+    assert [r["body"].get("max_tokens") or r["body"].get("max_completion_tokens") for r in server.requests][3:] == [
+        1500, 1000]

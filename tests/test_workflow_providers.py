@@ -97,6 +97,21 @@ def test_an_unpriced_model_with_max_cost_sends_no_request(rows, tmp_path):
     assert "prices={my-finetune: {input: X, output: Y}}" in result.stderr
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_an_account_without_credit_stops_generation_at_once(provider, rows, tmp_path):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    with FakeModelServer(rows) as server:
+        server.no_credit = True
+        config = provider_config(provider, server, dataset, "run_id=broke")
+        first = snakemake(tmp_path, "--resources", "api=1", *config, env=env_for(provider), check=False)
+        assert first.returncode != 0 and len(server.requests) == 1  # no retry, and no other instance asked
+        assert f"{provider} says the account has no credit left" in first.stderr
+        assert f"{len(rows)} instance(s) have no answer yet" in first.stderr
+        server.no_credit = False  # credit added: the same command goes on
+        snakemake(tmp_path, "--resources", "api=1", *config, env=env_for(provider))
+    assert len(read_rows(tmp_path / "results" / "broke" / "predictions.jsonl")) == len(rows)
+
+
 def server_billed_usd(server, price):
     """What the server charged, from its own token counts of the requests it answered."""
     return sum(costs.cost_usd(r["billed"], price) for r in server.requests if r["billed"])
