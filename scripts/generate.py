@@ -36,7 +36,8 @@ class GenerationFailed(Exception):
 
 
 def no_usage():
-    return {"input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "cache_write_tokens": 0}
+    return {"input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "cache_write_tokens": 0,
+            "reasoning_tokens": 0}
 
 
 def gold(prompt, row, settings):

@@ -26,7 +26,8 @@ class Answer:
     text: str
     stop_reason: str  # end, max_tokens, refusal, content_filter, or the provider's own word
     raw_stop_reason: str
-    usage: dict = field(default_factory=dict)  # input_tokens, output_tokens, cached_input_tokens, cache_write_tokens
+    usage: dict = field(default_factory=dict)  # input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
+    # reasoning_tokens (within output_tokens)
 
 
 class Transient(Exception):
@@ -208,13 +209,14 @@ def ask_openai(messages, model, settings):
     stop = "refusal" if getattr(message, "refusal", None) else OPENAI_STOP.get(raw_stop, raw_stop)
     usage = completion.usage
     cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None) or 0
+    reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None) or 0
     return Answer(
         text=message.content or getattr(message, "refusal", None) or "",
         stop_reason=stop,
         raw_stop_reason=raw_stop,
         usage={"input_tokens": usage.prompt_tokens if usage else 0,
                "output_tokens": usage.completion_tokens if usage else 0,
-               "cached_input_tokens": cached, "cache_write_tokens": 0},
+               "cached_input_tokens": cached, "cache_write_tokens": 0, "reasoning_tokens": reasoning},
     )
 
 
@@ -230,6 +232,12 @@ def ask_anthropic(messages, model, settings):
                "messages": [m for m in messages if m["role"] != "system"]}
     if system:
         request["system"] = system
+    if settings.get("prompt_cache") and request["messages"]:
+        # The system prompt and the first user message (the issue and its code context) come again in every
+        # self-repair request of the instance: cached once (at 1.25 times the input price), read at a tenth.
+        first = request["messages"][0]
+        request["messages"][0] = {**first, "content": [{"type": "text", "text": first["content"],
+                                                        "cache_control": {"type": "ephemeral"}}]}
     # The Messages API of the pinned client takes no temperature: the model's own sampling applies.
     try:
         message = client.messages.create(**request)
@@ -246,7 +254,7 @@ def ask_anthropic(messages, model, settings):
         raw_stop_reason=raw_stop,
         # Anthropic counts cache reads and writes apart from input_tokens; here input is the whole prompt.
         usage={"input_tokens": usage.input_tokens + cached + written, "output_tokens": usage.output_tokens,
-               "cached_input_tokens": cached, "cache_write_tokens": written},
+               "cached_input_tokens": cached, "cache_write_tokens": written, "reasoning_tokens": 0},
     )
 
 

@@ -218,7 +218,9 @@ def derived(config):
         "run_id": run_id(config),
         "run_dir": run_dir,
         "model": model_name(config) if not config["predictions"] else None,
-        "api": api_settings(config["provider"], config, run_dir),
+        # Anthropic's prompt cache pays when the prompt comes again: in the instance's self-repair requests
+        "api": {**api_settings(config["provider"], config, run_dir),
+                "prompt_cache": asks_model and config["repair_attempts"] > 0},
         "repos": {"repo_cache": config["repo_cache"], "repo_url": config["repo_url"]} if config["apply_check"] else None,
         "repair_attempts": config["repair_attempts"] if asks_model else 0,
     }

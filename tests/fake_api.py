@@ -21,6 +21,8 @@ class FakeModelServer:
         self.refused_params = set()  # parameters this "model" refuses, like a reasoning model
         self.output_limits = {}  # model -> its output limit: a request asking more is refused with a 400
         self.no_credit = False  # the account has no credit left: every request is refused
+        self.reasoning_tokens = 0  # tokens a reasoning model thinks before each answer, billed as output
+        self.cached_prefixes = set()  # Anthropic prompt cache: the prefixes written so far
         self.requests = []
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -62,6 +64,24 @@ class FakeModelServer:
         return float(genai_prices.calc_price(usage, request["body"]["model"], provider_id=provider,
                                              price_context=context).total_price)
 
+    def anthropic_cache(self, body):
+        """(tokens read, tokens written) of the prompt cache: the prefix up to the last block with cache_control,
+        if it is at least 1,024 tokens (Anthropic's least for a cache entry)."""
+        blocks = [*(body["system"] if isinstance(body.get("system"), list) else []),
+                  *(block for m in body["messages"] if isinstance(m["content"], list) for block in m["content"])]
+        marked = [i for i, block in enumerate(blocks) if block.get("cache_control")]
+        if not marked:
+            return 0, 0
+        prefix = "".join(block.get("text", "") for block in blocks[: marked[-1] + 1])
+        tokens = len(prefix) // 4
+        if tokens < 1024:
+            return 0, 0
+        with self.lock:
+            if prefix in self.cached_prefixes:
+                return tokens, 0
+            self.cached_prefixes.add(prefix)
+        return 0, tokens
+
     def requests_for(self, instance_id):
         return [r for r in self.requests if r["instance_id"] == instance_id]
 
@@ -75,8 +95,10 @@ class FakeModelServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 anthropic = self.path.endswith("/messages")
-                text = " ".join(m["content"] if isinstance(m["content"], str) else json.dumps(m["content"])
-                                for m in body["messages"]) + str(body.get("system", ""))
+                text = " ".join(m["content"] if isinstance(m["content"], str) else
+                                "".join(block.get("text", "") for block in m["content"]) for m in body["messages"])
+                system = body.get("system", "")
+                text += system if isinstance(system, str) else "".join(block.get("text", "") for block in system)
                 row = server.instance_for(text)
                 instance_id = row["instance_id"] if row else None
                 # "billed": the tokens this server charges for the request, set when it answers
@@ -136,16 +158,21 @@ class FakeModelServer:
                 limit = body.get("max_tokens") or body.get("max_completion_tokens")
                 if limit is not None and len(answer) // 4 > limit:  # like a model, it stops at the output limit
                     answer, stop = answer[: 4 * limit], "length"
-                usage_in, usage_out = len(text) // 4, len(answer) // 4
-                logged["billed"] = {"input_tokens": usage_in, "cached_input_tokens": 100, "output_tokens": usage_out}
+                usage_in, usage_out = len(text) // 4, len(answer) // 4 + server.reasoning_tokens
+                # OpenAI caches prompt prefixes by itself (here: 100 tokens of each); Anthropic caches only up to
+                # a block marked with cache_control: written by the first request, read by later ones
+                read, written = (server.anthropic_cache(body) if anthropic else (100, 0))
+                logged["billed"] = {"input_tokens": usage_in, "cached_input_tokens": read,
+                                    "cache_write_tokens": written, "output_tokens": usage_out,
+                                    "reasoning_tokens": server.reasoning_tokens}
                 model = body["model"]
                 if anthropic:
                     payload = {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
                                "content": [{"type": "text", "text": answer}] if answer else [],
                                "stop_reason": {"length": "max_tokens", "refusal": "refusal"}.get(stop, "end_turn"),
                                "stop_sequence": None,
-                               "usage": {"input_tokens": usage_in - 100, "output_tokens": usage_out,
-                                         "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0}}
+                               "usage": {"input_tokens": usage_in - read - written, "output_tokens": usage_out,
+                                         "cache_read_input_tokens": read, "cache_creation_input_tokens": written}}
                 else:
                     message = {"role": "assistant", "content": answer or (None if fault == "refusal" else ""),
                                "refusal": "I can't help with that." if fault == "refusal" else None}
@@ -155,7 +182,8 @@ class FakeModelServer:
                                             "finish_reason": "stop" if fault == "refusal" else stop}],
                                "usage": {"prompt_tokens": usage_in, "completion_tokens": usage_out,
                                          "total_tokens": usage_in + usage_out,
-                                         "prompt_tokens_details": {"cached_tokens": 100}}}
+                                         "prompt_tokens_details": {"cached_tokens": 100},
+                                         "completion_tokens_details": {"reasoning_tokens": server.reasoning_tokens}}}
                 self.send(200, json.dumps(payload).encode(), {})
 
             def error(self, status, message, anthropic, headers=None, param=None, code=None, kind=None):

@@ -48,7 +48,9 @@ def test_answer_usage_and_cost(provider, server, tmp_path):
     assert record["status"] == "ok" and record["stop_reason"] == "end"
     assert record["answer"] == f"<patch>\n{ROWS[0]['patch']}</patch>\n"
     usage = record["usage"]
-    assert usage["cached_input_tokens"] == 100 and usage["output_tokens"] == len(record["answer"]) // 4
+    # OpenAI caches prefixes by itself; Anthropic only what the request marks
+    assert usage["cached_input_tokens"] == (100 if provider == "openai" else 0)
+    assert usage["output_tokens"] == len(record["answer"]) // 4
     price = costs.price_for(provider, MODELS[provider], {})
     assert record["cost_usd"] == costs.cost_usd(usage, price) > 0 and record["price_per_million"] == price
     assert price["source"].startswith(f"genai-prices 0.2.3: {provider}/")
@@ -287,3 +289,37 @@ def test_output_limit_is_capped_at_the_model_limit(provider, server, tmp_path):
     ask(provider, server, tmp_path, row=ROWS[2], max_output_tokens=3000)
     assert [r["body"].get("max_tokens") or r["body"].get("max_completion_tokens") for r in server.requests][3:] == [
         1500, 1000]
+
+
+def test_anthropic_prompt_cache_is_written_once_and_read_by_the_repair_requests(server, tmp_path):
+    row = ROWS[0]
+    ctx = context.build_context(row, "none")
+    ctx["files"] = [{"path": "pkg/big.py", "content": "x = 1\n" * 2000, "tokens": 4000}]
+    template = prompt.load_template(prompt.DEFAULT_TEMPLATE)
+    first = prompt.build_prompt(ctx, template)
+    settings = dict(settings_for("anthropic", server, tmp_path), prompt_cache=True)
+    answer = generate.generate(first, row, "anthropic", MODELS["anthropic"], settings, ctx, template, log=print)
+    # a self-repair request: the same prompt, the answer, and a request to mend it
+    repair = dict(first, messages=[*first["messages"], {"role": "assistant", "content": answer["answer"]},
+                                   {"role": "user", "content": "That patch does not apply; send it again."}])
+    again = generate.generate(repair, row, "anthropic", MODELS["anthropic"], settings, ctx, template, log=print)
+    assert server.requests[0]["body"]["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    written, read = answer["usage"]["cache_write_tokens"], again["usage"]["cached_input_tokens"]
+    assert written == read > 1024 and answer["usage"]["cached_input_tokens"] == again["usage"]["cache_write_tokens"] == 0
+    price = costs.price_for("anthropic", MODELS["anthropic"], {})
+    for record, request in zip((answer, again), server.requests, strict=True):
+        assert record["cost_usd"] == pytest.approx(server.billed_usd("anthropic", request), rel=0.01)
+    # the write costs a quarter more than plain input, the read a tenth of it
+    assert again["cost_usd"] < costs.cost_usd(dict(again["usage"], cached_input_tokens=0), price)
+    from scripts.summary import cache_saving
+
+    assert cache_saving(answer) + cache_saving(again) == pytest.approx(written * (price["input"] - price["cached_input"])
+                                                                      / 1e6 - written * (price["cache_write"] - price["input"]) / 1e6)
+
+
+def test_reasoning_tokens_are_recorded_and_billed_as_output(server, tmp_path):
+    server.reasoning_tokens = 700
+    record, _ = ask("openai", server, tmp_path)
+    usage = record["usage"]
+    assert usage["reasoning_tokens"] == 700 and usage["output_tokens"] == len(record["answer"]) // 4 + 700
+    assert record["cost_usd"] == pytest.approx(server.billed_usd("openai", server.requests[-1]), rel=0.01)
