@@ -173,11 +173,15 @@ def failure_advice():
     """What the user reads when jobs failed: the errors above name the rule, the instance and its log."""
     from scripts.costs import budget_advice, quota_advice
 
-    return quota_advice(RUN) + budget_advice(RUN, config.get("max_cost")) + (
-        f"Some jobs of run {RUN} failed; the errors above name each one's instance and log file, and all finished "
-        "work is kept. To retry just what failed, run the same command again. To merge and evaluate what is done "
-        "now, add --config allow_partial=true. To see the state of every instance: "
-        f"{sys.executable} -m scripts.status --run {RUN}"
+    return (
+        quota_advice(RUN)
+        + budget_advice(RUN, config.get("max_cost"))
+        + (
+            f"Some jobs of run {RUN} failed; the errors above name each one's instance and log file, and all finished "
+            "work is kept. To retry just what failed, run the same command again. To merge and evaluate what is done "
+            "now, add --config allow_partial=true. To see the state of every instance: "
+            f"{sys.executable} -m scripts.status --run {RUN}"
+        )
     )
 
 

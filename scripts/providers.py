@@ -70,6 +70,8 @@ class OutputLimitTooHigh(Rejected):
 OUTPUT_LIMITS = yaml.safe_load((Path(__file__).parent / "output_limits.yaml").read_text(encoding="utf-8"))
 OUTPUT_LIMIT_ERROR = re.compile(r"supports at most (\d+) completion tokens|> (\d+), which is the maximum allowed "
                                 r"number of output tokens", re.I)
+# OpenAI models that only the Responses API serves: the -pro and codex families, deep research, computer use
+RESPONSES_ONLY = re.compile(r"(^|-)pro(-\d{4}-\d{2}-\d{2})?$|codex|deep-research|computer-use")
 QUOTA_ERROR = re.compile(r"insufficient_quota|credit balance is too low|exceeded your current quota", re.I)
 
 _clients = {}
@@ -142,12 +144,16 @@ def classify(error, library):
     return None
 
 
+ADAPTABLE = ("temperature", "max_tokens", "max_completion_tokens", "reasoning_effort", "reasoning")
+
+
 def refused_parameter(error):
     """The request parameter a 400 says the model does not take (OpenAI reports it in `param`)."""
     param = getattr(error, "param", None)
-    if param in ("temperature", "max_tokens", "max_completion_tokens"):
+    if param in ADAPTABLE:
         return param
-    match = re.search(r"'(temperature|max_tokens|max_completion_tokens)'", str(getattr(error, "message", "")))
+    match = re.search(r"'(temperature|max_tokens|max_completion_tokens|reasoning_effort|reasoning)'",
+                      str(getattr(error, "message", "")))
     return match.group(1) if match else None
 
 
@@ -174,33 +180,33 @@ def openai_request(messages, model, settings, unsupported):
     request[limit] = output_limit("openai", model, settings)
     if settings.get("temperature") is not None and "temperature" not in unsupported:
         request["temperature"] = settings["temperature"]
+    if settings.get("reasoning_effort") and "reasoning_effort" not in unsupported:
+        request["reasoning_effort"] = settings["reasoning_effort"]
     return request
 
 
-OPENAI_STOP = {"stop": "end", "length": "max_tokens", "content_filter": "content_filter"}
+def uses_responses(model, settings):
+    """Whether a request to this model goes to the Responses API: openai_api=responses, or by itself for the
+    models that Chat Completions does not serve."""
+    api = settings.get("openai_api") or "auto"
+    return api == "responses" or (api == "auto" and RESPONSES_ONLY.search(model) is not None)
 
 
-def ask_openai(messages, model, settings):
-    import openai
+def responses_request(messages, model, settings, unsupported):
+    request = {"model": model, "input": [m for m in messages if m["role"] != "system"],
+               "max_output_tokens": output_limit("openai", model, settings),
+               "store": False}  # nothing is kept on the provider's side
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    if system:
+        request["instructions"] = system
+    if settings.get("temperature") is not None and "temperature" not in unsupported:
+        request["temperature"] = settings["temperature"]
+    if settings.get("reasoning_effort") and "reasoning" not in unsupported:
+        request["reasoning"] = {"effort": settings["reasoning_effort"]}
+    return request
 
-    client = client_for("openai", settings)
-    key = ("openai", settings.get("base_url"), model)
-    for _ in range(3):  # at most two parameters to adapt
-        with _lock:
-            unsupported = set(_unsupported.get(key, ()))
-        try:
-            completion = client.chat.completions.create(**openai_request(messages, model, settings, unsupported))
-            break
-        except openai.BadRequestError as error:
-            param = refused_parameter(error)
-            if param is None or param in unsupported or isinstance(classify(error, openai), OutputLimitTooHigh):
-                raise classify(error, openai) from error
-            with _lock:
-                _unsupported.setdefault(key, set()).add(param)
-        except (openai.OpenAIError, ValueError) as error:  # ValueError: a body that is not JSON
-            raise (classify(error, openai) or error) from error
-    else:
-        raise Rejected(f"{model} refused the request parameters {sorted(unsupported)}")
+
+def read_completion(completion):
     if not completion.choices:
         raise Transient("malformed response: no choices")
     choice = completion.choices[0]
@@ -218,6 +224,60 @@ def ask_openai(messages, model, settings):
                "output_tokens": usage.completion_tokens if usage else 0,
                "cached_input_tokens": cached, "cache_write_tokens": 0, "reasoning_tokens": reasoning},
     )
+
+
+def read_response(response):
+    """An Answer from a Responses API response: its message text, why it stopped, its usage."""
+    if response.status == "failed":
+        raise Transient(f"the response failed: {response.error.message if response.error else 'no reason given'}")
+    blocks = [block for item in response.output if item.type == "message" for block in item.content]
+    refusal = "".join(block.refusal for block in blocks if block.type == "refusal")
+    text = "".join(block.text for block in blocks if block.type == "output_text")
+    reason = response.incomplete_details.reason if response.incomplete_details else None
+    raw_stop = reason or response.status or "unknown"
+    stop = "refusal" if refusal else {"completed": "end", "max_output_tokens": "max_tokens"}.get(raw_stop, raw_stop)
+    usage = response.usage
+    details = getattr(usage, "input_tokens_details", None)
+    return Answer(
+        text=text or refusal,
+        stop_reason=stop,
+        raw_stop_reason=raw_stop,
+        usage={"input_tokens": usage.input_tokens if usage else 0,
+               "output_tokens": usage.output_tokens if usage else 0,
+               "cached_input_tokens": getattr(details, "cached_tokens", 0) or 0,
+               "cache_write_tokens": getattr(details, "cache_write_tokens", 0) or 0,
+               "reasoning_tokens": getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", 0) or 0},
+    )
+
+
+OPENAI_STOP = {"stop": "end", "length": "max_tokens", "content_filter": "content_filter"}
+
+
+def ask_openai(messages, model, settings):
+    import openai
+
+    client = client_for("openai", settings)
+    key = ("openai", settings.get("base_url"), model)
+    responses = uses_responses(model, settings)
+    build, create = ((responses_request, client.responses.create) if responses
+                     else (openai_request, client.chat.completions.create))
+    for _ in range(4):  # at most three parameters to adapt
+        with _lock:
+            unsupported = set(_unsupported.get(key, ()))
+        try:
+            result = create(**build(messages, model, settings, unsupported))
+            break
+        except openai.BadRequestError as error:
+            param = refused_parameter(error)
+            if param is None or param in unsupported or isinstance(classify(error, openai), OutputLimitTooHigh):
+                raise classify(error, openai) from error
+            with _lock:
+                _unsupported.setdefault(key, set()).add(param)
+        except (openai.OpenAIError, ValueError) as error:  # ValueError: a body that is not JSON
+            raise (classify(error, openai) or error) from error
+    else:
+        raise Rejected(f"{model} refused the request parameters {sorted(unsupported)}")
+    return read_response(result) if responses else read_completion(result)
 
 
 ANTHROPIC_STOP = {"end_turn": "end", "stop_sequence": "end", "max_tokens": "max_tokens", "refusal": "refusal"}

@@ -198,6 +198,8 @@ def api_settings(provider, config, run_dir):
         # Servers behind base_url (vLLM, Ollama, ...) often need no key, but the clients want one.
         "api_key": key_variable and (os.environ.get(key_variable) or ("unused" if base_url else None)),
         "temperature": config["temperature"],
+        "openai_api": config["openai_api"],
+        "reasoning_effort": config["reasoning_effort"],
         "max_output_tokens": config["max_output_tokens"],
         "request_timeout": config["request_timeout"],
         "max_attempts": config["max_attempts"],

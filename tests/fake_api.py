@@ -1,5 +1,5 @@
-"""A loopback HTTP server that speaks the OpenAI Chat Completions and Anthropic Messages
-wire formats, for testing the real client libraries. It answers each instance with its
+"""A loopback HTTP server that speaks the OpenAI Chat Completions and Responses and the
+Anthropic Messages wire formats, for testing the real client libraries. It answers each instance with its
 reference patch (found by the problem statement in the prompt) and injects faults on
 request: faults[instance_id] is a list consumed one per request."""
 import json
@@ -7,6 +7,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# OpenAI models served only through the Responses API: Chat Completions answers them with a 404
+RESPONSES_ONLY = ("o3-pro", "gpt-5-pro", "gpt-5.4-pro", "gpt-5-codex", "codex-mini-latest")
+RESPONSES_PARAMS = {"model", "input", "instructions", "max_output_tokens", "reasoning", "temperature", "top_p", "store",
+                    "metadata", "service_tier", "text", "tools", "tool_choice", "truncation", "user", "background"}
 ERROR_TYPES = {400: "invalid_request_error", 402: "billing_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
 
 
@@ -95,9 +99,15 @@ class FakeModelServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 anthropic = self.path.endswith("/messages")
+                responses = self.path.endswith("/responses")
+                if responses:  # the Responses API: input (a string or messages) and instructions
+                    given = body.get("input", "")
+                    messages = [{"content": given}] if isinstance(given, str) else given
+                    system = body.get("instructions") or ""
+                else:
+                    messages, system = body.get("messages", []), body.get("system", "")
                 text = " ".join(m["content"] if isinstance(m["content"], str) else
-                                "".join(block.get("text", "") for block in m["content"]) for m in body["messages"])
-                system = body.get("system", "")
+                                "".join(block.get("text", "") for block in m["content"]) for m in messages)
                 text += system if isinstance(system, str) else "".join(block.get("text", "") for block in system)
                 row = server.instance_for(text)
                 instance_id = row["instance_id"] if row else None
@@ -109,6 +119,17 @@ class FakeModelServer:
                 if server.latency:
                     time.sleep(server.latency)
                 fault = server.next_fault(instance_id)
+                if responses:
+                    unknown = sorted(set(body) - RESPONSES_PARAMS)
+                    if unknown:
+                        return self.error(400, f"Unknown parameter: '{unknown[0]}'.", False, param=unknown[0],
+                                          code="unknown_parameter")
+                    if "input" not in body or "model" not in body:
+                        return self.error(400, "Missing required parameter: 'input'.", False, param="input",
+                                          code="missing_required_parameter")
+                elif not anthropic and body["model"] in RESPONSES_ONLY:
+                    return self.error(404, "This model is only supported in v1/responses and not in "
+                                      "v1/chat/completions.", False, param="model", code=None)
                 refused = server.refused_params & set(body)
                 if refused and not anthropic:
                     param = sorted(refused)[0]
@@ -120,13 +141,13 @@ class FakeModelServer:
                                           "to Plans & Billing to upgrade or purchase credits.", anthropic)
                     return self.error(429, "You exceeded your current quota, please check your plan and billing "
                                       "details.", anthropic, code="insufficient_quota", kind="insufficient_quota")
-                asked = body.get("max_tokens") or body.get("max_completion_tokens")
+                asked = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
                 most = server.output_limits.get(body["model"])
                 if most is not None and asked is not None and asked > most:
                     if anthropic:
                         return self.error(400, f"max_tokens: {asked} > {most}, which is the maximum allowed number "
                                           f"of output tokens for {body['model']}", anthropic)
-                    param = "max_tokens" if "max_tokens" in body else "max_completion_tokens"
+                    param = next(p for p in ("max_tokens", "max_completion_tokens", "max_output_tokens") if p in body)
                     return self.error(400, f"{param} is too large: {asked}. This model supports at most {most} "
                                       f"completion tokens, whereas you provided {asked}.", anthropic, param=param)
                 if fault == "429":
@@ -155,7 +176,7 @@ class FakeModelServer:
                     answer = answer[: len(answer) // 2]
                 if fault in ("empty", "refusal"):
                     answer = ""
-                limit = body.get("max_tokens") or body.get("max_completion_tokens")
+                limit = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
                 if limit is not None and len(answer) // 4 > limit:  # like a model, it stops at the output limit
                     answer, stop = answer[: 4 * limit], "length"
                 usage_in, usage_out = len(text) // 4, len(answer) // 4 + server.reasoning_tokens
@@ -173,6 +194,24 @@ class FakeModelServer:
                                "stop_sequence": None,
                                "usage": {"input_tokens": usage_in - read - written, "output_tokens": usage_out,
                                          "cache_read_input_tokens": read, "cache_creation_input_tokens": written}}
+                elif responses:
+                    content = ([{"type": "refusal", "refusal": "I can't help with that."}] if fault == "refusal" else
+                               [{"type": "output_text", "text": answer, "annotations": []}])
+                    output = [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                               "content": content}]
+                    if server.reasoning_tokens:
+                        output.insert(0, {"type": "reasoning", "id": "rs_1", "summary": []})
+                    payload = {"id": "resp_1", "object": "response", "created_at": time.time(), "model": model,
+                               "status": "incomplete" if stop == "length" else "completed",
+                               "incomplete_details": {"reason": "max_output_tokens"} if stop == "length" else None,
+                               "error": None, "instructions": body.get("instructions"), "output": output,
+                               "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                               "temperature": body.get("temperature"), "top_p": 1.0,
+                               "reasoning": body.get("reasoning"),
+                               "usage": {"input_tokens": usage_in, "output_tokens": usage_out,
+                                         "total_tokens": usage_in + usage_out,
+                                         "input_tokens_details": {"cached_tokens": read, "cache_write_tokens": 0},
+                                         "output_tokens_details": {"reasoning_tokens": server.reasoning_tokens}}}
                 else:
                     message = {"role": "assistant", "content": answer or (None if fault == "refusal" else ""),
                                "refusal": "I can't help with that." if fault == "refusal" else None}

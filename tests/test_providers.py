@@ -323,3 +323,41 @@ def test_reasoning_tokens_are_recorded_and_billed_as_output(server, tmp_path):
     usage = record["usage"]
     assert usage["reasoning_tokens"] == 700 and usage["output_tokens"] == len(record["answer"]) // 4 + 700
     assert record["cost_usd"] == pytest.approx(server.billed_usd("openai", server.requests[-1]), rel=0.01)
+
+
+@pytest.mark.parametrize("model", ["o3-pro", "gpt-5.4-pro"])
+def test_responses_only_models_go_to_the_responses_api_at_their_price(model, server, tmp_path):
+    server.reasoning_tokens = 900
+    server.refused_params = {"temperature"}  # reasoning models take none
+    MODELS["openai"], default = model, MODELS["openai"]
+    try:
+        record, _ = ask("openai", server, tmp_path, reasoning_effort="high", max_output_tokens=4000)
+    finally:
+        MODELS["openai"] = default
+    assert record["status"] == "ok" and record["stop_reason"] == "end"
+    assert record["answer"] == f"<patch>\n{ROWS[0]['patch']}</patch>\n"
+    paths = [r["path"] for r in server.requests]
+    assert set(paths) == {"/v1/responses"}
+    body = server.requests[-1]["body"]
+    assert body["reasoning"] == {"effort": "high"} and body["max_output_tokens"] == 4000 and body["store"] is False
+    assert "temperature" not in body and body["instructions"] and body["input"][0]["role"] == "user"
+    usage = record["usage"]
+    assert usage["reasoning_tokens"] == 900 and usage["cached_input_tokens"] == 100
+    assert record["cost_usd"] == pytest.approx(server.billed_usd("openai", server.requests[-1]), rel=0.01)
+    assert record["price_per_million"]["source"].endswith(f"openai/{model}, list price")
+
+
+def test_openai_api_setting_forces_one_api(server, tmp_path):
+    record, _ = ask("openai", server, tmp_path, openai_api="responses")
+    assert record["status"] == "ok" and server.requests[-1]["path"] == "/v1/responses"
+    server.faults[ROWS[1]["instance_id"]] = ["truncated"]
+    record, _ = ask("openai", server, tmp_path, row=ROWS[1], openai_api="responses")
+    assert record["stop_reason"] == "max_tokens" and record["raw_stop_reason"] == "max_output_tokens"
+    # a Responses-only model forced onto Chat Completions: the server says so, and it is not retried
+    MODELS["openai"], default = "o3-pro", MODELS["openai"]
+    try:
+        with pytest.raises(generate.GenerationFailed, match="only supported in v1/responses"):
+            ask("openai", server, tmp_path, row=ROWS[2], openai_api="chat")
+    finally:
+        MODELS["openai"] = default
+    assert server.requests[-1]["path"] == "/v1/chat/completions" and len(server.requests) == 3

@@ -112,6 +112,21 @@ def test_an_account_without_credit_stops_generation_at_once(provider, rows, tmp_
     assert len(read_rows(tmp_path / "results" / "broke" / "predictions.jsonl")) == len(rows)
 
 
+def test_a_responses_only_reasoning_model_costs_its_list_price(rows, tmp_path):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    with FakeModelServer(rows) as server:
+        server.reasoning_tokens = 2000
+        snakemake(tmp_path, *provider_config("openai", server, dataset, "model=o3-pro", "reasoning_effort=low",
+                                             "run_id=pro", "max_cost=5"), env=env_for("openai"))
+    assert {r["path"] for r in server.requests} == {"/v1/responses"} and len(server.requests) == len(rows)
+    assert {json.dumps(r["body"]["reasoning"]) for r in server.requests} == {'{"effort": "low"}'}
+    summary = json.loads((tmp_path / "results" / "pro" / "summary.json").read_text())
+    billed = sum(server.billed_usd("openai", r) for r in server.requests)
+    # o3-pro at its own price (20/80 USD per million), not o3's (2/8)
+    assert summary["cost"]["total_usd"] == pytest.approx(billed, rel=0.01)
+    assert summary["cost"]["reasoning_tokens"] == 2000 * len(rows)
+
+
 def server_billed_usd(server, price):
     """What the server charged, from its own token counts of the requests it answered."""
     return sum(costs.cost_usd(r["billed"], price) for r in server.requests if r["billed"])
