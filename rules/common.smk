@@ -210,6 +210,7 @@ ESTIMATE = f"{RUN}/estimate.json" if config["provider"] in MODEL_PROVIDERS and n
 def estimate_settings():
     return {
         "provider": config["provider"],
+        "batch": config["batch"],
         "prices": DERIVED["api"]["prices"],
         "answer_tokens": config["estimate_answer_tokens"],
         "max_output_tokens": config["max_output_tokens"],

@@ -76,7 +76,7 @@ def prompts_to_ask(run_dir, instance_ids):
 def for_run(run_dir, instance_ids, model, settings):
     """The estimate of the instances still to ask, and the ids whose prompt is not built yet."""
     tokens, missing = prompts_to_ask(run_dir, instance_ids)
-    price = costs.price_for(settings["provider"], model, settings["prices"])
+    price = costs.price_for(settings["provider"], model, settings["prices"], batch=settings.get("batch", False))
     record = estimate(tokens, model, price, settings["answer_tokens"],
                       providers.output_limit(settings["provider"], model, settings))
     return record, missing

@@ -221,8 +221,11 @@ def run(instance_id, input, provider, model, settings, out_path, log_path):
             template = load_template(input["template"])
         context = read_json(input["context"]) if input.get("context") else None
         try:
-            record = generate(read_json(input["prompt"]), read_row(input["instances"], input["index"], instance_id),
-                              provider, model, settings, context, template, log)
+            if settings.get("batch") and provider in providers.ASK:
+                record = from_batch(instance_id, provider, model, settings)
+            else:
+                record = generate(read_json(input["prompt"]), read_row(input["instances"], input["index"], instance_id),
+                                  provider, model, settings, context, template, log)
         except (GenerationFailed, costs.BudgetSpent) as error:
             log(f"error: {error}")
             raise GenerationFailed(f"{instance_id}: {error} (log: {log_path})") from None
@@ -230,6 +233,28 @@ def run(instance_id, input, provider, model, settings, out_path, log_path):
         cost = "unknown cost" if record["cost_usd"] is None else f"{record['cost_usd']:.6f} USD"
         log(f"{record['status']} {record['failure_reason'] or record['stop_reason']}, {cost}, {record['latency_s']} s")
     print(progress_line(record, provider, settings), flush=True)
+
+
+def from_batch(instance_id, provider, model, settings):
+    """The response record of an answer that the batch stage received (batch=true); GenerationFailed if none."""
+    run_dir = Path(settings["ledger"]).parent
+    path = run_dir / "batch" / "answers" / f"{instance_id}.json"
+    if not path.exists():
+        done = run_dir / "batch" / "done.json"
+        why = read_json(done)["unanswered"].get(instance_id) if done.exists() else None
+        raise GenerationFailed(f"the batches brought no answer ({why or 'not submitted'}); a rerun asks it in a "
+                               "new batch")
+    got = read_json(path)
+    return {
+        "instance_id": instance_id, "provider": provider, "model": model, "status": "failed" if got["stop_reason"]
+        in ("refusal", "content_filter") else "ok", "failure_reason": "refused" if got["stop_reason"] in (
+            "refusal", "content_filter") else None, "failure_detail": None, "answer": got["answer"],
+        "stop_reason": got["stop_reason"], "raw_stop_reason": got["raw_stop_reason"], "usage": got["usage"],
+        "cost_usd": got["cost_usd"], "price_per_million": got["price_per_million"], "batch": got["batch"],
+        "latency_s": 0.0, "attempts": [{"started_at": got["submitted_at"], "latency_s": 0.0, "error": None,
+                                        "status": 200, "wait_s": 0.0}],
+        "dropped_context_files": [], "created_at": now(),
+    }
 
 
 def keep_paid_answers(paths, overwrite, log):

@@ -283,10 +283,7 @@ def ask_openai(messages, model, settings):
 ANTHROPIC_STOP = {"end_turn": "end", "stop_sequence": "end", "max_tokens": "max_tokens", "refusal": "refusal"}
 
 
-def ask_anthropic(messages, model, settings):
-    import anthropic
-
-    client = client_for("anthropic", settings)
+def anthropic_request(messages, model, settings):
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     request = {"model": model, "max_tokens": output_limit("anthropic", model, settings),
                "messages": [m for m in messages if m["role"] != "system"]}
@@ -299,10 +296,21 @@ def ask_anthropic(messages, model, settings):
         request["messages"][0] = {**first, "content": [{"type": "text", "text": first["content"],
                                                         "cache_control": {"type": "ephemeral"}}]}
     # The Messages API of the pinned client takes no temperature: the model's own sampling applies.
+    return request
+
+
+def ask_anthropic(messages, model, settings):
+    import anthropic
+
+    client = client_for("anthropic", settings)
     try:
-        message = client.messages.create(**request)
+        message = client.messages.create(**anthropic_request(messages, model, settings))
     except (anthropic.AnthropicError, ValueError) as error:
         raise (classify(error, anthropic) or error) from error
+    return read_message(message)
+
+
+def read_message(message):
     text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
     raw_stop = message.stop_reason or "unknown"
     usage = message.usage

@@ -152,7 +152,7 @@ def check_price(config):
     if config["provider"] not in ASK or config["predictions"] or config["max_cost"] is None:
         return
     model = model_name(config)
-    if costs.price_for(config["provider"], model, costs.load_prices(config["prices"])) is None:
+    if costs.price_for(config["provider"], model, costs.load_prices(config["prices"]), config["batch"]) is None:
         raise ConfigError(f"max_cost={config['max_cost']:g} is set, but {costs.unknown_price_message(config['provider'], model)} "
                           "Nothing was sent.")
 
@@ -199,6 +199,7 @@ def api_settings(provider, config, run_dir):
         "api_key": key_variable and (os.environ.get(key_variable) or ("unused" if base_url else None)),
         "temperature": config["temperature"],
         "openai_api": config["openai_api"],
+        "batch": config["batch"],
         "reasoning_effort": config["reasoning_effort"],
         "max_output_tokens": config["max_output_tokens"],
         "request_timeout": config["request_timeout"],

@@ -127,6 +127,52 @@ def test_a_responses_only_reasoning_model_costs_its_list_price(rows, tmp_path):
     assert summary["cost"]["reasoning_tokens"] == 2000 * len(rows)
 
 
+def test_a_300_instance_batch_run_survives_a_kill_and_costs_half(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import PROJECT
+
+    rows = read_rows(LITE_TEST)[:300]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    run = tmp_path / "results" / "bulk"
+    with FakeModelServer(rows) as server:
+        server.batch_hold.set()  # the batch stays pending until the first run is killed
+        config = provider_config("openai", server, dataset, "run_id=bulk", "batch=true", "batch_poll=0.2",
+                                 "max_cost=20", "cost_warn=100")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}
+        env.update(SWEBENCH_EVALUATION="none", SWEBENCH_APPLY_CHECK="false", **env_for("openai"))
+        first = subprocess.Popen([sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"),
+                                  "--directory", str(tmp_path), "--cores", "2", *config], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not server.batches and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1)  # the first run is polling its pending batch
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        assert len(server.batches) == 1 and not (run / "batch" / "done.json").exists()
+        assert not any((run / "instances").glob("*/response.json"))
+        server.batch_hold.clear()
+        snakemake(tmp_path, "--unlock", *config, env=env_for("openai"))  # what a killed Snakemake leaves
+        second = snakemake(tmp_path, "--rerun-incomplete", *config, env=env_for("openai"))
+    assert len(server.batches) == 1  # polled, not sent again
+    answered = [r for r in server.requests if r["billed"]]
+    assert len(answered) == 300 and all(r["batch"] for r in answered)
+    assert len(read_rows(run / "predictions.jsonl")) == 300
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["counts"]["generation"]["ok"] == 300
+    list_price = sum(server.billed_usd("openai", r) for r in answered)
+    batch_price = sum(server.billed_usd("openai", r, batch=True) for r in answered)
+    assert summary["cost"]["total_usd"] == pytest.approx(batch_price, rel=0.01)
+    assert summary["cost"]["total_usd"] == pytest.approx(list_price / 2, rel=0.01)
+    print(f"300-instance batch run: {summary['cost']['total_usd']:.4f} USD; the same tokens at list price "
+          f"{list_price:.4f} USD; {len(server.batches)} batch; second run: {second.returncode}")
+
+
 def server_billed_usd(server, price):
     """What the server charged, from its own token counts of the requests it answered."""
     return sum(costs.cost_usd(r["billed"], price) for r in server.requests if r["billed"])
