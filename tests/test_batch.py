@@ -104,3 +104,27 @@ def test_a_batch_the_budget_cannot_hold_is_not_sent(tmp_path):
         left = batch.run(tmp_path, ids, "openai", MODELS["openai"], settings_for("openai", server, tmp_path, max_cost=0.0),
                          tmp_path / "batch" / "done.json", poll_s=0.05, log=print)
     assert left == ids and server.batches == {} and server.requests == []
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_cancelled_batch_is_sent_again_for_what_it_left(provider, tmp_path):
+    ids = make_run(tmp_path, ROWS[:3])
+    with FakeModelServer(ROWS) as server:
+        server.batch_hold.set()
+        stopped = multiprocessing.get_context("fork").Process(target=run_batch, args=(provider, server.url, tmp_path))
+        stopped.start()
+        while not server.batches:
+            stopped.join(0.05)
+        stopped.kill()
+        stopped.join()
+        # cancelled on the provider's side (its console, or its client) while pending
+        settings = settings_for(provider, server, tmp_path)
+        client = batch.providers.client_for(provider, settings)
+        first = next(iter(server.batches))
+        cancel = client.batches.cancel if provider == "openai" else client.messages.batches.cancel
+        assert cancel(first).id == first
+        server.batch_hold.clear()
+        run_batch(provider, server.url, tmp_path)
+    assert len(server.batches) == 2 and all(batch.answer_path(tmp_path, i).exists() for i in ids)
+    assert [len(b["lines"]) for b in server.batches.values()] == [3, 3]
+    assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["released"] * 3 + ["settled"] * 3
