@@ -34,6 +34,7 @@ def checked_config(config):
             load_predictions(config["predictions"])
         if RUNS_JOBS:
             settings.check_api_key(config, os.environ)
+            settings.check_price(config)
     except WorkflowError as e:
         sys.exit(f"Invalid configuration: {settings.describe_schema_error(e)}")
     except (settings.ConfigError, PredictionsError) as e:
@@ -93,6 +94,9 @@ if not config["predictions"] and workflow.is_main_process and settings.runs_jobs
             sys.exit(f"Invalid configuration: {e}")
     if STARTS_RUN and not (os.path.exists(ANSWER_SETTINGS) and read_json(ANSWER_SETTINGS) == answer_settings):
         write_json_atomic(ANSWER_SETTINGS, answer_settings)
+    if STARTS_RUN and os.path.exists(f"{RUN}/quota_exhausted.json"):
+        # a new run asks again: the account may have credit now
+        os.replace(f"{RUN}/quota_exhausted.json", f"{RUN}/quota_exhausted.earlier.json")
 
 
 if config["retry_failed"] and STARTS_RUN and os.path.exists(INDEX):
@@ -166,13 +170,17 @@ def run_targets(wildcards):
 
 def failure_advice():
     """What the user reads when jobs failed: the errors above name the rule, the instance and its log."""
-    from scripts.costs import budget_advice
+    from scripts.costs import budget_advice, quota_advice
 
-    return budget_advice(RUN, config.get("max_cost")) + (
-        f"Some jobs of run {RUN} failed; the errors above name each one's instance and log file, and all finished "
-        "work is kept. To retry just what failed, run the same command again. To merge and evaluate what is done "
-        "now, add --config allow_partial=true. To see the state of every instance: "
-        f"{sys.executable} -m scripts.status --run {RUN}"
+    return (
+        quota_advice(RUN)
+        + budget_advice(RUN, config.get("max_cost"))
+        + (
+            f"Some jobs of run {RUN} failed; the errors above name each one's instance and log file, and all finished "
+            "work is kept. To retry just what failed, run the same command again. To merge and evaluate what is done "
+            "now, add --config allow_partial=true. To see the state of every instance: "
+            f"{sys.executable} -m scripts.status --run {RUN}"
+        )
     )
 
 
@@ -200,6 +208,8 @@ ESTIMATE = f"{RUN}/estimate.json" if config["provider"] in MODEL_PROVIDERS and n
 
 def estimate_settings():
     return {
+        "provider": config["provider"],
+        "batch": config["batch"],
         "prices": DERIVED["api"]["prices"],
         "answer_tokens": config["estimate_answer_tokens"],
         "max_output_tokens": config["max_output_tokens"],

@@ -1,3 +1,25 @@
+# With batch=true one job asks every instance still without an answer through the provider's
+# batch API (scripts/batch.py); each generate job then writes its response.json from that answer.
+BATCH_DONE = f"{RUN}/batch/done.json" if config["batch"] and ESTIMATE else None
+
+if BATCH_DONE:
+    if STARTS_RUN and os.path.exists(BATCH_DONE) and read_json(BATCH_DONE)["unanswered"]:
+        os.remove(BATCH_DONE)  # instances are left to ask: a new batch
+
+    rule batch:
+        input:
+            prompts=per_instance("prompt.json"),
+            estimate=ancient(ESTIMATE),
+        output:
+            BATCH_DONE,
+        localrule: True
+        run:
+            from scripts import batch
+
+            ids = [os.path.basename(os.path.dirname(path)) for path in input.prompts]
+            batch.run(RUN, ids, config["provider"], MODEL, DERIVED["api"], output[0], poll_s=config["batch_poll"])
+
+
 # Runs in Snakemake's own process when threads are used (the default profile sets
 # force-use-threads), so the model clients are imported once, not once per instance.
 # A request waits on the network, not on a core: threads 0 leaves the cores to the other
@@ -14,6 +36,7 @@ rule generate:
         # No request before the run's cost estimate is made and accepted. ancient(): a new
         # estimate (more instances) does not redo the answers already in.
         **({"estimate": ancient(ESTIMATE)} if ESTIMATE else {}),
+        **({"batch": ancient(BATCH_DONE)} if BATCH_DONE else {}),
         prompt=f"{RUN}/instances/{{id}}/prompt.json",
     output:
         # A paid answer is not deleted before its job runs again: the job keeps it, or sets it aside with
@@ -29,6 +52,12 @@ rule generate:
     resources:
         api=1,
     params:
+        # openai_api and reasoning_effort only when set: the answers of runs made before them are not asked again
+        **{
+            key: config[key]
+            for key, default in (("openai_api", "auto"), ("reasoning_effort", None))
+            if config[key] != default
+        },
         # The settings that change an answer: a change reruns generation and what follows.
         provider=config["provider"],
         model=MODEL,

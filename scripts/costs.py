@@ -1,7 +1,11 @@
 """What answers cost, and the run's budget.
 
-Prices come from prices.yaml beside this file, overridden or extended by the `prices`
-setting. The budget is kept in a ledger, results/<run>/spend.jsonl, one line per paid
+Prices come from the genai-prices database (pinned in requirements.txt, offline), which
+matches a provider's model id as the provider names it (dated names too); prices.yaml beside
+this file adds what the database lacks, and the `prices` setting overrides or adds models by
+exact name (local servers, fine-tunes). A price is a dict in USD per million tokens: input,
+cached_input (cache reads), cache_write, output, reasoning (default: output), tiers (long-context
+rates, each for requests of more than `above` input tokens) and source. The budget is kept in a ledger, results/<run>/spend.jsonl, one line per paid
 request, read and rewritten under a file lock so that parallel jobs, separate processes
 and cluster jobs on a shared filesystem all see one total.
 
@@ -28,8 +32,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import genai_prices
 import yaml
 from filelock import FileLock
+from genai_prices import data_snapshot
 
 PRICE_TABLE = Path(__file__).parent / "prices.yaml"
 # The chat format adds a few tokens per message (role, separators) and per request (the reply's
@@ -42,33 +48,90 @@ class BudgetSpent(Exception):
     pass
 
 
+DATABASE = f"genai-prices {genai_prices.__version__}"
+# the database's price keys and ours
+DATABASE_KEYS = {"input_mtok": "input", "cache_read_mtok": "cached_input", "cache_write_mtok": "cache_write",
+                 "output_mtok": "output", "output_reasoning_mtok": "reasoning"}
+
+
 @functools.cache
 def _price_table():
-    return yaml.safe_load(PRICE_TABLE.read_text(encoding="utf-8"))
+    return yaml.safe_load(PRICE_TABLE.read_text(encoding="utf-8")) or {}
 
 
 def load_prices(overrides=None):
-    return {**_price_table(), **(overrides or {})}
+    """The prices that come before the database, by exact model name: prices.yaml, then the `prices` setting."""
+    table = {name: dict(price, source=price.get("source", "scripts/prices.yaml")) for name, price in _price_table().items()}
+    return {**table, **{name: dict(price, source="the prices setting") for name, price in (overrides or {}).items()}}
 
 
-def price_for(model, prices):
-    """The price entry of the model, by exact name or else by the longest name it starts with; None if unknown."""
+def database_price(provider, model, batch=False):
+    """The database's price of a model of a provider ("openai", "anthropic") at today's date, batch rates
+    with batch=True; None when the database does not know the model."""
+    try:
+        found_provider, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider, None)
+    except LookupError:
+        return None
+    rates = info.get_prices(datetime.now(timezone.utc), {"processing": "batch"} if batch else None)
+    price, tiers = {}, {}
+    for key, ours in DATABASE_KEYS.items():
+        value = getattr(rates, key, None)
+        if isinstance(value, genai_prices.types.TieredPrices):
+            for tier in value.tiers:
+                tiers.setdefault(tier.start, {"above": tier.start})[ours] = float(tier.price)
+            value = value.base
+        if value is not None:
+            price[ours] = float(value)
+    if "input" not in price or "output" not in price:
+        return None  # priced by other units (images, audio, requests)
+    if tiers:
+        price["tiers"] = [tiers[start] for start in sorted(tiers)]
+    rate = "batch rates" if batch else "list price"
+    price["source"] = f"{DATABASE}: {found_provider.id}/{info.id}, {rate}"
+    return price
+
+
+def price_for(provider, model, prices, batch=False):
+    """The price of the model: from `prices` (load_prices) by exact name, else from the database; None if unknown.
+    A price of `prices` with a `batch` entry takes it for batch requests."""
     if model in prices:
-        return prices[model]
-    prefixes = [name for name in prices if model.startswith(name)]
-    return prices[max(prefixes, key=len)] if prefixes else None
+        price = prices[model]
+        if batch and price.get("batch"):
+            return dict(price["batch"], source=f"{price['source']}, batch rates")
+        return price
+    return database_price(provider, model, batch)
+
+
+def unknown_price_message(provider, model):
+    return (f"no price is known for model {model} (provider {provider}): it is neither in the genai-prices "
+            f"database ({DATABASE}) nor in the prices setting, so its cost is unknown and max_cost cannot bound it. "
+            f"Give its price in USD per million tokens: --config 'prices={{{model}: {{input: X, output: Y}}}}' "
+            "(or a `prices:` entry in a --configfile).")
+
+
+def rates_at(price, input_tokens):
+    """The rates of a price for a request of input_tokens: a long-context tier prices all of its tokens."""
+    rates = {key: value for key, value in price.items() if key not in ("tiers", "batch", "source")}
+    for tier in price.get("tiers") or ():
+        if input_tokens > tier["above"]:
+            rates.update({key: value for key, value in tier.items() if key != "above"})
+    return rates
 
 
 def cost_usd(usage, price):
-    """USD for one answer's usage at a price in USD per million tokens."""
+    """USD for one answer's usage at a price in USD per million tokens. input_tokens is the whole prompt
+    (cache reads and writes included); output_tokens includes reasoning_tokens."""
+    rates = rates_at(price, usage.get("input_tokens", 0))
     cached = usage.get("cached_input_tokens", 0)
     written = usage.get("cache_write_tokens", 0)
+    reasoning = usage.get("reasoning_tokens", 0)
     fresh = usage.get("input_tokens", 0) - cached - written
     total = (
-        fresh * price["input"]
-        + cached * price.get("cached_input", price["input"])
-        + written * price.get("cache_write", price["input"])
-        + usage.get("output_tokens", 0) * price["output"]
+        fresh * rates["input"]
+        + cached * rates.get("cached_input", rates["input"])
+        + written * rates.get("cache_write", rates["input"])
+        + (usage.get("output_tokens", 0) - reasoning) * rates["output"]
+        + reasoning * rates.get("reasoning", rates["output"])
     )
     return round(total / 1_000_000, 8)
 
@@ -80,9 +143,11 @@ def worst_case_usd(messages, max_output_tokens, price):
     write costs more than plain input), plus the whole output limit at the output price."""
     text_bytes = sum(len(str(m["content"]).encode("utf-8")) for m in messages)
     tokens_in = text_bytes + TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_REQUEST
-    input_price = max(price["input"], price.get("cache_write", price["input"]))
+    rates = rates_at(price, tokens_in)  # more tokens never take a cheaper tier
+    input_price = max(rates["input"], rates.get("cache_write", rates["input"]))
+    output_price = max(rates["output"], rates.get("reasoning", rates["output"]))
     # rounded up to a millionth of a USD, so that rounding never makes the bound smaller than the cost
-    return math.ceil(tokens_in * input_price + max_output_tokens * price["output"]) / 1_000_000
+    return math.ceil(tokens_in * input_price + max_output_tokens * output_price) / 1_000_000
 
 
 def _locked(ledger):
@@ -207,6 +272,20 @@ def stopped_instances(run_dir, entries):
         elif not (folder / "repair.json").exists():
             stopped[instance_id] = ("repair", usd)
     return stopped
+
+
+def quota_advice(run_dir):
+    """The final message's part on a provider account without credit, when it stopped generation; '' if not."""
+    marker = Path(run_dir) / "quota_exhausted.json"
+    if not marker.exists():
+        return ""
+    stopped = json.loads(marker.read_text(encoding="utf-8"))
+    index = Path(run_dir) / "instances.index.json"
+    ids = json.loads(index.read_text(encoding="utf-8")) if index.exists() else []
+    left = sum(not (Path(run_dir) / "instances" / i / "response.json").exists() for i in ids)
+    return (f"Generation stopped: {stopped['provider']} says the account has no credit left ({stopped['error']}); "
+            f"{left} instance(s) have no answer yet and were not asked again. Add credit to the account (or raise "
+            "its quota), then run the same command again: finished instances are kept. ")
 
 
 def budget_advice(run_dir, max_cost):

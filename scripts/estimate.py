@@ -8,7 +8,7 @@ response.json newer than their prompt are not counted: they will not be asked ag
 """
 from pathlib import Path
 
-from scripts import costs
+from scripts import costs, providers
 from scripts.common import read_json, write_json_atomic
 
 
@@ -29,8 +29,9 @@ def estimate(prompt_tokens, model, price, answer_tokens, max_output_tokens):
     }
     if price is not None:
         for name, per_answer in record["answer_tokens"].items():
-            usage = {"input_tokens": record["prompt_tokens"], "output_tokens": per_answer * len(prompt_tokens)}
-            record[f"{name}_usd"] = costs.cost_usd(usage, price)
+            # request by request: a long-context tier prices a whole request by its own size
+            record[f"{name}_usd"] = round(sum(costs.cost_usd({"input_tokens": tokens, "output_tokens": per_answer}, price)
+                                              for tokens in prompt_tokens), 8)
     return record
 
 
@@ -39,9 +40,10 @@ def describe(record):
     head = f"Cost estimate for {record['instances']} instances to ask ({record['prompt_tokens']:,} prompt tokens"
     if record["low_usd"] is None:
         return (f"{head}): no price is known for model {record['model']}, so it cannot be estimated and its "
-                "spend is recorded as 0; give one with --config 'prices={MODEL: {input: X, output: Y}}'.")
+                "cost is unknown; give one with --config 'prices={MODEL: {input: X, output: Y}}'.")
     return (f"{head}, answers of {record['answer_tokens']['low']:,} to {record['answer_tokens']['high']:,} tokens "
-            f"at {record['price']['input']:g}/{record['price']['output']:g} USD per million in/out): "
+            f"at {record['price']['input']:g}/{record['price']['output']:g} USD per million in/out, "
+            f"{record['price'].get('source', 'the prices setting')}): "
             f"{record['low_usd']:.2f} to {record['high_usd']:.2f} USD.")
 
 
@@ -74,14 +76,15 @@ def prompts_to_ask(run_dir, instance_ids):
 def for_run(run_dir, instance_ids, model, settings):
     """The estimate of the instances still to ask, and the ids whose prompt is not built yet."""
     tokens, missing = prompts_to_ask(run_dir, instance_ids)
-    record = estimate(tokens, model, costs.price_for(model, settings["prices"]), settings["answer_tokens"],
-                      settings["max_output_tokens"])
+    price = costs.price_for(settings["provider"], model, settings["prices"], batch=settings.get("batch", False))
+    record = estimate(tokens, model, price, settings["answer_tokens"],
+                      providers.output_limit(settings["provider"], model, settings))
     return record, missing
 
 
 def run(run_dir, instance_ids, model, settings, out_path=None):
     """The stage: estimate the instances still to ask, print it, stop above cost_warn, write estimate.json.
-    settings: prices, answer_tokens, max_output_tokens, cost_warn, confirm_cost."""
+    settings: provider, prices, answer_tokens, max_output_tokens, cost_warn, confirm_cost."""
     record, _ = for_run(run_dir, instance_ids, model, settings)
     print(describe(record), flush=True)
     check(record, settings["cost_warn"], settings["confirm_cost"])

@@ -74,7 +74,7 @@ def repositories_figure(summary):
 def cost_figure(summary):
     answers = summary["per_instance"]
     fig, (cost_ax, token_ax) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    costs = [a["cost_usd"] for a in answers]
+    costs = [a["cost_usd"] or 0.0 for a in answers]
     if not answers:
         note(cost_ax, "no answers in this run (predictions given)")
         note(token_ax, "no answers in this run (predictions given)")

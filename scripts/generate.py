@@ -42,7 +42,8 @@ class GenerationFailed(Exception):
 
 
 def no_usage():
-    return {"input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "cache_write_tokens": 0}
+    return {"input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "cache_write_tokens": 0,
+            "reasoning_tokens": 0}
 
 
 def gold(prompt, row, settings):
@@ -97,6 +98,16 @@ def settle_failed(ledger, request, error):
                         note=None if unbilled else f"no usage known: {type(error).__name__}")
 
 
+def quota_marker(settings):
+    """The run's record that the provider's account ran out of credit: no generate job sends after it."""
+    return Path(settings["ledger"]).parent / "quota_exhausted.json"
+
+
+def quota_stop(settings):
+    marker = quota_marker(settings)
+    return read_json(marker)["error"] if marker.exists() else None
+
+
 def ask_with_retries(prompt, row, provider, model, settings, context=None, template=None, log=print):
     """(Answer, attempts, dropped context files, USD of all its attempts) from an API provider. Each
     attempt reserves its worst case in the run's ledger first (BudgetSpent if it does not fit) and
@@ -106,10 +117,17 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
     if context:  # start from the files the prompt holds: the prompt stage may have left some out
         left_out = set(prompt.get("dropped_files") or [])
         context = dict(context, files=[f for f in context["files"] if f["path"] not in left_out])
-    price, spent = costs.price_for(model, settings["prices"]), 0.0
+    price, spent = costs.price_for(provider, model, settings["prices"]), 0.0
+    if price is None and settings.get("max_cost") is not None:
+        raise GenerationFailed(costs.unknown_price_message(provider, model))
     for number in range(1, settings["max_attempts"] + 1):
-        # A model with no known price reserves 0: its requests stop only once the recorded spend reaches max_cost.
-        worst = costs.worst_case_usd(messages, settings["max_output_tokens"], price) if price else 0.0
+        stopped = quota_stop(settings)
+        if stopped:
+            raise GenerationFailed(f"generation stopped, no request sent: {stopped}")
+        # Without max_cost a model with no known price reserves 0 (nothing is refused). The output limit may be
+        # lowered to the model's own by one retry inside providers.ask: never raised.
+        worst = (costs.worst_case_usd(messages, providers.output_limit(provider, model, settings), price)
+                 if price else 0.0)
         # A request that fits only once those in flight settle waits for them: at most as long as one may take.
         request = costs.reserve(settings["ledger"], row["instance_id"], worst, settings.get("max_cost"),
                                 wait_s=settings["request_timeout"] + 10)
@@ -136,6 +154,11 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
                 context, messages = without_last_file(context, template)
                 log(f"attempt {number}: {last_error}; dropping {dropped[-1]} from the context")
                 continue
+            if isinstance(error, providers.QuotaExhausted):
+                message = redact(str(error), settings)
+                write_json_atomic(quota_marker(settings), {"provider": provider, "error": message, "at": now()})
+                raise GenerationFailed(f"{provider} says the account has no credit left ({message}); all generation "
+                                       "stops, no further request is sent") from None
             if isinstance(error, providers.Rejected):
                 raise GenerationFailed(f"{provider} rejected the request: {redact(str(error), settings)}") from None
             raise
@@ -161,9 +184,10 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
         else:
             answer, attempts, dropped, cost = ask_with_retries(prompt, row, provider, model, settings, context,
                                                                template, log)
-            price = costs.price_for(model, settings["prices"])
+            price = costs.price_for(provider, model, settings["prices"])
             if price is None:
-                log(f"warning: no price known for model {model}; its cost counts as 0 (add it with the prices setting)")
+                cost = None
+                log(f"warning: {costs.unknown_price_message(provider, model)}")
         status, reason, detail = "ok", None, None
         if answer.stop_reason in ("refusal", "content_filter"):
             status, reason, detail = "failed", "refused", f"the model stopped with {answer.raw_stop_reason}"
@@ -182,8 +206,8 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
         "stop_reason": answer.stop_reason,
         "raw_stop_reason": answer.raw_stop_reason,
         "usage": answer.usage,
-        "cost_usd": cost,
-        "price_per_million": price,
+        "cost_usd": cost,  # None: the model's price is unknown
+        "price_per_million": price,  # with its source
         "latency_s": latency,
         "attempts": attempts or [attempt_record(started, clock)],
         "dropped_context_files": dropped,
@@ -204,17 +228,42 @@ def run(instance_id, input, provider, model, settings, out_path, log_path):
             template = load_template(input["template"])
         context = read_json(input["context"]) if input.get("context") else None
         try:
-            record = generate(read_json(input["prompt"]), read_row(input["instances"], input["index"], instance_id),
-                              provider, model, settings, context, template, log)
+            if settings.get("batch") and provider in providers.ASK:
+                record = from_batch(instance_id, provider, model, settings)
+            else:
+                record = generate(read_json(input["prompt"]), read_row(input["instances"], input["index"], instance_id),
+                                  provider, model, settings, context, template, log)
         except (GenerationFailed, costs.BudgetSpent) as error:
             log(f"error: {error}")
             if getattr(error, "cause", None):
                 log(fault_line(error.cause, "a rerun retries it"))
             raise GenerationFailed(f"{instance_id}: {error} (log: {log_path})", getattr(error, "cause", None)) from None
         write_json_atomic(out_path, record)
-        log(f"{record['status']} {record['failure_reason'] or record['stop_reason']}, "
-            f"{record['cost_usd']:.6f} USD, {record['latency_s']} s")
+        cost = "unknown cost" if record["cost_usd"] is None else f"{record['cost_usd']:.6f} USD"
+        log(f"{record['status']} {record['failure_reason'] or record['stop_reason']}, {cost}, {record['latency_s']} s")
     print(progress_line(record, provider, settings), flush=True)
+
+
+def from_batch(instance_id, provider, model, settings):
+    """The response record of an answer that the batch stage received (batch=true); GenerationFailed if none."""
+    run_dir = Path(settings["ledger"]).parent
+    path = run_dir / "batch" / "answers" / f"{instance_id}.json"
+    if not path.exists():
+        done = run_dir / "batch" / "done.json"
+        why = read_json(done)["unanswered"].get(instance_id) if done.exists() else None
+        raise GenerationFailed(f"the batches brought no answer ({why or 'not submitted'}); a rerun asks it in a "
+                               "new batch")
+    got = read_json(path)
+    return {
+        "instance_id": instance_id, "provider": provider, "model": model, "status": "failed" if got["stop_reason"]
+        in ("refusal", "content_filter") else "ok", "failure_reason": "refused" if got["stop_reason"] in (
+            "refusal", "content_filter") else None, "failure_detail": None, "answer": got["answer"],
+        "stop_reason": got["stop_reason"], "raw_stop_reason": got["raw_stop_reason"], "usage": got["usage"],
+        "cost_usd": got["cost_usd"], "price_per_million": got["price_per_million"], "batch": got["batch"],
+        "latency_s": 0.0, "attempts": [{"started_at": got["submitted_at"], "latency_s": 0.0, "error": None,
+                                        "status": 200, "wait_s": 0.0}],
+        "dropped_context_files": [], "created_at": now(),
+    }
 
 
 def keep_paid_answers(paths, overwrite, log):
@@ -244,5 +293,6 @@ def progress_line(record, provider, settings):
         budget = f" of max_cost {settings['max_cost']:g} USD" if settings.get("max_cost") is not None else ""
         settled, reserved = costs.totals(costs.read_ledger(settings["ledger"]))
         in_flight = f" (+{reserved:.4f} reserved by requests in flight)" if reserved else ""
-        line += f", {record['cost_usd']:.4f} USD; run total {settled:.4f} USD{in_flight}{budget}"
+        cost = "unknown cost (no price known)" if record["cost_usd"] is None else f"{record['cost_usd']:.4f} USD"
+        line += f", {cost}; run total {settled:.4f} USD{in_flight}{budget}"
     return line

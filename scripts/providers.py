@@ -3,12 +3,16 @@
 `ask(provider, messages, model, settings)` makes one attempt and returns an Answer, or
 raises one of the errors below so that the generate stage can decide what follows:
 Transient (retry after a wait), ContextTooLong (retry with less code context),
-Rejected (the request itself is wrong: stop the job, retrying cannot help).
+Rejected (the request itself is wrong: stop the job, retrying cannot help),
+QuotaExhausted (the account has no credit left: stop all generation).
 Clients are made once per process and shared by the threads that run generate jobs.
 """
 import re
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 DEFAULT_MODELS = {"openai": "gpt-5.4-mini", "anthropic": "claude-sonnet-4-6"}
 KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -22,7 +26,8 @@ class Answer:
     text: str
     stop_reason: str  # end, max_tokens, refusal, content_filter, or the provider's own word
     raw_stop_reason: str
-    usage: dict = field(default_factory=dict)  # input_tokens, output_tokens, cached_input_tokens, cache_write_tokens
+    usage: dict = field(default_factory=dict)  # input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
+    # reasoning_tokens (within output_tokens)
 
 
 class Transient(Exception):
@@ -50,8 +55,28 @@ class Rejected(Exception):
     pass
 
 
+class QuotaExhausted(Rejected):
+    """OpenAI's insufficient_quota (a 429 that never passes) or Anthropic's billing error: no request can pass."""
+
+
+class OutputLimitTooHigh(Rejected):
+    def __init__(self, message, limit):
+        super().__init__(message)
+        self.limit = limit
+
+
+# The output limits of models, from the providers' model pages (the price database has none); a model not
+# here gets max_output_tokens, and the 400 that says it is too high teaches its limit (OUTPUT_LIMIT_ERROR).
+OUTPUT_LIMITS = yaml.safe_load((Path(__file__).parent / "output_limits.yaml").read_text(encoding="utf-8"))
+OUTPUT_LIMIT_ERROR = re.compile(r"supports at most (\d+) completion tokens|> (\d+), which is the maximum allowed "
+                                r"number of output tokens", re.I)
+# OpenAI models that only the Responses API serves: the -pro and codex families, deep research, computer use
+RESPONSES_ONLY = re.compile(r"(^|-)pro(-\d{4}-\d{2}-\d{2})?$|codex|deep-research|computer-use")
+QUOTA_ERROR = re.compile(r"insufficient_quota|credit balance is too low|exceeded your current quota", re.I)
+
 _clients = {}
 _unsupported = {}  # (provider, base_url, model) -> request parameters the server refused
+_learned_limits = {}  # (provider, base_url, model) -> the output limit a 400 named
 _lock = threading.Lock()
 
 
@@ -101,6 +126,14 @@ def classify(error, library):
         return Transient(f"{type(error).__name__}: {error}", sent=not never_connected(error))
     if isinstance(error, library.APIStatusError):
         status, message = error.status_code, f"{type(error).__name__} {error.status_code}: {error.message}"
+        body = error.body if isinstance(error.body, dict) else {}
+        kind = (body.get("error") or {}).get("type") if isinstance(body.get("error"), dict) else body.get("type")
+        if getattr(error, "code", None) == "insufficient_quota" or kind == "billing_error" or (
+                status in (400, 402, 403, 429) and QUOTA_ERROR.search(str(error.message))):
+            return QuotaExhausted(message)
+        limit = OUTPUT_LIMIT_ERROR.search(str(error.message)) if status == 400 else None
+        if limit:
+            return OutputLimitTooHigh(message, int(next(g for g in limit.groups() if g)))
         if status in (408, 409, 429) or status >= 500:
             return Transient(message, retry_after_seconds(error.response.headers), status)
         if status in (400, 413) and CONTEXT_ERROR.search(str(error.message)):
@@ -111,13 +144,30 @@ def classify(error, library):
     return None
 
 
+ADAPTABLE = ("temperature", "max_tokens", "max_completion_tokens", "reasoning_effort", "reasoning")
+
+
 def refused_parameter(error):
     """The request parameter a 400 says the model does not take (OpenAI reports it in `param`)."""
     param = getattr(error, "param", None)
-    if param in ("temperature", "max_tokens", "max_completion_tokens"):
+    if param in ADAPTABLE:
         return param
-    match = re.search(r"'(temperature|max_tokens|max_completion_tokens)'", str(getattr(error, "message", "")))
+    match = re.search(r"'(temperature|max_tokens|max_completion_tokens|reasoning_effort|reasoning)'",
+                      str(getattr(error, "message", "")))
     return match.group(1) if match else None
+
+
+def output_limit(provider, model, settings):
+    """max_output_tokens, at most the model's own limit when it is known (listed, or named by an earlier 400)."""
+    with _lock:
+        learned = _learned_limits.get((provider, settings.get("base_url"), model))
+    known = learned or OUTPUT_LIMITS.get(provider, {}).get(model)
+    return settings["max_output_tokens"] if known is None else min(settings["max_output_tokens"], known)
+
+
+def learn_output_limit(provider, model, settings, limit):
+    with _lock:
+        _learned_limits[(provider, settings.get("base_url"), model)] = limit
 
 
 def openai_request(messages, model, settings, unsupported):
@@ -127,10 +177,77 @@ def openai_request(messages, model, settings, unsupported):
     limit = "max_tokens" if settings.get("base_url") else "max_completion_tokens"
     if limit in unsupported:
         limit = "max_completion_tokens" if limit == "max_tokens" else "max_tokens"
-    request[limit] = settings["max_output_tokens"]
+    request[limit] = output_limit("openai", model, settings)
     if settings.get("temperature") is not None and "temperature" not in unsupported:
         request["temperature"] = settings["temperature"]
+    if settings.get("reasoning_effort") and "reasoning_effort" not in unsupported:
+        request["reasoning_effort"] = settings["reasoning_effort"]
     return request
+
+
+def uses_responses(model, settings):
+    """Whether a request to this model goes to the Responses API: openai_api=responses, or by itself for the
+    models that Chat Completions does not serve."""
+    api = settings.get("openai_api") or "auto"
+    return api == "responses" or (api == "auto" and RESPONSES_ONLY.search(model) is not None)
+
+
+def responses_request(messages, model, settings, unsupported):
+    request = {"model": model, "input": [m for m in messages if m["role"] != "system"],
+               "max_output_tokens": output_limit("openai", model, settings),
+               "store": False}  # nothing is kept on the provider's side
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    if system:
+        request["instructions"] = system
+    if settings.get("temperature") is not None and "temperature" not in unsupported:
+        request["temperature"] = settings["temperature"]
+    if settings.get("reasoning_effort") and "reasoning" not in unsupported:
+        request["reasoning"] = {"effort": settings["reasoning_effort"]}
+    return request
+
+
+def read_completion(completion):
+    if not completion.choices:
+        raise Transient("malformed response: no choices")
+    choice = completion.choices[0]
+    message = choice.message
+    raw_stop = choice.finish_reason or "unknown"
+    stop = "refusal" if getattr(message, "refusal", None) else OPENAI_STOP.get(raw_stop, raw_stop)
+    usage = completion.usage
+    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None) or 0
+    reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None) or 0
+    return Answer(
+        text=message.content or getattr(message, "refusal", None) or "",
+        stop_reason=stop,
+        raw_stop_reason=raw_stop,
+        usage={"input_tokens": usage.prompt_tokens if usage else 0,
+               "output_tokens": usage.completion_tokens if usage else 0,
+               "cached_input_tokens": cached, "cache_write_tokens": 0, "reasoning_tokens": reasoning},
+    )
+
+
+def read_response(response):
+    """An Answer from a Responses API response: its message text, why it stopped, its usage."""
+    if response.status == "failed":
+        raise Transient(f"the response failed: {response.error.message if response.error else 'no reason given'}")
+    blocks = [block for item in response.output if item.type == "message" for block in item.content]
+    refusal = "".join(block.refusal for block in blocks if block.type == "refusal")
+    text = "".join(block.text for block in blocks if block.type == "output_text")
+    reason = response.incomplete_details.reason if response.incomplete_details else None
+    raw_stop = reason or response.status or "unknown"
+    stop = "refusal" if refusal else {"completed": "end", "max_output_tokens": "max_tokens"}.get(raw_stop, raw_stop)
+    usage = response.usage
+    details = getattr(usage, "input_tokens_details", None)
+    return Answer(
+        text=text or refusal,
+        stop_reason=stop,
+        raw_stop_reason=raw_stop,
+        usage={"input_tokens": usage.input_tokens if usage else 0,
+               "output_tokens": usage.output_tokens if usage else 0,
+               "cached_input_tokens": getattr(details, "cached_tokens", 0) or 0,
+               "cache_write_tokens": getattr(details, "cache_write_tokens", 0) or 0,
+               "reasoning_tokens": getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", 0) or 0},
+    )
 
 
 OPENAI_STOP = {"stop": "end", "length": "max_tokens", "content_filter": "content_filter"}
@@ -141,15 +258,18 @@ def ask_openai(messages, model, settings):
 
     client = client_for("openai", settings)
     key = ("openai", settings.get("base_url"), model)
-    for _ in range(3):  # at most two parameters to adapt
+    responses = uses_responses(model, settings)
+    build, create = ((responses_request, client.responses.create) if responses
+                     else (openai_request, client.chat.completions.create))
+    for _ in range(4):  # at most three parameters to adapt
         with _lock:
             unsupported = set(_unsupported.get(key, ()))
         try:
-            completion = client.chat.completions.create(**openai_request(messages, model, settings, unsupported))
+            result = create(**build(messages, model, settings, unsupported))
             break
         except openai.BadRequestError as error:
             param = refused_parameter(error)
-            if param is None or param in unsupported:
+            if param is None or param in unsupported or isinstance(classify(error, openai), OutputLimitTooHigh):
                 raise classify(error, openai) from error
             with _lock:
                 _unsupported.setdefault(key, set()).add(param)
@@ -157,41 +277,40 @@ def ask_openai(messages, model, settings):
             raise (classify(error, openai) or error) from error
     else:
         raise Rejected(f"{model} refused the request parameters {sorted(unsupported)}")
-    if not completion.choices:
-        raise Transient("malformed response: no choices")
-    choice = completion.choices[0]
-    message = choice.message
-    raw_stop = choice.finish_reason or "unknown"
-    stop = "refusal" if getattr(message, "refusal", None) else OPENAI_STOP.get(raw_stop, raw_stop)
-    usage = completion.usage
-    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None) or 0
-    return Answer(
-        text=message.content or getattr(message, "refusal", None) or "",
-        stop_reason=stop,
-        raw_stop_reason=raw_stop,
-        usage={"input_tokens": usage.prompt_tokens if usage else 0,
-               "output_tokens": usage.completion_tokens if usage else 0,
-               "cached_input_tokens": cached, "cache_write_tokens": 0},
-    )
+    return read_response(result) if responses else read_completion(result)
 
 
 ANTHROPIC_STOP = {"end_turn": "end", "stop_sequence": "end", "max_tokens": "max_tokens", "refusal": "refusal"}
+
+
+def anthropic_request(messages, model, settings):
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    request = {"model": model, "max_tokens": output_limit("anthropic", model, settings),
+               "messages": [m for m in messages if m["role"] != "system"]}
+    if system:
+        request["system"] = system
+    if settings.get("prompt_cache") and request["messages"]:
+        # The system prompt and the first user message (the issue and its code context) come again in every
+        # self-repair request of the instance: cached once (at 1.25 times the input price), read at a tenth.
+        first = request["messages"][0]
+        request["messages"][0] = {**first, "content": [{"type": "text", "text": first["content"],
+                                                        "cache_control": {"type": "ephemeral"}}]}
+    # The Messages API of the pinned client takes no temperature: the model's own sampling applies.
+    return request
 
 
 def ask_anthropic(messages, model, settings):
     import anthropic
 
     client = client_for("anthropic", settings)
-    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    request = {"model": model, "max_tokens": settings["max_output_tokens"],
-               "messages": [m for m in messages if m["role"] != "system"]}
-    if system:
-        request["system"] = system
-    # The Messages API of the pinned client takes no temperature: the model's own sampling applies.
     try:
-        message = client.messages.create(**request)
+        message = client.messages.create(**anthropic_request(messages, model, settings))
     except (anthropic.AnthropicError, ValueError) as error:
         raise (classify(error, anthropic) or error) from error
+    return read_message(message)
+
+
+def read_message(message):
     text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
     raw_stop = message.stop_reason or "unknown"
     usage = message.usage
@@ -203,7 +322,7 @@ def ask_anthropic(messages, model, settings):
         raw_stop_reason=raw_stop,
         # Anthropic counts cache reads and writes apart from input_tokens; here input is the whole prompt.
         usage={"input_tokens": usage.input_tokens + cached + written, "output_tokens": usage.output_tokens,
-               "cached_input_tokens": cached, "cache_write_tokens": written},
+               "cached_input_tokens": cached, "cache_write_tokens": written, "reasoning_tokens": 0},
     )
 
 
@@ -211,4 +330,11 @@ ASK = {"openai": ask_openai, "anthropic": ask_anthropic}
 
 
 def ask(provider, messages, model, settings):
-    return ASK[provider](messages, model, settings)
+    """One request; a 400 that says the output limit is too high is answered by one retry at the model's limit."""
+    try:
+        return ASK[provider](messages, model, settings)
+    except OutputLimitTooHigh as error:
+        if error.limit >= output_limit(provider, model, settings):
+            raise
+        learn_output_limit(provider, model, settings, error.limit)
+        return ASK[provider](messages, model, settings)

@@ -100,8 +100,8 @@ def self_repair(first, response, prompt, context, repository, repair, folder, lo
         attempts.append({"number": number, "prompt": f"repair/{number}.prompt.json",
                          "response": f"repair/{number}.response.json",
                          **{key: latest[key] for key in ("status", "reason", "problems", "applies", "syntax_errors")},
-                         "cost_usd": reply["cost_usd"]})
-        log(f"repair {number}: {latest['status']} {latest['reason'] or ''}, {reply['cost_usd']:.6f} USD")
+                         "cost_usd": reply["cost_usd"] or 0.0})
+        log(f"repair {number}: {latest['status']} {latest['reason'] or ''}, {reply['cost_usd'] or 0.0:.6f} USD")
         if rank(latest) > rank(best):
             best_text, best = text, latest
         if reply["status"] == "failed":

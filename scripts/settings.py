@@ -147,6 +147,16 @@ def check_api_key(config, environ):
     )
 
 
+def check_price(config):
+    """Stop a run with a budget whose model has no known price: max_cost could not bound its spend."""
+    if config["provider"] not in ASK or config["predictions"] or config["max_cost"] is None:
+        return
+    model = model_name(config)
+    if costs.price_for(config["provider"], model, costs.load_prices(config["prices"]), config["batch"]) is None:
+        raise ConfigError(f"max_cost={config['max_cost']:g} is set, but {costs.unknown_price_message(config['provider'], model)} "
+                          "Nothing was sent.")
+
+
 def runs_jobs(argv):
     """Whether snakemake was called (with these arguments) to run jobs, rather than to lint, report,
     list or draw the workflow."""
@@ -188,6 +198,9 @@ def api_settings(provider, config, run_dir):
         # Servers behind base_url (vLLM, Ollama, ...) often need no key, but the clients want one.
         "api_key": key_variable and (os.environ.get(key_variable) or ("unused" if base_url else None)),
         "temperature": config["temperature"],
+        "openai_api": config["openai_api"],
+        "batch": config["batch"],
+        "reasoning_effort": config["reasoning_effort"],
         "max_output_tokens": config["max_output_tokens"],
         "request_timeout": config["request_timeout"],
         "max_attempts": config["max_attempts"],
@@ -208,7 +221,9 @@ def derived(config):
         "run_id": run_id(config),
         "run_dir": run_dir,
         "model": model_name(config) if not config["predictions"] else None,
-        "api": api_settings(config["provider"], config, run_dir),
+        # Anthropic's prompt cache pays when the prompt comes again: in the instance's self-repair requests
+        "api": {**api_settings(config["provider"], config, run_dir),
+                "prompt_cache": asks_model and config["repair_attempts"] > 0},
         "repos": {"repo_cache": config["repo_cache"], "repo_url": config["repo_url"]} if config["apply_check"] else None,
         "repair_attempts": config["repair_attempts"] if asks_model else 0,
     }

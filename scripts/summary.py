@@ -122,7 +122,9 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
     with_patch = Counter(row["repo"] for row in rows if patch_by_id.get(row["instance_id"]))
     latencies = [r["latency_s"] for r in responses]
     repair_usd = {i: r["repair"]["cost_usd"] for i, r in records.items() if "repair" in r}
-    answers_usd, repairs_usd = sum(r["cost_usd"] for r in responses), sum(repair_usd.values(), 0.0)
+    answers_usd, repairs_usd = sum(r["cost_usd"] or 0.0 for r in responses), sum(repair_usd.values(), 0.0)
+    # answers of a model with no known price: their cost is unknown, not 0
+    unpriced = sorted(r["instance_id"] for r in responses if r["cost_usd"] is None and r["status"] == "ok")
     ledger = Path(run_dir) / "spend.jsonl"
     # the ledger holds every paid request, those of jobs that wrote nothing too
     total_usd = sum(costs.totals(costs.read_ledger(ledger))) if ledger.is_file() else answers_usd + repairs_usd
@@ -157,13 +159,17 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
             "mean_usd": round((answers_usd + repairs_usd) / len(responses), 6) if responses else 0.0,
             "input_tokens": sum(r["usage"]["input_tokens"] for r in responses),
             "cached_input_tokens": sum(r["usage"].get("cached_input_tokens", 0) for r in responses),
+            "cache_write_tokens": sum(r["usage"].get("cache_write_tokens", 0) for r in responses),
             "output_tokens": sum(r["usage"]["output_tokens"] for r in responses),
+            "reasoning_tokens": sum(r["usage"].get("reasoning_tokens", 0) for r in responses),
+            "cache_saving_usd": round(sum(cache_saving(r) for r in responses), 6),
+            "unknown_cost_instances": unpriced,
         },
         "latency_s": {name: percentile(latencies, q) for name, q in LATENCY_PERCENTILES} | {"max": max(latencies)}
         if latencies else None,
         "per_instance": [
             {"instance_id": r["instance_id"], "status": r["status"], "stop_reason": r.get("stop_reason"),
-             "cost_usd": round(r["cost_usd"] + repair_usd.get(r["instance_id"], 0.0), 8), "input_tokens": r["usage"]["input_tokens"],
+             "cost_usd": round((r["cost_usd"] or 0.0) + repair_usd.get(r["instance_id"], 0.0), 8), "input_tokens": r["usage"]["input_tokens"],
              "output_tokens": r["usage"]["output_tokens"], "latency_s": r["latency_s"],
              "attempts": len(r.get("attempts") or [])}
             for r in sorted(responses, key=lambda r: r["instance_id"])
@@ -196,6 +202,14 @@ def evaluation_failures(evaluation, run_dir):
     return failures
 
 
+def cache_saving(response):
+    """What the prompt cache saved an answer: its cost with every cached token at the input price, less its cost."""
+    price, usage = response.get("price_per_million"), response["usage"]
+    if not price or response["cost_usd"] is None:
+        return 0.0
+    return costs.cost_usd(dict(usage, cached_input_tokens=0, cache_write_tokens=0), price) - costs.cost_usd(usage, price)
+
+
 def render_markdown(summary):
     counts = summary["counts"]
     lines = [
@@ -211,6 +225,15 @@ def render_markdown(summary):
         f"({summary['cost']['mean_usd']:.4f} per answered instance); tokens in/out of the answers: "
         f"{summary['cost']['input_tokens']}/{summary['cost']['output_tokens']}",
     ]
+    cost = summary["cost"]
+    if cost.get("cached_input_tokens") or cost.get("cache_write_tokens") or cost.get("reasoning_tokens"):
+        lines.append(f"- prompt cache: {cost['cached_input_tokens']} tokens read, {cost.get('cache_write_tokens', 0)} "
+                     f"written, saving {cost.get('cache_saving_usd', 0.0):.4f} USD; reasoning tokens (in the output): "
+                     f"{cost.get('reasoning_tokens', 0)}")
+    if cost.get("unknown_cost_instances"):
+        lines.append(f"- warning: the cost of {len(cost['unknown_cost_instances'])} answer(s) is unknown, not 0: no "
+                     f"price is known for model {summary['model']}; give it with --config 'prices={{MODEL: {{input: X, "
+                     "output: Y}}'")
     if summary.get("resolution"):
         res = summary["resolution"]
         lines.append(f"- resolved: {res['resolved']} of {res['selected']} ({100 * res['rate']:.1f}%)")

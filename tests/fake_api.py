@@ -1,13 +1,22 @@
-"""A loopback HTTP server that speaks the OpenAI Chat Completions and Anthropic Messages
-wire formats, for testing the real client libraries. It answers each instance with its
+"""A loopback HTTP server that speaks the OpenAI Chat Completions and Responses and the
+Anthropic Messages wire formats, for testing the real client libraries. It answers each instance with its
 reference patch (found by the problem statement in the prompt) and injects faults on
 request: faults[instance_id] is a list consumed one per request."""
 import json
+import re
 import threading
 import time
+import urllib.request
+import uuid
+from datetime import datetime, timedelta, timezone
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ERROR_TYPES = {400: "invalid_request_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+# OpenAI models served only through the Responses API: Chat Completions answers them with a 404
+RESPONSES_ONLY = ("o3-pro", "gpt-5-pro", "gpt-5.4-pro", "gpt-5-codex", "codex-mini-latest")
+RESPONSES_PARAMS = {"model", "input", "instructions", "max_output_tokens", "reasoning", "temperature", "top_p", "store",
+                    "metadata", "service_tier", "text", "tools", "tool_choice", "truncation", "user", "background"}
+ERROR_TYPES = {400: "invalid_request_error", 402: "billing_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
 
 
 class FakeModelServer:
@@ -19,6 +28,15 @@ class FakeModelServer:
         self.faults = {}
         self.answers = {}  # instance_id -> answers given, one per request, before the reference patch
         self.refused_params = set()  # parameters this "model" refuses, like a reasoning model
+        self.output_limits = {}  # model -> its output limit: a request asking more is refused with a 400
+        self.no_credit = False  # the account has no credit left: every request is refused
+        self.reasoning_tokens = 0  # tokens a reasoning model thinks before each answer, billed as output
+        self.cached_prefixes = set()  # Anthropic prompt cache: the prefixes written so far
+        # Batch APIs (OpenAI files and /v1/batches, Anthropic /v1/messages/batches)
+        self.files = {}  # file id -> (metadata, bytes)
+        self.batches = {}  # batch id -> {"provider", "object" (as the API shows it), "lines", "results"}
+        self.batch_hold = threading.Event()  # set: batches stay pending (the provider has not got to them)
+        self.expire_next = 0  # the next batch expires with this many of its requests not done
         self.requests = []
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -48,6 +66,119 @@ class FakeModelServer:
             queue = self.faults.get(instance_id) or []
             return queue.pop(0) if queue else None
 
+    def billed_usd(self, provider, request, batch=False):
+        """What the provider bills for a request: this server's token counts at the genai-prices list price."""
+        import genai_prices
+
+        billed = request["billed"]
+        usage = genai_prices.Usage(input_tokens=billed["input_tokens"], output_tokens=billed["output_tokens"],
+                                   cache_read_tokens=billed.get("cached_input_tokens") or None,
+                                   cache_write_tokens=billed.get("cache_write_tokens") or None)
+        context = {"processing": "batch"} if batch else None
+        return float(genai_prices.calc_price(usage, request["body"]["model"], provider_id=provider,
+                                             price_context=context).total_price)
+
+    def anthropic_cache(self, body):
+        """(tokens read, tokens written) of the prompt cache: the prefix up to the last block with cache_control,
+        if it is at least 1,024 tokens (Anthropic's least for a cache entry)."""
+        blocks = [*(body["system"] if isinstance(body.get("system"), list) else []),
+                  *(block for m in body["messages"] if isinstance(m["content"], list) for block in m["content"])]
+        marked = [i for i, block in enumerate(blocks) if block.get("cache_control")]
+        if not marked:
+            return 0, 0
+        prefix = "".join(block.get("text", "") for block in blocks[: marked[-1] + 1])
+        tokens = len(prefix) // 4
+        if tokens < 1024:
+            return 0, 0
+        with self.lock:
+            if prefix in self.cached_prefixes:
+                return tokens, 0
+            self.cached_prefixes.add(prefix)
+        return 0, tokens
+
+    # ---- batches: processed in a thread that sends each request to this server itself ----
+
+    def start_batch(self, provider, lines, endpoint=None, input_file_id=None):
+        batch_id = ("batch_" if provider == "openai" else "msgbatch_") + uuid.uuid4().hex[:16]
+        created = datetime.now(timezone.utc)
+        if provider == "openai":
+            shown = {"id": batch_id, "object": "batch", "endpoint": endpoint, "errors": None,
+                     "input_file_id": input_file_id, "completion_window": "24h", "status": "validating",
+                     "output_file_id": None, "error_file_id": None, "created_at": int(created.timestamp()),
+                     "request_counts": {"total": len(lines), "completed": 0, "failed": 0}, "metadata": None}
+        else:
+            shown = {"id": batch_id, "type": "message_batch", "processing_status": "in_progress",
+                     "request_counts": {"processing": len(lines), "succeeded": 0, "errored": 0, "canceled": 0,
+                                        "expired": 0},
+                     "ended_at": None, "created_at": created.isoformat(), "cancel_initiated_at": None,
+                     "expires_at": (created + timedelta(hours=24)).isoformat(), "archived_at": None,
+                     "results_url": None}
+        expire, self.expire_next = self.expire_next, 0
+        batch = {"provider": provider, "object": shown, "lines": lines, "results": [], "cancel": False}
+        with self.lock:
+            self.batches[batch_id] = batch
+        threading.Thread(target=self.process_batch, args=(batch, expire), daemon=True).start()
+        return shown
+
+    def process_batch(self, batch, expire):
+        shown, openai = batch["object"], batch["provider"] == "openai"
+        while self.batch_hold.is_set() and not batch["cancel"]:
+            time.sleep(0.05)
+        if openai:
+            shown["status"] = "in_progress"
+        done = len(batch["lines"]) - expire
+        for number, line in enumerate(batch["lines"]):
+            if batch["cancel"] or number >= done:
+                kind = "canceled" if batch["cancel"] else "expired"
+                if openai:
+                    batch["results"].append({"id": f"batch_req_{number}", "custom_id": line["custom_id"],
+                                             "response": None, "error": {"code": f"batch_{kind.replace('canceled', 'cancelled')}",
+                                                                         "message": f"This request was {kind}."}})
+                    shown["request_counts"]["failed"] += 1
+                else:
+                    batch["results"].append({"custom_id": line["custom_id"], "result": {"type": kind}})
+                    shown["request_counts"]["processing"] -= 1
+                    shown["request_counts"][kind] += 1
+                continue
+            path, body = (line["url"], line["body"]) if openai else ("/v1/messages", line["params"])
+            request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                             headers={"Content-Type": "application/json", "x-batch": shown["id"]})
+            try:
+                with urllib.request.urlopen(request) as reply:
+                    status, payload = reply.status, json.loads(reply.read())
+            except urllib.error.HTTPError as error:
+                status, payload = error.code, json.loads(error.read())
+            if openai:
+                batch["results"].append({"id": f"batch_req_{number}", "custom_id": line["custom_id"], "error": None,
+                                         "response": {"status_code": status, "request_id": f"req_{number}",
+                                                      "body": payload}})
+                shown["request_counts"]["completed" if status == 200 else "failed"] += 1
+            else:
+                result = ({"type": "succeeded", "message": payload} if status == 200 else
+                          {"type": "errored", "error": payload})
+                batch["results"].append({"custom_id": line["custom_id"], "result": result})
+                shown["request_counts"]["processing"] -= 1
+                shown["request_counts"]["succeeded" if status == 200 else "errored"] += 1
+        if openai:
+            good = [r for r in batch["results"] if r["response"] and r["response"]["status_code"] == 200]
+            bad = [r for r in batch["results"] if r not in good]
+            for name, rows in (("output_file_id", good), ("error_file_id", bad)):
+                if rows:
+                    shown[name] = self.add_file("batch_output", "".join(json.dumps(r) + "\n" for r in rows).encode())
+            shown["status"] = "cancelled" if batch["cancel"] else "expired" if expire else "completed"
+        else:
+            shown["processing_status"] = "ended"
+            shown["ended_at"] = datetime.now(timezone.utc).isoformat()
+            shown["results_url"] = f"{self.url}/v1/messages/batches/{shown['id']}/results"
+
+    def add_file(self, purpose, data, filename="output.jsonl"):
+        file_id = "file-" + uuid.uuid4().hex[:16]
+        meta = {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                "filename": filename, "purpose": purpose, "status": "processed"}
+        with self.lock:
+            self.files[file_id] = (meta, data)
+        return file_id
+
     def requests_for(self, instance_id):
         return [r for r in self.requests if r["instance_id"] == instance_id]
 
@@ -58,26 +189,131 @@ class FakeModelServer:
             def log_message(self, *args):
                 pass
 
+            def json_reply(self, payload):
+                return self.send(200, json.dumps(payload).encode(), {})
+
+            def do_GET(self):
+                match = re.fullmatch(r"/v1/(?:messages/)?batches/([\w-]+)(/results)?", self.path)
+                if match and match.group(1) in server.batches:
+                    batch = server.batches[match.group(1)]
+                    if not match.group(2):
+                        return self.json_reply(batch["object"])
+                    if batch["object"].get("processing_status") != "ended":
+                        return self.error(400, "Batch is still processing; results are not ready.", True)
+                    data = "".join(json.dumps(r) + "\n" for r in batch["results"]).encode()
+                    return self.send(200, data, {}, "application/binary")
+                match = re.fullmatch(r"/v1/files/([\w-]+)/content", self.path)
+                if match and match.group(1) in server.files:
+                    return self.send(200, server.files[match.group(1)][1], {}, "application/octet-stream")
+                return self.error(404, f"No such object: {self.path}", "/messages" in self.path)
+
+            def batch_post(self, raw):
+                """The batch endpoints of both APIs; None when the path is not one of them."""
+                if self.path == "/v1/files":
+                    form = BytesParser().parsebytes(b"Content-Type: " + self.headers["Content-Type"].encode()
+                                                    + b"\r\n\r\n" + raw)
+                    parts = {p.get_param("name", header="content-disposition"): p for p in form.get_payload()}
+                    if "file" not in parts or "purpose" not in parts:
+                        return self.error(400, "Missing required parameter: 'file' or 'purpose'.", False)
+                    purpose, data = parts["purpose"].get_payload(decode=True).decode(), parts["file"].get_payload(decode=True)
+                    if purpose == "batch":
+                        for number, text in enumerate(data.decode().splitlines(), 1):
+                            line = json.loads(text)
+                            if {"custom_id", "method", "url", "body"} - set(line) or line["method"] != "POST":
+                                return self.error(400, f"Line {number} of the file is not a valid batch request.", False)
+                    return self.json_reply(server.files[server.add_file(purpose, data, "requests.jsonl")][0])
+                if self.path == "/v1/batches":
+                    body = json.loads(raw)
+                    if body.get("input_file_id") not in server.files:
+                        return self.error(400, f"Invalid 'input_file_id': {body.get('input_file_id')}.", False)
+                    if body.get("completion_window") != "24h" or body.get("endpoint") not in (
+                            "/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions"):
+                        return self.error(400, "Invalid 'endpoint' or 'completion_window'.", False)
+                    lines = [json.loads(t) for t in server.files[body["input_file_id"]][1].decode().splitlines()]
+                    if any(line["url"] != body["endpoint"] for line in lines):
+                        return self.error(400, "The requests' url must match the batch's endpoint.", False)
+                    return self.json_reply(server.start_batch("openai", lines, body["endpoint"], body["input_file_id"]))
+                if self.path == "/v1/messages/batches":
+                    requests = json.loads(raw).get("requests") or []
+                    ids = [r.get("custom_id", "") for r in requests]
+                    if not requests or len(set(ids)) != len(ids) or not all(
+                            re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", i) for i in ids):
+                        return self.error(400, "requests: each needs a unique custom_id of 1 to 64 letters, digits, "
+                                          "_ or -.", True)
+                    return self.json_reply(server.start_batch("anthropic", requests))
+                match = re.fullmatch(r"/v1/(?:messages/)?batches/([\w-]+)/cancel", self.path)
+                if match and match.group(1) in server.batches:
+                    batch = server.batches[match.group(1)]
+                    batch["cancel"] = True
+                    shown = batch["object"]
+                    if "status" in shown and shown["status"] not in ("completed", "expired", "cancelled"):
+                        shown["status"] = "cancelling"
+                    elif shown.get("processing_status") == "in_progress":
+                        shown["processing_status"] = "canceling"
+                        shown["cancel_initiated_at"] = datetime.now(timezone.utc).isoformat()
+                    return self.json_reply(shown)
+                return None
+
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                if "/batches" in self.path or self.path == "/v1/files":
+                    if self.batch_post(raw) is None:
+                        self.error(404, f"No such route: {self.path}", "/messages" in self.path)
+                    return
+                body = json.loads(raw)
                 anthropic = self.path.endswith("/messages")
-                text = " ".join(m["content"] if isinstance(m["content"], str) else json.dumps(m["content"])
-                                for m in body["messages"]) + str(body.get("system", ""))
+                responses = self.path.endswith("/responses")
+                if responses:  # the Responses API: input (a string or messages) and instructions
+                    given = body.get("input", "")
+                    messages = [{"content": given}] if isinstance(given, str) else given
+                    system = body.get("instructions") or ""
+                else:
+                    messages, system = body.get("messages", []), body.get("system", "")
+                text = " ".join(m["content"] if isinstance(m["content"], str) else
+                                "".join(block.get("text", "") for block in m["content"]) for m in messages)
+                text += system if isinstance(system, str) else "".join(block.get("text", "") for block in system)
                 row = server.instance_for(text)
                 instance_id = row["instance_id"] if row else None
                 # "billed": the tokens this server charges for the request, set when it answers
                 logged = {"path": self.path, "body": body, "instance_id": instance_id, "billed": None,
+                          "batch": self.headers.get("x-batch"),
                           "headers": {k.lower(): v for k, v in self.headers.items()}, "at": time.monotonic()}
                 with server.lock:
                     server.requests.append(logged)
                 if server.latency:
                     time.sleep(server.latency)
                 fault = server.next_fault(instance_id)
+                if responses:
+                    unknown = sorted(set(body) - RESPONSES_PARAMS)
+                    if unknown:
+                        return self.error(400, f"Unknown parameter: '{unknown[0]}'.", False, param=unknown[0],
+                                          code="unknown_parameter")
+                    if "input" not in body or "model" not in body:
+                        return self.error(400, "Missing required parameter: 'input'.", False, param="input",
+                                          code="missing_required_parameter")
+                elif not anthropic and body["model"] in RESPONSES_ONLY:
+                    return self.error(404, "This model is only supported in v1/responses and not in "
+                                      "v1/chat/completions.", False, param="model", code=None)
                 refused = server.refused_params & set(body)
                 if refused and not anthropic:
                     param = sorted(refused)[0]
                     return self.error(400, f"Unsupported parameter: '{param}' is not supported with this model.",
                                       anthropic, param=param, code="unsupported_parameter")
+                if server.no_credit:
+                    if anthropic:
+                        return self.error(400, "Your credit balance is too low to access the Anthropic API. Please go "
+                                          "to Plans & Billing to upgrade or purchase credits.", anthropic)
+                    return self.error(429, "You exceeded your current quota, please check your plan and billing "
+                                      "details.", anthropic, code="insufficient_quota", kind="insufficient_quota")
+                asked = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
+                most = server.output_limits.get(body["model"])
+                if most is not None and asked is not None and asked > most:
+                    if anthropic:
+                        return self.error(400, f"max_tokens: {asked} > {most}, which is the maximum allowed number "
+                                          f"of output tokens for {body['model']}", anthropic)
+                    param = next(p for p in ("max_tokens", "max_completion_tokens", "max_output_tokens") if p in body)
+                    return self.error(400, f"{param} is too large: {asked}. This model supports at most {most} "
+                                      f"completion tokens, whereas you provided {asked}.", anthropic, param=param)
                 if fault == "429":
                     return self.error(429, "Rate limit reached; try again later.", anthropic,
                                       headers={"retry-after": server.retry_after})
@@ -104,19 +340,42 @@ class FakeModelServer:
                     answer = answer[: len(answer) // 2]
                 if fault in ("empty", "refusal"):
                     answer = ""
-                limit = body.get("max_tokens") or body.get("max_completion_tokens")
+                limit = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
                 if limit is not None and len(answer) // 4 > limit:  # like a model, it stops at the output limit
                     answer, stop = answer[: 4 * limit], "length"
-                usage_in, usage_out = len(text) // 4, len(answer) // 4
-                logged["billed"] = {"input_tokens": usage_in, "cached_input_tokens": 100, "output_tokens": usage_out}
+                usage_in, usage_out = len(text) // 4, len(answer) // 4 + server.reasoning_tokens
+                # OpenAI caches prompt prefixes by itself (here: 100 tokens of each); Anthropic caches only up to
+                # a block marked with cache_control: written by the first request, read by later ones
+                read, written = (server.anthropic_cache(body) if anthropic else (100, 0))
+                logged["billed"] = {"input_tokens": usage_in, "cached_input_tokens": read,
+                                    "cache_write_tokens": written, "output_tokens": usage_out,
+                                    "reasoning_tokens": server.reasoning_tokens}
                 model = body["model"]
                 if anthropic:
                     payload = {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
                                "content": [{"type": "text", "text": answer}] if answer else [],
                                "stop_reason": {"length": "max_tokens", "refusal": "refusal"}.get(stop, "end_turn"),
                                "stop_sequence": None,
-                               "usage": {"input_tokens": usage_in - 100, "output_tokens": usage_out,
-                                         "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0}}
+                               "usage": {"input_tokens": usage_in - read - written, "output_tokens": usage_out,
+                                         "cache_read_input_tokens": read, "cache_creation_input_tokens": written}}
+                elif responses:
+                    content = ([{"type": "refusal", "refusal": "I can't help with that."}] if fault == "refusal" else
+                               [{"type": "output_text", "text": answer, "annotations": []}])
+                    output = [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                               "content": content}]
+                    if server.reasoning_tokens:
+                        output.insert(0, {"type": "reasoning", "id": "rs_1", "summary": []})
+                    payload = {"id": "resp_1", "object": "response", "created_at": time.time(), "model": model,
+                               "status": "incomplete" if stop == "length" else "completed",
+                               "incomplete_details": {"reason": "max_output_tokens"} if stop == "length" else None,
+                               "error": None, "instructions": body.get("instructions"), "output": output,
+                               "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                               "temperature": body.get("temperature"), "top_p": 1.0,
+                               "reasoning": body.get("reasoning"),
+                               "usage": {"input_tokens": usage_in, "output_tokens": usage_out,
+                                         "total_tokens": usage_in + usage_out,
+                                         "input_tokens_details": {"cached_tokens": read, "cache_write_tokens": 0},
+                                         "output_tokens_details": {"reasoning_tokens": server.reasoning_tokens}}}
                 else:
                     message = {"role": "assistant", "content": answer or (None if fault == "refusal" else ""),
                                "refusal": "I can't help with that." if fault == "refusal" else None}
@@ -126,20 +385,21 @@ class FakeModelServer:
                                             "finish_reason": "stop" if fault == "refusal" else stop}],
                                "usage": {"prompt_tokens": usage_in, "completion_tokens": usage_out,
                                          "total_tokens": usage_in + usage_out,
-                                         "prompt_tokens_details": {"cached_tokens": 100}}}
+                                         "prompt_tokens_details": {"cached_tokens": 100},
+                                         "completion_tokens_details": {"reasoning_tokens": server.reasoning_tokens}}}
                 self.send(200, json.dumps(payload).encode(), {})
 
-            def error(self, status, message, anthropic, headers=None, param=None, code=None):
+            def error(self, status, message, anthropic, headers=None, param=None, code=None, kind=None):
+                kind = kind or ERROR_TYPES.get(status, "api_error")
                 if anthropic:
-                    payload = {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message}}
+                    payload = {"type": "error", "error": {"type": kind, "message": message}}
                 else:
-                    payload = {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"),
-                                         "param": param, "code": code}}
-                self.send(status, json.dumps(payload).encode(), headers or {})
+                    payload = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+                return self.send(status, json.dumps(payload).encode(), headers or {})
 
-            def send(self, status, data, headers):
+            def send(self, status, data, headers, content_type="application/json"):
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -148,5 +408,6 @@ class FakeModelServer:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting: what a timeout test wants
+                return True
 
         return Handler

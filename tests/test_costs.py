@@ -6,19 +6,63 @@ import pytest
 from scripts import costs
 
 
-def test_price_lookup_by_name_and_dated_name():
+def test_prices_match_the_database_exactly_never_by_prefix():
     prices = costs.load_prices()
-    assert costs.price_for("gpt-4o", prices) == prices["gpt-4o"]
-    assert costs.price_for("gpt-4o-2024-08-06", prices) == prices["gpt-4o"]
-    assert costs.price_for("gpt-4o-mini-2024-07-18", prices) == prices["gpt-4o-mini"]
-    assert costs.price_for("claude-sonnet-4-5-20250929", prices) == prices["claude-sonnet-4-5"]
-    assert costs.price_for("llama-3-8b", prices) is None
+    pro, o3, mini = (costs.price_for("openai", m, prices) for m in ("o3-pro", "o3", "o3-mini"))
+    # o3-pro is not o3, and o3-mini is not o3: each has its own list price
+    assert (pro["input"], pro["output"]) == (20.0, 80.0) and (o3["input"], o3["output"]) == (2.0, 8.0)
+    assert (mini["input"], mini["output"]) == (1.1, 4.4)
+    assert pro["source"] == f"{costs.DATABASE}: openai/o3-pro, list price"
+    assert costs.price_for("openai", "gpt-4o-2024-08-06", prices) == costs.price_for("openai", "gpt-4o", prices)
+    assert costs.price_for("anthropic", "claude-sonnet-4-5-20250929", prices)["source"].endswith(
+        "anthropic/claude-sonnet-4-5, list price")
+    assert costs.price_for("openai", "gpt-5.4-pro", prices)["tiers"] == [{"above": 272000, "input": 60.0,
+                                                                           "output": 270.0}]
+    assert costs.price_for("openai", "llama-3-8b", prices) is None
+    assert costs.price_for("openai", "o3-pro-turbo", prices) is None  # a longer name is another model
+    assert costs.load_prices() == {}  # scripts/prices.yaml holds no list prices
+
+
+def test_the_cost_of_a_run_is_what_the_database_bills():
+    """The issue's 4-answer o3-pro run: 0.0145 USD at o3's price; its list price is ten times that."""
+    import genai_prices
+
+    usages = [{"input_tokens": 3000 + 500 * i, "output_tokens": 1000 + 100 * i, "reasoning_tokens": 600,
+               "cached_input_tokens": 0} for i in range(4)]
+    for provider, model, extra in [("openai", "o3-pro", {}), ("openai", "gpt-5.4-mini", {"cached_input_tokens": 1000}),
+                                   ("openai", "gpt-5.4", {"input_tokens": 300_000}),
+                                   ("anthropic", "claude-sonnet-4-6", {"cached_input_tokens": 800,
+                                                                       "cache_write_tokens": 1200})]:
+        for batch in (False, True):
+            price = costs.price_for(provider, model, {}, batch=batch)
+            ours = sum(costs.cost_usd(dict(u, **extra), price) for u in usages)
+            context = {"processing": "batch"} if batch else None
+            theirs = sum(float(genai_prices.calc_price(genai_prices.Usage(
+                input_tokens=u.get("input_tokens"), output_tokens=u["output_tokens"],
+                cache_read_tokens=u.get("cached_input_tokens") or None, cache_write_tokens=u.get("cache_write_tokens")),
+                model, provider_id=provider, price_context=context).total_price) for u in (dict(u, **extra) for u in usages))
+            assert ours == pytest.approx(theirs, rel=0.01), (model, batch)
+    o3_pro = sum(costs.cost_usd(u, costs.price_for("openai", "o3-pro", {})) for u in usages)
+    o3 = sum(costs.cost_usd(u, costs.price_for("openai", "o3", {})) for u in usages)
+    assert o3_pro == pytest.approx(10 * o3)
+    # batch rates are half the list price
+    assert costs.cost_usd(usages[0], costs.price_for("openai", "o3-pro", {}, batch=True)) == pytest.approx(o3_pro / 4 / 2, rel=0.2)
 
 
 def test_config_prices_add_and_override():
     prices = costs.load_prices({"llama-3-8b": {"input": 0.1, "output": 0.2}, "gpt-4o": {"input": 1, "output": 2}})
-    assert costs.price_for("llama-3-8b", prices) == {"input": 0.1, "output": 0.2}
-    assert prices["gpt-4o"] == {"input": 1, "output": 2}
+    assert costs.price_for("openai", "llama-3-8b", prices) == {"input": 0.1, "output": 0.2,
+                                                              "source": "the prices setting"}
+    assert costs.price_for("openai", "gpt-4o", prices)["input"] == 1
+    assert costs.price_for("openai", "gpt-4o-mini", prices)["input"] == 0.15  # exact names only: the database's
+
+
+def test_long_context_tier_prices_the_whole_request():
+    price = {"input": 3.0, "output": 15.0, "tiers": [{"above": 200_000, "input": 6.0, "output": 22.5}]}
+    assert costs.cost_usd({"input_tokens": 200_000, "output_tokens": 0}, price) == pytest.approx(0.6)
+    assert costs.cost_usd({"input_tokens": 200_001, "output_tokens": 1000}, price) == pytest.approx(
+        200_001 * 6e-6 + 1000 * 22.5e-6)
+    assert costs.worst_case_usd([{"content": "x" * 300_000}], 0, price) >= 300_000 * 6e-6
 
 
 def test_cost_arithmetic():

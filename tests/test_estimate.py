@@ -9,7 +9,7 @@ PRICE = {"input": 3.00, "output": 15.00}  # USD per million tokens
 
 
 def settings(**overrides):
-    return {"prices": {"my-model": PRICE}, "answer_tokens": 1000, "max_output_tokens": 16000, "cost_warn": 10,
+    return {"provider": "openai", "prices": {"my-model": PRICE}, "answer_tokens": 1000, "max_output_tokens": 16000, "cost_warn": 10,
             "confirm_cost": False, **overrides}
 
 
@@ -65,8 +65,18 @@ def test_the_stage_writes_nothing_when_it_stops(tmp_path, capsys):
     assert json.loads(out.read_text()) == record and record["high_usd"] == pytest.approx(3.24)
 
 
-def test_the_shipped_price_table_prices_the_default_models():
-    prices = costs.load_prices()
-    for model in ("gpt-5.4-mini", "claude-sonnet-4-6"):
-        record = estimate.estimate([1000], model, costs.price_for(model, prices), 1000, 2000)
+def test_the_database_prices_the_default_models():
+    from scripts.providers import DEFAULT_MODELS
+
+    for provider, model in DEFAULT_MODELS.items():
+        price = costs.price_for(provider, model, costs.load_prices())
+        record = estimate.estimate([1000], model, price, 1000, 2000)
         assert 0 < record["low_usd"] < record["high_usd"]
+        assert price["source"] in estimate.describe(record) and "genai-prices" in price["source"]
+
+
+def test_the_estimate_and_the_budget_use_the_same_price(tmp_path):
+    write_instance(tmp_path, "a", 1000)
+    record, _ = estimate.for_run(tmp_path, ["a"], "o3-pro", settings(prices={}))
+    assert record["price"] == costs.price_for("openai", "o3-pro", {})
+    assert record["low_usd"] == pytest.approx(1000 * 20e-6 + 1000 * 80e-6)

@@ -48,10 +48,15 @@ def test_answer_usage_and_cost(provider, server, tmp_path):
     assert record["status"] == "ok" and record["stop_reason"] == "end"
     assert record["answer"] == f"<patch>\n{ROWS[0]['patch']}</patch>\n"
     usage = record["usage"]
-    assert usage["cached_input_tokens"] == 100 and usage["output_tokens"] == len(record["answer"]) // 4
-    price = costs.load_prices()[MODELS[provider]]
-    assert record["cost_usd"] == costs.cost_usd(usage, price) > 0
+    # OpenAI caches prefixes by itself; Anthropic only what the request marks
+    assert usage["cached_input_tokens"] == (100 if provider == "openai" else 0)
+    assert usage["output_tokens"] == len(record["answer"]) // 4
+    price = costs.price_for(provider, MODELS[provider], {})
+    assert record["cost_usd"] == costs.cost_usd(usage, price) > 0 and record["price_per_million"] == price
+    assert price["source"].startswith(f"genai-prices 0.2.3: {provider}/")
     assert costs.spent(tmp_path / "spend.jsonl") == pytest.approx(record["cost_usd"])
+    # what the provider bills: the server's own token counts at the database's list price
+    assert record["cost_usd"] == pytest.approx(server.billed_usd(provider, server.requests[-1]), rel=0.01)
 
 
 def test_anthropic_request_shape(server, tmp_path):
@@ -90,7 +95,7 @@ def test_retries_then_success_records_every_attempt(provider, server, tmp_path):
     lines = costs.read_ledger(tmp_path / "spend.jsonl")
     assert [e["state"] for e in lines] == ["released", "worst_case", "worst_case", "settled"]
     assert lines[1]["cost_usd"] == lines[1]["reserved_usd"] > lines[3]["cost_usd"] > 0
-    price = costs.load_prices()[MODELS[provider]]
+    price = costs.price_for(provider, MODELS[provider], {})
     assert lines[3]["cost_usd"] == costs.cost_usd(record["usage"], price) < lines[3]["reserved_usd"]
     assert record["cost_usd"] == pytest.approx(sum(e["cost_usd"] for e in lines)) == costs.spent(tmp_path / "spend.jsonl")
 
@@ -199,14 +204,23 @@ def test_budget_stops_a_request_whose_worst_case_does_not_fit(server, tmp_path):
     assert costs.spent(ledger) == pytest.approx(0.5 + record["cost_usd"])
 
 
-def test_unknown_model_costs_nothing_with_a_warning(server, tmp_path):
+def test_unknown_model_has_an_unknown_cost_with_a_warning(server, tmp_path):
     ctx = context.build_context(ROWS[0], "none")
     messages = prompt.build_prompt(ctx, prompt.load_template(prompt.DEFAULT_TEMPLATE))
     logged = []
     record = generate.generate(messages, ROWS[0], "openai", "my-local-model", settings_for("openai", server, tmp_path),
                                ctx, None, log=logged.append)
-    assert record["cost_usd"] == 0.0 and record["price_per_million"] is None
-    assert any("no price known for model my-local-model" in line for line in logged)
+    assert record["cost_usd"] is None and record["price_per_million"] is None
+    assert any("no price is known for model my-local-model" in line for line in logged)
+
+
+def test_unknown_model_with_max_cost_sends_nothing(server, tmp_path):
+    ctx = context.build_context(ROWS[0], "none")
+    messages = prompt.build_prompt(ctx, prompt.load_template(prompt.DEFAULT_TEMPLATE))
+    with pytest.raises(generate.GenerationFailed, match=r"my-local-model.*prices=\{my-local-model: \{input: X"):
+        generate.generate(messages, ROWS[0], "openai", "my-local-model",
+                          settings_for("openai", server, tmp_path, max_cost=5.0), ctx, None, log=lambda line: None)
+    assert server.requests == []
 
 
 def test_parallel_threads_share_clients_and_ledger(server, tmp_path):
@@ -236,3 +250,114 @@ def test_context_retry_starts_from_the_files_the_prompt_holds(server, tmp_path):
     assert record["dropped_context_files"] == ["pkg/b.py"]
     last = json.dumps(server.requests[-1]["body"])
     assert "[start of pkg/a.py]" in last and "pkg/b.py" not in last and "pkg/c.py" not in last
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_no_credit_stops_generation_at_once(provider, server, tmp_path):
+    server.no_credit = True
+    with pytest.raises(generate.GenerationFailed, match="no credit left") as error:
+        ask(provider, server, tmp_path)
+    assert len(server.requests) == 1  # not retried: it would never pass
+    assert ("exceeded your current quota" if provider == "openai" else "credit balance is too low") in str(error.value)
+    assert KEY not in str(error.value)
+    assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["released"]
+    # every other instance of the run stops before its request
+    server.no_credit = False
+    with pytest.raises(generate.GenerationFailed, match="generation stopped, no request sent"):
+        ask(provider, server, tmp_path, row=ROWS[1])
+    assert len(server.requests) == 1
+    advice = costs.quota_advice(tmp_path)
+    assert f"{provider} says the account has no credit left" in advice and "Add credit" in advice
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_output_limit_is_capped_at_the_model_limit(provider, server, tmp_path):
+    from scripts import providers
+
+    listed = {"openai": "gpt-4o", "anthropic": "claude-3-5-haiku-20241022"}[provider]
+    assert providers.output_limit(provider, listed, {"max_output_tokens": 100_000}) < 100_000
+    # a model not listed: the 400 that names its limit is answered by one retry with it, and remembered
+    server.output_limits[MODELS[provider]] = 1500
+    record, _ = ask(provider, server, tmp_path, max_output_tokens=3000)
+    assert record["status"] == "ok" and len(record["attempts"]) == 1
+    asked = [r["body"].get("max_tokens") or r["body"].get("max_completion_tokens") for r in server.requests]
+    assert asked == [3000, 1500]
+    ask(provider, server, tmp_path, row=ROWS[1], max_output_tokens=3000)
+    assert [r["body"].get("max_tokens") or r["body"].get("max_completion_tokens") for r in server.requests][2:] == [1500]
+    # a lower limit later: one retry again, with the new one
+    server.output_limits[MODELS[provider]] = 1000
+    ask(provider, server, tmp_path, row=ROWS[2], max_output_tokens=3000)
+    assert [r["body"].get("max_tokens") or r["body"].get("max_completion_tokens") for r in server.requests][3:] == [
+        1500, 1000]
+
+
+def test_anthropic_prompt_cache_is_written_once_and_read_by_the_repair_requests(server, tmp_path):
+    row = ROWS[0]
+    ctx = context.build_context(row, "none")
+    ctx["files"] = [{"path": "pkg/big.py", "content": "x = 1\n" * 2000, "tokens": 4000}]
+    template = prompt.load_template(prompt.DEFAULT_TEMPLATE)
+    first = prompt.build_prompt(ctx, template)
+    settings = dict(settings_for("anthropic", server, tmp_path), prompt_cache=True)
+    answer = generate.generate(first, row, "anthropic", MODELS["anthropic"], settings, ctx, template, log=print)
+    # a self-repair request: the same prompt, the answer, and a request to mend it
+    repair = dict(first, messages=[*first["messages"], {"role": "assistant", "content": answer["answer"]},
+                                   {"role": "user", "content": "That patch does not apply; send it again."}])
+    again = generate.generate(repair, row, "anthropic", MODELS["anthropic"], settings, ctx, template, log=print)
+    assert server.requests[0]["body"]["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    written, read = answer["usage"]["cache_write_tokens"], again["usage"]["cached_input_tokens"]
+    assert written == read > 1024 and answer["usage"]["cached_input_tokens"] == again["usage"]["cache_write_tokens"] == 0
+    price = costs.price_for("anthropic", MODELS["anthropic"], {})
+    for record, request in zip((answer, again), server.requests, strict=True):
+        assert record["cost_usd"] == pytest.approx(server.billed_usd("anthropic", request), rel=0.01)
+    # the write costs a quarter more than plain input, the read a tenth of it
+    assert again["cost_usd"] < costs.cost_usd(dict(again["usage"], cached_input_tokens=0), price)
+    from scripts.summary import cache_saving
+
+    assert cache_saving(answer) + cache_saving(again) == pytest.approx(written * (price["input"] - price["cached_input"])
+                                                                      / 1e6 - written * (price["cache_write"] - price["input"]) / 1e6)
+
+
+def test_reasoning_tokens_are_recorded_and_billed_as_output(server, tmp_path):
+    server.reasoning_tokens = 700
+    record, _ = ask("openai", server, tmp_path)
+    usage = record["usage"]
+    assert usage["reasoning_tokens"] == 700 and usage["output_tokens"] == len(record["answer"]) // 4 + 700
+    assert record["cost_usd"] == pytest.approx(server.billed_usd("openai", server.requests[-1]), rel=0.01)
+
+
+@pytest.mark.parametrize("model", ["o3-pro", "gpt-5.4-pro"])
+def test_responses_only_models_go_to_the_responses_api_at_their_price(model, server, tmp_path):
+    server.reasoning_tokens = 900
+    server.refused_params = {"temperature"}  # reasoning models take none
+    MODELS["openai"], default = model, MODELS["openai"]
+    try:
+        record, _ = ask("openai", server, tmp_path, reasoning_effort="high", max_output_tokens=4000)
+    finally:
+        MODELS["openai"] = default
+    assert record["status"] == "ok" and record["stop_reason"] == "end"
+    assert record["answer"] == f"<patch>\n{ROWS[0]['patch']}</patch>\n"
+    paths = [r["path"] for r in server.requests]
+    assert set(paths) == {"/v1/responses"}
+    body = server.requests[-1]["body"]
+    assert body["reasoning"] == {"effort": "high"} and body["max_output_tokens"] == 4000 and body["store"] is False
+    assert "temperature" not in body and body["instructions"] and body["input"][0]["role"] == "user"
+    usage = record["usage"]
+    assert usage["reasoning_tokens"] == 900 and usage["cached_input_tokens"] == 100
+    assert record["cost_usd"] == pytest.approx(server.billed_usd("openai", server.requests[-1]), rel=0.01)
+    assert record["price_per_million"]["source"].endswith(f"openai/{model}, list price")
+
+
+def test_openai_api_setting_forces_one_api(server, tmp_path):
+    record, _ = ask("openai", server, tmp_path, openai_api="responses")
+    assert record["status"] == "ok" and server.requests[-1]["path"] == "/v1/responses"
+    server.faults[ROWS[1]["instance_id"]] = ["truncated"]
+    record, _ = ask("openai", server, tmp_path, row=ROWS[1], openai_api="responses")
+    assert record["stop_reason"] == "max_tokens" and record["raw_stop_reason"] == "max_output_tokens"
+    # a Responses-only model forced onto Chat Completions: the server says so, and it is not retried
+    MODELS["openai"], default = "o3-pro", MODELS["openai"]
+    try:
+        with pytest.raises(generate.GenerationFailed, match="only supported in v1/responses"):
+            ask("openai", server, tmp_path, row=ROWS[2], openai_api="chat")
+    finally:
+        MODELS["openai"] = default
+    assert server.requests[-1]["path"] == "/v1/chat/completions" and len(server.requests) == 3

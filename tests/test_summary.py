@@ -49,7 +49,9 @@ def test_summary_counts_every_outcome(tmp_path):
                                "mended_by_apply_check": 0, "mended_by_model": 0}
     assert counts["predictions"] == {"total": 5, "non_empty": 2, "not_a_diff": 0}
     assert record["cost"] == {"total_usd": 0.75, "answers_usd": 0.75, "repairs_usd": 0.0, "other_usd": 0.0,
-                              "mean_usd": 0.15, "input_tokens": 150, "cached_input_tokens": 75, "output_tokens": 15}
+                              "mean_usd": 0.15, "input_tokens": 150, "cached_input_tokens": 75, "output_tokens": 15,
+                              "cache_write_tokens": 0, "reasoning_tokens": 0, "cache_saving_usd": 0.0,
+                              "unknown_cost_instances": []}
     assert record["latency_s"] == {"p50": 2.0, "p90": 4.0, "p99": 4.0, "max": 4.0}
     per_instance = {i["instance_id"]: i for i in record["per_instance"]}
     assert per_instance["a-1"] == {"instance_id": "a-1", "status": "ok", "stop_reason": "end", "cost_usd": 0.5,
@@ -215,3 +217,21 @@ def test_funnel_takes_applied_from_the_evaluation_or_the_patch_stage_check(tmp_p
     assert_valid(record, "summary")
     assert [s["instances"] for s in record["funnel"]] == [3, 3, 2, 2, 1, 1]
     assert all(s["note"] is None for s in record["funnel"])
+
+
+def test_unknown_cost_and_cache_saving_are_shown(tmp_path):
+    rows = [{"instance_id": i, "repo": "o/a"} for i in ("a-1", "a-2")]
+    price = {"input": 3.0, "cached_input": 0.3, "cache_write": 3.75, "output": 15.0, "source": "the prices setting"}
+    usage = {"input_tokens": 1_000_000, "cached_input_tokens": 800_000, "cache_write_tokens": 100_000,
+             "output_tokens": 1000, "reasoning_tokens": 400}
+    cached = dict(response("a-1"), price_per_million=price, usage=usage, cost_usd=summary.costs.cost_usd(usage, price))
+    write_instance(tmp_path, "a-1", cached, patch("a-1"))
+    write_instance(tmp_path, "a-2", dict(response("a-2"), cost_usd=None), patch("a-2"))
+    predictions = [{"instance_id": i, "model_name_or_path": "m", "model_patch": "diff"} for i in ("a-1", "a-2")]
+    record = summary.summarise(rows, predictions, str(tmp_path), dict(RUN_INFO, model="my-model"))
+    assert_valid(record, "summary")
+    # 800k read at 0.3 instead of 3, 100k written at 3.75 instead of 3
+    assert record["cost"]["cache_saving_usd"] == round(2.16 - 0.075, 6)
+    assert record["cost"]["unknown_cost_instances"] == ["a-2"] and record["cost"]["reasoning_tokens"] == 400
+    text = summary.render_markdown(record)
+    assert "saving 2.0850 USD" in text and "the cost of 1 answer(s) is unknown, not 0" in text and "my-model" in text

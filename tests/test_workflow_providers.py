@@ -26,6 +26,10 @@ def env_for(provider):
     return {"OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY": KEY}
 
 
+def summary_cost(run, instance_id):
+    return json.loads((run / "instances" / instance_id / "response.json").read_text())["cost_usd"]
+
+
 def files_under(*folders):
     for folder in folders:
         for path in folder.rglob("*"):
@@ -45,6 +49,12 @@ def test_provider_end_to_end_keeps_no_secret(provider, rows, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["cost"]["total_usd"] > 0 and summary["counts"]["patch"]["valid"] == len(rows)
     assert summary["latency_s"]["max"] > 0
+    # each answer costs what the provider bills at the database's list price of the default model (the
+    # first instance's 500 counts at its worst case on top)
+    for row in rows:
+        cost = summary_cost(run, row["instance_id"])
+        billed = sum(server.billed_usd(provider, r) for r in server.requests_for(row["instance_id"]) if r["billed"])
+        assert cost == pytest.approx(billed, rel=0.01) if row != rows[0] else cost > billed > 0
     response = json.loads((run / "instances" / rows[0]["instance_id"] / "response.json").read_text())
     assert len(response["attempts"]) == 3
     assert "Authorization" not in json.dumps(response)
@@ -75,6 +85,92 @@ def test_exhausted_retries_fail_only_that_instance_and_a_rerun_finishes_it(rows,
     ran = jobs_run(second)
     assert ran.count("generate") == 2 and ran.count("context") == 0
     assert len(read_rows(run / "predictions.jsonl")) == len(rows)
+
+
+def test_an_unpriced_model_with_max_cost_sends_no_request(rows, tmp_path):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    with FakeModelServer(rows) as server:
+        result = snakemake(tmp_path, *provider_config("openai", server, dataset, "model=my-finetune", "max_cost=1"),
+                           env=env_for("openai"), check=False)
+    assert result.returncode != 0 and server.requests == []
+    assert "no price is known for model my-finetune" in result.stderr
+    assert "prices={my-finetune: {input: X, output: Y}}" in result.stderr
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_an_account_without_credit_stops_generation_at_once(provider, rows, tmp_path):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    with FakeModelServer(rows) as server:
+        server.no_credit = True
+        config = provider_config(provider, server, dataset, "run_id=broke")
+        first = snakemake(tmp_path, "--resources", "api=1", *config, env=env_for(provider), check=False)
+        assert first.returncode != 0 and len(server.requests) == 1  # no retry, and no other instance asked
+        assert f"{provider} says the account has no credit left" in first.stderr
+        assert f"{len(rows)} instance(s) have no answer yet" in first.stderr
+        server.no_credit = False  # credit added: the same command goes on
+        snakemake(tmp_path, "--resources", "api=1", *config, env=env_for(provider))
+    assert len(read_rows(tmp_path / "results" / "broke" / "predictions.jsonl")) == len(rows)
+
+
+def test_a_responses_only_reasoning_model_costs_its_list_price(rows, tmp_path):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    with FakeModelServer(rows) as server:
+        server.reasoning_tokens = 2000
+        snakemake(tmp_path, *provider_config("openai", server, dataset, "model=o3-pro", "reasoning_effort=low",
+                                             "run_id=pro", "max_cost=5"), env=env_for("openai"))
+    assert {r["path"] for r in server.requests} == {"/v1/responses"} and len(server.requests) == len(rows)
+    assert {json.dumps(r["body"]["reasoning"]) for r in server.requests} == {'{"effort": "low"}'}
+    summary = json.loads((tmp_path / "results" / "pro" / "summary.json").read_text())
+    billed = sum(server.billed_usd("openai", r) for r in server.requests)
+    # o3-pro at its own price (20/80 USD per million), not o3's (2/8)
+    assert summary["cost"]["total_usd"] == pytest.approx(billed, rel=0.01)
+    assert summary["cost"]["reasoning_tokens"] == 2000 * len(rows)
+
+
+def test_a_300_instance_batch_run_survives_a_kill_and_costs_half(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import PROJECT
+
+    rows = read_rows(LITE_TEST)[:300]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    run = tmp_path / "results" / "bulk"
+    with FakeModelServer(rows) as server:
+        server.batch_hold.set()  # the batch stays pending until the first run is killed
+        config = provider_config("openai", server, dataset, "run_id=bulk", "batch=true", "batch_poll=0.2",
+                                 "max_cost=20", "cost_warn=100")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}
+        env.update(SWEBENCH_EVALUATION="none", SWEBENCH_APPLY_CHECK="false", **env_for("openai"))
+        first = subprocess.Popen([sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"),
+                                  "--directory", str(tmp_path), "--cores", "2", *config], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not server.batches and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1)  # the first run is polling its pending batch
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        assert len(server.batches) == 1 and not (run / "batch" / "done.json").exists()
+        assert not any((run / "instances").glob("*/response.json"))
+        server.batch_hold.clear()
+        snakemake(tmp_path, "--unlock", *config, env=env_for("openai"))  # what a killed Snakemake leaves
+        second = snakemake(tmp_path, "--rerun-incomplete", *config, env=env_for("openai"))
+    assert len(server.batches) == 1  # polled, not sent again
+    answered = [r for r in server.requests if r["billed"]]
+    assert len(answered) == 300 and all(r["batch"] for r in answered)
+    assert len(read_rows(run / "predictions.jsonl")) == 300
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["counts"]["generation"]["ok"] == 300
+    list_price = sum(server.billed_usd("openai", r) for r in answered)
+    batch_price = sum(server.billed_usd("openai", r, batch=True) for r in answered)
+    assert summary["cost"]["total_usd"] == pytest.approx(batch_price, rel=0.01)
+    assert summary["cost"]["total_usd"] == pytest.approx(list_price / 2, rel=0.01)
+    print(f"300-instance batch run: {summary['cost']['total_usd']:.4f} USD; the same tokens at list price "
+          f"{list_price:.4f} USD; {len(server.batches)} batch; second run: {second.returncode}")
 
 
 def server_billed_usd(server, price):

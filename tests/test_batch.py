@@ -1,0 +1,130 @@
+"""Batch requests through the real clients against the loopback server's batch APIs: answers, batch prices,
+expired and failed requests asked again, and a stopped run that polls its pending batch instead of sending again."""
+import json
+import multiprocessing
+
+import pytest
+
+from scripts import batch, context, costs, prompt
+from scripts.settings import api_settings
+
+from conftest import LITE_TEST, assert_valid, read_rows, run_config
+from fake_api import FakeModelServer
+
+ROWS = read_rows(LITE_TEST)[:6]
+MODELS = {"openai": "gpt-5.4-mini", "anthropic": "claude-sonnet-4-6"}
+
+
+def make_run(run, rows):
+    template = prompt.load_template(prompt.DEFAULT_TEMPLATE)
+    for row in rows:
+        folder = run / "instances" / row["instance_id"]
+        folder.mkdir(parents=True)
+        (folder / "prompt.json").write_text(json.dumps(prompt.build_prompt(context.build_context(row, "none"), template)))
+    return [row["instance_id"] for row in rows]
+
+
+def settings_for(provider, server, run, **changes):
+    base_url = f"{server.url}/v1" if provider == "openai" else server.url
+    settings = api_settings(provider, run_config(base_url=base_url, batch=True, max_attempts=3, request_timeout=10,
+                                                 max_output_tokens=4000, **changes), run)
+    settings["api_key"] = "sk-test-batch"
+    return settings
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_batch_answers_every_instance_at_half_price(provider, tmp_path):
+    ids = make_run(tmp_path, ROWS)
+    with FakeModelServer(ROWS) as server:
+        server.expire_next = 2  # the first batch expires with two requests not done
+        server.faults[ids[0]] = ["500"]  # and one fails in it
+        lines = []
+        left = batch.run(tmp_path, ids, provider, MODELS[provider], settings_for(provider, server, tmp_path),
+                         tmp_path / "batch" / "done.json", poll_s=0.05, log=lines.append)
+    assert left == [] and json.loads((tmp_path / "batch" / "done.json").read_text())["unanswered"] == {}
+    assert len(server.batches) == 2  # the three that did not come back went in a second batch
+    second = list(server.batches.values())[1]
+    assert len(second["lines"]) == 3
+    billed = [r for r in server.requests if r["billed"]]
+    assert len(billed) == len(ids) and all(r["batch"] for r in billed)
+    total = sum(json.loads(batch.answer_path(tmp_path, i).read_text())["cost_usd"] for i in ids)
+    at_batch_rates = sum(server.billed_usd(provider, r, batch=True) for r in billed)
+    at_list_price = sum(server.billed_usd(provider, r) for r in billed)
+    assert total == pytest.approx(at_batch_rates, rel=0.01) and total == pytest.approx(at_list_price / 2, rel=0.01)
+    assert costs.spent(tmp_path / "spend.jsonl") == pytest.approx(total)
+    states = [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")]
+    assert states.count("settled") == len(ids) and states.count("released") == 3
+    for instance_id in ids:
+        got = json.loads(batch.answer_path(tmp_path, instance_id).read_text())
+        assert got["answer"] == f"<patch>\n{next(r['patch'] for r in ROWS if r['instance_id'] == instance_id)}</patch>\n"
+        assert got["price_per_million"]["source"].endswith("batch rates")
+    from scripts import generate
+
+    record = generate.from_batch(ids[0], provider, MODELS[provider], settings_for(provider, server, tmp_path))
+    assert_valid(record, "response")
+
+
+def run_batch(provider, url, run):
+    class Server:  # what settings_for needs of the server
+        pass
+
+    server = Server()
+    server.url = url
+    batch.run(run, sorted(p.name for p in (run / "instances").iterdir()), provider, MODELS[provider],
+              settings_for(provider, server, run), run / "batch" / "done.json", poll_s=0.05, log=print)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_stopped_run_polls_its_pending_batch_and_sends_nothing_again(provider, tmp_path):
+    ids = make_run(tmp_path, ROWS[:3])
+    with FakeModelServer(ROWS) as server:
+        server.batch_hold.set()
+        stopped = multiprocessing.get_context("fork").Process(target=run_batch, args=(provider, server.url, tmp_path))
+        stopped.start()
+        for _ in range(200):
+            if server.batches:
+                break
+            stopped.join(0.05)
+        stopped.kill()
+        stopped.join()
+        assert len(server.batches) == 1 and not (tmp_path / "batch" / "done.json").exists()
+        state = json.loads((tmp_path / "batch" / "state.json").read_text())
+        assert [b["id"] for b in state["batches"]] == list(server.batches)
+        assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["open"] * 3
+        server.batch_hold.clear()
+        run_batch(provider, server.url, tmp_path)
+    assert len(server.batches) == 1 and len([r for r in server.requests if r["billed"]]) == 3
+    assert all(batch.answer_path(tmp_path, i).exists() for i in ids)
+    assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["settled"] * 3
+
+
+def test_a_batch_the_budget_cannot_hold_is_not_sent(tmp_path):
+    ids = make_run(tmp_path, ROWS[:3])
+    with FakeModelServer(ROWS) as server:
+        left = batch.run(tmp_path, ids, "openai", MODELS["openai"], settings_for("openai", server, tmp_path, max_cost=0.0),
+                         tmp_path / "batch" / "done.json", poll_s=0.05, log=print)
+    assert left == ids and server.batches == {} and server.requests == []
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_cancelled_batch_is_sent_again_for_what_it_left(provider, tmp_path):
+    ids = make_run(tmp_path, ROWS[:3])
+    with FakeModelServer(ROWS) as server:
+        server.batch_hold.set()
+        stopped = multiprocessing.get_context("fork").Process(target=run_batch, args=(provider, server.url, tmp_path))
+        stopped.start()
+        while not server.batches:
+            stopped.join(0.05)
+        stopped.kill()
+        stopped.join()
+        # cancelled on the provider's side (its console, or its client) while pending
+        settings = settings_for(provider, server, tmp_path)
+        client = batch.providers.client_for(provider, settings)
+        first = next(iter(server.batches))
+        cancel = client.batches.cancel if provider == "openai" else client.messages.batches.cancel
+        assert cancel(first).id == first
+        server.batch_hold.clear()
+        run_batch(provider, server.url, tmp_path)
+    assert len(server.batches) == 2 and all(batch.answer_path(tmp_path, i).exists() for i in ids)
+    assert [len(b["lines"]) for b in server.batches.values()] == [3, 3]
+    assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["released"] * 3 + ["settled"] * 3
