@@ -16,7 +16,7 @@ PROVIDER_MODELS = {"gold": "gold", "replay": None, **DEFAULT_MODELS}  # replay: 
 # repair requests are made from): a run folder holds paid answers made with one set of them.
 ANSWER_SETTINGS = ("provider", "model", "base_url", "temperature", "max_output_tokens", "replay_file",
                    "prompt_style", "prompt_template", "context", "context_tokens", "tokenizer", "retrieval_dataset",
-                   "apply_check", "repair_attempts")
+                   "apply_check", "repair_attempts", "openai_api", "reasoning_effort")
 # Snakemake options that read the workflow without running its jobs.
 NOT_A_RUN = {"--lint", "--report", "--summary", "-S", "--detailed-summary", "-D", "-l", "--dag", "--rulegraph",
              "--filegraph", "--d3dag", "--touch", "-t", "--unlock", "--cleanup-metadata", "--delete-all-output",
@@ -177,7 +177,8 @@ def check_answer_settings(recorded, current, run_dir):
     ask again and replace them."""
     if not recorded or recorded.get("provider") not in ASK:
         return
-    changed = [key for key in ANSWER_SETTINGS if recorded.get(key) != current.get(key)]
+    # a key the record lacks came after the run was made: its default then is what made the answers
+    changed = [key for key in ANSWER_SETTINGS if key in recorded and recorded[key] != current.get(key)]
     if not changed:
         return
     differences = ", ".join(f"{key}={recorded.get(key)!r} (now {current.get(key)!r})" for key in changed)

@@ -74,6 +74,16 @@ def run_batch(provider, url, run):
               settings_for(provider, server, run), run / "batch" / "done.json", poll_s=0.05, log=print)
 
 
+def wait_until_recorded(process, server, run_dir):
+    """Until the batch the process made is pending on the server and recorded in the run folder."""
+    for _ in range(400):
+        state = batch.state_path(run_dir)
+        if server.batches and state.exists() and json.loads(state.read_text())["batches"]:
+            return
+        process.join(0.05)
+    raise AssertionError("the batch was not made and recorded within 20 s")
+
+
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_a_stopped_run_polls_its_pending_batch_and_sends_nothing_again(provider, tmp_path):
     ids = make_run(tmp_path, ROWS[:3])
@@ -81,10 +91,7 @@ def test_a_stopped_run_polls_its_pending_batch_and_sends_nothing_again(provider,
         server.batch_hold.set()
         stopped = multiprocessing.get_context("fork").Process(target=run_batch, args=(provider, server.url, tmp_path))
         stopped.start()
-        for _ in range(200):
-            if server.batches:
-                break
-            stopped.join(0.05)
+        wait_until_recorded(stopped, server, tmp_path)
         stopped.kill()
         stopped.join()
         assert len(server.batches) == 1 and not (tmp_path / "batch" / "done.json").exists()
@@ -113,8 +120,7 @@ def test_a_cancelled_batch_is_sent_again_for_what_it_left(provider, tmp_path):
         server.batch_hold.set()
         stopped = multiprocessing.get_context("fork").Process(target=run_batch, args=(provider, server.url, tmp_path))
         stopped.start()
-        while not server.batches:
-            stopped.join(0.05)
+        wait_until_recorded(stopped, server, tmp_path)
         stopped.kill()
         stopped.join()
         # cancelled on the provider's side (its console, or its client) while pending
