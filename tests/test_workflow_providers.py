@@ -149,9 +149,10 @@ def test_a_300_instance_batch_run_survives_a_kill_and_costs_half(tmp_path):
                                   "--directory", str(tmp_path), "--cores", "2", *config], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 300
-        while not server.batches and time.monotonic() < deadline and first.poll() is None:
-            time.sleep(0.2)
-        time.sleep(1)  # the first run is polling its pending batch
+        state = run / "batch" / "state.json"
+        while time.monotonic() < deadline and first.poll() is None and not (
+                server.batches and state.exists() and json.loads(state.read_text())["batches"]):
+            time.sleep(0.2)  # until the first run polls its pending batch, recorded in the run folder
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         assert len(server.batches) == 1 and not (run / "batch" / "done.json").exists()
