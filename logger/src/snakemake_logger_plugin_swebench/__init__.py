@@ -132,6 +132,8 @@ class LogHandler(LogHandlerBase):
         from scripts.live import eta_text
 
         done, total = self.progress
+        if self.closed.is_set():
+            return "ended" + (f" with {total - done} jobs not done" if done < total else "")
         return eta_text(done, total, time.time() - self.first_start if self.first_start else 0)
 
     def render(self):
