@@ -264,6 +264,8 @@ def watch(runs, every):
             eta = live.eta_text(done - first[run], total - first[run], time.time() - start)
             if done >= total:
                 eta = "done"
+            elif not any((Path(run).parents[1] / ".snakemake" / "locks").glob("*")):  # no snakemake in the folder
+                eta = "not running (run the same command again to go on)"
             # the requests in flight: the jobs running that the files show
             jobs = [("generate", e["instance_id"], datetime.fromisoformat(e["at"]).timestamp())
                     for e in costs.read_ledger(Path(run) / "spend.jsonl") if e.get("state") == "open"] \
