@@ -158,7 +158,7 @@ class LogHandler(LogHandlerBase):
         from scripts import live
 
         while not self.closed.wait(every):
-            if self.run_dir:
+            if self.run_dir and (self.run_dir / "instances.index.json").is_file():  # the selection is made
                 self.write(live.summary_line(self.look(force=True), self.eta(), self.api, len(self.running)))
 
     def write(self, text):
