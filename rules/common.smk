@@ -99,6 +99,30 @@ if not config["predictions"] and workflow.is_main_process and settings.runs_jobs
         os.replace(f"{RUN}/quota_exhausted.json", f"{RUN}/quota_exhausted.earlier.json")
 
 
+# What the run's view (the logger plugin, `status --watch`) needs beside the instances' files.
+if STARTS_RUN:
+    from scripts.common import write_json_atomic
+
+    write_json_atomic(
+        f"{RUN}/run.json",
+        {
+            "stages": [
+                stage
+                for stage, used in {
+                    "context": not config["predictions"],
+                    "prompt": not config["predictions"],
+                    "generate": not config["predictions"],
+                    "patch": not config["predictions"],
+                    "repair": REPAIR_ATTEMPTS > 0 and not config["predictions"],
+                    "evaluate": config["evaluation"] != "none",
+                }.items()
+                if used
+            ],
+            "max_cost": config.get("max_cost"),
+        },
+    )
+
+
 if config["retry_failed"] and STARTS_RUN and os.path.exists(INDEX):
     from scripts.status import set_aside_failures
 

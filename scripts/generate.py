@@ -8,6 +8,7 @@ result: a refusal, or a prompt that does not fit even without its code context.
 A transient fault that outlasts the attempts, a spent budget or a rejected request fail
 the job and write nothing, so that a rerun tries again.
 """
+import logging
 import os
 import random
 import time
@@ -241,7 +242,8 @@ def run(instance_id, input, provider, model, settings, out_path, log_path):
         write_json_atomic(out_path, record)
         cost = "unknown cost" if record["cost_usd"] is None else f"{record['cost_usd']:.6f} USD"
         log(f"{record['status']} {record['failure_reason'] or record['stop_reason']}, {cost}, {record['latency_s']} s")
-    print(progress_line(record, provider, settings), flush=True)
+    # through Snakemake's logger: whole lines, and the run's view shows its own instead
+    logging.getLogger("snakemake.logging").info(progress_line(record, provider, settings), extra={"swebench": "answer"})
 
 
 def from_batch(instance_id, provider, model, settings):

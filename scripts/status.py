@@ -4,6 +4,7 @@ which failed, with the file that says why.
 
     python -m scripts.status                      # every run under results/
     python -m scripts.status --run results/gold   # one run
+    python -m scripts.status --watch              # the run's view, drawn again every few seconds
 """
 import argparse
 import sys
@@ -214,14 +215,72 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", help="a run folder, results/<run_id>; default: every run under results/")
     parser.add_argument("--results", default="results", help="where to look for runs when --run is not given")
+    parser.add_argument("--watch", action="store_true", help="draw the runs' view again every --every seconds "
+                        "(Ctrl-C ends it; it ends by itself when every stage of the runs is done)")
+    parser.add_argument("--every", type=float, default=3.0, help="seconds between two views of --watch")
     args = parser.parse_args(argv)
     try:
         runs = args.run or find_runs(args.results)
+        if args.watch:
+            return watch(runs, args.every)
         print("\n".join(run_status(run) for run in runs), end="")
     except StatusError as e:
         print(f"status: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def watch(runs, every):
+    """The runs' view from their files, again every `every` seconds: live in a terminal, else a line each time."""
+    from datetime import datetime
+
+    from rich.console import Console, Group
+    from rich.live import Live
+
+    from scripts import live
+
+    for run in runs:  # a clear error for a folder that is no run
+        run_status(run)
+    console, start = Console(), time.time()
+    first = {run: live.cells_done(live.snapshot(run))[0] for run in runs}  # the rate is measured from here
+
+    def views():
+        shown, finished = [], True
+        for run in runs:
+            snap = live.snapshot(run)
+            done, total = live.cells_done(snap)
+            finished &= done >= total
+            eta = live.eta_text(done - first[run], total - first[run], time.time() - start)
+            if done >= total:
+                eta = "done"
+            elif not any((Path(run).parents[1] / ".snakemake" / "locks").glob("*")):  # no snakemake in the folder
+                eta = "not running (run the same command again to go on)"
+            # the requests in flight: the jobs running that the files show
+            jobs = [("generate", e["instance_id"], datetime.fromisoformat(e["at"]).timestamp())
+                    for e in costs.read_ledger(Path(run) / "spend.jsonl") if e.get("state") == "open"] \
+                if (Path(run) / "spend.jsonl").is_file() else []
+            shown.append((snap, eta, jobs))
+        return shown, finished
+
+    try:
+        if not console.is_terminal:
+            while True:
+                shown, finished = views()
+                for snap, eta, jobs in shown:
+                    print(f"{snap['run']}: " + live.summary_line(snap, eta, running=len(jobs)), flush=True)
+                if finished:
+                    return 0
+                time.sleep(every)
+        with Live(console=console, auto_refresh=False) as screen:
+            while True:
+                shown, finished = views()
+                screen.update(Group(*(live.view(snap, eta, time.time() - start, jobs) for snap, eta, jobs in shown)),
+                              refresh=True)
+                if finished:
+                    return 0
+                time.sleep(every)
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

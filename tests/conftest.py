@@ -24,9 +24,11 @@ def write_rows(path, rows):
 
 
 def snakemake(workdir, *args, env=None, check=True, umask=-1):
-    """Run the real snakemake on the project's Snakefile with results under workdir (and umask, if given)."""
+    """Run the real snakemake on the project's Snakefile with results under workdir (and umask, if given).
+    Snakemake's own output (a block per job, which jobs_run reads) unless args choose the logger."""
+    view = [] if any(a.startswith("--logger") for a in args) else ["--logger-swebench-jobs"]
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"),
-               "--directory", str(workdir), "--cores", "2", *args]
+               "--directory", str(workdir), "--cores", "2", *view, *args]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}
     full_env["SWEBENCH_EVALUATION"] = "none"  # tests of evaluation ask for it with --config or env
     # The SWE-bench repositories are not reachable offline; tests of the check ask for it with --config.

@@ -1,6 +1,7 @@
 """What a user sees of a run against a model: the cost estimate before any request, a line per
 answer, the merge of what is done when some instances failed, and how a failed run ends."""
 import json
+import re
 import subprocess
 import sys
 
@@ -38,7 +39,8 @@ def test_an_estimate_above_cost_warn_stops_before_any_request(tmp_path):
     assert len(server.requests) == 4
     estimate = json.loads((run / "estimate.json").read_text())
     assert estimate["instances"] == 4 and 0 < estimate["low_usd"] < estimate["high_usd"]
-    lines = [line for line in confirmed.stdout.splitlines() if line.startswith("generate ")]
+    # each answer's line, in Snakemake's log (stderr)
+    lines = [line for line in confirmed.stderr.splitlines() if re.match(r"generate \S+: ", line)]
     assert sorted(line.split(":")[0] for line in lines) == sorted(f"generate {r['instance_id']}" for r in rows)
     assert all("answered in" in line and "of max_cost 50 USD" in line for line in lines)
     totals = sorted(float(line.split("run total ")[1].split()[0]) for line in lines)

@@ -1,0 +1,155 @@
+"""The run's view, from its files: per stage, instances done of selected and their outcomes; the
+spend against max_cost and the estimate; the requests in flight; the jobs running; an ETA. Drawn
+live by the workflow's logger plugin (logger/) and by `python -m scripts.status --watch`."""
+import time
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from scripts import costs, status
+from scripts.common import read_json
+
+# what a stage's record says when it is done (not failed for good)
+DONE = {"context": "built", "prompt": "built", "generate": "answered", "patch": "valid", "repair": "repaired"}
+
+
+def snapshot(run_dir):
+    """What the run's files say now: {run, selected, stages: {stage: Counter of outcomes}, spend,
+    reserved, open: {instance: requests in flight}, requests: {instance: requests made}, settings, estimate}."""
+    run_dir = Path(run_dir)
+    index = run_dir / "instances.index.json"
+    settings = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    ids = list(read_json(index)) if index.is_file() else []
+    stages = settings.get("stages") or status.run_stages(run_dir)[0]
+    outcomes = {stage: Counter() for stage in stages}
+    for instance_id in ids:
+        try:
+            states = status.instance_status(run_dir, instance_id, stages)
+        except status.StatusError:  # a file being replaced: counted at the next look
+            continue
+        for stage, (state, reason, path) in states.items():
+            if state == "to do":
+                continue
+            label = reason or DONE.get(stage)
+            if stage == "evaluate" and not reason:
+                label = read_json(path)["status"]
+            outcomes[stage][label] += 1
+    ledger = run_dir / "spend.jsonl"
+    entries = costs.read_ledger(ledger) if ledger.is_file() else []
+    settled, reserved = costs.totals(entries)
+    estimate = run_dir / "estimate.json"
+    return {"run": str(run_dir), "selected": len(ids), "stages": outcomes, "spend": settled, "reserved": reserved,
+            "open": Counter(e["instance_id"] for e in entries if e.get("state") == "open"),
+            "requests": Counter(e["instance_id"] for e in entries if "request" in e),
+            "settings": settings, "estimate": read_json(estimate) if estimate.is_file() else None}
+
+
+def cells_done(snap):
+    """(instance stages done, instance stages in all) of a snapshot."""
+    return sum(sum(c.values()) for c in snap["stages"].values()), snap["selected"] * len(snap["stages"])
+
+
+def eta_text(done, total, elapsed):
+    """The time left at the rate observed so far."""
+    if total and done >= total:
+        return "done"
+    if not done or elapsed < 1:
+        return "ETA measuring"
+    return f"ETA {clock((total - done) * elapsed / done)}"
+
+
+def clock(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def outcome_text(counter):
+    return ", ".join(f"{label} {n}" for label, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def spend_text(snap, api=None):
+    """Spend against max_cost and the estimate, and the requests in flight against api."""
+    max_cost = snap["settings"].get("max_cost")
+    text = f"spend {snap['spend']:.4f} USD"
+    if snap["reserved"]:
+        text += f" (+{snap['reserved']:.4f} reserved)"
+    text += f" of max_cost {max_cost:g} USD" if max_cost is not None else " (no max_cost)"
+    estimate = snap["estimate"]
+    if estimate and estimate.get("low_usd") is not None:
+        text += f"; estimate {estimate['low_usd']:.2f}-{estimate['high_usd']:.2f} USD"
+    in_flight = sum(snap["open"].values())
+    return text + f"; requests in flight {in_flight}" + (f" of api {api}" if api else "")
+
+
+def summary_line(snap, eta, api=None, running=0):
+    """The view as one plain line (logs, CI, SLURM)."""
+    stages = " ".join(f"{stage} {sum(c.values())}/{snap['selected']}" for stage, c in snap["stages"].items())
+    return (f"{time.strftime('%H:%M:%S')} progress: {stages}; {running} jobs running; {spend_text(snap, api)}; {eta}")
+
+
+def view(snap, eta, elapsed, jobs=(), api=None, title=None):
+    """The view for a terminal: jobs are (stage, instance, started at) of the jobs running."""
+    done, total = cells_done(snap)
+    head = Text.assemble((title or snap["run"], "bold"), f"  {snap['selected']} instances  elapsed {clock(elapsed)}  ",
+                         (eta, "bold cyan"))
+    stages = Table(box=None, padding=(0, 1), show_edge=False)
+    for column in ("stage", "done", "", "outcomes"):
+        stages.add_column(column, no_wrap=column != "outcomes")
+    width = 20
+    for stage, counter in snap["stages"].items():
+        n = sum(counter.values())
+        filled = round(width * n / snap["selected"]) if snap["selected"] else 0
+        stages.add_row(stage, f"{n}/{snap['selected']}", Text("━" * filled, "green") + Text("━" * (width - filled), "grey37"),
+                       outcome_text(counter))
+    parts = [head, stages, Text(spend_text(snap, api))]
+    if jobs:
+        running = Table(box=None, padding=(0, 1), show_edge=False, title_justify="left")
+        for column in ("running", "instance", "for", "request"):
+            running.add_column(column, no_wrap=True)
+        now = time.time()
+        for stage, instance_id, started in sorted(jobs, key=lambda job: job[2])[:12]:
+            requests = snap["requests"].get(instance_id, 0) if stage in ("generate", "repair") else 0
+            running.add_row(stage, instance_id or "", f"{now - started:.0f} s", f"attempt {requests}" if requests else "")
+        parts.append(running)
+        if len(jobs) > 12:
+            parts.append(Text(f"... and {len(jobs) - 12} more jobs running"))
+    parts.append(Text(f"{done} of {total} instance stages done", "dim"))
+    return Group(*parts)
+
+
+def stage_outcome(run_dir, stage, instance_id):
+    """One plain line of a finished job: the stage, the instance and what its record says."""
+    if not instance_id or stage not in status.STAGE_FILES:
+        return f"{stage}: done"
+    path = Path(run_dir) / "instances" / instance_id / status.STAGE_FILES[stage]
+    if stage in ("context", "prompt") or not path.is_file():
+        return f"{stage} {instance_id}: {DONE.get(stage, 'done')}"
+    record = read_json(path)
+    line = f"{stage} {instance_id}: {status.failure_reason(stage, record) or DONE.get(stage) or record.get('status')}"
+    if stage == "generate":
+        line += f" in {record.get('latency_s') or 0:.1f} s, {record.get('cost_usd') or 0:.4f} USD"
+    return line
+
+
+def error_text(stage, instance_id, logs, message=None):
+    """A failed job in full: the stage and instance, the cause, the log file and what it holds."""
+    cause = message or "the job failed"
+    for log in logs:
+        fault = status.infrastructure_fault(log)
+        lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines() if Path(log).is_file() else []
+        errors = [line.partition("error: ")[2] for line in lines if "error: " in line]
+        if fault:
+            cause = f"infrastructure fault: {fault[0]}: {fault[1]}"
+        elif errors:
+            cause = errors[-1]
+    text = f"error: {stage}" + (f" {instance_id}" if instance_id else "") + f" failed: {cause}"
+    for log in logs:
+        text += f"\n  log: {log}"
+        lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines() if Path(log).is_file() else []
+        if len(lines) > 40:  # a log holds every attempt: the last ones
+            text += f"\n    ({len(lines) - 40} earlier lines in the log)"
+        text += "".join(f"\n    {line}" for line in lines[-40:])
+    return text
