@@ -237,7 +237,7 @@ def run(instance_id, input, provider, model, settings, out_path, log_path):
         except (GenerationFailed, costs.BudgetSpent) as error:
             log(f"error: {error}")
             if getattr(error, "cause", None):
-                log(fault_line(error.cause, "a rerun retries it"))
+                log(fault_line(error.cause, f"{error}; a rerun retries it"))
             raise GenerationFailed(f"{instance_id}: {error} (log: {log_path})", getattr(error, "cause", None)) from None
         write_json_atomic(out_path, record)
         cost = "unknown cost" if record["cost_usd"] is None else f"{record['cost_usd']:.6f} USD"

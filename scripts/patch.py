@@ -224,7 +224,7 @@ def run_stage(instance_id, input, output, log_path, repos):
                        f"{str(error).rstrip('.')}. To fix it, set repo_url (and repo_cache) to where the repository can be fetched, or "
                        f"apply_check=false to skip the check (log: {log_path})")
             log(f"error: {message}")
-            log(fault_line("repository_unreachable", "a rerun retries it"))
+            log(fault_line("repository_unreachable", f"{error}; a rerun retries it"))
             raise PatchStageError(message) from None
         write_text_atomic(output["diff"], text)
         write_json_atomic(output["record"], record)

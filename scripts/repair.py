@@ -144,14 +144,14 @@ def run_stage(instance_id, input, output, log_path, settings):
             except repos_module.RepoError as error:
                 message = f"{instance_id}: cannot read the repository for the repair request: {error} (log: {log_path})"
                 log(f"error: {message}")
-                log(fault_line("repository_unreachable", "a rerun retries it"))
+                log(fault_line("repository_unreachable", f"{error}; a rerun retries it"))
                 raise PatchStageError(message) from None
             except (generate.GenerationFailed, costs.BudgetSpent) as error:
                 message = (f"{instance_id}: self-repair could not ask the model: {error} "
                            f"(repair_attempts=0 turns self-repair off; log: {log_path})")
                 log(f"error: {message}")
                 if getattr(error, "cause", None):
-                    log(fault_line(error.cause, "a rerun retries it"))
+                    log(fault_line(error.cause, f"{error}; a rerun retries it"))
                 raise PatchStageError(message) from None
         record["cost_usd"] = round(sum(a["cost_usd"] for a in record["attempts"]), 6)
         write_text_atomic(output["diff"], text)

@@ -94,6 +94,8 @@ class LogHandler(LogHandlerBase):
         elif event == LogEvent.JOB_ERROR:
             self.running.pop(record.jobid, None)
             self.write(self.job_error(record))
+        elif str(record.msg or "").startswith("Cannot restore") and str(record.msg).endswith("no backup found."):
+            pass  # an update() output (a paid answer) that did not exist before its job failed: nothing to put back
         elif getattr(record, "swebench", None) == "notice" or (
                 record.levelno >= 30 and event not in (LogEvent.RUN_INFO, LogEvent.PROGRESS)):
             self.write(self.formatter_.format(record))
