@@ -1,25 +1,3 @@
-# With batch=true one job asks every instance still without an answer through the provider's
-# batch API (scripts/batch.py); each generate job then writes its response.json from that answer.
-BATCH_DONE = f"{RUN}/batch/done.json" if config["batch"] and ESTIMATE else None
-
-if BATCH_DONE:
-    if STARTS_RUN and os.path.exists(BATCH_DONE) and read_json(BATCH_DONE)["unanswered"]:
-        os.remove(BATCH_DONE)  # instances are left to ask: a new batch
-
-    rule batch:
-        input:
-            prompts=per_instance("prompt.json"),
-            estimate=ancient(ESTIMATE),
-        output:
-            BATCH_DONE,
-        localrule: True
-        run:
-            from scripts import batch
-
-            ids = [os.path.basename(os.path.dirname(path)) for path in input.prompts]
-            batch.run(RUN, ids, config["provider"], MODEL, DERIVED["api"], output[0], poll_s=config["batch_poll"])
-
-
 # Runs in Snakemake's own process when threads are used (the default profile sets
 # force-use-threads), so the model clients are imported once, not once per instance.
 # A request waits on the network, not on a core: threads 0 leaves the cores to the other

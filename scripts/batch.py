@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from scripts import costs, providers
-from scripts.common import now, read_json, write_json_atomic
+from scripts.common import append_log, now, read_json, write_json_atomic
 
 OPENAI_DONE = {"completed", "failed", "expired", "cancelled"}
 
@@ -141,6 +141,16 @@ def collect(run_dir, state, batch, found, settings, price, log):
     write_json_atomic(state_path(run_dir), state)
     failed = len(batch.get("failed", {}))
     log(f"batch {batch['id']}: ended, {len(batch['requests']) - failed} answered, {failed} to ask again")
+
+
+def job_log(log_path):
+    """A function that writes a line to the job's log and to the terminal (the batch's state as it changes)."""
+
+    def log(message):
+        append_log(log_path, message)
+        print(message, flush=True)
+
+    return log
 
 
 def run(run_dir, instance_ids, provider, model, settings, out_path, poll_s=10.0, log=print):

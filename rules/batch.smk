@@ -1,0 +1,23 @@
+# With batch=true one job asks every instance still without an answer through the provider's
+# batch API (scripts/batch.py); each generate job then writes its response.json from that answer.
+BATCH_DONE = f"{RUN}/batch/done.json" if config["batch"] and ESTIMATE else None
+
+if BATCH_DONE:
+    if STARTS_RUN and os.path.exists(BATCH_DONE) and read_json(BATCH_DONE)["unanswered"]:
+        os.remove(BATCH_DONE)  # instances are left to ask: a new batch
+
+    rule batch:
+        input:
+            prompts=per_instance("prompt.json"),
+            estimate=ancient(ESTIMATE),
+        output:
+            BATCH_DONE,
+        log:
+            f"{RUN}/logs/batch.log",
+        localrule: True
+        run:
+            from scripts import batch
+
+            ids = [os.path.basename(os.path.dirname(path)) for path in input.prompts]
+            batch.run(RUN, ids, config["provider"], MODEL, DERIVED["api"], output[0], config["batch_poll"],
+                      batch.job_log(log[0]))
