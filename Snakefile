@@ -33,5 +33,9 @@ rule all:
         run_targets,
 
 
+onstart:
+    widen_thread_pool()
+
+
 onerror:
     print(failure_advice(), file=sys.stderr)

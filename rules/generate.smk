@@ -26,6 +26,8 @@ rule generate:
     log:
         f"{RUN}/logs/{{id}}/generate.log",
     threads: 0
+    # The run as a pipeline (rules/prompt.smk): a request before anything else, when an api unit is free.
+    priority: 3
     resources:
         api=1,
     params:
