@@ -10,6 +10,7 @@ the job and write nothing, so that a rerun tries again.
 """
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -205,7 +206,10 @@ def run(instance_id, input, provider, model, settings, out_path, log_path):
         write_json_atomic(out_path, record)
         log(f"{record['status']} {record['failure_reason'] or record['stop_reason']}, "
             f"{record['cost_usd']:.6f} USD, {record['latency_s']} s")
-    print(progress_line(record, provider, settings), flush=True)
+    # one write per line: the jobs are threads of one process, and print() writes the line and its end
+    # apart, so two answers at once could share a line
+    sys.stdout.write(progress_line(record, provider, settings) + "\n")
+    sys.stdout.flush()
 
 
 def keep_paid_answers(paths, overwrite, log):
