@@ -1,6 +1,10 @@
 # With batch=true one job asks every instance still without an answer through the provider's
 # batch API (scripts/batch.py); each generate job then writes its response.json from that answer.
-BATCH_DONE = f"{RUN}/batch/done.json" if config["batch"] and ESTIMATE else None
+BATCH_DONE = (
+    f"{RUN}/batch/done.json"
+    if config["batch"] and config["provider"] in MODEL_PROVIDERS and not config["predictions"]
+    else None
+)
 
 if BATCH_DONE:
     if STARTS_RUN and os.path.exists(BATCH_DONE) and read_json(BATCH_DONE)["unanswered"]:
@@ -8,8 +12,9 @@ if BATCH_DONE:
 
     rule batch:
         input:
+            **({"estimate": ancient(ESTIMATE)} if ESTIMATE else {}),
             prompts=per_instance("prompt.json"),
-            estimate=ancient(ESTIMATE),
+            # no batch before the run's cost estimate is made and accepted (a model with a price has one)
         output:
             BATCH_DONE,
         log:
@@ -19,5 +24,13 @@ if BATCH_DONE:
             from scripts import batch
 
             ids = [os.path.basename(os.path.dirname(path)) for path in input.prompts]
-            batch.run(RUN, ids, config["provider"], MODEL, DERIVED["api"], output[0], config["batch_poll"],
-                      batch.job_log(log[0]))
+            batch.run(
+                RUN,
+                ids,
+                config["provider"],
+                MODEL,
+                DERIVED["api"],
+                output[0],
+                config["batch_poll"],
+                batch.job_log(log[0]),
+            )

@@ -1,4 +1,5 @@
 # Configuration, checked before any job runs, and the input functions of the rules.
+import concurrent.futures
 import json
 import os
 import shlex
@@ -14,6 +15,7 @@ from scripts import settings
 from scripts.predictions import PredictionsError, load_predictions
 from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
 from scripts.common import infrastructure_fault, read_json
+from scripts.costs import price_for
 
 # What only a run needs (an API key, a Docker daemon): not a dry run, --lint, --report or a listing.
 RUNS_JOBS = settings.runs_jobs(sys.argv[1:]) and not workflow.output_settings.dryrun
@@ -192,6 +194,22 @@ def run_targets(wildcards):
     return targets
 
 
+def widen_thread_pool():
+    """With force-use-threads every local job runs on a thread of one pool of cores + 5 threads, and a
+    model request (generate, repair) holds its thread while it waits on the network: with few cores
+    that pool, not `--resources api=N`, would bound the requests in flight. Called before the first
+    job (onstart), it gives the pool a thread for each api unit and each docker unit on top."""
+    executor = getattr(workflow.scheduler, "_executor", None)
+    if not workflow.execution_settings.use_threads or not hasattr(executor, "pool"):
+        return  # subprocess jobs, or a cluster executor
+    # a resource not given is unbounded (sys.maxsize): no thread for it
+    limits = [workflow.scheduler.global_resources.get(name, 0) for name in ("api", "docker")]
+    waiting = sum(n for n in limits if n < sys.maxsize)
+    if waiting:
+        executor.workers += waiting
+        executor.pool = concurrent.futures.ThreadPoolExecutor(max_workers=executor.workers)
+
+
 def failure_advice():
     """What the user reads when jobs failed: the errors above name the rule, the instance and its log."""
     from scripts.costs import budget_advice, quota_advice
@@ -227,7 +245,15 @@ def selection_inputs():
     return {"instances": ancient(INSTANCES), "index": ancient(INDEX)}
 
 
-ESTIMATE = f"{RUN}/estimate.json" if config["provider"] in MODEL_PROVIDERS and not config["predictions"] else None
+# The cost estimate, which every request waits for. Only for a model with a price: for one without (a
+# local server) it could stop nothing, and requests start while other prompts are still being built.
+ESTIMATE = (
+    f"{RUN}/estimate.json"
+    if config["provider"] in MODEL_PROVIDERS
+    and not config["predictions"]
+    and price_for(config["provider"], MODEL, DERIVED["api"]["prices"], config["batch"]) is not None
+    else None
+)
 
 
 def estimate_settings():

@@ -1,6 +1,6 @@
 # The cost estimate, from the prompts of every instance still to ask: the generate jobs wait
 # for it, and it stops the run above cost_warn unless confirm_cost=true. Only for the paid
-# providers (gold and replay cost nothing).
+# providers (gold and replay cost nothing) and a model with a price (rules/common.smk).
 if ESTIMATE:
 
     rule estimate:
@@ -30,3 +30,13 @@ if ESTIMATE:
                 "Cost estimate: made once the prompts are built, before any request (nothing is selected yet).",
                 file=sys.stderr,
             )
+
+
+# A model without a price: no estimate, and requests start while other prompts are being built.
+if not ESTIMATE and config["provider"] in MODEL_PROVIDERS and not config["predictions"] and workflow.is_main_process:
+    print(
+        f"No cost estimate: no price is known for model {MODEL}, so requests start as soon as their prompt is "
+        "built and their spend is recorded as 0; to have one, give the price with "
+        "--config 'prices={MODEL: {input: X, output: Y}}' (USD per million tokens).",
+        file=sys.stderr,
+    )

@@ -26,6 +26,8 @@ rule generate:
         ),
     log:
         f"{RUN}/logs/{{id}}/generate.log",
+    # The run as a pipeline (rules/prompt.smk): a request before anything else, when an api unit is free.
+    priority: 3
     threads: 0
     resources:
         api=1,

@@ -14,6 +14,7 @@ rule patch:
         record=f"{RUN}/instances/{{id}}/patch.json",
     log:
         f"{RUN}/logs/{{id}}/patch.log",
+    priority: 1  # rules/prompt.smk
     params:
         # The settings that change a verdict: a change reruns the patch stage and what follows.
         apply_check=config["apply_check"],

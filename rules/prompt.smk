@@ -7,6 +7,12 @@ rule prompt:
         f"{RUN}/instances/{{id}}/prompt.json",
     log:
         f"{RUN}/logs/{{id}}/prompt.log",
+    # The run as a pipeline: of the jobs ready, Snakemake starts first those of the highest priority
+    # (among the ones it looks at: profiles/default), then those with the largest inputs, which would
+    # be every context (the selection is their input) before any prompt. So: generate, then prompt,
+    # then patch, then context: requests start while contexts are still being built, and answers are
+    # judged while others are being asked.
+    priority: 2
     run:
         from scripts import prompt
 

@@ -1,5 +1,6 @@
 """File helpers shared by the stages: atomic writes and JSON/JSONL reading."""
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -93,9 +94,17 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+@functools.lru_cache(maxsize=4)
+def _index(path, mtime_ns, size):
+    return read_json(path)
+
+
 def read_row(rows_path, index_path, instance_id):
-    """One row of instances.jsonl, found through its index."""
-    offset, size = read_json(index_path)[instance_id]
+    """One row of instances.jsonl, found through its index. The jobs of a run share Snakemake's process
+    (force-use-threads): the index is parsed once per version of the file, not once per job, which
+    would be work in the square of the run."""
+    stat = os.stat(index_path)
+    offset, size = _index(os.fspath(index_path), stat.st_mtime_ns, stat.st_size)[instance_id]
     with open(rows_path, "rb") as f:
         f.seek(offset)
         return json.loads(f.read(size))

@@ -5,9 +5,13 @@ matches a provider's model id as the provider names it (dated names too); prices
 this file adds what the database lacks, and the `prices` setting overrides or adds models by
 exact name (local servers, fine-tunes). A price is a dict in USD per million tokens: input,
 cached_input (cache reads), cache_write, output, reasoning (default: output), tiers (long-context
-rates, each for requests of more than `above` input tokens) and source. The budget is kept in a ledger, results/<run>/spend.jsonl, one line per paid
-request, read and rewritten under a file lock so that parallel jobs, separate processes
-and cluster jobs on a shared filesystem all see one total.
+rates, each for requests of more than `above` input tokens) and source.
+
+The budget is kept in a ledger, results/<run>/spend.jsonl, appended to under a file lock so that
+parallel jobs, separate processes and cluster jobs on a shared filesystem all see one total. A
+paid request is one entry: the line that opens it, and a later line with the same `request` id
+that settles it (read_ledger gives them folded into one). Appending, and parsing only the lines
+added since the last read, keeps each request's bookkeeping flat however long the run.
 
 Before a request starts, its worst case (`worst_case_usd`) is reserved: the line is
 written with state "open", and only if the settled spend, the open reservations and this
@@ -155,22 +159,51 @@ def _locked(ledger):
     return FileLock(f"{ledger}.lock")
 
 
+# ledger path -> (file identity, bytes parsed, entries, entries by request id), for this process
+_FOLDED = {}
+
+
+def _fold(line, entries, by_request):
+    entry = by_request.get(line.get("request"))
+    if entry is None:
+        entries.append(line)
+        if line.get("request"):
+            by_request[line["request"]] = line
+    else:  # a later line of the request: it replaces the entry's state, cost and note
+        entry.pop("note", None)
+        entry.update(line)
+
+
 def _read(ledger):
-    path = Path(ledger)
-    if not path.exists():
+    """The ledger's entries, its lines folded (called under the lock). Only the lines added since this
+    process last read the file are parsed."""
+    path = os.fspath(ledger)
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        _FOLDED.pop(path, None)
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    identity = (stat.st_dev, stat.st_ino)
+    known = _FOLDED.get(path)
+    if known is None or known[0] != identity or stat.st_size < known[1]:
+        known = (identity, 0, [], {})  # new, replaced or cut: read from the start
+    _, offset, entries, by_request = known
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].splitlines():
+        if line.strip():
+            _fold(json.loads(line), entries, by_request)
+    _FOLDED[path] = (identity, offset + end, entries, by_request)
+    return entries
 
 
-def _write(ledger, entries):
-    """Rewrite the ledger whole: a temporary file renamed over it, so a reader never sees half of it."""
-    tmp = Path(f"{ledger}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(e) + "\n" for e in entries)
+def _append(ledger, lines):
+    with open(ledger, "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(line) + "\n" for line in lines)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, ledger)
 
 
 def _now():
@@ -199,27 +232,27 @@ def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0):
     deadline = time.monotonic() + wait_s
     while True:
         with _locked(ledger):
+            # its job ended before the answer came: it may have been billed, so it stays counted
+            stale = [{"request": e["request"], "state": "worst_case", "cost_usd": e["reserved_usd"],
+                      "note": "its job ended before the answer came"}
+                     for e in _read(ledger) if e.get("state") == "open" and e["instance_id"] == instance_id]
+            if stale:
+                _append(ledger, stale)
             entries = _read(ledger)
-            for e in entries:
-                if e.get("state") == "open" and e["instance_id"] == instance_id:
-                    # its job ended before the answer came: it may have been billed, so it stays counted
-                    e.update(state="worst_case", cost_usd=e["reserved_usd"], note="its job ended before the answer came")
             settled, reserved = totals(entries)
             if max_cost is None or (settled + reserved + worst_usd <= max_cost and settled + reserved < max_cost):
                 request = uuid.uuid4().hex[:12]
-                entries.append({"instance_id": instance_id, "request": request, "state": "open",
-                                "reserved_usd": worst_usd, "cost_usd": None, "at": _now(),
-                                "host": socket.gethostname(), "pid": os.getpid()})
-                _write(ledger, entries)
+                _append(ledger, [{"instance_id": instance_id, "request": request, "state": "open",
+                                  "reserved_usd": worst_usd, "cost_usd": None, "at": _now(),
+                                  "host": socket.gethostname(), "pid": os.getpid()}])
                 return request
             # requests that may still be in flight: opened less than wait_s ago (older ones are of killed jobs)
             live = sum(e["reserved_usd"] for e in entries if e.get("state") == "open"
                        and datetime.now(timezone.utc) - datetime.fromisoformat(e["at"]) < timedelta(seconds=wait_s))
             may_fit = live > 0 and settled + reserved - live + worst_usd <= max_cost
             if not may_fit or time.monotonic() >= deadline:
-                entries.append({"instance_id": instance_id, "state": "refused", "reserved_usd": worst_usd,
-                                "cost_usd": 0.0, "at": _now()})
-                _write(ledger, entries)
+                _append(ledger, [{"instance_id": instance_id, "state": "refused", "reserved_usd": worst_usd,
+                                  "cost_usd": 0.0, "at": _now()}])
                 raise BudgetSpent(
                     f"the budget is spent: this request may cost up to {worst_usd:.4f} USD, and with "
                     f"{settled:.4f} USD spent and {reserved:.4f} USD reserved by requests in flight it would pass "
@@ -230,29 +263,25 @@ def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0):
 def settle(ledger, request, state, cost=None, note=None):
     """End a reservation: settled at cost, released (0), or worst_case (its reservation)."""
     with _locked(ledger):
-        entries = _read(ledger)
-        entry = next(e for e in entries if e.get("request") == request)
-        entry["cost_usd"] = {"settled": cost, "released": 0.0, "worst_case": entry["reserved_usd"]}[state]
-        entry["state"] = state
-        entry.pop("note", None)
-        if note:
-            entry["note"] = note
-        entry["settled_at"] = _now()
-        _write(ledger, entries)
-    return entry["cost_usd"]
+        _read(ledger)
+        entry = _FOLDED[os.fspath(ledger)][3][request]
+        line = {"request": request, "state": state,
+                "cost_usd": {"settled": cost, "released": 0.0, "worst_case": entry["reserved_usd"]}[state],
+                "settled_at": _now(), **({"note": note} if note else {})}
+        _append(ledger, [line])
+    return line["cost_usd"]
 
 
 def record_spend(ledger, instance_id, cost):
     """A settled line for spend that had no reservation (a request of unknown worst case)."""
     with _locked(ledger):
-        entries = _read(ledger)
-        entries.append({"instance_id": instance_id, "state": "settled", "cost_usd": cost, "at": _now()})
-        _write(ledger, entries)
+        _append(ledger, [{"instance_id": instance_id, "state": "settled", "cost_usd": cost, "at": _now()}])
 
 
 def read_ledger(ledger):
+    """The ledger's entries, one per request (opened and settled), refusal or unreserved spend."""
     with _locked(ledger):
-        return _read(ledger)
+        return [dict(e) for e in _read(ledger)]
 
 
 def refused_instances(entries):

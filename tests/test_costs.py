@@ -96,7 +96,27 @@ def test_worst_case_bounds_the_real_tokens_of_real_prompts():
 
 
 def entries(ledger):
-    return [json.loads(line) for line in ledger.read_text().splitlines()]
+    return costs.read_ledger(ledger)
+
+
+def test_the_ledger_is_appended_to_and_read_folded(tmp_path):
+    """A settlement is a line added to the ledger, not a rewrite of it; readers see one entry per request,
+    also a process that read the ledger before another process added to it."""
+    ledger = tmp_path / "spend.jsonl"
+    request = costs.reserve(ledger, "a", 0.5, 1.0)
+    opened = ledger.read_text()
+    costs.settle(ledger, request, "settled", 0.125)
+    assert ledger.read_text().startswith(opened)
+    lines = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [(line["request"], line["state"]) for line in lines] == [(request, "open"), (request, "settled")]
+    assert [(e["instance_id"], e["state"], e["cost_usd"]) for e in entries(ledger)] == [("a", "settled", 0.125)]
+    # a line added by another process (here: written directly) is seen by the next read
+    with open(ledger, "a") as f:
+        f.write(json.dumps({"request": request, "state": "worst_case", "cost_usd": 0.5}) + "\n")
+    assert costs.spent(ledger) == 0.5 and len(entries(ledger)) == 1
+    # a ledger replaced by a shorter one is read again from its start
+    ledger.write_text(json.dumps({"instance_id": "b", "cost_usd": 0.25}) + "\n")
+    assert costs.spent(ledger) == 0.25
 
 
 def test_reserve_settle_refuse(tmp_path):

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+from scripts import costs
+
 import fixture_repos
 from conftest import PROJECT, assert_valid, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
@@ -76,7 +78,7 @@ def test_self_repair_in_the_workflow_keeps_its_files_and_pays_from_the_budget(tm
         assert_valid(json.loads((folder / "repair" / "1.prompt.json").read_text()), "prompt")
         repair_response = json.loads((folder / "repair" / "1.response.json").read_text())
         assert_valid(repair_response, "response")
-        spent = [json.loads(line) for line in (run / "spend.jsonl").read_text().splitlines()]
+        spent = costs.read_ledger(run / "spend.jsonl")
         assert sorted(s["instance_id"] for s in spent) == sorted([r["instance_id"] for r in rows] + [broken])
         assert repair_response["cost_usd"] in [s["cost_usd"] for s in spent if s["instance_id"] == broken]
         assert "repair 1: valid" in (run / "logs" / broken / "repair.log").read_text()

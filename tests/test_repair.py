@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from scripts import patch, repair
+from scripts import costs, patch, repair
 from scripts.select import write_selection
 from scripts.settings import api_settings
 
@@ -59,7 +59,7 @@ def stage(instance, answer, provider, server, attempts=1, **config):
 
 def ledger(instance):
     path = instance["run"] / "spend.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return costs.read_ledger(path) if path.exists() else []
 
 
 def not_applying(row):

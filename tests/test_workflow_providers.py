@@ -282,3 +282,21 @@ def test_requests_of_a_killed_run_keep_counting_at_their_worst_case(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["cost"]["other_usd"] == pytest.approx(sum(e["cost_usd"] for e in kept), abs=1e-5)
     assert summary["cost"]["total_usd"] == pytest.approx(costs.spent(ledger), abs=1e-5)
+
+
+def test_a_model_without_a_price_is_asked_at_api_requests_at_once_while_prompts_are_built(tmp_path):
+    """No cost estimate to wait for, and `--resources api=N` (not Snakemake's thread pool of cores + 5)
+    bounds the requests in flight."""
+    rows = read_rows(LITE_TEST)[20:34]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    with FakeModelServer(rows, latency=2.0) as server:
+        result = snakemake(tmp_path, "--resources", "api=12",
+                           *provider_config("openai", server, dataset, "model=local-model", "repair_attempts=0",
+                                            "run_id=local"), env=env_for("openai"))
+    starts = sorted(r["at"] for r in server.requests)
+    assert len(starts) == len(rows)
+    # requests that started within one answer's latency of each other were in flight together
+    most_at_once = max(sum(1 for t in starts if s <= t < s + server.latency) for s in starts)
+    assert 7 < most_at_once <= 12  # more than the 2 cores + 5 threads, at most api
+    assert "No cost estimate: no price is known for model local-model" in result.stderr
+    assert not (tmp_path / "results" / "local" / "estimate.json").exists()

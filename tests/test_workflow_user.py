@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+from scripts import costs
+
 from conftest import LITE_TEST, PROJECT, jobs_run, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
 
@@ -44,7 +46,7 @@ def test_an_estimate_above_cost_warn_stops_before_any_request(tmp_path):
     assert sorted(line.split(":")[0] for line in lines) == sorted(f"generate {r['instance_id']}" for r in rows)
     assert all("answered in" in line and "of max_cost 50 USD" in line for line in lines)
     totals = sorted(float(line.split("run total ")[1].split()[0]) for line in lines)
-    spent = sum(json.loads(line)["cost_usd"] for line in (run / "spend.jsonl").read_text().splitlines())
+    spent = sum(e["cost_usd"] for e in costs.read_ledger(run / "spend.jsonl"))
     assert totals[-1] == round(spent, 4) and totals[0] < totals[-1]
     assert "\x1b[" not in confirmed.stdout + confirmed.stderr  # no control codes when not a terminal
 
