@@ -13,7 +13,7 @@ from scripts import costs, status
 from scripts.common import read_json
 
 # what a stage's record says when it is done (not failed for good)
-DONE = {"context": "built", "prompt": "built", "generate": "answered", "patch": "valid", "repair": "repaired"}
+DONE = {"context": "built", "prompt": "built", "generate": "answered", "patch": "valid", "repair": "valid"}
 
 
 def snapshot(run_dir):
