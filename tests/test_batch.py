@@ -74,26 +74,28 @@ def run_batch(provider, url, run):
               settings_for(provider, server, run), run / "batch" / "done.json", poll_s=0.05, log=print)
 
 
-def wait_until_recorded(process, server, run_dir):
-    """Until the batch the process made is pending on the server and recorded in the run folder."""
+def kill_while_pending(provider, server, run_dir):
+    """Start a batch run in a process of its own and kill it once its batch is pending on the server and
+    recorded in the run folder."""
+    server.batch_hold.set()
+    process = multiprocessing.get_context("fork").Process(target=run_batch, args=(provider, server.url, run_dir))
+    process.start()
     for _ in range(400):
         state = batch.state_path(run_dir)
         if server.batches and state.exists() and json.loads(state.read_text())["batches"]:
-            return
+            break
         process.join(0.05)
-    raise AssertionError("the batch was not made and recorded within 20 s")
+    else:
+        raise AssertionError("the batch was not made and recorded within 20 s")
+    process.kill()
+    process.join()
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_a_stopped_run_polls_its_pending_batch_and_sends_nothing_again(provider, tmp_path):
     ids = make_run(tmp_path, ROWS[:3])
     with FakeModelServer(ROWS) as server:
-        server.batch_hold.set()
-        stopped = multiprocessing.get_context("fork").Process(target=run_batch, args=(provider, server.url, tmp_path))
-        stopped.start()
-        wait_until_recorded(stopped, server, tmp_path)
-        stopped.kill()
-        stopped.join()
+        kill_while_pending(provider, server, tmp_path)
         assert len(server.batches) == 1 and not (tmp_path / "batch" / "done.json").exists()
         state = json.loads((tmp_path / "batch" / "state.json").read_text())
         assert [b["id"] for b in state["batches"]] == list(server.batches)
@@ -117,12 +119,7 @@ def test_a_batch_the_budget_cannot_hold_is_not_sent(tmp_path):
 def test_a_cancelled_batch_is_sent_again_for_what_it_left(provider, tmp_path):
     ids = make_run(tmp_path, ROWS[:3])
     with FakeModelServer(ROWS) as server:
-        server.batch_hold.set()
-        stopped = multiprocessing.get_context("fork").Process(target=run_batch, args=(provider, server.url, tmp_path))
-        stopped.start()
-        wait_until_recorded(stopped, server, tmp_path)
-        stopped.kill()
-        stopped.join()
+        kill_while_pending(provider, server, tmp_path)
         # cancelled on the provider's side (its console, or its client) while pending
         settings = settings_for(provider, server, tmp_path)
         client = batch.providers.client_for(provider, settings)
