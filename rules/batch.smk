@@ -23,10 +23,9 @@ if BATCH_DONE:
         run:
             from scripts import batch
 
-            ids = [os.path.basename(os.path.dirname(path)) for path in input.prompts]
             batch.run(
                 RUN,
-                ids,
+                instance_ids(input.prompts),
                 config["provider"],
                 MODEL,
                 DERIVED["api"],

@@ -12,8 +12,7 @@ if ESTIMATE:
         run:
             from scripts import estimate
 
-            ids = [os.path.basename(os.path.dirname(path)) for path in input]
-            estimate.run(RUN, ids, MODEL, estimate_settings(), output[0])
+            estimate.run(RUN, instance_ids(input), MODEL, estimate_settings(), output[0])
 
     if workflow.output_settings.dryrun:  # the estimate as far as the prompts are built
         from scripts import estimate
@@ -36,7 +35,7 @@ if ESTIMATE:
 if not ESTIMATE and config["provider"] in MODEL_PROVIDERS and not config["predictions"] and workflow.is_main_process:
     print(
         f"No cost estimate: no price is known for model {MODEL}, so requests start as soon as their prompt is "
-        "built and their spend is recorded as 0; to have one, give the price with "
+        "built and their cost is unknown; to have one, give the price with "
         "--config 'prices={MODEL: {input: X, output: Y}}' (USD per million tokens).",
         file=sys.stderr,
     )

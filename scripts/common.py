@@ -71,6 +71,15 @@ def instance_log(log_path, instance_id):
         yield log
 
 
+def set_aside(path, label, stamp):
+    """Rename a file or folder to <stem>.<label>-<stamp><suffix> beside it, so that its stage is made again
+    and the earlier one is kept; return the new path."""
+    path = Path(path)
+    aside = path.with_name(f"{path.stem}.{label}-{stamp}{path.suffix}")
+    os.replace(path, aside)
+    return aside
+
+
 def read_json(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)

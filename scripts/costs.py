@@ -41,6 +41,8 @@ import yaml
 from filelock import FileLock
 from genai_prices import data_snapshot
 
+from scripts.common import now
+
 PRICE_TABLE = Path(__file__).parent / "prices.yaml"
 # The chat format adds a few tokens per message (role, separators) and per request (the reply's
 # priming): a few for OpenAI's and Anthropic's formats, bounded here with room to spare.
@@ -206,10 +208,6 @@ def _append(ledger, lines):
         os.fsync(f.fileno())
 
 
-def _now():
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
 def totals(entries):
     """(settled USD, open reservations USD) of ledger entries. Lines without a state (ledgers
     written before reservations) are settled spend."""
@@ -243,7 +241,7 @@ def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0):
             if max_cost is None or (settled + reserved + worst_usd <= max_cost and settled + reserved < max_cost):
                 request = uuid.uuid4().hex[:12]
                 _append(ledger, [{"instance_id": instance_id, "request": request, "state": "open",
-                                  "reserved_usd": worst_usd, "cost_usd": None, "at": _now(),
+                                  "reserved_usd": worst_usd, "cost_usd": None, "at": now(),
                                   "host": socket.gethostname(), "pid": os.getpid()}])
                 return request
             # requests that may still be in flight: opened less than wait_s ago (older ones are of killed jobs)
@@ -252,7 +250,7 @@ def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0):
             may_fit = live > 0 and settled + reserved - live + worst_usd <= max_cost
             if not may_fit or time.monotonic() >= deadline:
                 _append(ledger, [{"instance_id": instance_id, "state": "refused", "reserved_usd": worst_usd,
-                                  "cost_usd": 0.0, "at": _now()}])
+                                  "cost_usd": 0.0, "at": now()}])
                 raise BudgetSpent(
                     f"the budget is spent: this request may cost up to {worst_usd:.4f} USD, and with "
                     f"{settled:.4f} USD spent and {reserved:.4f} USD reserved by requests in flight it would pass "
@@ -267,7 +265,7 @@ def settle(ledger, request, state, cost=None, note=None):
         entry = _FOLDED[os.fspath(ledger)][3][request]
         line = {"request": request, "state": state,
                 "cost_usd": {"settled": cost, "released": 0.0, "worst_case": entry["reserved_usd"]}[state],
-                "settled_at": _now(), **({"note": note} if note else {})}
+                "settled_at": now(), **({"note": note} if note else {})}
         _append(ledger, [line])
     return line["cost_usd"]
 
@@ -275,7 +273,7 @@ def settle(ledger, request, state, cost=None, note=None):
 def record_spend(ledger, instance_id, cost):
     """A settled line for spend that had no reservation (a request of unknown worst case)."""
     with _locked(ledger):
-        _append(ledger, [{"instance_id": instance_id, "state": "settled", "cost_usd": cost, "at": _now()}])
+        _append(ledger, [{"instance_id": instance_id, "state": "settled", "cost_usd": cost, "at": now()}])
 
 
 def read_ledger(ledger):
@@ -284,17 +282,13 @@ def read_ledger(ledger):
         return [dict(e) for e in _read(ledger)]
 
 
-def refused_instances(entries):
-    """{instance_id: worst case USD} of the instances whose last request was refused by the budget."""
-    last = {e["instance_id"]: e for e in entries}
-    return {i: e["reserved_usd"] for i, e in last.items() if e.get("state") == "refused"}
-
-
 def stopped_instances(run_dir, entries):
     """{instance id: ("answer" or "repair", the refused reservation)} of the instances whose last request the
     budget refused and that still lack what it was for: their answer, or their repair."""
+    last = {e["instance_id"]: e for e in entries}
+    refused = {i: e["reserved_usd"] for i, e in last.items() if e.get("state") == "refused"}
     stopped = {}
-    for instance_id, usd in refused_instances(entries).items():
+    for instance_id, usd in refused.items():
         folder = Path(run_dir) / "instances" / instance_id
         if not (folder / "response.json").exists():
             stopped[instance_id] = ("answer", usd)

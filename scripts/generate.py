@@ -9,7 +9,6 @@ A transient fault that outlasts the attempts, a spent budget or a rejected reque
 the job and write nothing, so that a rerun tries again.
 """
 import logging
-import os
 import random
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from scripts.common import (
     now,
     read_json,
     read_row,
+    set_aside,
     write_json_atomic,
 )
 
@@ -110,7 +110,7 @@ def quota_stop(settings):
 
 
 def ask_with_retries(prompt, row, provider, model, settings, context=None, template=None, log=print):
-    """(Answer, attempts, dropped context files, USD of all its attempts) from an API provider. Each
+    """(Answer, attempts, dropped context files, USD of all its attempts, the price) from an API provider. Each
     attempt reserves its worst case in the run's ledger first (BudgetSpent if it does not fit) and
     settles it when it ends."""
     messages, attempts, dropped = prompt["messages"], [], []
@@ -168,11 +168,18 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
             log(f"warning: the answer cost {cost:.6f} USD, more than its reservation of {worst:.6f} USD")
         spent += costs.settle(settings["ledger"], request, "settled", cost)
         attempts.append(attempt_record(started, clock, status=200))
-        return answer, attempts, dropped, round(spent, 8)
+        return answer, attempts, dropped, round(spent, 8), price
     if attempts and attempts[-1]["status"] == 400:
         raise PermanentFailure("context_too_long", f"still too long after dropping {len(dropped)} file(s): {last_error}")
     raise GenerationFailed(f"no answer after {len(attempts)} attempt(s); last error: {last_error}",
                            cause="provider_unreachable")
+
+
+def outcome(stop_reason, raw_stop_reason):
+    """(status, failure reason, detail) of an answer: a refusal is a recorded failure."""
+    if stop_reason in ("refusal", "content_filter"):
+        return "failed", "refused", f"the model stopped with {raw_stop_reason}"
+    return "ok", None, None
 
 
 def generate(prompt, row, provider, model, settings, context=None, template=None, log=print):
@@ -183,15 +190,12 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
         if provider in LOCAL_PROVIDERS:
             answer = LOCAL_PROVIDERS[provider](prompt, row, settings)
         else:
-            answer, attempts, dropped, cost = ask_with_retries(prompt, row, provider, model, settings, context,
-                                                               template, log)
-            price = costs.price_for(provider, model, settings["prices"])
+            answer, attempts, dropped, cost, price = ask_with_retries(prompt, row, provider, model, settings, context,
+                                                                      template, log)
             if price is None:
                 cost = None
                 log(f"warning: {costs.unknown_price_message(provider, model)}")
-        status, reason, detail = "ok", None, None
-        if answer.stop_reason in ("refusal", "content_filter"):
-            status, reason, detail = "failed", "refused", f"the model stopped with {answer.raw_stop_reason}"
+        status, reason, detail = outcome(answer.stop_reason, answer.raw_stop_reason)
     except PermanentFailure as failure:
         answer = providers.Answer(None, None, None, no_usage())
         status, reason, detail = "failed", failure.reason, failure.detail
@@ -256,10 +260,10 @@ def from_batch(instance_id, provider, model, settings):
         raise GenerationFailed(f"the batches brought no answer ({why or 'not submitted'}); a rerun asks it in a "
                                "new batch")
     got = read_json(path)
+    status, reason, detail = outcome(got["stop_reason"], got["raw_stop_reason"])
     return {
-        "instance_id": instance_id, "provider": provider, "model": model, "status": "failed" if got["stop_reason"]
-        in ("refusal", "content_filter") else "ok", "failure_reason": "refused" if got["stop_reason"] in (
-            "refusal", "content_filter") else None, "failure_detail": None, "answer": got["answer"],
+        "instance_id": instance_id, "provider": provider, "model": model,
+        "status": status, "failure_reason": reason, "failure_detail": detail, "answer": got["answer"],
         "stop_reason": got["stop_reason"], "raw_stop_reason": got["raw_stop_reason"], "usage": got["usage"],
         "cost_usd": got["cost_usd"], "price_per_million": got["price_per_million"], "batch": got["batch"],
         "latency_s": 0.0, "attempts": [{"started_at": got["submitted_at"], "latency_s": 0.0, "error": None,
@@ -275,8 +279,7 @@ def keep_paid_answers(paths, overwrite, log):
         stamp = time.strftime("%Y%m%dT%H%M%S")
         for path in map(Path, paths):
             if path.exists():
-                aside = path.with_name(f"{path.stem}.overwritten-{stamp}{path.suffix}")
-                os.replace(path, aside)
+                aside = set_aside(path, "overwritten", stamp)
                 log(f"overwrite: the earlier {path.name} is kept as {aside.name}")
         return
     message = (f"{paths[0]} holds a paid answer, and this run would ask again because an input of it changed (its "

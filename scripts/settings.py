@@ -139,7 +139,7 @@ def check_api_key(config, environ):
     variable = KEY_VARIABLES.get(config["provider"])
     if variable is None or config["predictions"] or environ.get(variable):
         return
-    if config["base_url"] or environ.get(f"{config['provider'].upper()}_BASE_URL"):
+    if base_url(config, environ):
         return  # a local server usually needs no key
     raise ConfigError(
         f"provider={config['provider']} needs an API key: set the environment variable {variable} "
@@ -164,11 +164,18 @@ def runs_jobs(argv):
     return not (names & NOT_A_RUN or any(name.startswith("--list") for name in names))
 
 
+def base_url(config, environ):
+    """The API address of a model provider: base_url, else the client's own variable (OPENAI_BASE_URL...)."""
+    if config["base_url"] or config["provider"] not in ASK:
+        return config["base_url"]
+    return environ.get(f"{config['provider'].upper()}_BASE_URL")
+
+
 def answer_settings(config, environ):
     """The values of ANSWER_SETTINGS that this run's answers are made with."""
     values = {key: config[key] for key in ANSWER_SETTINGS}
     values["model"] = model_name(config)
-    values["base_url"] = config["base_url"] or environ.get(f"{config['provider'].upper()}_BASE_URL")
+    values["base_url"] = base_url(config, environ)
     return values
 
 
@@ -189,15 +196,17 @@ def check_answer_settings(recorded, current, run_dir):
         "beside the new one as <name>.overwritten-<time>.json. To go on with the earlier answers, run with "
         "the settings they were made with."
     )
+
+
 def api_settings(provider, config, run_dir):
     """Settings of a request from the run's config and the environment (where the key lives)."""
-    base_url = config["base_url"] or (os.environ.get(f"{provider.upper()}_BASE_URL") if provider in providers.ASK else None)
+    url = base_url(dict(config, provider=provider), os.environ)
     key_variable = providers.KEY_VARIABLES.get(provider)
     return {
         "replay_file": config["replay_file"],
-        "base_url": base_url,
+        "base_url": url,
         # Servers behind base_url (vLLM, Ollama, ...) often need no key, but the clients want one.
-        "api_key": key_variable and (os.environ.get(key_variable) or ("unused" if base_url else None)),
+        "api_key": key_variable and (os.environ.get(key_variable) or ("unused" if url else None)),
         "temperature": config["temperature"],
         "openai_api": config["openai_api"],
         "batch": config["batch"],

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from scripts import costs
-from scripts.common import infrastructure_fault, read_json, read_jsonl
+from scripts.common import infrastructure_fault, read_json, read_jsonl, set_aside
 from scripts.predictions import not_diffs
 
 # each stage's file in instances/<id>/
@@ -179,7 +179,7 @@ def set_aside_failures(run_dir, instance_ids, stamp=None):
     the rerun makes it again. What is set aside is the file that must change: the answer, when the
     generation failed or its patch is no good; the report, when the evaluation itself failed."""
     stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
-    set_aside = []
+    moved = []
     for instance_id in instance_ids:
         folder = Path(run_dir) / "instances" / instance_id
         for stage in ("generate", "patch", "evaluate"):
@@ -190,10 +190,10 @@ def set_aside_failures(run_dir, instance_ids, stamp=None):
             if stage == "patch" or reason in ("patch_failed", "empty_patch"):
                 path = folder / STAGE_FILES["generate"]
             if path.is_file():
-                path.rename(path.with_name(f"{path.stem}.failed-{stamp}.json"))
-                set_aside.append(path)
+                set_aside(path, "failed", stamp)
+                moved.append(path)
             break
-    return set_aside
+    return moved
 
 
 def aligned(rows):

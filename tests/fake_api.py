@@ -10,7 +10,9 @@ import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback import LoopbackServer
 
 # OpenAI models served only through the Responses API: Chat Completions answers them with a 404
 RESPONSES_ONLY = ("o3-pro", "gpt-5-pro", "gpt-5.4-pro", "gpt-5-codex", "codex-mini-latest")
@@ -19,7 +21,7 @@ RESPONSES_PARAMS = {"model", "input", "instructions", "max_output_tokens", "reas
 ERROR_TYPES = {400: "invalid_request_error", 402: "billing_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
 
 
-class FakeModelServer:
+class FakeModelServer(LoopbackServer):
     def __init__(self, rows=(), latency=0.0):
         self.rows = list(rows)
         self.latency = latency
@@ -39,21 +41,7 @@ class FakeModelServer:
         self.expire_next = 0  # the next batch expires with this many of its requests not done
         self.requests = []
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(self._handler())
 
     def instance_for(self, text):
         for row in self.rows:

@@ -6,8 +6,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
 import pytest
@@ -16,11 +15,12 @@ import requests
 from scripts import evaluate
 
 from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
+from loopback import LoopbackServer
 
 API_KEY = "sb-test-key"
 
 
-class FakeCloud:
+class FakeCloud(LoopbackServer):
     """The three endpoints of the SWE-bench cloud evaluation that sb-cli's submit uses:
     POST /submit (one prediction), GET /poll-jobs, POST /get-report. Every submission is
     evaluated at once; `resolved` holds the ids it resolves; `fail_submit` answers 500."""
@@ -30,20 +30,7 @@ class FakeCloud:
         self.fail_submit = False
         self.submitted = {}  # (run_id, instance_id) -> prediction
         self.requests = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(self._handler())
 
     def answer(self, path, body, key):
         if key != API_KEY:

@@ -5,10 +5,9 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import docker
 import pytest
@@ -17,6 +16,7 @@ from scripts.evaluate import harness_run_id
 
 import swebench_images as images
 from conftest import PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
+from loopback import LoopbackServer
 
 EVAL_TIMEOUT = 15  # seconds; the slow instance's test sleeps far longer, the others take 1 or 2
 # instance id -> (predicted patch, test patch); each has its own image name, all of the one testbed image
@@ -222,7 +222,7 @@ def registry(tmp_path_factory, testbed):
         yield namespace, name, storage
 
 
-class FailingRegistry:
+class FailingRegistry(LoopbackServer):
     """A registry on 127.0.0.1:port that answers /v2/ as a registry does and every pull with
     `status`, with Docker Hub's error body (429 TOOMANYREQUESTS), or a 503."""
 
@@ -253,20 +253,11 @@ class FailingRegistry:
 
             do_HEAD = do_GET
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        super().__init__(Handler, port)
         self.httpd.status = status
         self.httpd.body = self.BODIES[status]
-        self.httpd.daemon_threads = True
         # The daemon tries TLS first, then plain HTTP: the TLS hello is no HTTP request.
         self.httpd.handle_error = lambda request, address: None
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, testbed, registry):

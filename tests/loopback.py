@@ -1,0 +1,22 @@
+"""An HTTP server on 127.0.0.1 that serves in a thread of its own while a with block runs: the base of the
+tests' stand-ins for real services."""
+import threading
+from http.server import ThreadingHTTPServer
+
+
+class LoopbackServer:
+    def __init__(self, handler, port=0):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd.daemon_threads = True
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
