@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from scripts import costs
+from scripts import compare, costs
 from scripts.common import infrastructure_fault, read_json, read_jsonl, write_json_atomic, write_text_atomic
 from scripts.predictions import not_diffs
 
@@ -184,10 +184,27 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
         "per_repo": [{"repo": repo, "selected": n, "with_patch": with_patch[repo],
                       **({"resolved": resolved[repo], "resolved_rate": round(resolved[repo] / n, 4)} if evaluation else {})}
                      for repo, n in sorted(per_repo.items())],
+        "samples_pass_at_k": samples_pass_at_k(rows, run_dir, int(run_info.get("samples") or 1)),
         "failures": failures,
         "missing": missing,
         "funnel": funnel(rows, responses, patches, patch_by_id, evaluation, generated),
     }
+
+
+def samples_pass_at_k(rows, run_dir, samples):
+    """With several samples per instance: pass@1 (the mean over instances of the share of successful samples,
+    with its standard error) and pass@k for k = 1..samples, overall and per repository; None with one sample."""
+    if samples < 2:
+        return None
+    try:
+        outcomes, outcome = compare.read_outcomes(run_dir, [row["instance_id"] for row in rows], samples)
+    except compare.CompareError as e:  # a partial run: some samples not evaluated yet
+        return {"samples": samples, "note": str(e)}
+    repos = sorted({row["repo"] for row in rows})
+    return {"samples": samples, "outcome": outcome,
+            "overall": compare.rate_record(list(outcomes.values())) if rows else None,
+            "per_repo": [{"repo": repo, **compare.rate_record([outcomes[row["instance_id"]] for row in rows
+                                                               if row["repo"] == repo])} for repo in repos]}
 
 
 def evaluation_failures(evaluation, run_dir):
@@ -261,6 +278,7 @@ def render_markdown(summary):
     else:
         lines += ["", "## Repositories", "", "| repository | selected | with a patch |", "|---|---|---|"]
         lines += [f"| {r['repo']} | {r['selected']} | {r['with_patch']} |" for r in summary["per_repo"]]
+    lines += render_pass_at_k(summary.get("samples_pass_at_k"))
     lines += render_funnel(summary)
     costly = sorted(summary["per_instance"], key=lambda i: -i["cost_usd"])[:10]
     if costly and costly[0]["cost_usd"] > 0:
@@ -280,6 +298,25 @@ def render_markdown(summary):
         lines += [f"| {m['instance_id']} | {m['stage']} | {m.get('infrastructure_fault', '')} | {m['file']} |"
                   for m in summary["missing"]]
     return "\n".join(lines) + "\n"
+
+
+def render_pass_at_k(stats):
+    if not stats:
+        return []
+    lines = ["", f"## pass@k over {stats['samples']} samples", ""]
+    if "note" in stats:
+        return lines + [f"Not computed: {stats['note']}"]
+    ks = range(1, stats["samples"] + 1)
+    what = "resolved" if stats["outcome"] == "resolved" else "a valid patch (not evaluated)"
+    lines += [f"Outcome: {what}. pass@1 is the mean over instances of the share of successful samples (± its "
+              "standard error over instances); pass@k is the unbiased estimate 1 - C(n-c, k)/C(n, k) of each "
+              "instance (n samples, c successes), averaged over instances.", "",
+              "| scope | instances | pass@1 | " + " | ".join(f"pass@{k}" for k in ks) + " |",
+              "|---|---|---|" + "---|" * len(ks)]
+    scopes = [("all", stats["overall"])] + [(r["repo"], r) for r in stats["per_repo"]]
+    lines += [f"| {scope} | {r['instances']} | {100 * r['pass@1']:.1f}% ± {100 * r['se']:.1f} | "
+              + " | ".join(f"{100 * r['pass@k'][str(k)]:.1f}%" for k in ks) + " |" for scope, r in scopes if r]
+    return lines
 
 
 def render_funnel(summary):
