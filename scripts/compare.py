@@ -1,7 +1,7 @@
 """Compare runs over the instances they share: the resolved rate of each with a 95% interval, pass@1
 and pass@k when runs have samples, the paired difference of each pair with its interval and a paired
 test, cost per resolved instance, per-repository rates, and the instances only one run resolved.
-Writes compare.md, compare.json and compare.png."""
+Writes compare.md, compare.json and two figures (compare.png, compare_repositories.png)."""
 import argparse
 import itertools
 import math
@@ -16,6 +16,7 @@ from scripts.common import open_atomic, read_json, read_jsonl, write_json_atomic
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 BOOTSTRAP_DRAWS = 10000
 SEED = 17  # fixed, so that the same runs give the same report
+LISTED = 40  # instances named per run in compare.md's list of those only one run solved
 
 
 class CompareError(ValueError):
@@ -134,6 +135,15 @@ def read_outcomes(run_dir, instance_ids, samples):
     return outcomes, "valid patch"
 
 
+def run_cost(summary):
+    """What the run cost in USD; None when it is not known: no summary, predictions given (what they cost
+    is not known), or answers of a model without a price."""
+    cost = summary.get("cost") or {}
+    if summary.get("mode") == "predictions" or cost.get("unknown_cost_instances") or "total_usd" not in cost:
+        return None
+    return cost["total_usd"]
+
+
 def read_run(run_dir):
     """A run folder's selection, settings and per-instance outcomes."""
     run_dir = Path(run_dir)
@@ -148,7 +158,8 @@ def read_run(run_dir):
     outcomes, outcome = read_outcomes(run_dir, list(repo_of), samples)
     return {"dir": str(run_dir), "run_id": summary.get("run_id") or run_dir.name, "model": summary.get("model"),
             "provider": summary.get("provider"), "samples": samples, "outcome": outcome,
-            "cost_usd": (summary.get("cost") or {}).get("total_usd"), "repo_of": repo_of, "outcomes": outcomes}
+            "cost_usd": run_cost(summary),
+            "repo_of": repo_of, "outcomes": outcomes}
 
 
 # --- the comparison ---
@@ -288,12 +299,16 @@ def render_markdown(result):
               for p in result["per_repo"]]
     lines += ["", "## Instances only one run solved", ""]
     for label, ids in result["only_one_resolved"].items():
-        lines.append(f"- {label} ({len(ids)}): " + (", ".join(ids) if ids else "none"))
-    lines += ["", "![pass@1 per run and paired differences](compare.png)"]
+        shown = ", ".join(ids[:LISTED]) + (f" and {len(ids) - LISTED} more (compare.json lists them)"
+                                           if len(ids) > LISTED else "")
+        lines.append(f"- {label} ({len(ids)}): " + (shown or "none"))
+    lines += ["", "![pass@1 per run and paired differences](compare.png)", "",
+              "![pass@1 per repository](compare_repositories.png)"]
     return "\n".join(lines) + "\n"
 
 
-def figure(result, path):
+def figures(result, path):
+    """compare.png (pass@1 per run, the paired differences) at path, and compare_repositories.png beside it."""
     import matplotlib
     matplotlib.use("Agg")  # files only: no display
     import matplotlib.pyplot as plt
@@ -303,19 +318,21 @@ def figure(result, path):
                                            layout="constrained")
     rows = range(len(runs))
     rates = [100 * r["pass@1"] for r in runs]
-    errors = [[100 * (r["pass@1"] - r["ci95"][0]) for r in runs], [100 * (r["ci95"][1] - r["pass@1"]) for r in runs]]
+    # rounding can put a limit a hair inside its estimate (a rate of 1 and an upper limit of 0.9999...)
+    errors = [[max(0, 100 * (r["pass@1"] - r["ci95"][0])) for r in runs],
+              [max(0, 100 * (r["ci95"][1] - r["pass@1"])) for r in runs]]
     rate_ax.barh(rows, rates, color="#c9d9e8")
     rate_ax.errorbar(rates, rows, xerr=errors, fmt="o", color="#2f6f9f", capsize=4)
     rate_ax.set_yticks(rows, [r["run"] for r in runs])
     rate_ax.set_ylim(len(runs) - 0.5, -0.5)
-    rate_ax.set_xlim(0, 100)
+    rate_ax.set_xlim(0, 104)
     rate_ax.set_xlabel(f"pass@1 (% of {result['shared_instances']} instances, "
                        f"{'resolved' if result['outcome'] == 'resolved' else 'valid patch'}), 95% interval")
     rate_ax.set_title("Each run")
     rows = range(len(pairs))
     diffs = [100 * p["pass@1"]["difference"] for p in pairs]
-    errors = [[100 * (p["pass@1"]["difference"] - p["pass@1"]["ci95"][0]) for p in pairs],
-              [100 * (p["pass@1"]["ci95"][1] - p["pass@1"]["difference"]) for p in pairs]]
+    errors = [[max(0, 100 * (p["pass@1"]["difference"] - p["pass@1"]["ci95"][0])) for p in pairs],
+              [max(0, 100 * (p["pass@1"]["ci95"][1] - p["pass@1"]["difference"])) for p in pairs]]
     colours = ["#777777" if p["pass@1"]["within_noise"] else "#2f6f9f" for p in pairs]
     for row, d, lo, hi, colour in zip(rows, diffs, *errors, colours, strict=True):
         diff_ax.errorbar([d], [row], xerr=[[lo], [hi]], fmt="o", color=colour, capsize=4)
@@ -324,7 +341,27 @@ def figure(result, path):
     diff_ax.set_ylim(len(pairs) - 0.5, -0.5)
     diff_ax.set_xlabel("difference of pass@1 (points), 95% interval; grey: within noise")
     diff_ax.set_title("Paired differences")
-    with open_atomic(path, "wb") as f:
+    save(fig, path)
+    repos, runs = result["per_repo"], [r["run"] for r in result["runs"]]
+    fig, ax = plt.subplots(figsize=(8, 0.25 * len(repos) * len(runs) + 1.5), layout="constrained")
+    height = 0.8 / len(runs)
+    for j, run in enumerate(runs):
+        ax.barh([i + j * height for i in range(len(repos))], [100 * r["pass@1"][run] for r in repos], height,
+                label=run)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(repos))],
+                  [f"{r['repo']} ({r['instances']})" for r in repos], fontsize=8)
+    ax.set_ylim(len(repos) - 0.1, -0.1 - height)
+    ax.set_xlim(0, 104)
+    ax.set_xlabel("pass@1 (% of the repository's shared instances)")
+    ax.set_title("pass@1 per repository")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    save(fig, Path(path).with_name("compare_repositories.png"))
+
+
+def save(fig, path):
+    import matplotlib.pyplot as plt
+
+    with open_atomic(path, "wb") as f:  # a killed job leaves no half-written figure
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
 
@@ -336,12 +373,13 @@ def default_out_dir(run_dirs):
 
 
 def write(run_dirs, out_dir):
-    """Read the runs, write out_dir/compare.md, compare.json and compare.png; return the comparison."""
+    """Read the runs, write out_dir/compare.md, compare.json, compare.png and compare_repositories.png; return
+    the comparison."""
     result = compare([read_run(d) for d in run_dirs])
     out_dir = Path(out_dir)
     write_json_atomic(out_dir / "compare.json", result)
     write_text_atomic(out_dir / "compare.md", render_markdown(result))
-    figure(result, out_dir / "compare.png")
+    figures(result, out_dir / "compare.png")
     return result
 
 

@@ -170,7 +170,8 @@ def test_compare_two_evaluated_runs(tmp_path):
     md = (out / "compare.md").read_text()
     assert "resolved by the SWE-bench harness" in md and "p = 0.125, McNemar exact" in md
     assert ("within noise" in md) is pair["within_noise"]
-    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("compare.png", "compare_repositories.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_clear_difference_is_reported_beyond_noise(tmp_path):
@@ -184,6 +185,24 @@ def test_a_clear_difference_is_reported_beyond_noise(tmp_path):
     md = (tmp_path / "report" / "compare.md").read_text()
     assert "**strong is better** beyond noise" in md and "within noise" not in md
     assert result["runs"][0]["cost_per_success_usd"] == 0.0
+
+
+def test_cost_is_unknown_for_given_predictions_and_unpriced_answers(tmp_path):
+    rows = lite_rows(4)
+    ids = [row["instance_id"] for row in rows]
+    a = make_run(tmp_path, "a", rows, 1, cost=0.0, resolved=[set(ids[:2])])
+    b = make_run(tmp_path, "b", rows, 1, cost=0.3, resolved=[set(ids[:1])])
+    c = make_run(tmp_path, "c", rows, 1, cost=0.3, resolved=[set(ids[:1])])
+    summary_a = json.loads((a / "summary.json").read_text())
+    (a / "summary.json").write_text(json.dumps({**summary_a, "mode": "predictions"}))
+    summary_c = json.loads((c / "summary.json").read_text())
+    (c / "summary.json").write_text(json.dumps({**summary_c, "cost": {"total_usd": 0.3,
+                                                                      "unknown_cost_instances": [ids[0]]}}))
+    result = compare.write([a, b, c], tmp_path / "report")
+    assert [(r["cost_usd"], r["cost_per_success_usd"]) for r in result["runs"]] == [(None, None), (0.3, 0.3),
+                                                                                     (None, None)]
+    assert len(result["pairs"]) == 3
+    assert "| a | model-a | 1 | 50.0% (2/4) | " in (tmp_path / "report" / "compare.md").read_text()
 
 
 def test_compare_runs_with_samples(tmp_path):
