@@ -297,3 +297,53 @@ def test_summary_gives_pass_at_k_of_a_run_with_samples(tmp_path):
     # one sample: no such section
     one = summary.summarise(rows, [], run, {**run_info, "samples": 1})
     assert one["samples_pass_at_k"] is None and "pass@k" not in summary.render_markdown(one)
+
+
+def test_compare_reads_the_runs_the_workflow_writes(tmp_path):
+    """Runs made by the real snakemake on real Lite rows (not evaluated): the reference patches, replayed
+    answers of a 7B model, and a real submission's predictions given its official verdicts."""
+    from conftest import DATA, read_rows, snakemake, write_rows
+
+    replay_file = DATA / "preds_oracle_acecoder-qwen2.5-coder-7b_litesubset.jsonl"
+    lite = {r["instance_id"]: r for r in read_rows(LITE_TEST)}
+    rows = [lite[a["instance_id"]] for a in read_rows(replay_file)[:8]]
+    ids = [row["instance_id"] for row in rows]
+    dataset = write_rows(tmp_path / "sample.jsonl", rows)
+    moatless = [p for p in read_rows(DATA / "preds_20240617_moatless_gpt4o.jsonl") if p["instance_id"] in ids]
+    given = write_rows(tmp_path / "moatless.jsonl", moatless)
+    snakemake(tmp_path, "--config", f"dataset={dataset}", "run_id=gold")
+    snakemake(tmp_path, "--config", f"dataset={dataset}", "provider=replay", f"replay_file={replay_file}",
+              "run_id=small")
+    snakemake(tmp_path, "--config", f"dataset={dataset}", f"predictions={given}", "run_id=moatless")
+    results = tmp_path / "results"
+
+    # not evaluated: the outcome is the patch stage's verdict
+    result = compare.write([results / "gold", results / "small"], tmp_path / "validity")
+    valid = {i for i in ids if json.loads((results / "small" / "instances" / i / "patch.json").read_text())["status"]
+             == "valid"}
+    assert result["outcome"] == "valid patch" and result["shared_instances"] == 8
+    assert [r["successes"] for r in result["runs"]] == [8, len(valid)]
+    assert len(valid) == json.loads((results / "small" / "summary.json").read_text())["counts"]["patch"]["valid"]
+    pair = result["pairs"][0]["pass@1"]
+    assert (pair["only_a"], pair["only_b"]) == (8 - len(valid), 0)
+    assert pair["p"] == compare.mcnemar_exact(8 - len(valid), 0)
+    assert result["only_one_resolved"]["gold"] == sorted(set(ids) - valid)
+
+    # the official verdicts, written as the harness's report: the outcome is resolution
+    official = json.loads((DATA / "results_20240617_moatless_gpt4o.json").read_text())
+    for run, verdicts in [("moatless", ["--results", DATA / "results_20240617_moatless_gpt4o.json"]),
+                          ("gold", ["--all-resolved"])]:
+        done = subprocess.run([sys.executable, "benchmarks/official_verdicts.py", results / run, *verdicts],
+                              cwd=PROJECT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        evaluation = json.loads((results / run / "evaluation.json").read_text())
+        # the harness's report format; its backend names where the verdicts came from, no engine of this project
+        assert evaluation["backend"].startswith("not evaluated here: ")
+        assert_valid({**evaluation, "backend": "docker"}, "evaluation")
+    done = run_compare(results / "moatless", results / "gold")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((results / "compare" / "moatless-vs-gold" / "compare.json").read_text())
+    resolved = sorted(set(ids) & set(official["resolved"]))
+    assert result["outcome"] == "resolved" and result["runs"][0]["successes"] == len(resolved)
+    assert result["runs"][0]["cost_usd"] is None  # given predictions: their cost is not known
+    assert result["only_one_resolved"] == {"moatless": [], "gold": sorted(set(ids) - set(resolved))}
