@@ -175,7 +175,7 @@ def rate_record(outcomes):
                    "interval": "Wilson score"}
     else:
         mean, se = mean_se([sum(s) / len(s) for s in outcomes])
-        record |= {"pass@1": mean, "se": se, "ci95": (mean - Z95 * se, mean + Z95 * se),
+        record |= {"pass@1": mean, "se": se, "ci95": (max(0.0, mean - Z95 * se), min(1.0, mean + Z95 * se)),
                    "interval": "normal, standard error over instances",
                    "per_sample": [sum(s[j] for s in outcomes) / n_instances for j in range(samples)],
                    "pass@k": {str(k): v for k, v in pass_at_k_table(outcomes, range(1, samples + 1)).items()}}
@@ -214,11 +214,11 @@ def compare(runs):
         lacking = [r["dir"] for r in runs if r["outcome"] != "resolved"]
         raise CompareError(f"some runs were evaluated and some were not ({', '.join(lacking)} have no "
                            "evaluation.json): compare evaluated runs with evaluated runs, or evaluate these")
+    if len({Path(r["dir"]).resolve() for r in runs}) < len(runs):
+        raise CompareError("the same run folder is given twice: give each run once")
     labels = [r["run_id"] for r in runs]
     for r in runs:  # two runs of the same run_id (in different results folders) go by their folder
         r["label"] = r["run_id"] if labels.count(r["run_id"]) == 1 else r["dir"]
-    if len({r["label"] for r in runs}) < len(runs):
-        raise CompareError("the same run folder is given twice: give each run once")
     shared = sorted(set.intersection(*(set(r["outcomes"]) for r in runs)))
     if not shared:
         raise CompareError(f"the runs share no instance ({', '.join(r['dir'] for r in runs)}): compare runs "
