@@ -268,7 +268,7 @@ def test_compare_errors(tmp_path, case, message):
         "not a run folder": lambda: [a, tmp_path / "nothing"],
         "evaluated and not": lambda: [a, make_run(tmp_path, "b", rows, 1, valid=[set(ids)])],
         "samples not all evaluated": lambda: [a, make_run(tmp_path, "b", rows, 2, resolved=[set(ids), set(ids)])],
-        "the same run twice": lambda: [a, tmp_path / "." / "a"],
+        "the same run twice": lambda: [a, tmp_path / "a" / ".." / "a"],
     }[case]()
     if case == "samples not all evaluated":
         (runs[1] / "samples" / "2" / "evaluation.json").unlink()
