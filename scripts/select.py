@@ -56,12 +56,14 @@ def load_hub_split(name, split):
     import datasets  # slow to import, and only this path needs it
     import huggingface_hub
 
+    if os.path.isdir(name):  # a local folder of data files: nothing to download
+        return datasets.load_dataset(name, split=split)
     if datasets.config.HF_HUB_OFFLINE:
         try:
             folder = huggingface_hub.snapshot_download(name, repo_type="dataset", local_files_only=True)
         except huggingface_hub.errors.LocalEntryNotFoundError:
-            raise SelectionError(f"dataset {name!r} is not in the hub cache and HF_HUB_OFFLINE=1 forbids "
-                                 "downloading it. Run once online (or unset HF_HUB_OFFLINE).") from None
+            raise FileNotFoundError(f"HF_HUB_OFFLINE=1 and the hub cache ({huggingface_hub.constants.HF_HUB_CACHE}) "
+                                    "holds no copy of it") from None
         splits = {key: sorted(path for pattern in patterns for path in datasets.data_files.resolve_pattern(pattern, folder))
                   for key, patterns in datasets.data_files.get_data_patterns(folder).items()}
     else:
