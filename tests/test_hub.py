@@ -60,18 +60,20 @@ def test_lite_from_the_hub_then_offline_from_the_cache(tmp_path):
     assert jobs_run(result) == []
 
 
-@pytest.mark.parametrize("dataset, folder, extra", [
-    ("verified", "SWE-bench_Verified", ("difficulty",)),
-    ("multilingual", "SWE-bench_Multilingual", ()),
+@pytest.mark.parametrize("dataset, folder, split, extra", [
+    ("verified", "SWE-bench_Verified", "test", ("difficulty",)),
+    ("multilingual", "SWE-bench_Multilingual", "test", ()),
+    ("multimodal", "SWE-bench_Multimodal", "dev", ("image_assets",)),
 ])
-def test_verified_and_multilingual_rows_go_through_every_stage(tmp_path, dataset, folder, extra):
-    rows = hub_rows(folder, "test")
+def test_rows_with_the_hubs_extra_columns_go_through_every_stage(tmp_path, dataset, folder, split, extra):
+    rows = hub_rows(folder, split)
     # Rows of two repositories (two languages for Multilingual)
     chosen = [rows[0], next(r for r in rows if r["repo"] != rows[0]["repo"])]
     ids = ",".join(r["instance_id"] for r in chosen)
     with FakeHub() as hub:
-        snakemake(tmp_path, "--config", f"dataset={dataset}", f"instances={ids}", env=hub_env(hub.url, tmp_path))
-        assert [path for _, path in hub.downloads] == ["README.md", "data/test-00000-of-00001.parquet"]
+        snakemake(tmp_path, "--config", f"dataset={dataset}", f"split={split}", f"instances={ids}",
+                  env=hub_env(hub.url, tmp_path))
+        assert [path for _, path in hub.downloads] == ["README.md", f"data/{split}-00000-of-00001.parquet"]
     run = tmp_path / "results" / "gold"
     assert_gold_run(run, chosen)
     selected = {r["instance_id"]: r for r in read_rows(run / "instances.jsonl")}
