@@ -78,9 +78,10 @@ def load_hub_split(name, split):
                              "Set `split` to one of them.")
     files = splits[split]
     if not datasets.config.HF_HUB_OFFLINE:
-        # hf://datasets/<name>@<commit>/<path> -> the path, downloaded into the hub cache
-        files = [huggingface_hub.hf_hub_download(name, url.split("@", 1)[1].split("/", 1)[1], repo_type="dataset",
-                                                 revision=url.split("@", 1)[1].split("/", 1)[0]) for url in files]
+        # hf://datasets/<name>@<commit>/<path>, downloaded into the hub cache
+        revisions_paths = [url.split("@", 1)[1].split("/", 1) for url in files]
+        files = [huggingface_hub.hf_hub_download(name, path, repo_type="dataset", revision=revision)
+                 for revision, path in revisions_paths]
     module = datasets.packaged_modules._EXTENSION_TO_MODULE[os.path.splitext(files[0])[1]][0]
     return datasets.load_dataset(module, data_files={split: files}, split=split)
 
