@@ -5,7 +5,15 @@ reading the source blobs straight from the mirror (what the context stage does).
 The repository is built from the files of the installed Python packages, about the size
 of a SWE-bench repository (django has about 6,600 files).
 
+With --bundles: the time and disk of cloning the three real repositories of
+../shared/data/repos/*.bundle over a loopback smart HTTP git server (tests/fake_git.py,
+which filters and serves any commit by id as GitHub does), the server holding --pulls
+pull request refs of 100 kB each: `git clone --mirror` (every ref, refs/pull/* included),
+`git clone --bare` (branches and tags, every blob), and the repository cache (a bare partial
+clone, then the blobs of the first Lite base commit; then those of every Lite base commit).
+
     .venv/bin/python benchmarks/checkout.py [--files 6600] [--repeat 3]
+    .venv/bin/python benchmarks/checkout.py --bundles [--pulls 50]
 """
 import argparse
 import statistics
@@ -17,7 +25,7 @@ import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT))  # run as a plain script, scripts/ is not on the path otherwise
+sys.path[:0] = [str(PROJECT), str(PROJECT / "tests")]  # run as a plain script, scripts/ is not on the path otherwise
 
 from scripts import repos  # noqa: E402
 from scripts.context import is_source_file  # noqa: E402
@@ -49,11 +57,50 @@ def timed(action, repeat, cleanup=None):
     return statistics.median(times)
 
 
+def disk(path):
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def bundles(pulls):
+    import json
+
+    from fake_git import GitServer, serve_bundles
+
+    rows = [json.loads(line) for line in (PROJECT.parent / "shared/data/swebench_lite_test.jsonl").open()]
+    print("| repository | Lite rows | git clone --mirror (refs/pull/* too) | git clone --bare | partial clone + "
+          "one base commit's blobs | + every Lite base commit's blobs | pull request refs |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        served = serve_bundles(tmp / "served", pull_refs=pulls)
+        with GitServer(tmp / "served") as server:
+            for repo in served:
+                commits = [r["base_commit"] for r in rows if r["repo"] == repo]
+                url = f"{server.url}/{repo}.git"
+                cells = []
+                for name, flag in (("mirror", "--mirror"), ("bare", "--bare")):
+                    started = time.monotonic()
+                    subprocess.run(["git", "clone", "--quiet", flag, url, str(tmp / name / repo)], check=True)
+                    cells.append(f"{time.monotonic() - started:.1f} s, {disk(tmp / name / repo) / 1e6:.1f} MB")
+                started = time.monotonic()
+                mirror, _ = repos.ensure_commit(tmp / "cache", repo, commits[0], f"{server.url}/{{repo}}.git")
+                cells.append(f"{time.monotonic() - started:.1f} s, {disk(mirror) / 1e6:.1f} MB")
+                started = time.monotonic()
+                for commit in commits[1:]:
+                    repos.ensure_commit(tmp / "cache", repo, commit, f"{server.url}/{{repo}}.git")
+                cells.append(f"+{time.monotonic() - started:.1f} s, {disk(mirror) / 1e6:.1f} MB")
+                print(f"| {repo} | {len(commits)} | {' | '.join(cells)} | {pulls} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--files", type=int, default=6600)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--bundles", action="store_true", help="clone the real repositories of ../shared/data/repos")
+    parser.add_argument("--pulls", type=int, default=50, help="pull request refs on the server (--bundles)")
     args = parser.parse_args()
+    if args.bundles:
+        return bundles(args.pulls)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         commit, count = build_repo(tmp / "src" / "bench" / "big", args.files)

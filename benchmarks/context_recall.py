@@ -3,9 +3,14 @@ files of the reference patch are in the context, at several budgets, with and wi
 distractors (real source files of the installed Python packages added to every repository,
 so that each holds about as many files as a SWE-bench repository).
 
+With --real: on the real repositories instead, the Lite test rows of psf/requests, pallets/flask
+and pytest-dev/pytest, cloned from ../shared/data/repos/*.bundle (default budgets 13000 27000).
+
     .venv/bin/python benchmarks/context_recall.py [--distractors 0 2000] [--budgets 13000 4000 2000]
+    .venv/bin/python benchmarks/context_recall.py --real [--budgets 13000 27000]
 """
 import argparse
+import json
 import statistics
 import sys
 import sysconfig
@@ -60,11 +65,31 @@ def measure(rows, settings, budget):
             "median seconds per context": statistics.median(seconds)}
 
 
+def real(budgets):
+    data = PROJECT.parent / "shared" / "data"
+    rows = [json.loads(line) for line in (data / "swebench_lite_test.jsonl").open()]
+    print("| repository | Lite rows | context_tokens | gold-patch files in the context | as whole files | "
+          "rows with every file | top file is a gold file |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = {"repo_cache": tmp, "repo_url": f"{data}/repos/{{repo}}.bundle"}
+        for repo in ("psf/requests", "pallets/flask", "pytest-dev/pytest"):
+            chosen = [r for r in rows if r["repo"] == repo]
+            for budget in budgets:
+                f = measure(chosen, settings, budget)
+                print(f"| {repo} | {len(chosen)} | {budget} | {f['file recall']:.2f} | {f['as whole files']:.2f} | "
+                      f"{f['instances with every file']:.2f} | {f['top file is a patch file']:.2f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--distractors", type=int, nargs="+", default=[0, 2000])
-    parser.add_argument("--budgets", type=int, nargs="+", default=[13000, 4000, 2000])
+    parser.add_argument("--budgets", type=int, nargs="+")
+    parser.add_argument("--real", action="store_true", help="the Lite rows of the three bundled repositories")
     args = parser.parse_args()
+    if args.real:
+        return real(args.budgets or [13000, 27000])
+    args.budgets = args.budgets or [13000, 4000, 2000]
     for count in args.distractors:
         extra = distractors(count)
         with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,7 @@ import re
 from collections import Counter
 
 from scripts import repos
-from scripts.common import append_log, read_row, write_json_atomic
+from scripts.common import append_log, fault_line, read_row, write_json_atomic
 from scripts.prompt import block_units, file_lines
 from scripts.settings import RETRIEVAL_DATASETS
 from scripts.tokens import (
@@ -285,7 +285,14 @@ def run(instance_id, input, strategy, settings, out_path, log_path=None):
             settings["retrieval"] = read_row(*retrieval, instance_id)
         except KeyError:
             raise ContextError(f"{instance_id} is not in {retrieval[0]}; rerun the select step") from None
-    record = build_context(row, strategy, settings)
+    try:
+        record = build_context(row, strategy, settings)
+    except repos.RepoError as error:
+        # The repository could not be fetched (a server that refuses or stops answering): no
+        # fault of the instance, a rerun retries it.
+        append_log(log_path, f"error: {instance_id}: {error}")
+        append_log(log_path, fault_line("repository_unreachable", f"{error}; a rerun retries it"))
+        raise
     write_json_atomic(out_path, record)
     names = ", ".join(f["path"] + (" (part)" if f["truncated"] else "") for f in record["files"]) or "no files"
     append_log(log_path, f"context: {instance_id}: {record['tokens']['total']} tokens; {names}")

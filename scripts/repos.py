@@ -8,6 +8,13 @@ mirror's objects (no checkout); `checkout` writes a commit's tree to a folder wi
 `git archive`, which leaves the mirror untouched (benchmarks/checkout.py compares it with
 worktrees).
 
+A mirror holds branches and tags only: a hosting service's other refs (GitHub's refs/pull/*)
+would multiply the size of a repository like django. It is a partial clone without blobs
+(--filter=blob:none) where the server allows it; the blobs of a commit that a job reads are
+fetched in one go when the commit is first asked for, and a commit that no branch or tag holds
+is fetched by its id. Every git call has a time limit (GIT_TIMEOUT): a server that stops
+answering is a fetch error, which the stages report as an infrastructure fault.
+
     python -m scripts.repos fetch --repo-cache DIR --repo-url URL --repo OWNER/NAME --commit SHA
     python -m scripts.repos checkout --repo-cache DIR --repo-url URL --repo OWNER/NAME --commit SHA --dest DIR
 """
@@ -32,8 +39,26 @@ class RepoError(Exception):
     pass
 
 
-def git(*args, cwd=None, check=True, stdin=None):
-    result = subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, env=GIT_ENV)
+# Seconds any one git call may take, fetches included (a partial clone of django takes about a
+# minute on a good link); past it the call is killed with the processes it started.
+GIT_TIMEOUT = 900
+# Only branches and tags, never refs/pull/* and the like.
+REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+
+
+def git(*args, cwd=None, check=True, stdin=None, timeout=None):
+    # A session of its own, so that a timeout kills git's helpers (git-remote-http...) too:
+    # they hold the pipes open, and waiting for them would outlast the limit.
+    timeout = timeout or GIT_TIMEOUT
+    process = subprocess.Popen(["git", *args], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=GIT_ENV, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.communicate()
+        raise RepoError(f"git {' '.join(args[:2])} got no answer within {timeout:g} s (GIT_TIMEOUT)") from None
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise RepoError(f"git {' '.join(args)} failed: {result.stderr.decode(errors='replace').strip()}")
     return result
@@ -50,16 +75,29 @@ def mirror_path(repo_cache, repo):
 
 
 def has_commit(mirror, commit):
-    return git("cat-file", "-e", f"{commit}^{{commit}}", cwd=mirror, check=False).returncode == 0
+    # rev-list --missing: in a partial clone, cat-file -e would fetch a missing commit unasked.
+    return git("rev-list", "-n1", "--no-walk", "--missing=print", f"{commit}^{{commit}}", "--", cwd=mirror,
+               check=False).returncode == 0
 
 
-def clone(url, mirror):
+def fetch(url, mirror, *args, stdin=None, timeout=None):
+    result = git("fetch", "--quiet", *args, cwd=mirror, check=False, stdin=stdin, timeout=timeout)
+    if result.returncode != 0:
+        raise RepoError(f"cannot fetch {url}: {result.stderr.decode(errors='replace').strip()}")
+
+
+def clone(url, mirror, timeout=None):
     # git makes the folder (not tempfile.mkdtemp, whose folders are 0700): the umask gives its mode
     tmp = mirror.parent / f".{mirror.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        result = git("clone", "--mirror", "--quiet", url, str(tmp), check=False)
+        # A bare clone takes branches and tags (--mirror would take every ref); a server or a
+        # local path that does not filter sends the blobs too, with a warning.
+        result = git("clone", "--bare", "--quiet", "--filter=blob:none", url, str(tmp), check=False, timeout=timeout)
         if result.returncode != 0:
             raise RepoError(f"cannot fetch {url}: {result.stderr.decode(errors='replace').strip()}")
+        git("config", "--unset-all", "remote.origin.fetch", cwd=tmp, check=False)
+        for refspec in REFSPECS:
+            git("config", "--add", "remote.origin.fetch", refspec, cwd=tmp)
         # Attributes in info/ outrank the tree's own .gitattributes, whose export-ignore and
         # export-subst would make git archive drop or rewrite files.
         (tmp / "info").mkdir(exist_ok=True)
@@ -69,28 +107,45 @@ def clone(url, mirror):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def ensure_commit(repo_cache, repo, commit, url_template=DEFAULT_URL):
-    """The mirror of repo, holding commit: cloned or fetched if need be. Returns (path, action)
-    with action "cached", "cloned" or "fetched"."""
+def missing_objects(mirror, commit):
+    """The ids of the objects of commit's tree that a partial clone has not fetched yet."""
+    out = git("rev-list", "--objects", "--no-walk", "--missing=print", commit, cwd=mirror).stdout.decode()
+    return [line[1:] for line in out.splitlines() if line.startswith("?")]
+
+
+def ensure_commit(repo_cache, repo, commit, url_template=DEFAULT_URL, timeout=None):
+    """The mirror of repo, holding commit and every file of its tree: cloned or fetched if need
+    be, each git call within timeout seconds (GIT_TIMEOUT). Returns (path, action) with action
+    "cached", "cloned" or "fetched"."""
     mirror = mirror_path(repo_cache, repo)
-    if mirror.is_dir() and has_commit(mirror, commit):
+    if mirror.is_dir() and has_commit(mirror, commit) and not missing_objects(mirror, commit):
         return mirror, "cached"
     url = repo_url(url_template, repo)
     mirror.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{mirror}.lock"):
         # Another job may have cloned or fetched while this one waited for the lock.
+        action = "cached"
         if not mirror.is_dir():
-            clone(url, mirror)
+            clone(url, mirror, timeout)
             action = "cloned"
-        elif not has_commit(mirror, commit):
-            result = git("fetch", "--quiet", "--prune", "origin", cwd=mirror, check=False)
-            if result.returncode != 0:
-                raise RepoError(f"cannot fetch {url}: {result.stderr.decode(errors='replace').strip()}")
-            action = "fetched"
-        else:
-            action = "cached"
-    if not has_commit(mirror, commit):
-        raise RepoError(f"commit {commit} of {repo} is not in {url} (mirror: {mirror}).")
+        else:  # repo_url may have changed since the clone
+            git("config", "remote.origin.url", url, cwd=mirror)
+        if not has_commit(mirror, commit):
+            # By id first (GitHub serves any commit it has, a pull request's too); a server that
+            # will not (a bundle, uploadpack.allowAnySHA1InWant off) gets its branches and tags fetched.
+            if not re.fullmatch(r"[0-9a-f]{40}", commit) or git(
+                    "fetch", "--quiet", "--no-tags", "origin", commit, cwd=mirror, check=False,
+                    timeout=timeout).returncode != 0:
+                fetch(url, mirror, "--prune", "origin", timeout=timeout)
+            action = "fetched" if action == "cached" else action
+        if not has_commit(mirror, commit):
+            raise RepoError(f"commit {commit} of {repo} is not in {url} (mirror: {mirror}).")
+        missing = missing_objects(mirror, commit)
+        if missing:
+            # The blobs of a partial clone, in one request rather than one per file read.
+            fetch(url, mirror, "--no-tags", "--no-write-fetch-head", "--recurse-submodules=no", "--filter=blob:none",
+                  "--stdin", "origin", stdin="".join(f"{oid}\n" for oid in missing).encode(), timeout=timeout)
+            action = "fetched" if action == "cached" else action
     return mirror, action
 
 

@@ -22,6 +22,7 @@ HUB_NAMES = {
     "verified": "SWE-bench/SWE-bench_Verified",
     "full": "SWE-bench/SWE-bench",
     "multimodal": "SWE-bench/SWE-bench_Multimodal",
+    "multilingual": "SWE-bench/SWE-bench_Multilingual",
 }
 REQUIRED_FIELDS = ("instance_id", "repo", "base_commit", "problem_statement")
 
@@ -34,17 +35,55 @@ def load_rows(dataset, split):
     """All rows of a dataset file or Hugging Face dataset, as dicts."""
     if is_dataset_path(dataset):
         return load_file(Path(dataset))
-    import datasets  # slow to import, and only this path needs it
-
     name = HUB_NAMES.get(dataset, dataset)
     try:
-        return list(datasets.load_dataset(name, split=split))
+        return list(load_hub_split(name, split))
+    except SelectionError:
+        raise
     except Exception as e:
         raise SelectionError(
-            f"could not load dataset {name!r} split {split!r}: {e}. "
+            f"could not load dataset {name!r} split {split!r}: {str(e).rstrip('.')}. "
             "Check the name and split, your network (or HF_HUB_OFFLINE=1 with a filled cache), "
             "or give a local .json, .jsonl or .parquet file."
         ) from e
+
+
+def load_hub_split(name, split):
+    """One split of a hub dataset, as a datasets.Dataset, downloading that split's files only:
+    datasets.load_dataset(name, split=...) downloads and prepares every split of the dataset
+    (a retrieval set's train split is gigabytes). Online, the hub's listing says which files hold
+    the split; offline (HF_HUB_OFFLINE=1), the files of an earlier run in the hub cache do."""
+    import datasets  # slow to import, and only this path needs it
+    import huggingface_hub
+
+    if os.path.isdir(name):  # a local folder of data files: nothing to download
+        return datasets.load_dataset(name, split=split)
+    if datasets.config.HF_HUB_OFFLINE:
+        try:
+            folder = huggingface_hub.snapshot_download(name, repo_type="dataset", local_files_only=True)
+        except huggingface_hub.errors.LocalEntryNotFoundError:
+            raise FileNotFoundError(f"HF_HUB_OFFLINE=1 and the hub cache ({huggingface_hub.constants.HF_HUB_CACHE}) "
+                                    "holds no copy of it") from None
+        splits = {key: sorted(path for pattern in patterns for path in datasets.data_files.resolve_pattern(pattern, folder))
+                  for key, patterns in datasets.data_files.get_data_patterns(folder).items()}
+    else:
+        builder = datasets.load_dataset_builder(name)
+        splits = {key: list(files) for key, files in (builder.config.data_files or {}).items()}
+    if split not in splits or not splits[split]:
+        if datasets.config.HF_HUB_OFFLINE:
+            raise SelectionError(f"split {split!r} of dataset {name!r} is not in the hub cache (it holds: "
+                                 f"{', '.join(sorted(splits)) or 'none'}) and HF_HUB_OFFLINE=1 forbids downloading it. "
+                                 "Run once online, or set `split` to one the cache holds.")
+        raise SelectionError(f"dataset {name!r} has no split {split!r}; it has: {', '.join(sorted(splits)) or 'none'}. "
+                             "Set `split` to one of them.")
+    files = splits[split]
+    if not datasets.config.HF_HUB_OFFLINE:
+        # hf://datasets/<name>@<commit>/<path>, downloaded into the hub cache
+        revisions_paths = [url.split("@", 1)[1].split("/", 1) for url in files]
+        files = [huggingface_hub.hf_hub_download(name, path, repo_type="dataset", revision=revision)
+                 for revision, path in revisions_paths]
+    module = datasets.packaged_modules._EXTENSION_TO_MODULE[os.path.splitext(files[0])[1]][0]
+    return datasets.load_dataset(module, data_files={split: files}, split=split)
 
 
 def load_file(path):
@@ -105,6 +144,24 @@ def select(rows, instances=None, id_filter=None, shuffle=False, seed=0, count=No
     return chosen
 
 
+def check_evaluable(rows):
+    """Stop when the SWE-bench harness has no specifications (environment, test command) for some
+    rows' repository and version: evaluation=docker or modal could not evaluate them."""
+    import importlib.metadata
+
+    from swebench.harness.constants import MAP_REPO_VERSION_TO_SPECS
+
+    unknown = [r for r in rows if r.get("version") not in MAP_REPO_VERSION_TO_SPECS.get(r["repo"], {})]
+    if unknown:
+        names = ", ".join(f"{r['instance_id']} ({r['repo']} {r.get('version')})" for r in unknown[:10])
+        raise SelectionError(
+            f"the SWE-bench harness (swebench {importlib.metadata.version('swebench')}) has no specifications for "
+            f"{len(unknown)} selected instance(s), so it cannot evaluate them: {names}{' ...' if len(unknown) > 10 else ''}. "
+            "Narrow the selection (`instances`, `filter`) to repositories and versions the harness knows, "
+            "or set evaluation=none."
+        )
+
+
 def write_indexed_jsonl(rows, rows_path, index_path):
     """Write rows as JSONL, one at a time, and the byte offset and length of each in the
     index that read_row() uses; the first row of an instance_id wins. Returns the index."""
@@ -154,10 +211,10 @@ def retrieval_texts(source, split, ids):
             if row.get("instance_id") in wanted:
                 yield row["instance_id"], row.get("text")
     else:
-        import datasets
-
         try:
-            rows = datasets.load_dataset(source, split=split).select_columns(["instance_id", "text"])
+            rows = load_hub_split(source, split).select_columns(["instance_id", "text"])
+        except SelectionError:
+            raise
         except Exception as e:
             raise SelectionError(
                 f"could not load retrieval dataset {source!r} split {split!r}: {e}. Check your network "
@@ -220,6 +277,8 @@ def main(argv=None):
     parser.add_argument("--count", type=int)
     parser.add_argument("--predictions", help="take the ids of these predictions when --instances is empty")
     parser.add_argument("--require", default="", help="comma-separated fields every selected row needs")
+    parser.add_argument("--evaluable", action="store_true",
+                        help="stop unless the SWE-bench harness has specifications for every selected row")
     parser.add_argument("--out", required=True)
     parser.add_argument("--index", required=True)
     parser.add_argument("--retrieval", help="retrieval dataset (hub name or file) whose files to hand to each instance")
@@ -247,6 +306,8 @@ def main(argv=None):
             ids_from=ids_from,
             dataset=f"the dataset {args.dataset}" + ("" if is_dataset_path(args.dataset) else f" (split {args.split})"),
         )
+        if args.evaluable:
+            check_evaluable(rows)
         if args.retrieval:
             write_retrieval(args.retrieval, args.split, [r["instance_id"] for r in rows],
                             args.retrieval_out, args.retrieval_index)

@@ -1,14 +1,17 @@
 """The repository cache (scripts/repos.py) on repositories the tests build and serve by path."""
+import json
 import subprocess
 import sys
 import time
 
 import pytest
+from fake_git import BUNDLES, GitServer, serve_repository
 from filelock import FileLock
+from unidiff import PatchSet
 
-from scripts import repos
+from scripts import common, repos
 
-from conftest import PROJECT
+from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
 from fixture_repos import commit_files, git
 
 
@@ -101,3 +104,92 @@ def test_cli_reports_a_fetch_error(tmp_path, source):
     assert result.returncode == 1
     assert "repos: cannot fetch" in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+# --- real repositories (../shared/data/repos/*.bundle) over a loopback smart HTTP server ---
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """psf/requests and pallets/flask served as GitHub serves them, with three pull request refs each."""
+    root = tmp_path_factory.mktemp("served")
+    for repo in ("psf/requests", "pallets/flask"):
+        serve_repository(root, repo, BUNDLES / f"{repo}.bundle", pull_refs=3)
+    return root
+
+
+def lite_rows_of(repo):
+    return [r for r in read_rows(LITE_TEST) if r["repo"] == repo]
+
+
+def refs(repository):
+    return git(repository, "for-each-ref", "--format=%(refname)").split()
+
+
+def test_real_repository_is_a_partial_clone_of_branches_and_tags(tmp_path, served):
+    first, second = lite_rows_of("psf/requests")[:2]
+    with GitServer(served) as server:
+        mirror, action = repos.ensure_commit(tmp_path / "cache", "psf/requests", first["base_commit"],
+                                             f"{server.url}/{{repo}}.git")
+    assert action == "cloned"
+    assert [r for r in refs(served / "psf/requests.git") if r.startswith("refs/pull/")]  # the server has them
+    assert refs(mirror) and all(r.startswith(("refs/heads/", "refs/tags/")) for r in refs(mirror))
+    assert git(mirror, "config", "remote.origin.partialclonefilter").strip() == "blob:none"
+    # Every file of the base commit is there; the files of another commit are not, until it is asked for.
+    assert repos.missing_objects(mirror, first["base_commit"]) == []
+    assert len(repos.missing_objects(mirror, second["base_commit"])) > 0
+    paths = [f.path for f in PatchSet(first["patch"])]
+    texts = repos.read_files(mirror, first["base_commit"], paths)
+    assert texts == {p: git(served / "psf/requests.git", "show", f"{first['base_commit']}:{p}") for p in paths}
+    with GitServer(served) as server:
+        url = f"{server.url}/{{repo}}.git"
+        assert repos.ensure_commit(tmp_path / "cache", "psf/requests", first["base_commit"], url) == (mirror, "cached")
+        assert server.requests == []
+        assert repos.ensure_commit(tmp_path / "cache", "psf/requests", second["base_commit"], url) == (mirror, "fetched")
+        assert [method for method, _ in server.requests] == ["GET", "POST"]  # the blobs in one request
+    assert repos.missing_objects(mirror, second["base_commit"]) == []
+
+
+def test_a_commit_no_branch_holds_is_fetched_by_id(tmp_path, served):
+    row = lite_rows_of("pallets/flask")[0]
+    pull = git(served / "pallets/flask.git", "rev-parse", "refs/pull/2/head").strip()
+    with GitServer(served) as server:
+        url = f"{server.url}/{{repo}}.git"
+        mirror, _ = repos.ensure_commit(tmp_path / "cache", "pallets/flask", row["base_commit"], url)
+        assert not repos.has_commit(mirror, pull)
+        assert repos.ensure_commit(tmp_path / "cache", "pallets/flask", pull, url) == (mirror, "fetched")
+    assert repos.read_files(mirror, pull, ["PULL_2.txt"]) == {}  # there, and not text
+    assert len(repos.read_blobs(mirror, [repos.list_files(mirror, pull)["PULL_2.txt"][0]])[0]) == 100_000
+    assert not [r for r in refs(mirror) if r.startswith("refs/pull/")]
+    # Other pull requests' commits were not fetched with it.
+    assert not repos.has_commit(mirror, git(served / "pallets/flask.git", "rev-parse", "refs/pull/3/head").strip())
+
+
+def test_a_server_that_stops_answering_is_a_fetch_error_within_the_timeout(tmp_path, served):
+    row = lite_rows_of("pallets/flask")[0]
+    with GitServer(served) as server:
+        server.hang.set()
+        started = time.monotonic()
+        with pytest.raises(repos.RepoError, match=r"git clone --bare got no answer within 3 s \(GIT_TIMEOUT\)"):
+            repos.ensure_commit(tmp_path / "cache", "pallets/flask", row["base_commit"], f"{server.url}/{{repo}}.git",
+                                timeout=3)
+        assert time.monotonic() - started < 10
+    assert list((tmp_path / "cache").iterdir()) == [tmp_path / "cache" / "pallets__flask.git.lock"]
+
+
+def test_an_unreachable_repository_fails_the_context_job_as_an_infrastructure_fault(tmp_path, served):
+    rows = lite_rows_of("pallets/flask")[:2]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    with GitServer(tmp_path / "empty") as nowhere:
+        result = snakemake(tmp_path, "--config", f"dataset={dataset}", "context=oracle",
+                           f"repo_url={nowhere.url}/{{repo}}.git", check=False)
+    assert result.returncode != 0
+    for row in rows:
+        log = tmp_path / "results" / "gold" / "logs" / row["instance_id"] / "context.log"
+        assert common.infrastructure_fault(log)[0] == "repository_unreachable"
+        assert f"cannot fetch {nowhere.url}/pallets/flask.git" in log.read_text()
+    # A rerun, with the repository reachable, retries them.
+    with GitServer(served) as server:
+        snakemake(tmp_path, "--config", f"dataset={dataset}", "context=oracle", f"repo_url={server.url}/{{repo}}.git")
+    for row in rows:
+        context = json.loads((tmp_path / "results" / "gold" / "instances" / row["instance_id"] / "context.json").read_text())
+        assert [f["path"] for f in context["files"]] == [f.path for f in PatchSet(row["patch"]) if not f.is_added_file]
