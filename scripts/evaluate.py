@@ -309,6 +309,16 @@ def pull(client, image):
         raise fault(found[0] if found else "network", f"pulling {image}: {message}") from e
 
 
+def qualified(namespace):
+    """namespace with its registry, docker.io when it names none (as Docker reads it). Podman
+    takes an unqualified name for any image whose name ends the same (localhost/swebench/...,
+    another registry's); a qualified name is the one image on both engines."""
+    if not namespace:
+        return None
+    first = namespace.split("/", 1)[0]
+    return namespace if "." in first or ":" in first or first == "localhost" else f"docker.io/{namespace}"
+
+
 def run_docker(row, prediction, harness_run, timeout, namespace, keep_images, logs):
     """Evaluate with the harness's run_instance; returns (status, reason, harness report)."""
     import docker
@@ -318,7 +328,7 @@ def run_docker(row, prediction, harness_run, timeout, namespace, keep_images, lo
     from swebench.harness.test_spec.test_spec import make_test_spec
 
     try:
-        spec = make_test_spec(row, namespace=namespace)
+        spec = make_test_spec(row, namespace=qualified(namespace))
     except (requests.RequestException, ValueError) as e:  # for some repos it reads requirements files from GitHub
         if isinstance(e, ValueError) and not find_fault(str(e)):
             raise
