@@ -164,8 +164,9 @@ def docker_preflight(min_free_gb, environ):
     except Exception as e:
         raise PreflightError(
             f"evaluation=docker needs a running Docker daemon, and none answers at {address} ({e}). "
-            "Start it (`sudo systemctl start docker`, or `sudo dockerd &`), or choose another backend: "
-            "evaluation=modal, sb-cli or none.") from None
+            "Start it (`sudo systemctl start docker`, or `sudo dockerd &`); for podman, start its API service "
+            "(`podman system service --time=0 unix:///run/podman/podman.sock &`) and set DOCKER_HOST to that "
+            "address; or choose another backend: evaluation=modal, sb-cli or none.") from None
     if os.path.isdir(root):  # a remote daemon's disk cannot be seen from here
         free_gb = shutil.disk_usage(root).free / 1e9
         if free_gb < min_free_gb:

@@ -186,10 +186,17 @@ def ensure_testbed_image(host=None):
         if not image_exists(docker_client, testbed_tag):
             dockerfile = f"FROM {env_tag}\nADD testbed.tar /\nWORKDIR /testbed\n"
             build(docker_client, {"Dockerfile": dockerfile, "testbed.tar": testbed_tarball(repo)}, testbed_tag)
-    if host and not image_exists(client(host), testbed_tag):
-        # podman names a loaded short name localhost/...; the lookup by the short name finds it
-        client(host).images.load(docker_client.images.get(testbed_tag).save(named=True))
+    if host:
+        copy_image(testbed_tag, host)
     return testbed_tag, base_commit
+
+
+def copy_image(name, host):
+    """Copy the Docker daemon's image name to the engine at host, unless that has it. Podman
+    names what it loads under a name without a registry localhost/...; the lookup by that
+    short name finds it there."""
+    if not image_exists(client(host), name):
+        client(host).images.load(client().images.get(name).save(named=True))
 
 
 def row(instance_id, base_commit, test_patch=TEST_PATCH, fail_to_pass=("test_calc.py::test_add",)):

@@ -246,6 +246,8 @@ class FailingRegistry(LoopbackServer):
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+                if status == 429:  # podman retries a 429 after this (else after 2 s, doubling: 2 min in all)
+                    self.send_header("Retry-After", "0")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
