@@ -9,7 +9,7 @@ differ), so their images are tags of the one image, named as the harness looks f
 All images are kept by the Docker daemon, so later sessions build nothing.
 
 The harness can also run on podman, through its Docker-compatible API (`podman system
-service`): `podman_service` starts one on a socket of its own, and `load_testbed` copies
+service`): `podman_service` starts one on a socket of its own, and `copy_image` copies
 the testbed image from Docker into podman's storage, where it is kept too.
 """
 import contextlib
