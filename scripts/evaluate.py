@@ -164,8 +164,9 @@ def docker_preflight(min_free_gb, environ):
     except Exception as e:
         raise PreflightError(
             f"evaluation=docker needs a running Docker daemon, and none answers at {address} ({e}). "
-            "Start it (`sudo systemctl start docker`, or `sudo dockerd &`), or choose another backend: "
-            "evaluation=modal, sb-cli or none.") from None
+            "Start it (`sudo systemctl start docker`, or `sudo dockerd &`); for podman, start its API service "
+            "(`podman system service --time=0 unix:///run/podman/podman.sock &`) and set DOCKER_HOST to that "
+            "address; or choose another backend: evaluation=modal, sb-cli or none.") from None
     if os.path.isdir(root):  # a remote daemon's disk cannot be seen from here
         free_gb = shutil.disk_usage(root).free / 1e9
         if free_gb < min_free_gb:
@@ -309,6 +310,16 @@ def pull(client, image):
         raise fault(found[0] if found else "network", f"pulling {image}: {message}") from e
 
 
+def qualified(namespace):
+    """namespace with its registry, docker.io when it names none (as Docker reads it). Podman
+    takes an unqualified name for any image whose name ends the same (localhost/swebench/...,
+    another registry's); a qualified name is the one image on both engines."""
+    if not namespace:
+        return None
+    first = namespace.split("/", 1)[0]
+    return namespace if "." in first or ":" in first or first == "localhost" else f"docker.io/{namespace}"
+
+
 def run_docker(row, prediction, harness_run, timeout, namespace, keep_images, logs):
     """Evaluate with the harness's run_instance; returns (status, reason, harness report)."""
     import docker
@@ -318,7 +329,7 @@ def run_docker(row, prediction, harness_run, timeout, namespace, keep_images, lo
     from swebench.harness.test_spec.test_spec import make_test_spec
 
     try:
-        spec = make_test_spec(row, namespace=namespace)
+        spec = make_test_spec(row, namespace=qualified(namespace))
     except (requests.RequestException, ValueError) as e:  # for some repos it reads requirements files from GitHub
         if isinstance(e, ValueError) and not find_fault(str(e)):
             raise

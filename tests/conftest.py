@@ -1,5 +1,6 @@
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,31 @@ def run_config(**overrides):
     import yaml
 
     return {**yaml.safe_load((PROJECT / "config.yaml").read_text()), **overrides}
+
+
+@pytest.fixture(scope="session")
+def registry_ports():
+    """Two loopback ports for the tests' image registries, which every engine pulls from over plain HTTP."""
+    with socket.socket() as first, socket.socket() as second:
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        return first.getsockname()[1], second.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory, registry_ports):
+    """podman's Docker-compatible API on a socket of its own, for the session; yields its DOCKER_HOST."""
+    from swebench_images import podman_service
+
+    with podman_service(tmp_path_factory.mktemp("podman"), [f"127.0.0.1:{p}" for p in registry_ports]) as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def engine(request):
+    """The engine the harness runs on (swebench_images.Engine): Docker, unless a test asks for each
+    with @pytest.mark.parametrize("engine", swebench_images.ENGINES, indirect=True)."""
+    from swebench_images import Engine
+
+    name = getattr(request, "param", "docker")
+    return Engine(name, request.getfixturevalue("podman") if name == "podman" else None)

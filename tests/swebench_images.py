@@ -7,14 +7,23 @@ virtualenv at /opt/miniconda3/envs/testbed); on that, one image holds /testbed, 
 repository with a known bug. Every test instance uses that repository (their test patches
 differ), so their images are tags of the one image, named as the harness looks for them.
 All images are kept by the Docker daemon, so later sessions build nothing.
+
+The harness can also run on podman, through its Docker-compatible API (`podman system
+service`): `podman_service` starts one on a socket of its own, and `copy_image` copies
+the testbed image from Docker into podman's storage, where it is kept too.
 """
+import contextlib
 import hashlib
 import io
 import json
+import os
+import resource
 import subprocess
 import tarfile
 import tempfile
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import docker
 
@@ -102,8 +111,9 @@ diff --git a/test_calc.py b/test_calc.py
 """
 
 
-def client():
-    return docker.from_env()
+def client(host=None):
+    """A client of the engine at host (a DOCKER_HOST address), or of the environment's Docker daemon."""
+    return docker.DockerClient(base_url=host) if host else docker.from_env()
 
 
 def image_exists(docker_client, name):
@@ -161,8 +171,9 @@ def testbed_tarball(repo):
     return buffer.getvalue()
 
 
-def ensure_testbed_image():
-    """The image with /testbed, built once per content; returns (image name, base_commit)."""
+def ensure_testbed_image(host=None):
+    """The image with /testbed, built once per content by Docker and copied to the engine at
+    host when that is another; returns (image name, base_commit)."""
     docker_client = client()
     ensure_base(docker_client)
     env_tag = "swebench-runner-test/env:" + hashlib.sha256((ENV_DOCKERFILE + ACTIVATE).encode()).hexdigest()[:12]
@@ -175,7 +186,17 @@ def ensure_testbed_image():
         if not image_exists(docker_client, testbed_tag):
             dockerfile = f"FROM {env_tag}\nADD testbed.tar /\nWORKDIR /testbed\n"
             build(docker_client, {"Dockerfile": dockerfile, "testbed.tar": testbed_tarball(repo)}, testbed_tag)
+    if host:
+        copy_image(testbed_tag, host)
     return testbed_tag, base_commit
+
+
+def copy_image(name, host):
+    """Copy the Docker daemon's image name to the engine at host, unless that has it. Podman
+    names what it loads under a name without a registry localhost/...; the lookup by that
+    short name finds it there."""
+    if not image_exists(client(host), name):
+        client(host).images.load(client().images.get(name).save(named=True))
 
 
 def row(instance_id, base_commit, test_patch=TEST_PATCH, fail_to_pass=("test_calc.py::test_add",)):
@@ -196,9 +217,62 @@ def instance_image(row_, namespace="swebench"):
     return make_test_spec(row_, namespace=namespace).instance_image_key
 
 
-def tag_instance(testbed_tag, row_, namespace="swebench"):
+def tag_instance(testbed_tag, row_, namespace="swebench", host=None):
     """Give the testbed image the name the harness looks for this row's image under."""
     repository, tag = instance_image(row_, namespace).rsplit(":", 1)
-    client().images.get(testbed_tag).tag(repository, tag)
+    client(host).images.get(testbed_tag).tag(repository, tag)
     return f"{repository}:{tag}"
 
+
+@contextlib.contextmanager
+def podman_service(folder, insecure_registries=()):
+    """`podman system service` (podman's Docker-compatible API) on a socket in folder, with
+    podman's default storage; yields its DOCKER_HOST address. Podman pulls over plain HTTP only
+    from the registries (host:port) listed as insecure, as Docker does from any loopback one."""
+    folder = Path(folder)
+    registries, log, socket = folder / "registries.conf", folder / "podman.log", folder / "podman.sock"
+    registries.write_text("".join(f'[[registry]]\nlocation = "{r}"\ninsecure = true\n' for r in insecure_registries))
+    # Rootful podman gives each container 1048576 open files and processes, which it cannot where it
+    # lacks CAP_SYS_RESOURCE (in a container, some VMs): containers get its own limits instead,
+    # processes set here, as podman lowers a high limit of its own (from 96364 to 32768 on one machine).
+    nofile, nproc = resource.getrlimit(resource.RLIMIT_NOFILE)[1], min(resource.getrlimit(resource.RLIMIT_NPROC)[1], 16384)
+    containers = folder / "containers.conf"
+    containers.write_text(f'[containers]\ndefault_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n')
+    host = f"unix://{socket}"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(["podman", "system", "service", "--time=0", host],
+                                   env={**os.environ, "CONTAINERS_REGISTRIES_CONF": str(registries),
+                                        "CONTAINERS_CONF": str(containers)},
+                                   stdout=subprocess.DEVNULL, stderr=stderr,
+                                   preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc)))
+    try:
+        for _ in range(100):
+            if socket.exists() or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        if not socket.exists():
+            raise RuntimeError(f"podman system service did not start: {log.read_text()}")
+        client(host).ping()
+        yield host
+    finally:
+        process.terminate()
+        process.wait()
+
+
+
+class Engine(NamedTuple):
+    """A container engine the harness runs on: docker, or podman through its Docker-compatible API."""
+
+    name: str
+    host: str | None  # its DOCKER_HOST address; None: the environment's Docker daemon
+
+    def client(self):
+        return client(self.host)
+
+    @property
+    def env(self):
+        """What the workflow's environment needs to use this engine."""
+        return {"DOCKER_HOST": self.host} if self.host else {}
+
+
+ENGINES = ("docker", "podman")

@@ -116,6 +116,17 @@ def test_preflight_names_a_docker_daemon_that_does_not_answer(tmp_path):
         evaluate.preflight({"evaluation": "docker", "min_free_disk_gb": 0}, {"DOCKER_HOST": f"unix://{socket}"})
     assert f"needs a running Docker daemon, and none answers at unix://{socket}" in str(e.value)
     assert "evaluation=modal, sb-cli or none" in str(e.value)
+    assert "for podman, start its API service" in str(e.value) and "set DOCKER_HOST" in str(e.value)
+
+
+def test_image_namespaces_are_qualified_with_their_registry():
+    # Docker Hub's names, as Docker reads a name without a registry; the others as they are
+    assert evaluate.qualified("swebench") == "docker.io/swebench"
+    assert evaluate.qualified("someone/mirror") == "docker.io/someone/mirror"
+    for namespace in ("docker.io/swebench", "127.0.0.1:5000/swebench", "ghcr.io/org/swebench", "localhost/swebench",
+                      "registry:5000/swebench"):
+        assert evaluate.qualified(namespace) == namespace
+    assert evaluate.qualified(None) is None and evaluate.qualified("") is None
 
 
 def test_preflight_stops_below_the_free_disk_floor():

@@ -1,8 +1,9 @@
-"""The evaluate stage in real Docker: the real snakemake runs the official SWE-bench harness
-on SWE-bench-shaped instance images that tests/swebench_images.py builds."""
+"""The evaluate stage in real Docker, and in podman through its Docker-compatible API: the real
+snakemake runs the official SWE-bench harness on SWE-bench-shaped instance images that
+tests/swebench_images.py builds. The tests that take `engine` run on both and expect the same."""
 import contextlib
 import json
-import socket
+import os
 import subprocess
 import sys
 import time
@@ -31,20 +32,20 @@ NO_IMAGE = "psf__requests-90006"  # pushed to no registry
 
 
 @pytest.fixture(scope="session")
-def testbed():
-    """(the testbed image, base_commit), built once; the rows of CASES, their images named."""
-    tag, base_commit = images.ensure_testbed_image()
+def testbed(engine):
+    """(the testbed image, the rows of CASES), built once, in the engine, their images named."""
+    tag, base_commit = images.ensure_testbed_image(engine.host)
     rows = {NO_IMAGE: images.row(NO_IMAGE, base_commit)}
     for instance_id, (_, test_patch) in CASES.items():
         slow = test_patch == images.SLOW_TEST_PATCH
         rows[instance_id] = images.row(instance_id, base_commit, test_patch,
                                        ["test_calc.py::test_slow"] if slow else ["test_calc.py::test_add"])
-        images.tag_instance(tag, rows[instance_id])
+        images.tag_instance(tag, rows[instance_id], host=engine.host)
     return tag, rows
 
 
-def containers_created(since, until):
-    events = images.client().events(since=since, until=until, decode=True,
+def containers_created(client, since, until):
+    events = client.events(since=since, until=until, decode=True,
                                     filters={"type": "container", "event": "create"})
     return [event["Actor"]["Attributes"]["name"] for event in events]
 
@@ -53,7 +54,8 @@ def report(run, instance_id):
     return json.loads((run / "instances" / instance_id / "evaluation.json").read_text())
 
 
-def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, testbed, monkeypatch):
+@pytest.mark.parametrize("engine", images.ENGINES, indirect=True)
+def test_given_predictions_are_evaluated_by_the_harness(tmp_path, engine, testbed, monkeypatch):
     rows = {i: testbed[1][i] for i in CASES}
     dataset = write_rows(tmp_path / "rows.jsonl", list(rows.values()))
     given = tmp_path / "preds.jsonl"
@@ -61,9 +63,10 @@ def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, test
                        for i, (patch, _) in CASES.items()])
     config = ["--config", f"dataset={dataset}", f"predictions={given}", "evaluation=docker",
               f"eval_timeout={EVAL_TIMEOUT}", "min_free_disk_gb=1"]
+    client = engine.client()
     started = time.time()
-    first = snakemake(tmp_path, *config)
-    created = containers_created(started, time.time() + 1)
+    first = snakemake(tmp_path, *config, env=engine.env)
+    created = containers_created(client, started, time.time() + 1)
     assert jobs_run(first).count("evaluate") == 5
 
     run = tmp_path / "results" / "predictions-preds"
@@ -88,9 +91,10 @@ def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, test
     assert "Timeout error" in (run / "instances" / "psf__requests-90005" / "evaluation" / "test_output.txt").read_text()
     assert not (run / "instances" / "psf__requests-90004" / "evaluation").exists()
     harness_run = harness_run_id("predictions-preds", run)
-    assert sorted(created) == sorted(f"sweb.eval.{i}.{harness_run}" for i in CASES if i != "psf__requests-90004")
+    # the daemon may be shared: the containers of this run are those named with its harness run id
+    assert sorted(name for name in created if harness_run in name) == sorted(
+        f"sweb.eval.{i}.{harness_run}" for i in CASES if i != "psf__requests-90004")
     # containers removed, images that were there kept
-    client = images.client()
     assert [c.name for c in client.containers.list(all=True) if harness_run in c.name] == []
     for instance_id in CASES:
         client.images.get(images.instance_image(rows[instance_id]))
@@ -123,13 +127,13 @@ def test_given_predictions_are_evaluated_by_the_harness_in_docker(tmp_path, test
     assert "- resolved: 1 of 5 (20.0%)" in markdown and "| psf/requests | 5 | 4 | 1 (20.0%) |" in markdown
 
     # nothing changed: nothing runs; one patch changed: that instance alone is evaluated again
-    assert jobs_run(snakemake(tmp_path, *config)) == []
+    assert jobs_run(snakemake(tmp_path, *config, env=engine.env)) == []
     untouched = run / "instances" / "psf__requests-90001" / "evaluation.json"
     before = untouched.stat().st_mtime_ns
     write_rows(given, [{"instance_id": i, "model_name_or_path": "test-model",
                         "model_patch": images.GOLD_PATCH if i == "psf__requests-90002" else patch}
                        for i, (patch, _) in CASES.items()])
-    changed = jobs_run(snakemake(tmp_path, *config))
+    changed = jobs_run(snakemake(tmp_path, *config, env=engine.env))
     assert changed.count("evaluate") == 1 and changed.count("given_patch") == 1
     assert report(run, "psf__requests-90002")["status"] == "resolved"
     assert untouched.stat().st_mtime_ns == before
@@ -176,12 +180,6 @@ def test_generated_patches_are_evaluated_and_a_redone_one_alone_again(tmp_path, 
     assert report(run, "psf__requests-90002")["status"] == "resolved"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve_registry(storage, port):
     """Debian's docker-registry on 127.0.0.1:port, serving what storage holds."""
@@ -204,17 +202,18 @@ def serve_registry(storage, port):
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory, testbed):
+def registry(tmp_path_factory, registry_ports):
     """A local image registry (Debian's docker-registry) holding the testbed image under the
-    name of psf__requests-90001, so that the harness pulls it as it pulls from Docker Hub.
-    Yields (namespace, image name, the registry's storage)."""
+    name of psf__requests-90001, so that the harness pulls it as it pulls from Docker Hub;
+    Docker pushes it there. Yields (namespace, image name, the registry's storage)."""
     storage = tmp_path_factory.mktemp("registry") / "data"
-    port = free_port()
+    port = registry_ports[0]
+    tag, base_commit = images.ensure_testbed_image()
     with serve_registry(storage, port):
         namespace = f"127.0.0.1:{port}/swebench"
-        name = images.instance_image(testbed[1]["psf__requests-90001"], namespace)
+        name = images.instance_image(images.row("psf__requests-90001", base_commit), namespace)
         client = images.client()
-        client.images.get(testbed[0]).tag(*name.rsplit(":", 1))
+        client.images.get(tag).tag(*name.rsplit(":", 1))
         errors = [line["error"] for line in client.images.push(*name.rsplit(":", 1), stream=True, decode=True)
                   if "error" in line]
         assert not errors, errors
@@ -247,6 +246,8 @@ class FailingRegistry(LoopbackServer):
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+                if status == 429:  # podman retries a 429 after this (else after 2 s, doubling: 2 min in all)
+                    self.send_header("Retry-After", "0")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -260,13 +261,15 @@ class FailingRegistry(LoopbackServer):
         self.httpd.handle_error = lambda request, address: None
 
 
-def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, testbed, registry):
+@pytest.mark.parametrize("engine", images.ENGINES, indirect=True)
+def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, engine, testbed, registry,
+                                                                    registry_ports):
     _, _, storage = registry
     row = testbed[1]["psf__requests-90001"]
-    port = free_port()
+    port = registry_ports[1]
     image = images.instance_image(row, f"127.0.0.1:{port}/swebench")
     with pytest.raises(docker.errors.ImageNotFound):
-        images.client().images.get(image)
+        engine.client().images.get(image)
     dataset = write_rows(tmp_path / "rows.jsonl", [row])
     given = write_rows(tmp_path / "preds.jsonl", [{"instance_id": row["instance_id"], "model_name_or_path": "m",
                                                    "model_patch": images.GOLD_PATCH}])
@@ -279,7 +282,7 @@ def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, te
     for status, cause, fix in [(429, "registry_rate_limit", "log in (`docker login`)"),
                                (503, "registry_unavailable", "answered with a server error")]:
         with FailingRegistry(port, status) as failing:
-            failed = snakemake(tmp_path, *config, check=False)
+            failed = snakemake(tmp_path, *config, env=engine.env, check=False)
         assert failed.returncode != 0
         assert failing.pulls  # the daemon asked, and was refused
         assert not verdict.exists()
@@ -294,7 +297,7 @@ def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, te
     assert "infrastructure fault: registry_unavailable: " in failed.stderr  # snakemake shows the log
 
     # allow_partial: the instance is left out, the rest merged, and the summary names its cause
-    partial = snakemake(tmp_path, *config, "allow_partial=true")
+    partial = snakemake(tmp_path, *config, "allow_partial=true", env=engine.env)
     assert "evaluate" not in jobs_run(partial)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["missing"] == [{"instance_id": row["instance_id"], "stage": "evaluate",
@@ -304,13 +307,14 @@ def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, te
 
     # the same command, the registry now serving the image: pulled, evaluated, recorded
     with serve_registry(storage, port):
-        rerun = snakemake(tmp_path, *config)
+        rerun = snakemake(tmp_path, *config, env=engine.env)
     assert "evaluate" in jobs_run(rerun)
     assert report(run, row["instance_id"])["status"] == "resolved"
     assert json.loads((run / "summary.json").read_text())["missing"] == []
 
 
-def test_pulled_images_are_removed_unless_kept(tmp_path, testbed, registry):
+@pytest.mark.parametrize("engine", images.ENGINES, indirect=True)
+def test_pulled_images_are_removed_unless_kept(tmp_path, engine, testbed, registry):
     namespace, name, _ = registry
     row = testbed[1]["psf__requests-90001"]
     run = tmp_path / "results" / "r"
@@ -319,7 +323,7 @@ def test_pulled_images_are_removed_unless_kept(tmp_path, testbed, registry):
     write_selection([row], run / "instances.jsonl", run / "instances.index.json")
     write_rows(run / "predictions.jsonl", [{"instance_id": row["instance_id"], "model_name_or_path": "m",
                                             "model_patch": images.GOLD_PATCH}])
-    client = images.client()
+    client = engine.client()
 
     def evaluate(*extra):
         command = [sys.executable, "-m", "scripts.evaluate", "instance", "--backend", "docker",
@@ -327,7 +331,7 @@ def test_pulled_images_are_removed_unless_kept(tmp_path, testbed, registry):
                    "--predictions", str(run / "predictions.jsonl"), "--id", row["instance_id"], "--run-id", "r",
                    f"--namespace={namespace}", "--out", str(run / "instances" / row["instance_id"] / "evaluation.json"),
                    *extra]
-        subprocess.run(command, cwd=PROJECT, check=True, capture_output=True)
+        subprocess.run(command, cwd=PROJECT, check=True, capture_output=True, env={**os.environ, **engine.env})
         return report(run, row["instance_id"])
 
     # the image is only in the registry: the harness pulls it, and it goes once evaluated
@@ -339,7 +343,8 @@ def test_pulled_images_are_removed_unless_kept(tmp_path, testbed, registry):
     client.images.remove(name)
 
 
-def test_an_image_the_registry_does_not_have_is_a_fault(tmp_path, testbed, registry):
+@pytest.mark.parametrize("engine", images.ENGINES, indirect=True)
+def test_an_image_the_registry_does_not_have_is_a_fault(tmp_path, engine, testbed, registry):
     namespace, _, _ = registry
     row = testbed[1][NO_IMAGE]
     run = tmp_path / "results" / "r"
@@ -352,7 +357,7 @@ def test_an_image_the_registry_does_not_have_is_a_fault(tmp_path, testbed, regis
                "--instances", str(run / "instances.jsonl"), "--index", str(run / "instances.index.json"),
                "--predictions", str(run / "predictions.jsonl"), "--id", NO_IMAGE, "--run-id", "r",
                f"--namespace={namespace}", "--out", str(run / "instances" / NO_IMAGE / "evaluation.json")]
-    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, env={**os.environ, **engine.env})
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("infrastructure fault: image_not_published: the registry has no such image"), last
