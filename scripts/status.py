@@ -187,8 +187,8 @@ def spend_lines(run_dir, ids):
     entries = costs.read_ledger(ledger)
     total = sum(costs.totals(entries))
     answers = repairs = 0.0
-    for instance_id in ids:
-        folder = Path(run_dir) / "instances" / instance_id
+    samples = range(1, run_samples(run_dir) + 1)
+    for folder in (Path(run_dir) / "instances" / i / sample_folder(s) for i in ids for s in samples):
         if (folder / "response.json").is_file():
             answers += read_record(folder / "response.json").get("cost_usd") or 0.0
         if (folder / "repair.json").is_file():

@@ -1,7 +1,7 @@
 """The status command, on run folders written record by record (each valid against its schema)."""
 import json
 
-from scripts import status
+from scripts import costs, status
 
 from conftest import assert_valid
 
@@ -256,9 +256,12 @@ def test_status_and_the_view_count_the_answers_of_every_sample(tmp_path, capsys)
             write_record(run, instance_id, name, record, schema)
     write_record(run, "o__r-1", "samples/3/response.json", response("o__r-1"), "response")
     write_record(run, "o__r-1", "samples/2/evaluation.json", report("o__r-1", "unresolved"), "evaluate")
+    for _ in range(5):  # what the five answers cost
+        costs.record_spend(run / "spend.jsonl", "o__r-1", 0.01)
     assert status.main(["--run", str(run)]) == 0
     out = capsys.readouterr().out
     assert "3 samples: 5/6 answered" in out
+    assert "answers 0.0500, self-repair 0.0000, requests of jobs that wrote nothing 0.0000" in out
     assert "  sample 1   answered 2/2, evaluated 2, resolved 2\n" in out
     assert "  sample 2   answered 2/2, evaluated 1, resolved 0\n" in out
     assert "  sample 3   answered 1/2\n" in out
