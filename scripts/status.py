@@ -210,11 +210,11 @@ def spend_lines(run_dir, ids):
 def set_aside_failures(run_dir, instance_ids, stamp=None):
     """For retry_failed: rename each recorded permanent failure to <name>.failed-<stamp>.json so that
     the rerun makes it again. What is set aside is the file that must change: the answer, when the
-    generation failed or its patch is no good; the report, when the evaluation itself failed."""
+    generation failed or its patch is no good; the report, when the evaluation itself failed. Each sample's."""
     stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
     moved = []
-    for instance_id in instance_ids:
-        folder = Path(run_dir) / "instances" / instance_id
+    samples = range(1, run_samples(run_dir) + 1)
+    for folder in (Path(run_dir) / "instances" / i / sample_folder(s) for i in instance_ids for s in samples):
         for stage in ("generate", "patch", "evaluate"):
             path = folder / STAGE_FILES[stage]
             reason = failure_reason(stage, read_record(path)) if path.is_file() else None

@@ -270,3 +270,7 @@ def test_status_and_the_view_count_the_answers_of_every_sample(tmp_path, capsys)
     assert "; 3 samples: 5/6 answered; " in live.summary_line(snap, "ETA measuring")
     assert live.stage_outcome(run, "generate", "o__r-1", "samples/3/").startswith("generate o__r-1 sample 3: answered in ")
     assert live.samples_text(live.snapshot(tmp_path / "nothing")) == ""  # a run of one sample says nothing of them
+    # retry_failed sets aside a failed answer of any sample
+    write_record(run, "o__r-2", "samples/3/response.json", response("o__r-2", "refused"), "response")
+    assert status.set_aside_failures(run, ids, stamp="T") == [run / "instances/o__r-2/samples/3/response.json"]
+    assert (run / "instances/o__r-2/samples/3/response.failed-T.json").is_file()
