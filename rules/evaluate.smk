@@ -72,7 +72,7 @@ if config["evaluation"] != "none":
         conda:
             CONDA_ENV
         params:
-            run_dir=RUN,
+            run_dir=lambda wildcards, output: str(Path(output[0]).parents[wildcards.sample.count("/")]),
             backend=config["evaluation"],
             sample=lambda wildcards: wildcards.sample.split("/")[1] if wildcards.sample else 1,
         shell:
