@@ -61,6 +61,10 @@ MODEL = DERIVED["model"]
 REPAIR_ATTEMPTS = DERIVED["repair_attempts"]  # 0: no repair stage
 # The patch each instance's prediction takes: the repair stage's, when there is one.
 PATCH = "repair.diff" if REPAIR_ATTEMPTS else "patch.diff"
+# Answers per instance. Sample 1 is where a run of one sample keeps it; sample s (2..k) has the same files
+# under instances/<id>/samples/<s>/ and its merged ones under samples/<s>/ (the {sample} wildcard: "" or
+# "samples/<s>/"), so that a run with more samples asks only the new ones.
+SAMPLES = config["samples"]
 # Shell commands run `python -m scripts.<module>`: Snakemake's own interpreter, or under
 # --sdm conda the environment envs/runner.yaml makes from requirements.txt.
 CONDA_ENV = "../envs/runner.yaml"
@@ -121,6 +125,7 @@ if STARTS_RUN:
                 if used
             ],
             "max_cost": config.get("max_cost"),
+            "samples": SAMPLES,
         },
     )
 
@@ -134,6 +139,7 @@ if config["retry_failed"] and STARTS_RUN and os.path.exists(INDEX):
 
 wildcard_constraints:
     id=r"[^/]+",
+    sample=r"(samples/([2-9]|[1-9][0-9]+)/)?",
 
 
 def selected_ids():
@@ -141,12 +147,12 @@ def selected_ids():
     return list(read_json(checkpoints.select.get().output.index))
 
 
-def merged_ids():
-    """The instances the merged files (predictions, evaluation, summary) hold: all selected ones,
-    or with allow_partial those whose patch is made, leaving out the ones that failed transiently."""
+def merged_ids(sample=""):
+    """The instances the merged files of a sample (predictions, evaluation, summary) hold: all selected
+    ones, or with allow_partial those whose patch is made, leaving out the ones that failed transiently."""
     if not config["allow_partial"] or config["predictions"]:
         return selected_ids()
-    return [i for i in selected_ids() if os.path.exists(f"{RUN}/instances/{i}/patch.json")]
+    return [i for i in selected_ids() if os.path.exists(f"{RUN}/instances/{i}/{sample}patch.json")]
 
 
 def per_instance(filename, ids=selected_ids):
@@ -156,23 +162,29 @@ def per_instance(filename, ids=selected_ids):
     return inputs
 
 
-def merged(filename):
-    """The file of each instance that the merged files hold."""
-    return per_instance(filename, merged_ids)
+def merged(filename, sample=None):
+    """The file of each instance that the merged files of a sample hold (by default the {sample} of the job)."""
+
+    def inputs(wildcards):
+        folder = wildcards.get("sample", "") if sample is None else sample
+        return [f"{RUN}/instances/{i}/{folder}{filename}" for i in merged_ids(folder)]
+
+    return inputs
 
 
-def merged_reports(wildcards):
-    """Every merged instance's evaluation. With allow_partial, not those of instances whose last
+def merged_reports(wildcards, sample=None):
+    """Every merged instance's evaluation of a sample. With allow_partial, not those of instances whose last
     evaluation failed on a fault of the machinery (its log ends with the cause): they are left
     out, like an instance whose generation failed, until a plain run retries them."""
+    folder = wildcards.get("sample", "") if sample is None else sample
     ids = [
         i
-        for i in merged_ids()
+        for i in merged_ids(folder)
         if not config["allow_partial"]
-        or os.path.exists(f"{RUN}/instances/{i}/evaluation.json")
-        or not infrastructure_fault(f"{RUN}/logs/{i}/evaluate.log")
+        or os.path.exists(f"{RUN}/instances/{i}/{folder}evaluation.json")
+        or not infrastructure_fault(f"{RUN}/logs/{i}/{folder}evaluate.log")
     ]
-    return [f"{RUN}/instances/{i}/evaluation.json" for i in ids]
+    return [f"{RUN}/instances/{i}/{folder}evaluation.json" for i in ids]
 
 
 INSTANCE_FILES = ["context.json", "prompt.json", "response.json", "patch.diff", "patch.json"]
@@ -191,6 +203,11 @@ def run_targets(wildcards):
         targets += merged_reports(wildcards) + [f"{RUN}/evaluation.json"]  # rules/evaluate.smk
         if config["predictions"]:
             targets += merged("given_patch.sha256")(wildcards)
+    for sample in (f"samples/{s}/" for s in range(2, SAMPLES + 1)):  # each sample's own files and merges
+        targets += [path for name in INSTANCE_FILES[2:] for path in merged(name, sample)(wildcards)]
+        targets.append(f"{RUN}/{sample}predictions.jsonl")
+        if config["evaluation"] != "none":
+            targets += merged_reports(wildcards, sample) + [f"{RUN}/{sample}evaluation.json"]
     return targets
 
 
@@ -265,6 +282,7 @@ def estimate_settings():
         "max_output_tokens": config["max_output_tokens"],
         "cost_warn": config["cost_warn"],
         "confirm_cost": config["confirm_cost"],
+        "samples": SAMPLES,
     }
 
 

@@ -2,6 +2,15 @@
 # for it, and it stops the run above cost_warn unless confirm_cost=true. Only for the paid
 # providers (gold and replay cost nothing) and a model with a price (rules/common.smk).
 if ESTIMATE:
+    if STARTS_RUN and os.path.exists(ESTIMATE) and read_json(ESTIMATE).get("samples", 1) != SAMPLES:
+        # More samples: the estimate of the new ones, made here before any job. Made by its rule, it would be
+        # an input updated by another job for every answer already in, which would be asked again.
+        from scripts import estimate
+
+        try:
+            estimate.run(RUN, list(read_json(INDEX)), MODEL, estimate_settings(), ESTIMATE)
+        except estimate.CostAboveWarning as e:
+            sys.exit(str(e))
 
     rule estimate:
         input:

@@ -31,12 +31,12 @@ if config["evaluation"] != "none":
             # Every job reads its prediction from the merged file, which is rewritten whenever
             # any patch changes: ancient() keeps that from re-evaluating every instance. What
             # re-evaluates one instance is its own patch: patch.diff, or given_patch.sha256.
-            predictions=ancient(f"{RUN}/predictions.jsonl"),
-            patch=f"{RUN}/instances/{{id}}/{'given_patch.sha256' if config['predictions'] else PATCH}",
+            predictions=ancient(f"{RUN}/{{sample}}predictions.jsonl"),
+            patch=f"{RUN}/instances/{{id}}/{{sample}}{'given_patch.sha256' if config['predictions'] else PATCH}",
         output:
-            f"{RUN}/instances/{{id}}/evaluation.json",
+            f"{RUN}/instances/{{id}}/{{sample}}evaluation.json",
         log:
-            f"{RUN}/logs/{{id}}/evaluate.log",
+            f"{RUN}/logs/{{id}}/{{sample}}evaluate.log",
         conda:
             CONDA_ENV
         resources:
@@ -44,7 +44,9 @@ if config["evaluation"] != "none":
         params:
             backend=config["evaluation"],
             image_namespace=config["image_namespace"] or "",
-            run_id=DERIVED["run_id"],
+            # names the harness's containers: each sample its own (sample 1 as with one sample)
+            run_id=lambda wildcards: DERIVED["run_id"]
+            + (f".s{wildcards.sample.split('/')[1]}" if wildcards.sample else ""),
             # Settings that change no verdict already given are no rerun trigger.
             settings=Untracked(
                 f"--timeout {config['eval_timeout']}"
@@ -60,18 +62,20 @@ if config["evaluation"] != "none":
     rule evaluation:
         input:
             instances=INSTANCES,
-            predictions=f"{RUN}/predictions.jsonl",
+            predictions=f"{RUN}/{{sample}}predictions.jsonl",
             reports=merged_reports,
         output:
-            f"{RUN}/evaluation.json",
+            f"{RUN}/{{sample}}evaluation.json",
         log:
-            f"{RUN}/logs/evaluation.log",
+            f"{RUN}/logs/{{sample}}evaluation.log",
         localrule: True
         conda:
             CONDA_ENV
         params:
-            run_dir=lambda wildcards, output: os.path.dirname(output[0]),
+            run_dir=lambda wildcards, output: str(Path(output[0]).parents[wildcards.sample.count("/")]),
             backend=config["evaluation"],
+            sample=lambda wildcards: wildcards.sample.split("/")[1] if wildcards.sample else 1,
         shell:
             "python -m scripts.evaluate merge --instances {input.instances:q} --predictions {input.predictions:q}"
-            " --run-dir {params.run_dir:q} --backend {params.backend} --out {output:q} 2> >(tee {log:q} >&2)"
+            " --run-dir {params.run_dir:q} --backend {params.backend} --sample {params.sample}"
+            " --out {output:q} 2> >(tee {log:q} >&2)"

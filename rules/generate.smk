@@ -1,7 +1,8 @@
 # Runs in Snakemake's own process when threads are used (the default profile sets
 # force-use-threads), so the model clients are imported once, not once per instance.
 # A request waits on the network, not on a core: threads 0 leaves the cores to the other
-# stages, and `--resources api=N` alone bounds the requests in flight.
+# stages, and `--resources api=N` alone bounds the requests in flight. Every sample ({sample}: "" for
+# sample 1, samples/<s>/ for the others) sends the same request: its index is in the file paths only.
 rule generate:
     input:
         **selection_inputs(),
@@ -20,12 +21,12 @@ rule generate:
         # A paid answer is not deleted before its job runs again: the job keeps it, or sets it aside with
         # overwrite=true (and Snakemake puts it back if the job fails).
         (
-            update(f"{RUN}/instances/{{id}}/response.json")
+            update(f"{RUN}/instances/{{id}}/{{sample}}response.json")
             if config["provider"] in MODEL_PROVIDERS
-            else f"{RUN}/instances/{{id}}/response.json"
+            else f"{RUN}/instances/{{id}}/{{sample}}response.json"
         ),
     log:
-        f"{RUN}/logs/{{id}}/generate.log",
+        f"{RUN}/logs/{{id}}/{{sample}}generate.log",
     # The run as a pipeline (rules/prompt.smk): a request before anything else, when an api unit is free.
     priority: 3
     threads: 0

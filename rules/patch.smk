@@ -5,15 +5,15 @@
 rule patch:
     input:
         **(selection_inputs() if config["apply_check"] else {}),
-        response=f"{RUN}/instances/{{id}}/response.json",
+        response=f"{RUN}/instances/{{id}}/{{sample}}response.json",
         # the files that search/replace edits are applied to without the apply check
         context=f"{RUN}/instances/{{id}}/context.json",
         # the instance's repository and base commit, for the apply check
     output:
-        diff=f"{RUN}/instances/{{id}}/patch.diff",
-        record=f"{RUN}/instances/{{id}}/patch.json",
+        diff=f"{RUN}/instances/{{id}}/{{sample}}patch.diff",
+        record=f"{RUN}/instances/{{id}}/{{sample}}patch.json",
     log:
-        f"{RUN}/logs/{{id}}/patch.log",
+        f"{RUN}/logs/{{id}}/{{sample}}patch.log",
     priority: 1  # rules/prompt.smk
     params:
         # The settings that change a verdict: a change reruns the patch stage and what follows.

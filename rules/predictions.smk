@@ -18,12 +18,13 @@ else:
 
     rule predictions:
         input:
-            # every instance's patch (the repaired one, with a repair stage), or with allow_partial those made
+            # every instance's patch of the sample (the repaired one, with a repair stage), or with
+            # allow_partial those made
             patches=merged(PATCH),
         output:
-            f"{RUN}/predictions.jsonl",
+            f"{RUN}/{{sample}}predictions.jsonl",
         log:
-            f"{RUN}/logs/predictions.log",
+            f"{RUN}/logs/{{sample}}predictions.log",
         localrule: True
         params:
             model=MODEL,

@@ -6,19 +6,19 @@ if REPAIR_ATTEMPTS:
     rule repair:
         input:
             **(selection_inputs() if config["apply_check"] else {}),
-            patch=f"{RUN}/instances/{{id}}/patch.json",
-            diff=f"{RUN}/instances/{{id}}/patch.diff",
+            patch=f"{RUN}/instances/{{id}}/{{sample}}patch.json",
+            diff=f"{RUN}/instances/{{id}}/{{sample}}patch.diff",
             # the answer and the conversation that the repair request continues
-            response=f"{RUN}/instances/{{id}}/response.json",
+            response=f"{RUN}/instances/{{id}}/{{sample}}response.json",
             prompt=f"{RUN}/instances/{{id}}/prompt.json",
             context=f"{RUN}/instances/{{id}}/context.json",
         output:
             # update(): like paid answers (rules/generate.smk), kept by the job or set aside with overwrite=true
-            diff=update(f"{RUN}/instances/{{id}}/repair.diff"),
-            record=update(f"{RUN}/instances/{{id}}/repair.json"),
-            requests=update(directory(f"{RUN}/instances/{{id}}/repair")),
+            diff=update(f"{RUN}/instances/{{id}}/{{sample}}repair.diff"),
+            record=update(f"{RUN}/instances/{{id}}/{{sample}}repair.json"),
+            requests=update(directory(f"{RUN}/instances/{{id}}/{{sample}}repair")),
         log:
-            f"{RUN}/logs/{{id}}/repair.log",
+            f"{RUN}/logs/{{id}}/{{sample}}repair.log",
         threads: 0
         resources:
             api=1,

@@ -26,6 +26,7 @@ rule summary:
                 # given predictions: their file, and the model their rows name (the summary reads it)
                 **({"provider": f"predictions file {config['predictions']}"} if config["predictions"] else {}),
                 "model": MODEL,
+                "samples": SAMPLES,
             }
         ),
     shell:

@@ -138,3 +138,15 @@ def infrastructure_fault(log):
         return None
     cause, _, message = lines[-1].partition(": ")
     return cause, message
+
+
+def sample_folder(sample):
+    """Where sample s of an instance (or of the merged files) lives, relative to its folder: sample 1
+    where a run with one sample keeps it, sample s in samples/<s>/."""
+    return "" if int(sample) == 1 else f"samples/{int(sample)}/"
+
+
+def instance_id_of(path):
+    """The instance id of a per-instance file: instances/<id>/<file> or instances/<id>/samples/<s>/<file>."""
+    folder = Path(path).parent
+    return folder.parent.parent.name if folder.parent.name == "samples" else folder.name

@@ -2,25 +2,28 @@
 
 From each prompt's real token count and the model's price, two figures: `low` assumes
 an answer of `answer_tokens` (a typical single-call answer with a diff), `high` an answer
-of max_output_tokens, the most a request may write. Instances that already have a
-response.json newer than their prompt are not counted: they will not be asked again. Self-repair requests
+of max_output_tokens, the most a request may write. With samples=k each instance is asked k
+times; a sample that already has a response.json newer than its prompt is not counted: it will not
+be asked again. Self-repair requests
 (repair_attempts) come on top of these, and only for patches that do not apply.
 """
 from pathlib import Path
 
 from scripts import costs, providers
-from scripts.common import read_json, write_json_atomic
+from scripts.common import read_json, sample_folder, write_json_atomic
 
 
 class CostAboveWarning(Exception):
     """The estimate is above cost_warn and the user has not confirmed: nothing is sent."""
 
 
-def estimate(prompt_tokens, model, price, answer_tokens, max_output_tokens):
-    """The estimate record for a list of prompt token counts (one per instance to ask)."""
+def estimate(prompt_tokens, model, price, answer_tokens, max_output_tokens, instances=None):
+    """The estimate record for a list of prompt token counts (one per request to make) of instances
+    (default: one request each)."""
     record = {
         "model": model,
-        "instances": len(prompt_tokens),
+        "instances": len(prompt_tokens) if instances is None else instances,
+        "answers": len(prompt_tokens),
         "prompt_tokens": sum(prompt_tokens),
         "answer_tokens": {"low": answer_tokens, "high": max_output_tokens},
         "price": price,
@@ -37,7 +40,9 @@ def estimate(prompt_tokens, model, price, answer_tokens, max_output_tokens):
 
 def describe(record):
     """One line for the terminal."""
-    head = f"Cost estimate for {record['instances']} instances to ask ({record['prompt_tokens']:,} prompt tokens"
+    answers = record.get("answers", record["instances"])
+    asked = f"{record['instances']} instances" + (f", {answers} answers," if answers != record["instances"] else "")
+    head = f"Cost estimate for {asked} to ask ({record['prompt_tokens']:,} prompt tokens"
     if record["low_usd"] is None:
         return (f"{head}): no price is known for model {record['model']}, so it cannot be estimated and its "
                 "cost is unknown; give one with --config 'prices={MODEL: {input: X, output: Y}}'.")
@@ -58,27 +63,32 @@ def check(record, cost_warn, confirmed):
     )
 
 
-def prompts_to_ask(run_dir, instance_ids):
-    """Token counts of the prompts of the instances that have no response yet; the ids whose prompt is missing."""
-    tokens, missing = [], []
+def prompts_to_ask(run_dir, instance_ids, samples=1):
+    """Token counts of the prompts of the samples that have no response yet (one per request), the number of
+    instances they belong to, and the ids whose prompt is missing."""
+    tokens, instances, missing = [], 0, []
     for instance_id in instance_ids:
         folder = Path(run_dir) / "instances" / instance_id
-        prompt, response = folder / "prompt.json", folder / "response.json"
+        prompt = folder / "prompt.json"
         if not prompt.exists():
             missing.append(instance_id)
             continue
-        if response.exists() and response.stat().st_mtime >= prompt.stat().st_mtime:
-            continue  # answered, and the answer is not older than its prompt: not asked again
-        tokens.append(read_json(folder / "prompt.json")["tokens"])
-    return tokens, missing
+        # answered, and the answer is not older than its prompt: not asked again
+        to_ask = [s for s in range(1, samples + 1)
+                  if not ((response := folder / sample_folder(s) / "response.json").exists()
+                          and response.stat().st_mtime >= prompt.stat().st_mtime)]
+        if to_ask:
+            tokens += [read_json(prompt)["tokens"]] * len(to_ask)
+            instances += 1
+    return tokens, instances, missing
 
 
 def for_run(run_dir, instance_ids, model, settings):
     """The estimate of the instances still to ask, and the ids whose prompt is not built yet."""
-    tokens, missing = prompts_to_ask(run_dir, instance_ids)
+    tokens, instances, missing = prompts_to_ask(run_dir, instance_ids, settings.get("samples", 1))
     price = costs.price_for(settings["provider"], model, settings["prices"], batch=settings.get("batch", False))
     record = estimate(tokens, model, price, settings["answer_tokens"],
-                      providers.output_limit(settings["provider"], model, settings))
+                      providers.output_limit(settings["provider"], model, settings), instances)
     return record, missing
 
 
@@ -86,6 +96,7 @@ def run(run_dir, instance_ids, model, settings, out_path=None):
     """The stage: estimate the instances still to ask, print it, stop above cost_warn, write estimate.json.
     settings: provider, prices, answer_tokens, max_output_tokens, cost_warn, confirm_cost."""
     record, _ = for_run(run_dir, instance_ids, model, settings)
+    record["samples"] = settings.get("samples", 1)
     print(describe(record), flush=True)
     check(record, settings["cost_warn"], settings["confirm_cost"])
     if out_path:

@@ -26,7 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.common import fault_line, find_jsonl_row, read_json, read_jsonl, read_row, write_json_atomic
+from scripts.common import (
+    fault_line,
+    find_jsonl_row,
+    read_json,
+    read_jsonl,
+    read_row,
+    sample_folder,
+    write_json_atomic,
+)
 
 BACKENDS = ("docker", "modal", "sb-cli")
 # Outcomes; resolved and unresolved are the harness's verdicts, the others say why there is none.
@@ -541,13 +549,15 @@ def main(argv=None):
     merged.add_argument("--predictions", required=True)
     merged.add_argument("--run-dir", required=True)
     merged.add_argument("--backend", required=True)
+    merged.add_argument("--sample", type=int, default=1, help="the sample whose evaluations are merged")
     merged.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
     if args.command == "merge":
         rows = read_jsonl(args.instances)
         # with allow_partial, an instance whose evaluation failed on a fault has no evaluation yet
-        paths = {row["instance_id"]: Path(args.run_dir) / "instances" / row["instance_id"] / "evaluation.json"
+        sample = sample_folder(args.sample)
+        paths = {row["instance_id"]: Path(args.run_dir) / "instances" / row["instance_id"] / sample / "evaluation.json"
                  for row in rows}
         reports = {i: read_json(path) for i, path in paths.items() if path.is_file()}
         write_json_atomic(args.out, merge(rows, read_jsonl(args.predictions), reports, args.backend))

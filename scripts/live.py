@@ -41,7 +41,9 @@ def snapshot(run_dir):
     entries = costs.read_ledger(ledger) if ledger.is_file() else []
     settled, reserved = costs.totals(entries)
     estimate = run_dir / "estimate.json"
+    samples = settings.get("samples", 1)
     return {"run": str(run_dir), "selected": len(ids), "stages": outcomes, "spend": settled, "reserved": reserved,
+            "samples": status.sample_counts(run_dir, ids, samples) if samples > 1 else {},
             "open": Counter(e["instance_id"] for e in entries if e.get("state") == "open"),
             "requests": Counter(e["instance_id"] for e in entries if "request" in e),
             "settings": settings, "estimate": read_json(estimate) if estimate.is_file() else None}
@@ -84,10 +86,21 @@ def spend_text(snap, api=None):
     return text + f"; requests in flight {in_flight}" + (f" of api {api}" if api else "")
 
 
+def samples_text(snap):
+    """Answers over every sample, for a run of several: "3 samples: 847/900 answered"; '' for one."""
+    samples = snap.get("samples")
+    if not samples:
+        return ""
+    answered = sum(counts[0] for counts in samples.values())
+    return f"{len(samples)} samples: {answered}/{len(samples) * snap['selected']} answered"
+
+
 def summary_line(snap, eta, api=None, running=0):
     """The view as one plain line (logs, CI, SLURM)."""
     stages = " ".join(f"{stage} {sum(c.values())}/{snap['selected']}" for stage, c in snap["stages"].items())
-    return (f"{time.strftime('%H:%M:%S')} progress: {stages}; {running} jobs running; {spend_text(snap, api)}; {eta}")
+    samples = f"; {samples_text(snap)}" if snap.get("samples") else ""
+    return (f"{time.strftime('%H:%M:%S')} progress: {stages}{samples}; {running} jobs running; "
+            f"{spend_text(snap, api)}; {eta}")
 
 
 def view(snap, eta, elapsed, jobs=(), api=None, title=None):
@@ -104,7 +117,7 @@ def view(snap, eta, elapsed, jobs=(), api=None, title=None):
         filled = round(width * n / snap["selected"]) if snap["selected"] else 0
         stages.add_row(stage, f"{n}/{snap['selected']}", Text("━" * filled, "green") + Text("━" * (width - filled), "grey37"),
                        outcome_text(counter))
-    parts = [head, stages, Text(spend_text(snap, api))]
+    parts = [head, stages, *([Text(samples_text(snap))] if snap.get("samples") else []), Text(spend_text(snap, api))]
     if jobs:
         running = Table(box=None, padding=(0, 1), show_edge=False, title_justify="left")
         for column in ("running", "instance", "for", "request"):
@@ -120,15 +133,17 @@ def view(snap, eta, elapsed, jobs=(), api=None, title=None):
     return Group(*parts)
 
 
-def stage_outcome(run_dir, stage, instance_id):
-    """One plain line of a finished job: the stage, the instance and what its record says."""
+def stage_outcome(run_dir, stage, instance_id, sample=""):
+    """One plain line of a finished job: the stage, the instance (and its sample, "" or samples/<s>/, after
+    the first) and what its record says."""
     if not instance_id or stage not in status.STAGE_FILES:
         return f"{stage}: done"
-    path = Path(run_dir) / "instances" / instance_id / status.STAGE_FILES[stage]
+    path = Path(run_dir) / "instances" / instance_id / sample / status.STAGE_FILES[stage]
+    job = f"{stage} {instance_id}" + (f" sample {sample.split('/')[1]}" if sample else "")
     if stage in ("context", "prompt") or not path.is_file():
-        return f"{stage} {instance_id}: {DONE.get(stage, 'done')}"
+        return f"{job}: {DONE.get(stage, 'done')}"
     record = read_json(path)
-    line = f"{stage} {instance_id}: {status.failure_reason(stage, record) or DONE.get(stage) or record.get('status')}"
+    line = f"{job}: {status.failure_reason(stage, record) or DONE.get(stage) or record.get('status')}"
     if stage == "generate":
         line += f" in {record.get('latency_s') or 0:.1f} s, {record.get('cost_usd') or 0:.4f} USD"
     return line

@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from scripts.common import read_json, write_jsonl_atomic
+from scripts.common import instance_id_of, read_json, write_jsonl_atomic
 from scripts.diffs import diff_lines, parse_diff, validate
 
 
@@ -76,8 +76,8 @@ def prediction(instance_id, model, patch):
 
 
 def merge_generated(patch_paths, model):
-    """Predictions from each instance's patch file (instances/<id>/patch.diff or repair.diff), by id."""
-    patches = {Path(path).parent.name: Path(path) for path in patch_paths}
+    """Predictions from each instance's patch file (instances/<id>/[samples/<s>/]patch.diff or repair.diff), by id."""
+    patches = {instance_id_of(path): Path(path) for path in patch_paths}
     return [prediction(i, model, patches[i].read_text(encoding="utf-8")) for i in sorted(patches)]
 
 

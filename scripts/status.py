@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from scripts import costs
-from scripts.common import infrastructure_fault, read_json, read_jsonl, set_aside
+from scripts.common import infrastructure_fault, read_json, read_jsonl, sample_folder, set_aside
 from scripts.predictions import not_diffs
 
 # each stage's file in instances/<id>/
@@ -80,6 +80,38 @@ def instance_status(run_dir, instance_id, stages):
     return status
 
 
+def run_samples(run_dir):
+    """How many samples the run asks of each instance (run.json, which the run writes before any job)."""
+    settings = Path(run_dir) / "run.json"
+    return read_record(settings).get("samples", 1) if settings.is_file() else 1
+
+
+def sample_counts(run_dir, ids, samples):
+    """{sample: (answered, evaluated, resolved)} over the instances, for samples 1..samples."""
+    counts = {}
+    for sample in range(1, samples + 1):
+        folders = [Path(run_dir) / "instances" / i / sample_folder(sample) for i in ids]
+        evaluations = [read_record(f / "evaluation.json") for f in folders if (f / "evaluation.json").is_file()]
+        counts[sample] = (sum((f / "response.json").is_file() for f in folders), len(evaluations),
+                          sum(e.get("status") == "resolved" for e in evaluations))
+    return counts
+
+
+def sample_lines(run_dir, ids):
+    """Answers per sample, for a run of several samples; [] for a run of one."""
+    samples = run_samples(run_dir)
+    if samples < 2:
+        return []
+    counts = sample_counts(run_dir, ids, samples)
+    answered = sum(c[0] for c in counts.values())
+    lines = ["", f"{samples} samples: {answered}/{samples * len(ids)} answered (sample 1 is the table above; "
+             "sample s is in instances/<id>/samples/<s>/)"]
+    for sample, (done, evaluated, resolved) in counts.items():
+        lines.append(f"  sample {sample:<3} answered {done}/{len(ids)}"
+                     + (f", evaluated {evaluated}, resolved {resolved}" if evaluated else ""))
+    return lines
+
+
 def run_status(run_dir):
     """The run's status as plain text."""
     run_dir = Path(run_dir)
@@ -103,6 +135,7 @@ def run_status(run_dir):
         by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
         lines.append(f"{stage:<10}{outcomes['done']:>7}{outcomes['failed']:>8}{outcomes['to do']:>7}"
                      + (f"   failed: {by_reason}" if by_reason else ""))
+    lines += sample_lines(run_dir, ids)
     lines += spend_lines(run_dir, ids)
     run_files = ["predictions.jsonl", "evaluation.json", "summary.md", "figures"]
     lines += ["", "run files: " + ", ".join(f"{name} {'yes' if (run_dir / name).exists() else 'no'}"
@@ -154,8 +187,8 @@ def spend_lines(run_dir, ids):
     entries = costs.read_ledger(ledger)
     total = sum(costs.totals(entries))
     answers = repairs = 0.0
-    for instance_id in ids:
-        folder = Path(run_dir) / "instances" / instance_id
+    samples = range(1, run_samples(run_dir) + 1)
+    for folder in (Path(run_dir) / "instances" / i / sample_folder(s) for i in ids for s in samples):
         if (folder / "response.json").is_file():
             answers += read_record(folder / "response.json").get("cost_usd") or 0.0
         if (folder / "repair.json").is_file():
@@ -177,11 +210,11 @@ def spend_lines(run_dir, ids):
 def set_aside_failures(run_dir, instance_ids, stamp=None):
     """For retry_failed: rename each recorded permanent failure to <name>.failed-<stamp>.json so that
     the rerun makes it again. What is set aside is the file that must change: the answer, when the
-    generation failed or its patch is no good; the report, when the evaluation itself failed."""
+    generation failed or its patch is no good; the report, when the evaluation itself failed. Each sample's."""
     stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
     moved = []
-    for instance_id in instance_ids:
-        folder = Path(run_dir) / "instances" / instance_id
+    samples = range(1, run_samples(run_dir) + 1)
+    for folder in (Path(run_dir) / "instances" / i / sample_folder(s) for i in instance_ids for s in samples):
         for stage in ("generate", "patch", "evaluate"):
             path = folder / STAGE_FILES[stage]
             reason = failure_reason(stage, read_record(path)) if path.is_file() else None

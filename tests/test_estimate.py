@@ -50,8 +50,23 @@ def test_only_instances_still_to_ask_are_counted(tmp_path):
     write_instance(tmp_path, "a", 1000)
     write_instance(tmp_path, "b", 2000, answered=True)
     write_instance(tmp_path, "c", 4000)
-    tokens, missing = estimate.prompts_to_ask(tmp_path, ["a", "b", "c", "d"])
-    assert sorted(tokens) == [1000, 4000] and missing == ["d"]
+    tokens, instances, missing = estimate.prompts_to_ask(tmp_path, ["a", "b", "c", "d"])
+    assert sorted(tokens) == [1000, 4000] and instances == 2 and missing == ["d"]
+
+
+def test_each_sample_still_to_ask_is_counted(tmp_path):
+    write_instance(tmp_path, "a", 1000, answered=True)  # sample 1 answered
+    write_instance(tmp_path, "b", 2000)
+    (tmp_path / "instances" / "a" / "samples" / "3").mkdir(parents=True)
+    (tmp_path / "instances" / "a" / "samples" / "3" / "response.json").write_text("{}")
+    tokens, instances, missing = estimate.prompts_to_ask(tmp_path, ["a", "b"], samples=3)
+    # a: samples 2 (1 and 3 answered); b: samples 1, 2 and 3
+    assert sorted(tokens) == [1000, 2000, 2000, 2000] and instances == 2 and missing == []
+    record, _ = estimate.for_run(tmp_path, ["a", "b"], "my-model", settings(samples=3))
+    assert record["answers"] == 4 and record["instances"] == 2 and record["prompt_tokens"] == 7000
+    # 7,000 prompt tokens at 3 USD/M, 4 answers of 1,000 (low) or 16,000 (high) tokens at 15 USD/M
+    assert record["low_usd"] == pytest.approx(0.021 + 0.06) and record["high_usd"] == pytest.approx(0.021 + 0.96)
+    assert estimate.describe(record).startswith("Cost estimate for 2 instances, 4 answers, to ask (7,000 prompt tokens")
 
 
 def test_the_stage_writes_nothing_when_it_stops(tmp_path, capsys):

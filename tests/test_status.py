@@ -1,7 +1,7 @@
 """The status command, on run folders written record by record (each valid against its schema)."""
 import json
 
-from scripts import status
+from scripts import costs, status
 
 from conftest import assert_valid
 
@@ -236,3 +236,41 @@ def test_status_gives_the_spend_of_the_ledger_with_self_repair_and_what_the_budg
     assert "  2 instances not asked: the budget max_cost was reached" in out
     assert costs.spent(ledger) == 1.375
     assert "Failed for good" not in out  # o__r-1's patch was rejected, and its repair mended it
+
+
+def test_status_and_the_view_count_the_answers_of_every_sample(tmp_path, capsys):
+    from scripts import live
+
+    run = tmp_path / "results" / "k"
+    ids = ["o__r-1", "o__r-2"]
+    run.mkdir(parents=True)
+    (run / "instances.index.json").write_text(json.dumps({i: [n * 10, 10] for n, i in enumerate(ids)}))
+    (run / "run.json").write_text(json.dumps({"stages": ["context", "prompt", "generate", "patch", "evaluate"],
+                                              "max_cost": None, "samples": 3}))
+    for instance_id in ids:
+        for name, record, schema in [("context.json", context(instance_id), "context"),
+                                     ("prompt.json", prompt(instance_id), "prompt"),
+                                     ("response.json", response(instance_id), "response"),
+                                     ("samples/2/response.json", response(instance_id), "response"),
+                                     ("evaluation.json", report(instance_id, "resolved"), "evaluate")]:
+            write_record(run, instance_id, name, record, schema)
+    write_record(run, "o__r-1", "samples/3/response.json", response("o__r-1"), "response")
+    write_record(run, "o__r-1", "samples/2/evaluation.json", report("o__r-1", "unresolved"), "evaluate")
+    for _ in range(5):  # what the five answers cost
+        costs.record_spend(run / "spend.jsonl", "o__r-1", 0.01)
+    assert status.main(["--run", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "3 samples: 5/6 answered" in out
+    assert "answers 0.0500, self-repair 0.0000, requests of jobs that wrote nothing 0.0000" in out
+    assert "  sample 1   answered 2/2, evaluated 2, resolved 2\n" in out
+    assert "  sample 2   answered 2/2, evaluated 1, resolved 0\n" in out
+    assert "  sample 3   answered 1/2\n" in out
+    snap = live.snapshot(run)
+    assert live.samples_text(snap) == "3 samples: 5/6 answered"
+    assert "; 3 samples: 5/6 answered; " in live.summary_line(snap, "ETA measuring")
+    assert live.stage_outcome(run, "generate", "o__r-1", "samples/3/").startswith("generate o__r-1 sample 3: answered in ")
+    assert live.samples_text(live.snapshot(tmp_path / "nothing")) == ""  # a run of one sample says nothing of them
+    # retry_failed sets aside a failed answer of any sample
+    write_record(run, "o__r-2", "samples/3/response.json", response("o__r-2", "refused"), "response")
+    assert status.set_aside_failures(run, ids, stamp="T") == [run / "instances/o__r-2/samples/3/response.json"]
+    assert (run / "instances/o__r-2/samples/3/response.failed-T.json").is_file()

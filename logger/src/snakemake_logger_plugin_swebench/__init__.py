@@ -53,7 +53,7 @@ class LogHandler(LogHandlerBase):
         self.terminal = self.console.is_terminal
         self.view_lock = threading.RLock()  # not self.lock: logging.Handler holds that one in emit()
         # jobid -> (stage, instance, log files); jobid -> (stage, instance, start); jobid -> start
-        self.info, self.running, self.started = {}, {}, {}
+        self.info, self.running, self.started, self.samples = {}, {}, {}, {}
         self.run_dir = self.api = self.live = self.snap = None
         self.snap_at = self.first_start = 0.0
         self.progress = (0, 0)
@@ -82,13 +82,14 @@ class LogHandler(LogHandlerBase):
         elif event == LogEvent.JOB_INFO:
             instance = (record.wildcards or {}).get("id")
             self.info[record.jobid] = (record.rule_name, instance, list(record.log or []))
+            self.samples[record.jobid] = (record.wildcards or {}).get("sample") or ""  # "" or samples/<s>/
             self.running[record.jobid] = (record.rule_name, instance, self.started.pop(record.jobid, time.time()))
             if self.run_dir is None:  # a path is shown as "<path> (update)" and the like
                 self.find_run([path.split(" (")[0] for path in record.output or []])
         elif event == LogEvent.JOB_FINISHED:
             job = self.running.pop(record.job_id, None)
             if job and not self.terminal and job[0] not in NO_LINE:
-                self.write(self.stage_line(job[0], job[1]))
+                self.write(self.stage_line(job[0], job[1], self.samples.pop(record.job_id, "")))
         elif event == LogEvent.PROGRESS:
             self.progress = (record.done, record.total)
         elif event == LogEvent.JOB_ERROR:
@@ -109,8 +110,9 @@ class LogHandler(LogHandlerBase):
         for path in map(Path, outputs):
             if path.name == "instances.index.json":
                 self.run_dir = path.resolve().parent
-            elif "instances" in path.parts:
-                self.run_dir = path.resolve().parents[3]
+            elif "instances" in path.parts:  # instances/<id>/<file> or instances/<id>/samples/<s>/<file>
+                parts = path.resolve().parts
+                self.run_dir = Path(*parts[: len(parts) - 1 - parts[::-1].index("instances")])
             else:
                 continue
             if self.terminal:
@@ -145,10 +147,10 @@ class LogHandler(LogHandlerBase):
         elapsed = time.time() - self.first_start if self.first_start else 0
         return live.view(self.look(), self.eta(), elapsed, jobs, self.api)
 
-    def stage_line(self, stage, instance):
+    def stage_line(self, stage, instance, sample=""):
         from scripts import live
 
-        return f"{time.strftime('%H:%M:%S')} {live.stage_outcome(self.run_dir, stage, instance)}"
+        return f"{time.strftime('%H:%M:%S')} {live.stage_outcome(self.run_dir, stage, instance, sample)}"
 
     def job_error(self, record):
         from scripts import live
