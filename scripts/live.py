@@ -16,9 +16,12 @@ from scripts.common import read_json
 DONE = {"context": "built", "prompt": "built", "generate": "answered", "patch": "valid", "repair": "valid"}
 
 
-def snapshot(run_dir):
+def snapshot(run_dir, settled=None):
     """What the run's files say now: {run, selected, stages: {stage: Counter of outcomes}, spend,
-    reserved, open: {instance: requests in flight}, requests: {instance: requests made}, settings, estimate}."""
+    reserved, open: {instance: requests in flight}, requests: {instance: requests made}, settings, estimate}.
+    settled: a dict kept by the caller from one snapshot of a running Snakemake to the next, of the instances
+    with every stage's file made, which that run does not change again: their files are read only once
+    (reading every instance's files at each look was work in the square of the run)."""
     run_dir = Path(run_dir)
     index = run_dir / "instances.index.json"
     settings = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
@@ -26,16 +29,15 @@ def snapshot(run_dir):
     stages = settings.get("stages") or status.run_stages(run_dir)[0]
     outcomes = {stage: Counter() for stage in stages}
     for instance_id in ids:
-        try:
-            states = status.instance_status(run_dir, instance_id, stages)
-        except status.StatusError:  # a file being replaced: counted at the next look
-            continue
-        for stage, (state, reason, path) in states.items():
-            if state == "to do":
+        labels = settled.get(instance_id) if settled is not None else None
+        if labels is None:
+            try:
+                labels = instance_labels(run_dir, instance_id, stages)
+            except status.StatusError:  # a file being replaced: counted at the next look
                 continue
-            label = reason or DONE.get(stage)
-            if stage == "evaluate" and not reason:
-                label = read_json(path)["status"]
+            if settled is not None and len(labels) == len(stages):
+                settled[instance_id] = labels
+        for stage, label in labels.items():
             outcomes[stage][label] += 1
     ledger = run_dir / "spend.jsonl"
     entries = costs.read_ledger(ledger) if ledger.is_file() else []
@@ -47,6 +49,18 @@ def snapshot(run_dir):
             "open": Counter(e["instance_id"] for e in entries if e.get("state") == "open"),
             "requests": Counter(e["instance_id"] for e in entries if "request" in e),
             "settings": settings, "estimate": read_json(estimate) if estimate.is_file() else None}
+
+
+def instance_labels(run_dir, instance_id, stages):
+    """{stage: outcome label} of the instance's stages that have their file."""
+    labels = {}
+    for stage, (state, reason, path) in status.instance_status(run_dir, instance_id, stages).items():
+        if state == "to do":
+            continue
+        labels[stage] = reason or DONE.get(stage)
+        if stage == "evaluate" and not reason:
+            labels[stage] = read_json(path)["status"]
+    return labels
 
 
 def cells_done(snap):

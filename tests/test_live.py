@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+from scripts import live
+
 from conftest import PROJECT, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
 
@@ -68,8 +70,18 @@ def test_watch_on_a_finished_and_on_a_running_run(tmp_path):
     assert re.search(r"progress: context 3/3 prompt 3/3 generate 3/3 patch 3/3; 0 jobs running; "
                      r"spend 0\.0000 USD \(no max_cost\); requests in flight 0; done$", finished.stdout.strip())
 
+    # the logger's snapshots read an instance's files until every stage has its file, then no more
+    settled = {}
+    assert live.snapshot(run, settled)["stages"]["generate"] == {"answered": 3}
+    assert sorted(settled) == sorted(r["instance_id"] for r in rows)
+
     # a run not done: an answer missing; the view is drawn again until it is stopped
     (run / "instances" / rows[0]["instance_id"] / "response.json").unlink()
+    assert live.snapshot(run, settled)["stages"]["generate"] == {"answered": 3}  # as the running Snakemake left it
+    assert live.snapshot(run)["stages"]["generate"] == {"answered": 2}
+    unsettled = {}
+    assert live.snapshot(run, unsettled)["stages"]["generate"] == {"answered": 2}
+    assert rows[0]["instance_id"] not in unsettled and len(unsettled) == 2
     process = subprocess.Popen([sys.executable, "-m", "scripts.status", "--watch", "--every", "0.3", "--run", str(run)],
                                stdout=subprocess.PIPE, text=True, cwd=PROJECT)
     try:

@@ -55,6 +55,7 @@ class LogHandler(LogHandlerBase):
         # jobid -> (stage, instance, log files); jobid -> (stage, instance, start); jobid -> start
         self.info, self.running, self.started, self.samples = {}, {}, {}, {}
         self.run_dir = self.api = self.live = self.snap = None
+        self.settled = {}  # live.snapshot: the instances whose files this run does not change again
         self.snap_at = self.first_start = 0.0
         self.progress = (0, 0)
         self.closed = threading.Event()
@@ -129,7 +130,7 @@ class LogHandler(LogHandlerBase):
 
         with self.view_lock:
             if force or self.snap is None or time.time() - self.snap_at > 2:
-                self.snap, self.snap_at = live.snapshot(self.run_dir), time.time()
+                self.snap, self.snap_at = live.snapshot(self.run_dir, self.settled), time.time()
             return self.snap
 
     def eta(self):
