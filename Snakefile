@@ -45,33 +45,6 @@ if not any(is_flagged(f, "pipe") or is_flagged(f, "service") for r in workflow.r
 
     Job.is_pipe_or_service_input = lambda job, path: False
 
-# Each time it selects jobs, Snakemake hands its scheduler the list of every job still to run, made
-# anew from all of the run's jobs: work in the square of the run (a seventh of Snakemake's CPU time
-# at 2,294 instances). The greedy scheduler (profiles/default) never reads it; the list is made only
-# when read.
-from collections.abc import Sequence
-from snakemake.scheduling.job_scheduler import JobScheduler
-
-
-class JobsWhenRead(Sequence):
-    def __init__(self, make):
-        self.make, self.jobs = make, None
-
-    def __getitem__(self, i):
-        if self.jobs is None:
-            self.jobs = self.make()
-        return self.jobs[i]
-
-    def __len__(self):
-        if self.jobs is None:
-            self.jobs = self.make()
-        return len(self.jobs)
-
-
-remaining_jobs = JobScheduler.remaining_jobs.fget
-JobScheduler.remaining_jobs = property(lambda scheduler: JobsWhenRead(lambda: remaining_jobs(scheduler)))
-
-
 onstart:
     widen_thread_pool()
 

@@ -48,15 +48,6 @@ def test_gold_run_end_to_end_on_real_rows(tmp_path):
     assert "| predictions | with a patch | 5 |" in (run / "summary.md").read_text()
 
 
-def test_the_ilp_scheduler_gets_the_jobs_still_to_run(tmp_path):
-    # The list of the jobs still to run is made only when a scheduler reads it (the Snakefile):
-    # the ILP one does, with the greedy one of the default profile it is never made.
-    dataset, rows = lite_sample(tmp_path, count=3)
-    snakemake(tmp_path, "--scheduler", "ilp", "--config", f"dataset={dataset}")
-    predictions = read_rows(tmp_path / "results" / "gold" / "predictions.jsonl")
-    assert {p["instance_id"]: p["model_patch"] for p in predictions} == {r["instance_id"]: r["patch"] for r in rows}
-
-
 def test_reruns_redo_only_what_changed(tmp_path):
     dataset, rows = lite_sample(tmp_path, count=4)
     config = ["--config", f"dataset={dataset}"]
