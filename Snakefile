@@ -45,6 +45,7 @@ if not any(is_flagged(f, "pipe") or is_flagged(f, "service") for r in workflow.r
 
     Job.is_pipe_or_service_input = lambda job, path: False
 
+
 onstart:
     widen_thread_pool()
 
