@@ -30,7 +30,7 @@ from conftest import DATA
 
 PREFIX = "swebench-runner-real"
 SUITES = {"3.9": "bullseye", "3.11": "bookworm"}  # Debian's python3 of each suite
-BASE_PACKAGES = "git,patch,procps,python3,python3-venv"
+BASE_PACKAGES = "git,openssl,patch,procps,python3,python3-venv"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # the host's, which trusts what this network needs
 LABEL = f"{PREFIX}.key"
 
@@ -39,16 +39,33 @@ LABEL = f"{PREFIX}.key"
 ACTIVATE = """\
 conda() { if [ "$1" = activate ]; then . "/opt/miniconda3/envs/$2/bin/activate"; fi; }
 """
-# psf/requests' tests talk to httpbin.org. Docker writes the container's /etc/hosts when the
-# container starts, so the name is pointed at a local httpbin here, when the eval script
-# activates the environment, and not in the image.
+# psf/requests' tests talk to httpbin.org over HTTP and HTTPS (and follow a redirect to
+# www.google.co.uk). Docker writes the container's /etc/hosts when the container starts, so
+# the names are pointed at a local httpbin (served by gunicorn, which answers keep-alive and
+# chunked uploads as httpbin.org does) here, when the eval script activates the environment,
+# not in the image. Its certificate is signed by a CA of the image's own, which requests
+# trusts through REQUESTS_CA_BUNDLE.
 HTTPBIN_HOOK = """\
-if ! grep -q ' httpbin.org$' /etc/hosts 2>/dev/null; then
-    echo '127.0.0.1 httpbin.org' >> /etc/hosts
-    (cd / && nohup /opt/httpbin/bin/python -m httpbin.core --host 127.0.0.1 --port 80 >/var/log/httpbin.log 2>&1 &)
-    for _ in $(seq 100); do (: </dev/tcp/127.0.0.1/80) 2>/dev/null && break; sleep 0.1; done
+export REQUESTS_CA_BUNDLE=/opt/httpbin/ca-bundle.crt
+if ! grep -q ' httpbin.org ' /etc/hosts 2>/dev/null; then
+    echo '127.0.0.1 httpbin.org www.google.co.uk' >> /etc/hosts
+    for address in 127.0.0.1:80 127.0.0.1:443; do
+        tls=$([ "${address#*:}" = 443 ] && echo --certfile /opt/httpbin/httpbin.org.crt --keyfile /opt/httpbin/httpbin.org.key)
+        (cd / && /opt/httpbin/bin/gunicorn --daemon --worker-class gthread --threads 8 --bind "$address" $tls \\
+            --error-logfile /var/log/httpbin.log httpbin:app)
+    done
+    for _ in $(seq 100); do (: </dev/tcp/127.0.0.1/443) 2>/dev/null && (: </dev/tcp/127.0.0.1/80) 2>/dev/null && break; sleep 0.1; done
 fi
 """
+HTTPBIN_SETUP = " && ".join([
+    "python3 -m venv /opt/httpbin", "/opt/httpbin/bin/pip install -q httpbin gunicorn", "cd /opt/httpbin",
+    "openssl req -x509 -newkey rsa:2048 -nodes -days 36500 -subj /CN=httpbin-test-ca -keyout ca.key -out ca.crt",
+    "openssl req -newkey rsa:2048 -nodes -subj /CN=httpbin.org -keyout httpbin.org.key -out httpbin.org.csr",
+    "printf 'subjectAltName=DNS:httpbin.org' > san.ext",
+    "openssl x509 -req -in httpbin.org.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 36500 -extfile san.ext "
+    "-out httpbin.org.crt",
+    "cat /etc/ssl/certs/ca-certificates.crt ca.crt > ca-bundle.crt",
+])
 # What pip needs to build a repository without an index: the build backends of the
 # repositories' pyproject.toml files, fetched when the environment is built.
 BUILD_WHEELS = "setuptools wheel 'setuptools-scm[toml]' flit_core"
@@ -166,7 +183,7 @@ def env_recipe(row, repo_mirror, base):
     steps.append(f"python -m pip download -q -d /opt/wheels {BUILD_WHEELS}")
     httpbin = ""
     if row["repo"] == "psf/requests":  # a venv of its own, so the tests' environment stays the specification's
-        httpbin = "RUN python3 -m venv /opt/httpbin && /opt/httpbin/bin/pip install -q httpbin\n"
+        httpbin = f"RUN {HTTPBIN_SETUP}\n"
     dockerfile = (
         f"FROM {base}\n"
         "COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt\n"
