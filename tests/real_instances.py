@@ -241,6 +241,8 @@ def ensure_instance(client, row, cache):
         f"FROM {env}\n"
         "ADD testbed.tar /\n"
         "WORKDIR /testbed\n"
+        # The bundles hold no tags, from which setuptools-scm (pytest's build) reads the version
+        f"ENV SETUPTOOLS_SCM_PRETEND_VERSION={row['version']}\n"
         f"RUN bash -c {json.dumps(' && '.join(setup))}\n"
         # the evaluation installs the repository again, from the wheels the image holds
         "ENV PIP_NO_INDEX=1 PIP_FIND_LINKS=/opt/wheels\n"
@@ -251,12 +253,18 @@ def ensure_instance(client, row, cache):
     name = instance_image_name(row)
     wanted = key(env, row["base_commit"], dockerfile)
     try:
-        if client.images.get(name).labels.get(LABEL) == wanted:
+        earlier = client.images.get(name)
+        if earlier.labels.get(LABEL) == wanted:
             return name
     except docker.errors.ImageNotFound:
-        pass
+        earlier = None
     build(client, {"Dockerfile": dockerfile, "testbed.tar": testbed_tarball(repo_mirror, row["base_commit"])}, name,
           {LABEL: wanted})
+    if earlier is not None:  # an image of an earlier recipe, which the name no longer holds
+        try:
+            client.images.remove(earlier.id)
+        except docker.errors.APIError:  # another name still holds it, or a container uses it
+            pass
     return name
 
 
