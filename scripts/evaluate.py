@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import hashlib
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.common import fault_line, find_jsonl_row, read_json, read_jsonl, read_row, write_json_atomic
@@ -319,9 +321,6 @@ def carries_eval_script(row, namespace="swebench"):
 def row_test_spec(row, namespace="swebench"):
     """The harness's TestSpec of a row that carries its eval script: the row's script and image
     name, nothing computed from the harness's specifications and nothing downloaded."""
-    import json
-    from dataclasses import dataclass
-
     from swebench.harness.test_spec.test_spec import TestSpec
 
     @dataclass
@@ -350,8 +349,6 @@ def row_test_spec(row, namespace="swebench"):
 def use_row_grading(row):
     """Make the harness grade row by its own log_parser and eval_type, as harness 5.x does;
     4.1.0 looks them up by repository. The error result when the harness has no such parser."""
-    import sys
-
     from swebench.harness.constants import FAIL_ONLY_REPOS, MAP_REPO_VERSION_TO_SPECS
     from swebench.harness.log_parsers import MAP_REPO_TO_PARSER
 
