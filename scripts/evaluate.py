@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import hashlib
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.common import (
@@ -328,6 +330,63 @@ def qualified(namespace):
     return namespace if "." in first or ":" in first or first == "localhost" else f"docker.io/{namespace}"
 
 
+def carries_eval_script(row, namespace="swebench"):
+    """Whether row is evaluated as harness 5.x does, with its own eval_script, image and
+    log_parser (the hub's rows carry them): unless images are to be built here (no
+    namespace), which takes the 4.1.0 specification's scripts."""
+    return bool(row.get("eval_script") and row.get("image")) and namespace is not None
+
+
+def row_test_spec(row, namespace="swebench"):
+    """The harness's TestSpec of a row that carries its eval script: the row's script and image
+    name, nothing computed from the harness's specifications and nothing downloaded."""
+    from swebench.harness.test_spec.test_spec import TestSpec
+
+    @dataclass
+    class RowTestSpec(TestSpec):
+        image: str = ""
+
+        @property
+        def instance_image_key(self):
+            return self.image
+
+        @property
+        def is_remote_image(self):
+            return True
+
+    def tests(value):
+        return json.loads(value) if isinstance(value, str) else list(value or [])
+
+    lines = [line for line in row["eval_script"].strip().split("\n") if line not in ("#!/bin/bash", "set -uxo pipefail")]
+    return RowTestSpec(
+        instance_id=row["instance_id"], repo=row["repo"], version=row.get("version"), repo_script_list=[],
+        eval_script_list=lines, env_script_list=[], arch="x86_64", FAIL_TO_PASS=tests(row["FAIL_TO_PASS"]),
+        PASS_TO_PASS=tests(row["PASS_TO_PASS"]), language="", docker_specs={}, namespace=namespace,
+        image=qualified(row["image"]))
+
+
+def use_row_grading(row):
+    """Make the harness grade row by its own log_parser and eval_type, as harness 5.x does;
+    4.1.0 looks them up by repository. The error result when the harness has no such parser."""
+    from swebench.harness.constants import FAIL_ONLY_REPOS, MAP_REPO_VERSION_TO_SPECS
+    from swebench.harness.log_parsers import MAP_REPO_TO_PARSER
+
+    modules = {sys.modules[parser.__module__] for parser in MAP_REPO_TO_PARSER.values()}
+    parsers = [getattr(m, row.get("log_parser") or "", None) for m in modules]
+    parser = next((p for p in parsers if callable(p)), None)
+    if parser is None:
+        return ("error", f"the row's log_parser {row.get('log_parser')!r} is no log parser of the harness "
+                f"(swebench {importlib.metadata.version('swebench')})", None)
+    MAP_REPO_TO_PARSER[row["repo"]] = parser
+    # get_logs_eval reads the specification's test_cmd, which a row's eval script makes unneeded
+    MAP_REPO_VERSION_TO_SPECS.setdefault(row["repo"], {}).setdefault(row.get("version"), {"test_cmd": ""})
+    if row.get("eval_type") == "fail_only":
+        FAIL_ONLY_REPOS.add(row["repo"])
+    else:
+        FAIL_ONLY_REPOS.discard(row["repo"])
+    return None
+
+
 def run_docker(row, prediction, harness_run, timeout, namespace, keep_images, logs):
     """Evaluate with the harness's run_instance; returns (status, reason, harness report)."""
     import docker
@@ -337,7 +396,11 @@ def run_docker(row, prediction, harness_run, timeout, namespace, keep_images, lo
     from swebench.harness.test_spec.test_spec import make_test_spec
 
     try:
-        spec = make_test_spec(row, namespace=qualified(namespace))
+        spec = (
+            row_test_spec(row, qualified(namespace))
+            if carries_eval_script(row, namespace)
+            else make_test_spec(row, namespace=qualified(namespace))
+        )
     except (requests.RequestException, ValueError) as e:  # for some repos it reads requirements files from GitHub
         if isinstance(e, ValueError) and not find_fault(str(e)):
             raise
@@ -443,8 +506,9 @@ def evaluate_instance(backend, row, prediction, logs, harness_run, timeout, name
     if not prediction.get("model_patch"):
         status, reason = "empty_patch", "the prediction has no patch; nothing to evaluate"
     elif backend == "docker":
-        status, reason, verdict = _known_environment(row) or run_docker(
-            row, prediction, harness_run, timeout, namespace, keep_images, logs)
+        known = use_row_grading(row) if carries_eval_script(row, namespace) else _known_environment(row)
+        status, reason, verdict = known or run_docker(row, prediction, harness_run, timeout, namespace, keep_images,
+                                                      logs)
     elif backend == "modal":
         status, reason, verdict = _known_environment(row) or run_modal(row, prediction, harness_run, timeout, logs)
     else:

@@ -508,6 +508,53 @@ def test_the_harness_github_downloads_are_faults(monkeypatch, answer):
     assert e.value.cause == "github_download" and "raw.githubusercontent.com" in str(e.value)
 
 
+def hub_row(instance_id):
+    import pyarrow.parquet
+
+    table = pyarrow.parquet.read_table(LITE_TEST.parent / "hub" / "SWE-bench_Lite" / "test.parquet")
+    return next(r for r in table.to_pylist() if r["instance_id"] == instance_id)
+
+
+def test_a_row_with_its_eval_script_downloads_nothing_from_github(monkeypatch):
+    """A django row of the hub carries eval_script and image: its spec is the row's, and the
+    harness's requirements download (which make_test_spec does for django) is never called."""
+    from swebench.harness.test_spec import python as harness_python
+
+    row = hub_row("django__django-11099")
+    urls = []
+    monkeypatch.setattr(harness_python.requests, "get", lambda url, **kwargs: urls.append(url))
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    harness_python.get_requirements_by_commit.cache_clear()
+    with pytest.raises(evaluate.EvaluationFault) as e:  # past the spec, at the first Docker call
+        evaluate.run_docker(row, given(row["instance_id"], "diff"), "r.1", 60, "swebench", False, None)
+    assert urls == [] and e.value.cause == "docker_daemon"
+
+    spec = evaluate.row_test_spec(row)
+    assert spec.eval_script == row["eval_script"].strip() + "\n" and spec.instance_image_key == row["image"]
+    assert spec.FAIL_TO_PASS == json.loads(row["FAIL_TO_PASS"]) and spec.is_remote_image
+    # without a namespace (images built here) the row takes the 4.1.0 specification, which downloads
+    assert not evaluate.carries_eval_script(row, None) and evaluate.carries_eval_script(row)
+    assert not evaluate.carries_eval_script({k: v for k, v in row.items() if k != "eval_script"})
+
+
+def test_a_row_is_graded_by_its_own_log_parser(monkeypatch):
+    from swebench.harness import constants
+    from swebench.harness.log_parsers import MAP_REPO_TO_PARSER
+
+    monkeypatch.setitem(MAP_REPO_TO_PARSER, "psf/requests", MAP_REPO_TO_PARSER["psf/requests"])
+    row = hub_row("psf__requests-2317")
+    assert evaluate.use_row_grading({**row, "log_parser": "parse_log_pytest"}) is None
+    assert MAP_REPO_TO_PARSER["psf/requests"].__name__ == "parse_log_pytest"
+    monkeypatch.setattr(constants, "FAIL_ONLY_REPOS", set(constants.FAIL_ONLY_REPOS))
+    new = {**row, "repo": "example/new", "version": "9.9", "log_parser": "parse_log_gotest", "eval_type": "fail_only"}
+    monkeypatch.setitem(MAP_REPO_TO_PARSER, "example/new", MAP_REPO_TO_PARSER["psf/requests"])
+    monkeypatch.setitem(constants.MAP_REPO_VERSION_TO_SPECS, "example/new", {})
+    assert evaluate.use_row_grading(new) is None and MAP_REPO_TO_PARSER["example/new"].__name__ == "parse_log_gotest"
+    assert "example/new" in constants.FAIL_ONLY_REPOS
+    status, reason, _ = evaluate.use_row_grading({**row, "log_parser": "parse_log_nothing"})
+    assert status == "error" and "log_parser 'parse_log_nothing' is no log parser of the harness" in reason
+
+
 def test_a_modal_call_that_gives_no_result_is_a_fault(tmp_path, monkeypatch):
     """The harness's starmap(return_exceptions=True) prints a remote exception and writes no log."""
     from swebench.harness import modal_eval

@@ -1,0 +1,134 @@
+"""Real SWE-bench Lite instances of psf/requests and pallets/flask, evaluated end to end: the real
+snakemake runs the official harness in Docker on instance images that tests/real_instances.py
+builds from the git bundles in ../shared/data (the first run builds them; later runs reuse them).
+
+Rows of the classic JSONL take harness 4.1.0's path (make_test_spec); the hub's parquet rows
+carry eval_script, image and log_parser and take harness 5.x's. pallets/flask's rows only take
+the second: 4.1.0's make_test_spec downloads flask's requirements from GitHub, which is not
+reachable here."""
+import json
+
+import docker
+import pytest
+import real_instances
+
+from conftest import DATA, LITE_TEST, jobs_run, read_rows, snakemake, write_rows
+
+REPOS = ("psf/requests", "pallets/flask")
+# Instances whose gold patch cannot resolve on this machine, and why (the README names them too).
+CONNECT_TIMEOUT = ("TestTimeout::test_connect_timeout and test_total_timeout_connect expect a connection to the "
+                   "unroutable 10.255.255.1 to time out; this machine refuses it at once")
+LEFT_OUT = {
+    "psf__requests-2148": "RequestsTestCase::test_mixed_case_scheme_acceptable sends to https://httpbin.org "
+                          "with requests' own CA bundle, which no local stand-in's certificate can satisfy",
+    "psf__requests-2317": CONNECT_TIMEOUT,
+    "psf__requests-2674": CONNECT_TIMEOUT,
+    "psf__requests-3362": CONNECT_TIMEOUT,
+}
+EVAL_TIMEOUT = 600
+HUB_LITE = DATA / "hub" / "SWE-bench_Lite" / "test.parquet"  # the hub's rows, with eval_script, image, log_parser
+
+
+def official_resolved():
+    return set(json.loads((DATA / "results_20240617_moatless_gpt4o.json").read_text())["resolved"])
+
+
+def classic_rows():
+    return [r for r in read_rows(LITE_TEST) if r["repo"] in REPOS and r["instance_id"] not in LEFT_OUT]
+
+
+def hub_rows():
+    import pyarrow.parquet
+
+    table = pyarrow.parquet.read_table(HUB_LITE)
+    return [r for r in table.to_pylist() if r["repo"] in REPOS and r["instance_id"] not in LEFT_OUT]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """The instance images of every kept row, built where the daemon lacks them."""
+    client = docker.from_env(timeout=3600)
+    return real_instances.ensure_instances(client, classic_rows(), tmp_path_factory.mktemp("mirrors"))
+
+
+def evaluate(tmp_path, rows, predictions=None, dataset=None):
+    """Run the workflow on rows, of dataset if given (predictions: {instance_id: patch}, else the
+    gold patches); returns {instance_id: evaluation.json}."""
+    tmp_path.mkdir(exist_ok=True)
+    selection = [f"instances={','.join(r['instance_id'] for r in rows)}"] if dataset else []
+    dataset = dataset or write_rows(tmp_path / "rows.jsonl", rows)
+    config = [f"dataset={dataset}", *selection, "evaluation=docker", f"eval_timeout={EVAL_TIMEOUT}",
+              "min_free_disk_gb=1"]
+    run = tmp_path / "results" / "gold"
+    if predictions is not None:
+        given = write_rows(tmp_path / "preds.jsonl", [
+            {"instance_id": i, "model_name_or_path": "real-test", "model_patch": p} for i, p in predictions.items()])
+        config.append(f"predictions={given}")
+        run = tmp_path / "results" / "predictions-preds"
+    result = snakemake(tmp_path, "--config", *config)
+    assert jobs_run(result).count("evaluate") == len(rows)
+    return {r["instance_id"]: json.loads((run / "instances" / r["instance_id"] / "evaluation.json").read_text())
+            for r in rows}
+
+
+def moatless():
+    return {p["instance_id"]: p["model_patch"] for p in read_rows(DATA / "preds_20240617_moatless_gpt4o.jsonl")}
+
+
+@pytest.fixture(scope="module")
+def classic_verdicts(images, tmp_path_factory):
+    """The statuses of gold and of moatless's predictions on the classic rows of psf/requests."""
+    rows = [r for r in classic_rows() if r["repo"] == "psf/requests"]
+    gold = evaluate(tmp_path_factory.mktemp("classic-gold"), rows)
+    given = evaluate(tmp_path_factory.mktemp("classic-moatless"), rows,
+                     {r["instance_id"]: moatless()[r["instance_id"]] for r in rows})
+    return gold, given
+
+
+def test_gold_patches_resolve_on_the_real_instances(classic_verdicts):
+    gold, _ = classic_verdicts
+    assert {i: e["status"] for i, e in gold.items()} == {i: "resolved" for i in gold}
+    for record in gold.values():
+        assert record["report"]["tests_status"]["FAIL_TO_PASS"]["failure"] == []
+        assert record["report"]["tests_status"]["PASS_TO_PASS"]["failure"] == []
+
+
+def test_real_predictions_get_the_official_verdicts(classic_verdicts):
+    _, given = classic_verdicts
+    resolved = official_resolved()
+    assert {i: e["status"] for i, e in given.items()} == {
+        i: "resolved" if i in resolved else "unresolved" for i in given}
+
+
+def test_an_empty_and_a_malformed_patch_on_a_real_instance(images, tmp_path):
+    rows = {r["instance_id"]: r for r in classic_rows() if r["instance_id"] in ("psf__requests-1963", "psf__requests-863")}
+    lines = rows["psf__requests-1963"]["patch"].split("\n")
+    removed = next(n for n, line in enumerate(lines) if line.startswith("-") and not line.startswith("---"))
+    lines[removed] = "-    a line that is not in the file"
+    malformed = "\n".join(lines)
+    verdicts = evaluate(tmp_path, list(rows.values()), {"psf__requests-1963": malformed, "psf__requests-863": ""})
+    assert verdicts["psf__requests-1963"]["status"] == "patch_failed"
+    assert verdicts["psf__requests-1963"]["reason"].startswith("the patch does not apply: ")
+    assert verdicts["psf__requests-863"]["status"] == "empty_patch"
+
+
+def test_rows_that_carry_their_eval_script_get_the_same_verdicts(classic_verdicts, tmp_path):
+    """The hub's rows, through their own eval_script, image and log_parser: gold resolves,
+    moatless's predictions get the official verdicts, and psf/requests' equal the 4.1.0 path's."""
+    rows = hub_rows()
+    assert all(r["eval_script"] and r["image"] == real_instances.instance_image_name(r) for r in rows)
+    gold = evaluate(tmp_path / "gold", rows, dataset=HUB_LITE)
+    given = evaluate(tmp_path / "moatless", rows, {r["instance_id"]: moatless()[r["instance_id"]] for r in rows},
+                     dataset=HUB_LITE)
+    assert {i: e["status"] for i, e in gold.items()} == {i: "resolved" for i in gold}
+    resolved = official_resolved()
+    assert {i: e["status"] for i, e in given.items()} == {
+        i: "resolved" if i in resolved else "unresolved" for i in given}
+    classic_gold, classic_given = classic_verdicts
+    for classic, hub in ((classic_gold, gold), (classic_given, given)):
+        for instance_id, record in classic.items():
+            assert hub[instance_id]["report"]["tests_status"] == record["report"]["tests_status"]
+    # the script that ran is the row's own
+    run = tmp_path / "gold" / "results" / "gold" / "instances"
+    for row in rows:
+        assert (run / row["instance_id"] / "evaluation" / "eval.sh").read_text() == row["eval_script"].strip() + "\n"
