@@ -1,5 +1,6 @@
 # Configuration, checked before any job runs, and the input functions of the rules.
 import concurrent.futures
+import functools
 import json
 import os
 import shlex
@@ -14,7 +15,7 @@ sys.path.insert(0, workflow.basedir)
 from scripts import settings
 from scripts.predictions import PredictionsError, load_predictions
 from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
-from scripts.common import infrastructure_fault, read_json
+from scripts.common import infrastructure_fault, read_json, read_jsonl
 from scripts.costs import price_for
 
 # What only a run needs (an API key, a Docker daemon): not a dry run, --lint, --report or a listing.
@@ -144,7 +145,23 @@ wildcard_constraints:
 
 def selected_ids():
     """The instance ids of the selection, known once the select checkpoint has run."""
-    return list(read_json(checkpoints.select.get().output.index))
+    output = checkpoints.select.get().output
+    if config["evaluation"] in ("docker", "modal"):
+        check_evaluable(output.rows)
+    return list(read_json(output.index))
+
+
+@functools.cache
+def check_evaluable(rows_path):
+    """Stop before any instance's job when the harness has no specifications for some selected rows.
+    Here rather than in the select job, so that a change of `evaluation` does not select again."""
+    from scripts.select import SelectionError
+    from scripts.select import check_evaluable as check_rows
+
+    try:
+        check_rows(read_jsonl(rows_path))
+    except SelectionError as e:
+        raise WorkflowError(f"Cannot evaluate: {e}")
 
 
 def merged_ids(sample=""):

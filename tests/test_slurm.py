@@ -121,7 +121,7 @@ def test_slurm_run_cancel_and_rerun(tmp_path, slurm):
         code = finish(slurm_snakemake(tmp_path, dataset, out))
     text = rerun_log.read_text()
     assert code == 0, text
-    redone = sorted(set(re.findall(r"wildcards: id=(\S+)", text)))
+    redone = sorted(set(re.findall(r"wildcards: id=([^,\s]+)", text)))
     assert redone == sorted(set(ids) - set(done))
     rerun_jobs = submissions(text)
     assert len([p for _, p in rerun_jobs if "/group_prepare_" in p]) == 2
