@@ -15,7 +15,7 @@ sys.path.insert(0, workflow.basedir)
 from scripts import settings
 from scripts.predictions import PredictionsError, load_predictions
 from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
-from scripts.common import infrastructure_fault, read_json, read_jsonl
+from scripts.common import infrastructure_fault, read_json, read_jsonl, sample_number
 from scripts.costs import price_for
 
 # What only a run needs (an API key, a Docker daemon): not a dry run, --lint, --report or a listing.

@@ -46,7 +46,7 @@ if config["evaluation"] != "none":
             image_namespace=config["image_namespace"] or "",
             # names the harness's containers: each sample its own (sample 1 as with one sample)
             run_id=lambda wildcards: DERIVED["run_id"]
-            + (f".s{wildcards.sample.split('/')[1]}" if wildcards.sample else ""),
+            + (f".s{sample_number(wildcards.sample)}" if wildcards.sample else ""),
             # Settings that change no verdict already given are no rerun trigger.
             settings=Untracked(
                 f"--timeout {config['eval_timeout']}"
@@ -74,7 +74,7 @@ if config["evaluation"] != "none":
         params:
             run_dir=lambda wildcards, output: str(Path(output[0]).parents[wildcards.sample.count("/")]),
             backend=config["evaluation"],
-            sample=lambda wildcards: wildcards.sample.split("/")[1] if wildcards.sample else 1,
+            sample=lambda wildcards: sample_number(wildcards.sample),
         shell:
             "python -m scripts.evaluate merge --instances {input.instances:q} --predictions {input.predictions:q}"
             " --run-dir {params.run_dir:q} --backend {params.backend} --sample {params.sample}"

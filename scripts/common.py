@@ -146,6 +146,11 @@ def sample_folder(sample):
     return "" if int(sample) == 1 else f"samples/{int(sample)}/"
 
 
+def sample_number(folder):
+    """The sample of a sample_folder ("" or samples/<s>/): 1 or s."""
+    return int(folder.split("/")[1]) if folder else 1
+
+
 def instance_id_of(path):
     """The instance id of a per-instance file: instances/<id>/<file> or instances/<id>/samples/<s>/<file>."""
     folder = Path(path).parent

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from scripts import costs, status
-from scripts.common import read_json
+from scripts.common import read_json, sample_number
 
 # what a stage's record says when it is done (not failed for good)
 DONE = {"context": "built", "prompt": "built", "generate": "answered", "patch": "valid", "repair": "valid"}
@@ -41,10 +41,10 @@ def snapshot(run_dir, settled=None):
             outcomes[stage][label] += 1
     ledger = run_dir / "spend.jsonl"
     entries = costs.read_ledger(ledger) if ledger.is_file() else []
-    settled, reserved = costs.totals(entries)
+    spent, reserved = costs.totals(entries)
     estimate = run_dir / "estimate.json"
     samples = settings.get("samples", 1)
-    return {"run": str(run_dir), "selected": len(ids), "stages": outcomes, "spend": settled, "reserved": reserved,
+    return {"run": str(run_dir), "selected": len(ids), "stages": outcomes, "spend": spent, "reserved": reserved,
             "samples": status.sample_counts(run_dir, ids, samples) if samples > 1 else {},
             "open": Counter(e["instance_id"] for e in entries if e.get("state") == "open"),
             "requests": Counter(e["instance_id"] for e in entries if "request" in e),
@@ -153,7 +153,7 @@ def stage_outcome(run_dir, stage, instance_id, sample=""):
     if not instance_id or stage not in status.STAGE_FILES:
         return f"{stage}: done"
     path = Path(run_dir) / "instances" / instance_id / sample / status.STAGE_FILES[stage]
-    job = f"{stage} {instance_id}" + (f" sample {sample.split('/')[1]}" if sample else "")
+    job = f"{stage} {instance_id}" + (f" sample {sample_number(sample)}" if sample else "")
     if stage in ("context", "prompt") or not path.is_file():
         return f"{job}: {DONE.get(stage, 'done')}"
     record = read_json(path)

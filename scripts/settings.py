@@ -121,10 +121,11 @@ def check(config):
     if config["predictions"]:
         _require_file(config["predictions"], "predictions", "a predictions JSONL or preds.json")
     if config.get("samples", 1) > 1 and (config["predictions"] or config["batch"]):
-        setting = f"predictions={config['predictions']}" if config["predictions"] else "batch=true"
-        raise ConfigError(f"samples={config['samples']} asks each instance several times, but {setting} "
-                          f"{'takes one given patch per instance' if config['predictions'] else 'asks one answer per instance'}: "
-                          "leave samples at 1, or " + ("leave out predictions." if config["predictions"] else "set batch=false."))
+        setting, takes, way = (
+            (f"predictions={config['predictions']}", "takes one given patch per instance", "leave out predictions.")
+            if config["predictions"] else ("batch=true", "asks one answer per instance", "set batch=false."))
+        raise ConfigError(f"samples={config['samples']} asks each instance several times, but {setting} {takes}: "
+                          f"leave samples at 1, or {way}")
     if config["prompt_template"]:
         _require_file(config["prompt_template"], "prompt_template", "a YAML prompt template")
     if config["retrieval_dataset"] and is_dataset_path(config["retrieval_dataset"]):

@@ -86,6 +86,12 @@ def run_samples(run_dir):
     return read_record(settings).get("samples", 1) if settings.is_file() else 1
 
 
+def sample_folders(run_dir, ids):
+    """The folder of every sample of every instance of ids."""
+    samples = range(1, run_samples(run_dir) + 1)
+    return (Path(run_dir) / "instances" / i / sample_folder(s) for i in ids for s in samples)
+
+
 def sample_counts(run_dir, ids, samples):
     """{sample: (answered, evaluated, resolved)} over the instances, for samples 1..samples."""
     counts = {}
@@ -187,8 +193,7 @@ def spend_lines(run_dir, ids):
     entries = costs.read_ledger(ledger)
     total = sum(costs.totals(entries))
     answers = repairs = 0.0
-    samples = range(1, run_samples(run_dir) + 1)
-    for folder in (Path(run_dir) / "instances" / i / sample_folder(s) for i in ids for s in samples):
+    for folder in sample_folders(run_dir, ids):
         if (folder / "response.json").is_file():
             answers += read_record(folder / "response.json").get("cost_usd") or 0.0
         if (folder / "repair.json").is_file():
@@ -213,8 +218,7 @@ def set_aside_failures(run_dir, instance_ids, stamp=None):
     generation failed or its patch is no good; the report, when the evaluation itself failed. Each sample's."""
     stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
     moved = []
-    samples = range(1, run_samples(run_dir) + 1)
-    for folder in (Path(run_dir) / "instances" / i / sample_folder(s) for i in instance_ids for s in samples):
+    for folder in sample_folders(run_dir, instance_ids):
         for stage in ("generate", "patch", "evaluate"):
             path = folder / STAGE_FILES[stage]
             reason = failure_reason(stage, read_record(path)) if path.is_file() else None

@@ -10,9 +10,8 @@ import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, QuietHandler
 
 # OpenAI models served only through the Responses API: Chat Completions answers them with a 404
 RESPONSES_ONLY = ("o3-pro", "gpt-5-pro", "gpt-5.4-pro", "gpt-5-codex", "codex-mini-latest")
@@ -173,10 +172,7 @@ class FakeModelServer(LoopbackServer):
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def json_reply(self, payload):
                 return self.send(200, json.dumps(payload).encode(), {})
 

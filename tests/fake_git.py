@@ -9,10 +9,9 @@ serve_bundles() makes the repositories from ../shared/data/repos/*.bundle, with 
 import os
 import subprocess
 import threading
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, QuietHandler
 
 BUNDLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "repos"
 SERVER_CONFIG = {"uploadpack.allowFilter": "true", "uploadpack.allowAnySHA1InWant": "true", "http.receivepack": "false"}
@@ -62,11 +61,8 @@ class GitServer(LoopbackServer):
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.0"
-
-            def log_message(self, *args):
-                pass
 
             def do_GET(self):
                 self.backend()

@@ -11,10 +11,9 @@ import json
 import re
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, QuietHandler
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hub"
 # The hub names of the datasets in ../shared/data/hub/ and their splits.
@@ -82,11 +81,8 @@ class FakeHub(LoopbackServer):
     def _handler(self):
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
 
             def do_HEAD(self):
                 self.route("HEAD")

@@ -1,7 +1,14 @@
 """An HTTP server on 127.0.0.1 that serves in a thread of its own while a with block runs: the base of the
 tests' stand-ins for real services."""
 import threading
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that leaves the tests' output alone (the base class logs every request to stderr)."""
+
+    def log_message(self, *args):
+        pass
 
 
 class LoopbackServer:

@@ -27,6 +27,7 @@ from pathlib import Path
 import docker
 
 from conftest import DATA
+from swebench_images import build, debootstrap_image, image_exists
 
 PREFIX = "swebench-runner-real"
 SUITES = {"3.9": "bullseye", "3.11": "bookworm"}  # Debian's python3 of each suite
@@ -71,48 +72,15 @@ HTTPBIN_SETUP = " && ".join([
 BUILD_WHEELS = "setuptools wheel 'setuptools-scm[toml]' flit_core"
 
 
-def image_exists(client, name):
-    try:
-        client.images.get(name)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
-
-
 def key(*parts):
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-
-
-def build(client, files, tag, labels=None):
-    """Build an image from a context of {name: text or bytes}."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in files.items():
-            data = data if isinstance(data, bytes) else data.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    try:
-        client.images.build(fileobj=buffer, custom_context=True, tag=tag, rm=True, forcerm=True, labels=labels or {})
-    except docker.errors.BuildError as e:
-        log = "".join(line.get("stream", "") + line.get("error", "") for line in e.build_log)
-        raise RuntimeError(f"building {tag} failed:\n{log[-4000:]}") from None
 
 
 def ensure_base(client, python):
     """Debian with Python `python` (3.9 or 3.11), git and patch, by debootstrap; its name."""
     suite = SUITES[python]
     name = f"{PREFIX}/base:{suite}-{key(suite, BASE_PACKAGES)}"
-    if not image_exists(client, name):
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp) / "rootfs"
-            subprocess.run(["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", suite, str(root),
-                            "http://deb.debian.org/debian"], check=True, capture_output=True)
-            tarball = Path(tmp) / "rootfs.tar"
-            subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
-            repository, tag = name.split(":")
-            client.api.import_image(src=str(tarball), repository=repository, tag=tag)
+    debootstrap_image(client, name, suite, BASE_PACKAGES)
     return name
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +14,7 @@ import requests
 from scripts import evaluate
 
 from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
-from loopback import LoopbackServer
+from loopback import LoopbackServer, QuietHandler
 
 API_KEY = "sb-test-key"
 
@@ -61,10 +60,7 @@ class FakeCloud(LoopbackServer):
     def _handler(self):
         cloud = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def respond(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 cloud.requests.append({"method": self.command, "path": self.path, "body": body,

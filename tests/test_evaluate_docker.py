@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler
 
 import docker
 import pytest
@@ -17,7 +16,7 @@ from scripts.evaluate import harness_run_id
 
 import swebench_images as images
 from conftest import PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
-from loopback import LoopbackServer
+from loopback import LoopbackServer, QuietHandler
 
 EVAL_TIMEOUT = 15  # seconds; the slow instance's test sleeps far longer, the others take 1 or 2
 # instance id -> (predicted patch, test patch); each has its own image name, all of the one testbed image
@@ -234,10 +233,7 @@ class FailingRegistry(LoopbackServer):
         self.pulls = []
         registry = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 status, body = (200, {}) if self.path == "/v2/" else (self.server.status, self.server.body)
                 if self.path != "/v2/":
