@@ -14,24 +14,38 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 report: "report/workflow.rst"
 
 
-include: "rules/common.smk"
-include: "rules/select.smk"
-include: "rules/context.smk"
-include: "rules/prompt.smk"
-include: "rules/estimate.smk"
-include: "rules/batch.smk"
-include: "rules/generate.smk"
-include: "rules/patch.smk"
-include: "rules/repair.smk"
-include: "rules/predictions.smk"
-include: "rules/evaluate.smk"
-include: "rules/summary.smk"
-include: "rules/figures.smk"
+if config.get("models"):  # several models: each a module of this same workflow, with its own config
+
+    include: "rules/models.smk"
+
+else:
+
+    include: "rules/common.smk"
+    include: "rules/select.smk"
+    include: "rules/context.smk"
+    include: "rules/prompt.smk"
+    include: "rules/estimate.smk"
+    include: "rules/batch.smk"
+    include: "rules/generate.smk"
+    include: "rules/patch.smk"
+    include: "rules/repair.smk"
+    include: "rules/predictions.smk"
+    include: "rules/evaluate.smk"
+    include: "rules/summary.smk"
+    include: "rules/figures.smk"
 
 
 rule all:
     input:
         run_targets,
+
+
+onstart:
+    widen_thread_pool()
+
+
+onerror:
+    print(failure_advice(), file=sys.stderr)
 
 
 # Before a job runs, Snakemake 9 looks for each of its inputs among the outputs of each job it depends
@@ -44,11 +58,3 @@ if not any(is_flagged(f, "pipe") or is_flagged(f, "service") for r in workflow.r
     from snakemake.jobs import Job
 
     Job.is_pipe_or_service_input = lambda job, path: False
-
-
-onstart:
-    widen_thread_pool()
-
-
-onerror:
-    print(failure_advice(), file=sys.stderr)

@@ -26,10 +26,18 @@ RUNS_JOBS = settings.runs_jobs(sys.argv[1:]) and not workflow.output_settings.dr
 STARTS_RUN = RUNS_JOBS and workflow.is_main_process
 
 
+# A model's module of a run of several models (rules/models.smk): its number, the run folder that makes the
+# selection, contexts and prompts, every model's ledger (max_cost holds across them) and their estimate.
+SHARED = config.pop("shared", None)
+
+
 def checked_config(config):
     """The config with environment settings and defaults applied; a bad one ends the
     run here, before any job, with one message."""
-    config = settings.layer_environment(config, workflow.config_settings.overwrite_config, os.environ)
+    if not SHARED:  # a model's config comes from the run's, already layered
+        config = settings.layer_environment(config, workflow.config_settings.overwrite_config, os.environ)
+    # which model of models=[...] a message is about
+    model = f"models entry {SHARED['entry']} ({settings.run_id(config)}): " if SHARED else ""
     try:
         validate(config, "../schemas/config.schema.yaml")
         settings.check(config)
@@ -39,9 +47,9 @@ def checked_config(config):
             settings.check_api_key(config, os.environ)
             settings.check_price(config)
     except WorkflowError as e:
-        sys.exit(f"Invalid configuration: {settings.describe_schema_error(e)}")
+        sys.exit(f"Invalid configuration: {model}{settings.describe_schema_error(e)}")
     except (settings.ConfigError, PredictionsError) as e:
-        sys.exit(f"Invalid configuration: {e}")
+        sys.exit(f"Invalid configuration: {model}{e}")
     return config
 
 
@@ -60,6 +68,12 @@ DERIVED = settings.derived(config)
 RUN = DERIVED["run_dir"]
 MODEL = DERIVED["model"]
 REPAIR_ATTEMPTS = DERIVED["repair_attempts"]  # 0: no repair stage
+# The run folder that makes the selection, contexts and prompts: this one, or the first model's of several.
+PREP = SHARED["prep_run"] if SHARED else RUN
+if SHARED:
+    DERIVED["api"]["shared_ledgers"] = SHARED["ledgers"]
+# The prompt template: a new one is a new input of the prompts, and of the answers that rebuild a prompt.
+TEMPLATE = config["prompt_template"] or f"{workflow.basedir}/scripts/templates/{config['prompt_style']}.yaml"
 # The patch each instance's prediction takes: the repair stage's, when there is one.
 PATCH = "repair.diff" if REPAIR_ATTEMPTS else "patch.diff"
 # Answers per instance. Sample 1 is where a run of one sample keeps it; sample s (2..k) has the same files

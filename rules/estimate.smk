@@ -12,16 +12,18 @@ if ESTIMATE:
         except estimate.CostAboveWarning as e:
             sys.exit(str(e))
 
-    rule estimate:
-        input:
-            per_instance("prompt.json"),
-        output:
-            ESTIMATE,
-        localrule: True
-        run:
-            from scripts import estimate
+    if not SHARED:  # of several models, one estimate of all (rules/models.smk)
 
-            estimate.run(RUN, instance_ids(input), MODEL, estimate_settings(), output[0])
+        rule estimate:
+            input:
+                per_instance("prompt.json"),
+            output:
+                ESTIMATE,
+            localrule: True
+            run:
+                from scripts import estimate
+
+                estimate.run(RUN, instance_ids(input), MODEL, estimate_settings(), output[0])
 
     if workflow.output_settings.dryrun:  # the estimate as far as the prompts are built
         from scripts import estimate

@@ -8,7 +8,7 @@ rule generate:
         **selection_inputs(),
         # For a model: to rebuild the prompt with less code context when it says it is too long.
         **(
-            {"context": f"{RUN}/instances/{{id}}/context.json", "template": rules.prompt.input.template}
+            {"context": f"{RUN}/instances/{{id}}/context.json", "template": TEMPLATE}
             if config["provider"] in MODEL_PROVIDERS
             else {}
         ),

@@ -47,7 +47,8 @@ def submit(run_dir, instance_ids, provider, model, settings, price, state, log):
         worst = (costs.worst_case_usd(messages, providers.output_limit(provider, model, settings), price)
                  if price else 0.0)
         try:
-            reservation = costs.reserve(settings["ledger"], instance_id, worst, settings.get("max_cost"))
+            reservation = costs.reserve(settings["ledger"], instance_id, worst, settings.get("max_cost"),
+                                        shared=settings.get("shared_ledgers", ()))
         except costs.BudgetSpent as error:
             log(f"batch: {len(instance_ids) - number} instance(s) not submitted: {error}")
             break

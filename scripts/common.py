@@ -3,6 +3,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import sys
 import uuid
 from datetime import datetime, timezone
@@ -32,6 +33,11 @@ def open_atomic(path, mode="w"):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def copy_atomic(source, path):
+    with open(source, "rb") as f, open_atomic(path, "wb") as out:
+        shutil.copyfileobj(f, out)
 
 
 def write_json_atomic(path, obj):

@@ -26,6 +26,7 @@ An open line whose job was killed is never freed: it counts at its worst case, a
 instance's next request marks it worst_case (an instance has one request in flight at most).
 A refused request is a line with state "refused" and cost 0, for the run's final message.
 """
+import contextlib
 import functools
 import json
 import math
@@ -222,21 +223,25 @@ def spent(ledger):
         return sum(totals(_read(ledger)))
 
 
-def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0):
+def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0, shared=()):
     """Reserve a request's worst case and return the reservation's id. When it does not fit in
     max_cost (None: no budget) beside the spend and the open reservations, but would without those
     still in flight, wait up to wait_s (the longest a request may take) for them to settle: most
-    cost less than their worst case. Raise BudgetSpent when it does not fit."""
+    cost less than their worst case. Raise BudgetSpent when it does not fit. shared: every ledger
+    that max_cost bounds together, this one among them (the runs of models=[...])."""
     deadline = time.monotonic() + wait_s
+    ledgers = sorted({os.fspath(ledger), *map(os.fspath, shared)})  # locked in one order by every process
     while True:
-        with _locked(ledger):
+        with contextlib.ExitStack() as locks:
+            for path in ledgers:
+                locks.enter_context(_locked(path))
             # its job ended before the answer came: it may have been billed, so it stays counted
             stale = [{"request": e["request"], "state": "worst_case", "cost_usd": e["reserved_usd"],
                       "note": "its job ended before the answer came"}
                      for e in _read(ledger) if e.get("state") == "open" and e["instance_id"] == instance_id]
             if stale:
                 _append(ledger, stale)
-            entries = _read(ledger)
+            entries = [entry for path in ledgers for entry in _read(path)]
             settled, reserved = totals(entries)
             if max_cost is None or (settled + reserved + worst_usd <= max_cost and settled + reserved < max_cost):
                 request = uuid.uuid4().hex[:12]
@@ -254,7 +259,7 @@ def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0):
                 raise BudgetSpent(
                     f"the budget is spent: this request may cost up to {worst_usd:.4f} USD, and with "
                     f"{settled:.4f} USD spent and {reserved:.4f} USD reserved by requests in flight it would pass "
-                    f"max_cost={max_cost:g} (ledger: {ledger}). It was not sent; finished instances are kept.")
+                    f"max_cost={max_cost:g} (ledgers: {', '.join(ledgers)}). It was not sent; finished instances are kept.")
         time.sleep(0.5)
 
 

@@ -52,24 +52,25 @@ def describe(record):
             f"{record['low_usd']:.2f} to {record['high_usd']:.2f} USD.")
 
 
-def check(record, cost_warn, confirmed):
+def check(record, cost_warn, confirmed, text=None):
     """Raise CostAboveWarning when the high figure passes cost_warn and the run is not confirmed."""
     if confirmed or record["high_usd"] is None or cost_warn is None or record["high_usd"] <= cost_warn:
         return
     raise CostAboveWarning(
-        f"{describe(record)} That is above cost_warn={cost_warn:g} USD, so no request was sent. To go on, "
+        f"{text or describe(record)} That is above cost_warn={cost_warn:g} USD, so no request was sent. To go on, "
         "run again with --config confirm_cost=true (max_cost caps the spend), or select fewer instances with "
         "--config count=N."
     )
 
 
-def prompts_to_ask(run_dir, instance_ids, samples=1):
+def prompts_to_ask(run_dir, instance_ids, samples=1, prompts_dir=None):
     """Token counts of the prompts of the samples that have no response yet (one per request), the number of
-    instances they belong to, and the ids whose prompt is missing."""
+    instances they belong to, and the ids whose prompt is missing. prompts_dir: the run folder that holds the
+    prompts, when another one does (models=[...])."""
     tokens, instances, missing = [], 0, []
     for instance_id in instance_ids:
         folder = Path(run_dir) / "instances" / instance_id
-        prompt = folder / "prompt.json"
+        prompt = Path(prompts_dir or run_dir) / "instances" / instance_id / "prompt.json"
         if not prompt.exists():
             missing.append(instance_id)
             continue
@@ -83,9 +84,9 @@ def prompts_to_ask(run_dir, instance_ids, samples=1):
     return tokens, instances, missing
 
 
-def for_run(run_dir, instance_ids, model, settings):
+def for_run(run_dir, instance_ids, model, settings, prompts_dir=None):
     """The estimate of the instances still to ask, and the ids whose prompt is not built yet."""
-    tokens, instances, missing = prompts_to_ask(run_dir, instance_ids, settings.get("samples", 1))
+    tokens, instances, missing = prompts_to_ask(run_dir, instance_ids, settings.get("samples", 1), prompts_dir)
     price = costs.price_for(settings["provider"], model, settings["prices"], batch=settings.get("batch", False))
     record = estimate(tokens, model, price, settings["answer_tokens"],
                       providers.output_limit(settings["provider"], model, settings), instances)
@@ -102,3 +103,21 @@ def run(run_dir, instance_ids, model, settings, out_path=None):
     if out_path:
         write_json_atomic(out_path, record)
     return record
+
+
+def run_models(runs, instance_ids, prompts_dir, out_paths):
+    """The stage for models=[...]: the estimate of each model, runs of (run_dir, model, settings), from the prompts
+    of prompts_dir; printed with their sum, which cost_warn bounds; each model's record written to its out path."""
+    records = []
+    for (run_dir, model, settings), out_path in zip(runs, out_paths, strict=True):
+        record, _ = for_run(run_dir, instance_ids, model, settings, prompts_dir)
+        record["samples"] = settings.get("samples", 1)
+        print(f"{run_dir}: {describe(record)}", flush=True)
+        records.append(record)
+    total = {key: round(sum(r[key] for r in records), 8) for key in ("low_usd", "high_usd")}
+    text = f"Cost estimate of the {len(records)} models: {total['low_usd']:.2f} to {total['high_usd']:.2f} USD."
+    print(text, flush=True)
+    check(total, runs[0][2]["cost_warn"], runs[0][2]["confirm_cost"], text)
+    for record, out_path in zip(records, out_paths, strict=True):
+        write_json_atomic(out_path, record)
+    return records

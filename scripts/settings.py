@@ -17,6 +17,10 @@ PROVIDER_MODELS = {"gold": "gold", "replay": None, **DEFAULT_MODELS}  # replay: 
 ANSWER_SETTINGS = ("provider", "model", "base_url", "temperature", "max_output_tokens", "replay_file",
                    "prompt_style", "prompt_template", "context", "context_tokens", "tokenizer", "retrieval_dataset",
                    "apply_check", "repair_attempts", "openai_api", "reasoning_effort")
+# What an entry of models=[...] may set: the settings of its requests. The rest (the selection, contexts, prompts,
+# patch checks, evaluation, samples and max_cost) is the run's, shared by every model.
+MODEL_KEYS = ("provider", "model", "base_url", "temperature", "openai_api", "reasoning_effort", "max_output_tokens",
+              "request_timeout", "max_attempts", "retry_backoff", "replay_file", "repair_attempts", "prices", "run_id")
 # Snakemake options that read the workflow without running its jobs.
 NOT_A_RUN = {"--lint", "--report", "--summary", "-S", "--detailed-summary", "-D", "-l", "--dag", "--rulegraph",
              "--filegraph", "--d3dag", "--touch", "-t", "--unlock", "--cleanup-metadata", "--delete-all-output",
@@ -243,3 +247,23 @@ def derived(config):
         "repos": {"repo_cache": config["repo_cache"], "repo_url": config["repo_url"]} if config["apply_check"] else None,
         "repair_attempts": config["repair_attempts"] if asks_model else 0,
     }
+
+
+def model_configs(config):
+    """The config of each model of models=[...]: the run's settings with the entry's. Values given on the command
+    line come as text, and numbers among them are read as numbers. Raise ConfigError when two entries would
+    write the same run folder or the run sets run_id."""
+    if config["run_id"]:
+        raise ConfigError(f"run_id={config['run_id']} names one run folder, and models=[...] writes one per model: "
+                          "leave run_id out and give each entry of models its own run_id if you want to name them.")
+    configs = []
+    for entry in config["models"]:
+        entry = {key: yaml.safe_load(value) if isinstance(value, str) and key not in ("model", "run_id") else value
+                 for key, value in entry.items()}
+        configs.append({**config, "models": None, **entry})
+    folders = [run_id(c) for c in configs]
+    for number, folder in enumerate(folders, 1):
+        if folders.index(folder) + 1 != number:
+            raise ConfigError(f"models: entries {folders.index(folder) + 1} and {number} would both write "
+                              f"results/{folder}: give each its own run_id (for example run_id: {folder}-{number}).")
+    return configs

@@ -28,6 +28,7 @@ class FakeModelServer(LoopbackServer):
         self.retry_after = "0"
         self.faults = {}
         self.answers = {}  # instance_id -> answers given, one per request, before the reference patch
+        self.model_answers = {}  # model -> {instance_id: the answer that model always gives}
         self.refused_params = set()  # parameters this "model" refuses, like a reasoning model
         self.output_limits = {}  # model -> its output limit: a request asking more is refused with a 400
         self.no_credit = False  # the account has no credit left: every request is refused
@@ -319,6 +320,7 @@ class FakeModelServer(LoopbackServer):
                 with server.lock:
                     scripted = server.answers.get(instance_id) or []
                     answer = scripted.pop(0) if scripted else answer
+                    answer = server.model_answers.get(body.get("model"), {}).get(instance_id, answer)
                 stop = {"truncated": "length", "refusal": "refusal"}.get(fault, "stop")
                 if fault == "truncated":
                     answer = answer[: len(answer) // 2]

@@ -158,13 +158,13 @@ def test_a_killed_request_keeps_counting_at_its_worst_case(tmp_path):
     assert costs.spent(ledger) == 0.9375
 
 
-def _reserve_until_refused(ledger, results):
+def _reserve_until_refused(ledger, results, shared=()):
     import time
 
     granted = 0
     while True:
         try:
-            request = costs.reserve(ledger, "p", 0.125, 1.0)
+            request = costs.reserve(ledger, "p", 0.125, 1.0, shared=shared)
         except costs.BudgetSpent:
             break
         granted += 1
@@ -185,6 +185,29 @@ def test_processes_never_reserve_past_the_budget(tmp_path):
     assert costs.spent(ledger) == 1.0
     assert [e["state"] for e in entries(ledger)].count("settled") == 8
     assert [e["state"] for e in entries(ledger)].count("refused") == 6
+
+
+def test_processes_of_several_models_never_reserve_past_the_budget_of_all(tmp_path):
+    ledgers = [tmp_path / "a" / "spend.jsonl", tmp_path / "b" / "spend.jsonl"]
+    results = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=_reserve_until_refused, args=(ledgers[n % 2], results, ledgers))
+               for n in range(6)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert sum(results.get() for _ in workers) == 8  # max_cost holds across both ledgers
+    assert costs.spent(ledgers[0]) + costs.spent(ledgers[1]) == 1.0
+
+
+def test_the_spend_of_another_model_counts(tmp_path):
+    mine, other = tmp_path / "a" / "spend.jsonl", tmp_path / "b" / "spend.jsonl"
+    costs.record_spend(other, "x", 0.875)
+    with pytest.raises(costs.BudgetSpent, match=r"0\.8750 USD spent.*max_cost=1 \(ledgers: .*a/spend.jsonl, .*b/spend"):
+        costs.reserve(mine, "y", 0.25, 1.0, shared=[mine, other])
+    assert costs.reserve(mine, "y", 0.25, 1.0)  # alone, its own ledger has room
+    with pytest.raises(costs.BudgetSpent, match=r"0\.8750 USD spent and 0\.2500 USD reserved"):
+        costs.reserve(mine, "z", 0.125, 1.0, shared=[other])  # its own ledger is counted without being listed
 
 
 def test_budget_advice_counts_the_instances_the_budget_stopped(tmp_path):

@@ -95,3 +95,20 @@ def test_the_estimate_and_the_budget_use_the_same_price(tmp_path):
     record, _ = estimate.for_run(tmp_path, ["a"], "o3-pro", settings(prices={}))
     assert record["price"] == costs.price_for("openai", "o3-pro", {})
     assert record["low_usd"] == pytest.approx(1000 * 20e-6 + 1000 * 80e-6)
+
+
+def test_one_estimate_of_several_models_stops_on_their_sum(tmp_path, capsys):
+    first, second = tmp_path / "results" / "a", tmp_path / "results" / "b"
+    write_instance(first, "x", 100_000)  # the prompts are the first model's; the second has none of its own
+    outs = [first / "estimate.json", second / "estimate.json"]
+    prices = {"my-model": PRICE, "cheap": {"input": 1.0, "output": 1.0}}
+    runs = [(str(first), "my-model", settings(prices=prices, cost_warn=0.6)),  # high: 0.3 + 0.24 USD
+            (str(second), "cheap", settings(prices=prices, cost_warn=0.6))]  # high: 0.1 + 0.016 USD
+    with pytest.raises(estimate.CostAboveWarning, match=r"2 models: 0\.42 to 0\.66 USD\. That is above cost_warn=0\.6"):
+        estimate.run_models(runs, ["x"], first, outs)
+    assert not any(out.exists() for out in outs)  # each alone (0.54 and 0.116) would pass
+    runs = [(run, model, dict(model_settings, confirm_cost=True)) for run, model, model_settings in runs]
+    records = estimate.run_models(runs, ["x"], first, outs)
+    assert [json.loads(out.read_text())["model"] for out in outs] == ["my-model", "cheap"]
+    assert [r["high_usd"] for r in records] == [pytest.approx(0.54), pytest.approx(0.116)]
+    assert "Cost estimate of the 2 models: 0.42 to 0.66 USD." in capsys.readouterr().out

@@ -1,0 +1,94 @@
+# models=[...]: several models in one run. Each model is a module of this workflow (Snakefile) with the
+# run's settings and its entry's, and has its own run folder and rules (model<k>_<rule>). The first
+# model's folder makes the selection, the contexts and the prompts; the others link to them
+# (rules/select.smk, rules/prompt.smk). One estimate of every model's cost comes before any request,
+# and max_cost holds across the models' ledgers.
+import os
+import sys
+
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)
+
+from scripts import settings
+
+
+def model_configs(config):
+    """The config of each model, each a run of one model; a bad entry ends the run here."""
+    config = settings.layer_environment(config, workflow.config_settings.overwrite_config, os.environ)
+    try:
+        validate(config, "../schemas/config.schema.yaml")
+        configs = settings.model_configs(config)
+    except WorkflowError as e:
+        sys.exit(f"Invalid configuration: {settings.describe_schema_error(e)}")
+    except settings.ConfigError as e:
+        sys.exit(f"Invalid configuration: {e}")
+    folders = [f"results/{settings.run_id(c)}" for c in configs]
+    for number, model_config in enumerate(configs, 1):
+        # what rules/common.smk takes from the run of several models
+        model_config["shared"] = {
+            "entry": number,
+            "prep_run": folders[0],
+            "ledgers": [f"{folder}/spend.jsonl" for folder in folders],
+            "estimate": f"{folders[0]}/models_estimate.json",
+        }
+    return configs
+
+
+MODEL_CONFIGS = model_configs(config)
+MODULES = [f"model{number}" for number in range(1, len(MODEL_CONFIGS) + 1)]
+
+
+for name, model_config in zip(MODULES, MODEL_CONFIGS):
+    workflow.module(name, snakefile=os.path.join(workflow.basedir, "Snakefile"), config=model_config)
+    workflow.userule(rules=["*"], from_module=name, name_modifier=f"{name}_*")(lambda: None)
+
+MODELS = [workflow.globals[name] for name in MODULES]  # each module's names: RUN, MODEL, run_targets...
+PRICED = [model for model in MODELS if model.ESTIMATE]  # the models whose requests wait for the estimate
+COMPARE = "results/compare/" + "-vs-".join(os.path.basename(model.RUN) for model in MODELS)
+
+
+def run_targets(wildcards):
+    """Every file of every model's run, and their comparison."""
+    targets = [path for model in MODELS for path in model.run_targets(wildcards)]
+    return targets + ([rules.compare.output.md] if len(MODELS) > 1 else [])
+
+
+if PRICED:
+
+    rule estimate:
+        input:
+            MODELS[0].per_instance("prompt.json"),
+        output:
+            [model.ESTIMATE for model in PRICED],
+        localrule: True
+        run:
+            from scripts import estimate
+
+            runs = [(model.RUN, model.MODEL, model.estimate_settings()) for model in PRICED]
+            estimate.run_models(runs, MODELS[0].instance_ids(input), MODELS[0].RUN, output)
+
+
+rule compare:
+    input:
+        [f"{model.RUN}/summary.json" for model in MODELS],
+    output:
+        md=f"{COMPARE}/compare.md",
+        json=f"{COMPARE}/compare.json",
+        figures=[f"{COMPARE}/compare.png", f"{COMPARE}/compare_repositories.png"],
+    log:
+        f"{COMPARE}/compare.log",
+    localrule: True
+    params:
+        runs=[model.RUN for model in MODELS],
+        out=COMPARE,
+    shell:
+        "python -m scripts.compare {params.runs:q} --out {params.out:q} 2> >(tee {log:q} >&2)"
+
+
+def widen_thread_pool():
+    MODELS[0].widen_thread_pool()
+
+
+def failure_advice():
+    return "\n".join(model.failure_advice() for model in MODELS)
