@@ -1,6 +1,7 @@
 """The run's view, from its files: per stage, instances done of selected and their outcomes; the
 spend against max_cost and the estimate; the requests in flight; the jobs running; an ETA. Drawn
 live by the workflow's logger plugin (logger/) and by `python -m scripts.status --watch`."""
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,22 @@ from scripts.common import read_json, sample_number
 
 # what a stage's record says when it is done (not failed for good)
 DONE = {"context": "built", "prompt": "built", "generate": "answered", "patch": "valid", "repair": "valid"}
+
+
+def run_of(path):
+    """The run folder of a job's output: of results/<run>/instances.index.json, of results/<run>/instances/<id>/...,
+    or the folder above it that holds instances.index.json (summary.json, figures/, samples/<s>/...); else None."""
+    path = Path(path).resolve()
+    if path.name == "instances.index.json":
+        return path.parent
+    if "instances" in path.parts:  # instances/<id>/<file> or instances/<id>/samples/<s>/<file>
+        return Path(*path.parts[: len(path.parts) - 1 - path.parts[::-1].index("instances")])
+    return next((folder for folder in path.parents if (folder / "instances.index.json").is_file()), None)
+
+
+def stage_of(rule):
+    """A job's stage: its rule's name, without the model<k>_ of a model's module (models=[...])."""
+    return re.sub(r"^model\d+_", "", rule)
 
 
 def snapshot(run_dir, settled=None):

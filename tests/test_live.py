@@ -1,8 +1,18 @@
 """The run's view when not in a terminal (CI, SLURM logs, a pipe): the real snakemake with the project's
-logger plugin, against the loopback model server; and `status --watch` on a running and a finished run."""
+logger plugin, against the loopback model server; `status --watch` on a running and a finished run; and the
+logger fed with the records of two runs of one invocation (models=[...])."""
+import io
+import json
+import logging
 import re
 import subprocess
 import sys
+import time
+from types import SimpleNamespace
+
+from rich.console import Console
+from snakemake_interface_logger_plugins.common import LogEvent
+from snakemake_logger_plugin_swebench import LogHandler, LogHandlerSettings
 
 from scripts import live
 
@@ -95,3 +105,115 @@ def test_watch_on_a_finished_and_on_a_running_run(tmp_path):
 
     missing = watch(tmp_path / "nothing", timeout=60)
     assert missing.returncode == 2 and "no such run folder" in missing.stderr
+
+
+def test_the_run_folder_of_a_path_and_the_stage_of_a_rule(tmp_path):
+    run = tmp_path / "results/gpt"
+    (run / "instances.index.json").parent.mkdir(parents=True)
+    (run / "instances.index.json").write_text("{}")
+    (tmp_path / "results/compare").mkdir()
+    assert live.run_of(tmp_path / "results/new/instances.index.json") == tmp_path / "results/new"  # being selected
+    for path in ("instances/a__a-1/response.json", "instances/a__a-1/samples/2/patch.json", "summary.json",
+                 "predictions.jsonl", "samples/2/evaluation.json", "figures/resolved.png", "batch/done.json"):
+        assert live.run_of(run / path) == run, path
+    assert live.run_of(tmp_path / "results/compare/table.md") is None  # no run folder holds it
+    assert live.run_of(tmp_path / "results/new/summary.json") is None  # no selection there
+    assert [live.stage_of(rule) for rule in ("generate", "model1_generate", "model12_all", "models_all", "compare")] \
+        == ["generate", "generate", "all", "models_all", "compare"]
+
+
+def record(event, **fields):
+    """A log record of Snakemake's as the logger plugin gets it."""
+    entry = logging.LogRecord("snakemake", logging.INFO, __file__, 0, None, None, None)
+    entry.__dict__.update(event=event, **fields)
+    return entry
+
+
+def job(handler, jobid, rule, output=(), instance=None, log=()):
+    """A job of a rule started: the records Snakemake sends."""
+    handler.handle(record(LogEvent.JOB_STARTED, jobs=[jobid]))
+    wildcards = {"id": instance} if instance else {}
+    handler.handle(record(LogEvent.JOB_INFO, jobid=jobid, rule_name=rule, wildcards=wildcards, output=list(output),
+                          log=list(log)))
+
+
+def test_the_logger_with_two_runs_names_each_line_s_run_and_stage(tmp_path, monkeypatch, capsys):
+    # two models' runs of one invocation (models=[...]): the first holds the contexts and prompts of both
+    monkeypatch.chdir(tmp_path)
+    ids = ["a__a-1", "b__b-2"]
+    for name, stages in (("gpt", ["context", "prompt", "generate", "patch"]), ("claude", ["generate", "patch"])):
+        (tmp_path / "results" / name / "instances").mkdir(parents=True)
+        (tmp_path / "results" / name / "instances.index.json").write_text(json.dumps({i: 0 for i in ids}))
+        (tmp_path / "results" / name / "run.json").write_text(json.dumps({"stages": stages, "samples": 1}))
+    files = {"gpt/instances/a__a-1/context.json": {},
+             "gpt/instances/a__a-1/response.json": {"status": "answered", "latency_s": 1.5, "cost_usd": 0.01},
+             "claude/instances/a__a-1/response.json": {"status": "failed", "failure_reason": "refused",
+                                                       "latency_s": 2.0, "cost_usd": 0.003},
+             "claude/instances/a__a-1/patch.json": {"status": "invalid", "reason": "generation_failed"}}
+    for path, content in files.items():
+        (tmp_path / "results" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "results" / path).write_text(json.dumps(content))
+    (tmp_path / "results/claude/logs/b__b-2").mkdir(parents=True)
+    (tmp_path / "results/claude/logs/b__b-2/generate.log").write_text("b__b-2: attempt 1: error: server down\n")
+
+    common = SimpleNamespace(stdout=True, quiet=None, verbose=False, dryrun=False, debug_dag=False, nocolor=True,
+                             show_failed_logs=False, printshellcmds=False)
+    handler = LogHandler(common, LogHandlerSettings(every=0.1))
+    assert not handler.terminal
+    job(handler, 1, "model1_select", ["results/gpt/instances.jsonl (update)",
+                                      "results/gpt/instances.index.json (update)"])
+    job(handler, 2, "model2_select", ["results/claude/instances.index.json (update)"])
+    for jobid in (1, 2):
+        handler.handle(record(LogEvent.JOB_FINISHED, job_id=jobid))
+    job(handler, 3, "model1_context", ["results/gpt/instances/a__a-1/context.json"], "a__a-1")
+    job(handler, 4, "model1_generate", ["results/gpt/instances/a__a-1/response.json (update)"], "a__a-1")
+    job(handler, 5, "model2_generate", ["results/claude/instances/a__a-1/response.json"], "a__a-1")
+    job(handler, 6, "model2_generate", ["results/claude/instances/b__b-2/response.json"], "b__b-2",
+        ["results/claude/logs/b__b-2/generate.log"])
+    job(handler, 7, "model1_generate", ["results/gpt/instances/b__b-2/response.json"], "b__b-2")
+
+    # in a terminal: a view per run, each with its own jobs running
+    screen = Console(file=io.StringIO(), width=200)
+    screen.print(handler.render())
+    text = screen.file.getvalue()
+    gpt, claude = text.index(str(tmp_path / "results/gpt")), text.index(str(tmp_path / "results/claude"))
+    assert gpt < claude and re.search("^ context ", text[gpt:claude], re.M) and "context" not in text[claude:]
+    assert re.findall(r"^ generate  (\S+__\S+)", text[gpt:claude], re.M) == ["a__a-1", "b__b-2"]
+    assert re.findall(r"^ (context|generate) +(\S+__\S+)", text[claude:], re.M) == [("generate", "a__a-1"),
+                                                                              ("generate", "b__b-2")]
+
+    # not in a terminal: a summary line per run while running, each with its own jobs running
+    out = ""
+    for _ in range(100):
+        out += capsys.readouterr().out
+        if re.search("^claude: .* progress: ", out, re.M):
+            break
+        time.sleep(0.05)
+    assert re.search(r"^gpt: \d\d:\d\d:\d\d progress: context 1/2 prompt 0/2 generate 1/2 patch 0/2; 3 jobs running;",
+                     out, re.M), out
+    assert re.search(r"^claude: \d\d:\d\d:\d\d progress: generate 1/2 patch 1/2; 2 jobs running;", out, re.M), out
+
+    for jobid in (3, 4, 5):
+        handler.handle(record(LogEvent.JOB_FINISHED, job_id=jobid))
+    handler.handle(record(LogEvent.JOB_ERROR, jobid=6, rule_name="model2_generate", log=[], rule_msg=None))
+    job(handler, 8, "model2_patch", ["results/claude/instances/a__a-1/patch.diff",
+                                     "results/claude/instances/a__a-1/patch.json"], "a__a-1")
+    job(handler, 9, "compare", ["results/compare/table.md"])
+    job(handler, 10, "model1_all")
+    job(handler, 11, "all")
+    for jobid in (8, 9, 10, 11):
+        handler.handle(record(LogEvent.JOB_FINISHED, job_id=jobid))
+    handler.close()
+    lines = (out + capsys.readouterr().out).splitlines()
+    stage_lines = [re.sub(r"\d\d:\d\d:\d\d", "T", line) for line in lines if "progress: " not in line]
+    assert stage_lines == [
+        "gpt: T select: done", "claude: T select: done",
+        "gpt: T context a__a-1: built", "gpt: T generate a__a-1: answered in 1.5 s, 0.0100 USD",
+        "claude: T generate a__a-1: refused in 2.0 s, 0.0030 USD",
+        "error: generate b__b-2 failed: server down", "  log: results/claude/logs/b__b-2/generate.log",
+        "    b__b-2: attempt 1: error: server down",
+        "claude: T patch a__a-1: generation_failed"]
+    # at the end: a line per run
+    ends = [line for line in lines if "progress: " in line][-2:]
+    assert re.match(r"gpt: \S+ progress: context 1/2 prompt 0/2 generate 1/2 patch 0/2; 0 jobs running; ", ends[0])
+    assert re.match(r"claude: \S+ progress: generate 1/2 patch 1/2; 0 jobs running; .*; ended$", ends[1]), ends

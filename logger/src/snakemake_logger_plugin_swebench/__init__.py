@@ -2,8 +2,9 @@
 
 In a terminal: a live view of the run (scripts/live.py) and, above it, errors in full. Not in a
 terminal (CI, SLURM logs, a pipe): one plain line per finished instance stage and a one-line
-summary every `--logger-swebench-every` seconds. With `--verbose`, a dry run or
-`--logger-swebench-jobs`, Snakemake's own output (its job blocks) instead.
+summary every `--logger-swebench-every` seconds. Several runs in one invocation (models=[...], whose rules
+are model<k>_<rule>): a view per run folder, and lines that name their run. With `--verbose`, a dry run
+or `--logger-swebench-jobs`, Snakemake's own output (its job blocks) instead.
 """
 import sys
 import threading
@@ -18,8 +19,8 @@ from snakemake_interface_logger_plugins.settings import LogHandlerSettingsBase
 
 # the project whose scripts draw the view: this package is installed in editable mode from it
 PROJECT = Path(__file__).resolve().parents[3]
-# the jobs of a run that have no instance and are no stage of one
-NO_LINE = {"all"}
+# the jobs that have no instance and are no stage of one (by their stage, scripts.live.stage_of)
+NO_LINE = {"all", "compare"}
 
 
 @dataclass
@@ -52,11 +53,13 @@ class LogHandler(LogHandlerBase):
         self.console = Console(file=self.stream, highlight=False)
         self.terminal = self.console.is_terminal
         self.view_lock = threading.RLock()  # not self.lock: logging.Handler holds that one in emit()
-        # jobid -> (stage, instance, log files); jobid -> (stage, instance, start); jobid -> start
+        # jobid -> (rule, instance, log files); jobid -> (run folder, rule, instance, start); jobid -> start
         self.info, self.running, self.started, self.samples = {}, {}, {}, {}
-        self.run_dir = self.api = self.live = self.snap = None
-        self.settled = {}  # live.snapshot: the instances whose files this run does not change again
-        self.snap_at = self.first_start = 0.0
+        # run folder -> live.snapshot's settled instances (those whose files this run does not change again);
+        # run folder -> (its snapshot, when it was read)
+        self.runs, self.snaps = {}, {}
+        self.api = self.live = None
+        self.first_start = 0.0
         self.progress = (0, 0)
         self.closed = threading.Event()
         if not self.terminal:
@@ -82,15 +85,17 @@ class LogHandler(LogHandlerBase):
             self.started.update(dict.fromkeys(record.jobs, time.time()))
         elif event == LogEvent.JOB_INFO:
             instance = (record.wildcards or {}).get("id")
+            # a path is shown as "<path> (update)" and the like
+            run = self.find_run([path.split(" (")[0] for path in record.output or []])
             self.info[record.jobid] = (record.rule_name, instance, list(record.log or []))
             self.samples[record.jobid] = (record.wildcards or {}).get("sample") or ""  # "" or samples/<s>/
-            self.running[record.jobid] = (record.rule_name, instance, self.started.pop(record.jobid, time.time()))
-            if self.run_dir is None:  # a path is shown as "<path> (update)" and the like
-                self.find_run([path.split(" (")[0] for path in record.output or []])
+            self.running[record.jobid] = (run, record.rule_name, instance, self.started.pop(record.jobid, time.time()))
         elif event == LogEvent.JOB_FINISHED:
+            from scripts.live import stage_of
+
             job = self.running.pop(record.job_id, None)
-            if job and not self.terminal and job[0] not in NO_LINE:
-                self.write(self.stage_line(job[0], job[1], self.samples.pop(record.job_id, "")))
+            if job and not self.terminal and stage_of(job[1]) not in NO_LINE:
+                self.write(self.stage_line(*job[:3], self.samples.pop(record.job_id, "")))
         elif event == LogEvent.PROGRESS:
             self.progress = (record.done, record.total)
         elif event == LogEvent.JOB_ERROR:
@@ -105,33 +110,30 @@ class LogHandler(LogHandlerBase):
             self.write(record.msg)
 
     def find_run(self, outputs):
-        """The run folder, from a job's output: results/<run_id>/instances/... or .../instances.index.json."""
-        from scripts.live import view  # noqa: F401 - fails here, not mid-run, when rich is missing
+        """A job's run folder, from its outputs (None for one with none); the view starts at the first."""
+        from scripts.live import run_of  # fails here, not mid-run, when rich is missing
 
-        for path in map(Path, outputs):
-            if path.name == "instances.index.json":
-                self.run_dir = path.resolve().parent
-            elif "instances" in path.parts:  # instances/<id>/<file> or instances/<id>/samples/<s>/<file>
-                parts = path.resolve().parts
-                self.run_dir = Path(*parts[: len(parts) - 1 - parts[::-1].index("instances")])
-            else:
-                continue
-            if self.terminal:
+        run = next(filter(None, map(run_of, outputs)), None)
+        if run and run not in self.runs:
+            self.runs[run] = {}
+            if self.terminal and not self.live:
                 from rich.live import Live
 
                 self.live = Live(get_renderable=self.render, console=self.console, refresh_per_second=1,
                                  redirect_stdout=True, redirect_stderr=True)
                 self.live.start()
-            return
+        return run
 
-    def look(self, force=False):
+    def look(self, run, force=False):
         """The run's snapshot, read again at most every 2 s."""
         from scripts import live
 
         with self.view_lock:
-            if force or self.snap is None or time.time() - self.snap_at > 2:
-                self.snap, self.snap_at = live.snapshot(self.run_dir, self.settled), time.time()
-            return self.snap
+            snap, at = self.snaps.get(run, (None, 0.0))
+            if force or snap is None or time.time() - at > 2:
+                snap = live.snapshot(run, self.runs[run])
+                self.snaps[run] = (snap, time.time())
+            return snap
 
     def eta(self):
         from scripts.live import eta_text
@@ -142,29 +144,46 @@ class LogHandler(LogHandlerBase):
         return eta_text(done, total, time.time() - self.first_start if self.first_start else 0)
 
     def render(self):
+        """A view per run folder, each with its jobs running."""
+        from rich.console import Group
+
         from scripts import live
 
-        jobs = [job for job in self.running.values() if job[0] not in NO_LINE]
+        jobs, eta = list(self.running.values()), self.eta()
         elapsed = time.time() - self.first_start if self.first_start else 0
-        return live.view(self.look(), self.eta(), elapsed, jobs, self.api)
+        views = []
+        for run in list(self.runs):
+            own = [(live.stage_of(rule), instance, start) for folder, rule, instance, start in jobs if folder == run]
+            views.append(live.view(self.look(run), eta, elapsed, own, self.api))
+        return Group(*views)
 
-    def stage_line(self, stage, instance, sample=""):
+    def stage_line(self, run, rule, instance, sample=""):
+        """A finished job's line; a model's job (models=[...]) names its run folder."""
         from scripts import live
 
-        return f"{time.strftime('%H:%M:%S')} {live.stage_outcome(self.run_dir, stage, instance, sample)}"
+        stage = live.stage_of(rule)
+        name = f"{run.name}: " if run and stage != rule else ""
+        return f"{name}{time.strftime('%H:%M:%S')} {live.stage_outcome(run, stage, instance, sample)}"
 
     def job_error(self, record):
         from scripts import live
 
-        stage, instance, logs = self.info.get(record.jobid, (record.rule_name, None, list(record.log or [])))
-        return live.error_text(stage, instance, logs or list(record.log or []), record.rule_msg)
+        rule, instance, logs = self.info.get(record.jobid, (record.rule_name, None, list(record.log or [])))
+        return live.error_text(live.stage_of(rule), instance, logs or list(record.log or []), record.rule_msg)
 
     def summaries(self, every):
+        while not self.closed.wait(every):
+            self.write_summaries([run for run in list(self.runs) if (run / "instances.index.json").is_file()],
+                                 list(self.running.values()))  # the runs whose selection is made
+
+    def write_summaries(self, runs, jobs):
+        """A summary line per run, with its jobs running among jobs; each names its run when there are several."""
         from scripts import live
 
-        while not self.closed.wait(every):
-            if self.run_dir and (self.run_dir / "instances.index.json").is_file():  # the selection is made
-                self.write(live.summary_line(self.look(force=True), self.eta(), self.api, len(self.running)))
+        for run in runs:
+            name = f"{run.name}: " if len(self.runs) > 1 else ""
+            running = sum(job[0] == run for job in jobs)
+            self.write(name + live.summary_line(self.look(run, force=True), self.eta(), self.api, running))
 
     def write(self, text):
         """Whole lines, one message at a time."""
@@ -179,13 +198,12 @@ class LogHandler(LogHandlerBase):
         if not self.passthrough and not self.closed.is_set():
             self.closed.set()
             if self.live:
-                self.look(force=True)
+                for run in list(self.runs):
+                    self.look(run, force=True)
                 self.live.refresh()
                 self.live.stop()
-            elif self.run_dir:
-                from scripts import live
-
-                self.write(live.summary_line(self.look(force=True), self.eta(), self.api, 0))
+            else:
+                self.write_summaries(list(self.runs), ())
         super().close()
 
     @property
