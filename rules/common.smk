@@ -1,4 +1,4 @@
-# Configuration, checked before any job runs, and the input functions of the rules.
+# The input functions of the rules, and what a run does before any job.
 import concurrent.futures
 import functools
 import json
@@ -6,54 +6,20 @@ import os
 import shlex
 import sys
 
-from snakemake.exceptions import WorkflowError
+
+include: "config.smk"
+
+
 from snakemake.settings.types import DeploymentMethod
-from snakemake.utils import validate
 
-sys.path.insert(0, workflow.basedir)
-
-from scripts import settings
-from scripts.predictions import PredictionsError, load_predictions
 from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
 from scripts.common import infrastructure_fault, read_json, read_jsonl, sample_number
 from scripts.costs import price_for
 
-# What only a run needs (an API key, a Docker daemon): not a dry run, --lint, --report or a listing.
-RUNS_JOBS = settings.runs_jobs(sys.argv[1:]) and not workflow.output_settings.dryrun
-# What a run does to its folder before any job (set failures aside, record its settings) and the checks of
-# what its jobs will need (Docker) happen once, in the process the user started: a job on a cluster node
-# reads this file again.
-STARTS_RUN = RUNS_JOBS and workflow.is_main_process
-
-
 # A model's module of a run of several models (rules/models.smk): its number, the run folder that makes the
 # selection, contexts and prompts, every model's ledger (max_cost holds across them) and their estimate.
 SHARED = config.pop("shared", None)
-
-
-def checked_config(config):
-    """The config with environment settings and defaults applied; a bad one ends the
-    run here, before any job, with one message."""
-    if not SHARED:  # a model's config comes from the run's, already layered
-        config = settings.layer_environment(config, workflow.config_settings.overwrite_config, os.environ)
-    # which model of models=[...] a message is about
-    model = f"models entry {SHARED['entry']} ({settings.run_id(config)}): " if SHARED else ""
-    try:
-        validate(config, "../schemas/config.schema.yaml")
-        settings.check(config)
-        if config["predictions"]:  # a repeated id or a row without one stops the run here
-            load_predictions(config["predictions"])
-        if RUNS_JOBS:
-            settings.check_api_key(config, os.environ)
-            settings.check_price(config)
-    except WorkflowError as e:
-        sys.exit(f"Invalid configuration: {model}{settings.describe_schema_error(e)}")
-    except (settings.ConfigError, PredictionsError) as e:
-        sys.exit(f"Invalid configuration: {model}{e}")
-    return config
-
-
-config.update(checked_config(config))
+config.update(checked_config(config, SHARED and SHARED["entry"]))
 
 if config["evaluation"] != "none" and STARTS_RUN:
     from scripts import evaluate
@@ -81,8 +47,7 @@ PATCH = "repair.diff" if REPAIR_ATTEMPTS else "patch.diff"
 # "samples/<s>/"), so that a run with more samples asks only the new ones.
 SAMPLES = config["samples"]
 # Shell commands run `python -m scripts.<module>`: Snakemake's own interpreter, or under
-# --sdm conda the environment envs/runner.yaml makes from requirements.txt.
-CONDA_ENV = "../envs/runner.yaml"
+# --sdm conda the environment envs/runner.yaml makes from requirements.txt (CONDA_ENV, rules/config.smk).
 shell.prefix(
     "set -euo pipefail; "
     f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
@@ -341,11 +306,11 @@ def context_settings():
     }
 
 
-def repair_settings():
+def repair_settings(sample=""):
     return {
         "provider": config["provider"],
         "model": MODEL,
         "attempts": REPAIR_ATTEMPTS,
-        "settings": DERIVED["api"],
+        "settings": dict(DERIVED["api"], sample=sample_number(sample)),
         "repos": DERIVED["repos"],
     }

@@ -49,4 +49,5 @@ rule generate:
     run:
         from scripts import generate
 
-        generate.run(wildcards.id, input, params.provider, MODEL, DERIVED["api"], output[0], log[0])
+        settings = dict(DERIVED["api"], sample=sample_number(wildcards.sample))
+        generate.run(wildcards.id, input, params.provider, MODEL, settings, output[0], log[0])

@@ -1,28 +1,22 @@
 # models=[...]: several models in one run. Each model is a module of this workflow (Snakefile) with the
 # run's settings and its entry's, and has its own run folder and rules (model<k>_<rule>). The first
-# model's folder makes the selection, the contexts and the prompts; the others link to them
+# model's folder makes the selection, the contexts and the prompts; the others copy them
 # (rules/select.smk, rules/prompt.smk). One estimate of every model's cost comes before any request,
 # and max_cost holds across the models' ledgers.
-import os
-import sys
 
-from snakemake.utils import validate
 
-sys.path.insert(0, workflow.basedir)
-
-from scripts import settings
+include: "config.smk"
 
 
 def model_configs(config):
-    """The config of each model, each a run of one model; a bad entry ends the run here."""
-    config = settings.layer_environment(config, workflow.config_settings.overwrite_config, os.environ)
+    """The config of each model, each a run of one model; a bad entry ends the run here, before any model's
+    module is read (which writes to its run folder)."""
+    config = checked_config(config)
     try:
-        validate(config, "../schemas/config.schema.yaml")
         configs = settings.model_configs(config)
-    except WorkflowError as e:
-        sys.exit(f"Invalid configuration: {settings.describe_schema_error(e)}")
     except settings.ConfigError as e:
         sys.exit(f"Invalid configuration: {e}")
+    configs = [checked_config(model_config, number) for number, model_config in enumerate(configs, 1)]
     folders = [f"results/{settings.run_id(c)}" for c in configs]
     for number, model_config in enumerate(configs, 1):
         # what rules/common.smk takes from the run of several models
@@ -30,7 +24,6 @@ def model_configs(config):
             "entry": number,
             "prep_run": folders[0],
             "ledgers": [f"{folder}/spend.jsonl" for folder in folders],
-            "estimate": f"{folders[0]}/models_estimate.json",
         }
     return configs
 
@@ -54,41 +47,12 @@ def run_targets(wildcards):
     return targets + ([rules.compare.output.md] if len(MODELS) > 1 else [])
 
 
-if PRICED:
-
-    rule estimate:
-        input:
-            MODELS[0].per_instance("prompt.json"),
-        output:
-            [model.ESTIMATE for model in PRICED],
-        localrule: True
-        run:
-            from scripts import estimate
-
-            runs = [(model.RUN, model.MODEL, model.estimate_settings()) for model in PRICED]
-            estimate.run_models(runs, MODELS[0].instance_ids(input), MODELS[0].RUN, output)
-
-
-rule compare:
-    input:
-        [f"{model.RUN}/summary.json" for model in MODELS],
-    output:
-        md=f"{COMPARE}/compare.md",
-        json=f"{COMPARE}/compare.json",
-        figures=[f"{COMPARE}/compare.png", f"{COMPARE}/compare_repositories.png"],
-    log:
-        f"{COMPARE}/compare.log",
-    localrule: True
-    params:
-        runs=[model.RUN for model in MODELS],
-        out=COMPARE,
-    shell:
-        "python -m scripts.compare {params.runs:q} --out {params.out:q} 2> >(tee {log:q} >&2)"
-
-
 def widen_thread_pool():
     MODELS[0].widen_thread_pool()
 
 
 def failure_advice():
     return "\n".join(model.failure_advice() for model in MODELS)
+
+
+include: "across_models.smk"

@@ -8,13 +8,16 @@ if PREP != RUN:
         output:
             context=f"{RUN}/instances/{{id}}/context.json",
             prompt=f"{RUN}/instances/{{id}}/prompt.json",
+        log:
+            f"{RUN}/logs/{{id}}/prompt.log",
         priority: 2
         localrule: True
         run:
-            from scripts.common import copy_atomic
+            from scripts.common import append_log, copy_atomic
 
             copy_atomic(input.context, output.context)
             copy_atomic(input.prompt, output.prompt)
+            append_log(log[0], f"the context and prompt of {PREP}")
 
 else:
 

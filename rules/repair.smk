@@ -29,4 +29,4 @@ if REPAIR_ATTEMPTS:
         run:
             from scripts import repair
 
-            repair.run_stage(wildcards.id, input, output, log[0], repair_settings())
+            repair.run_stage(wildcards.id, input, output, log[0], repair_settings(wildcards.sample))

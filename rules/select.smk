@@ -8,12 +8,15 @@ if PREP != RUN:
         output:
             rows=update(INSTANCES),
             index=update(INDEX),
+        log:
+            f"{RUN}/logs/select.log",
         localrule: True
         run:
-            from scripts.common import copy_atomic
+            from scripts.common import append_log, copy_atomic
 
             copy_atomic(input.rows, output.rows)
             copy_atomic(input.index, output.index)
+            append_log(log[0], f"the selection of {PREP}")
 
 else:
 

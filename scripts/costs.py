@@ -23,7 +23,7 @@ request ends its line is settled:
   worst_case  it may have been billed but says nothing of its usage (a timeout, a 5xx, a
               body that does not parse, or its job ended mid-request): counted at its reservation
 An open line whose job was killed is never freed: it counts at its worst case, and the
-instance's next request marks it worst_case (an instance has one request in flight at most).
+next request of its instance and sample marks it worst_case (each has one request in flight at most).
 A refused request is a line with state "refused" and cost 0, for the run's final message.
 """
 import contextlib
@@ -223,12 +223,13 @@ def spent(ledger):
         return sum(totals(_read(ledger)))
 
 
-def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0, shared=()):
+def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0, shared=(), sample=1):
     """Reserve a request's worst case and return the reservation's id. When it does not fit in
     max_cost (None: no budget) beside the spend and the open reservations, but would without those
     still in flight, wait up to wait_s (the longest a request may take) for them to settle: most
     cost less than their worst case. Raise BudgetSpent when it does not fit. shared: every ledger
-    that max_cost bounds together, this one among them (the runs of models=[...])."""
+    that max_cost bounds together, this one among them (the runs of models=[...]). sample: which of the
+    instance's answers it is for (samples=k), each with its own request in flight."""
     deadline = time.monotonic() + wait_s
     ledgers = sorted({os.fspath(ledger), *map(os.fspath, shared)})  # locked in one order by every process
     while True:
@@ -238,14 +239,16 @@ def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0, shared=()):
             # its job ended before the answer came: it may have been billed, so it stays counted
             stale = [{"request": e["request"], "state": "worst_case", "cost_usd": e["reserved_usd"],
                       "note": "its job ended before the answer came"}
-                     for e in _read(ledger) if e.get("state") == "open" and e["instance_id"] == instance_id]
+                     for e in _read(ledger) if e.get("state") == "open" and e["instance_id"] == instance_id
+                     and e.get("sample", 1) == sample]
             if stale:
                 _append(ledger, stale)
             entries = [entry for path in ledgers for entry in _read(path)]
             settled, reserved = totals(entries)
             if max_cost is None or (settled + reserved + worst_usd <= max_cost and settled + reserved < max_cost):
                 request = uuid.uuid4().hex[:12]
-                _append(ledger, [{"instance_id": instance_id, "request": request, "state": "open",
+                _append(ledger, [{"instance_id": instance_id, **({"sample": sample} if sample > 1 else {}),
+                                  "request": request, "state": "open",
                                   "reserved_usd": worst_usd, "cost_usd": None, "at": now(),
                                   "host": socket.gethostname(), "pid": os.getpid()}])
                 return request

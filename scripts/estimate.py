@@ -109,7 +109,7 @@ def run_models(runs, instance_ids, prompts_dir, out_paths):
     """The stage for models=[...]: the estimate of each model, runs of (run_dir, model, settings), from the prompts
     of prompts_dir; printed with their sum, which cost_warn bounds; each model's record written to its out path."""
     records = []
-    for (run_dir, model, settings), out_path in zip(runs, out_paths, strict=True):
+    for run_dir, model, settings in runs:
         record, _ = for_run(run_dir, instance_ids, model, settings, prompts_dir)
         record["samples"] = settings.get("samples", 1)
         print(f"{run_dir}: {describe(record)}", flush=True)

@@ -131,7 +131,8 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
                  if price else 0.0)
         # A request that fits only once those in flight settle waits for them: at most as long as one may take.
         request = costs.reserve(settings["ledger"], row["instance_id"], worst, settings.get("max_cost"),
-                                wait_s=settings["request_timeout"] + 10, shared=settings.get("shared_ledgers", ()))
+                                wait_s=settings["request_timeout"] + 10, shared=settings.get("shared_ledgers", ()),
+                                sample=settings.get("sample", 1))
         started, clock = now(), time.monotonic()
         try:
             answer = providers.ask(provider, messages, model, settings)

@@ -173,6 +173,17 @@ def _reserve_until_refused(ledger, results, shared=()):
     results.put(granted)
 
 
+def test_two_samples_of_an_instance_are_in_flight_together(tmp_path):
+    ledger = tmp_path / "spend.jsonl"
+    first = costs.reserve(ledger, "a", 0.25, 1.0)
+    costs.reserve(ledger, "a", 0.25, 1.0, sample=2)
+    assert [(e.get("sample", 1), e["state"]) for e in entries(ledger)] == [(1, "open"), (2, "open")]
+    costs.settle(ledger, first, "settled", 0.125)
+    assert costs.spent(ledger) == 0.375  # not the first at its worst case beside the second
+    costs.reserve(ledger, "a", 0.25, 1.0, sample=2)  # sample 2 again: its earlier request's job ended
+    assert [(e.get("sample", 1), e["state"]) for e in entries(ledger)] == [(1, "settled"), (2, "worst_case"), (2, "open")]
+
+
 def test_processes_never_reserve_past_the_budget(tmp_path):
     ledger = tmp_path / "spend.jsonl"
     results = multiprocessing.Queue()

@@ -2,6 +2,8 @@ import pytest
 
 from scripts import settings
 
+from conftest import run_config
+
 
 def base_config(**changes):
     config = {
@@ -88,3 +90,13 @@ def test_lowercase_booleans_from_the_command_line():
 ])
 def test_runs_jobs_tells_a_run_from_a_reading_of_the_workflow(argv, runs):
     assert settings.runs_jobs(argv) is runs
+
+
+def test_each_model_of_several_is_the_run_with_its_entry():
+    config = run_config(models=[{"provider": "openai", "model": "gpt-4o", "temperature": "0.5"},
+                                {"provider": "openai", "model": "1.5", "max_output_tokens": "800", "run_id": "2024"}])
+    first, second = settings.model_configs(config)
+    # values from the command line come as text: numbers are read as numbers, a model name or run_id stays text
+    assert (first["model"], first["temperature"], first["models"], first["dataset"]) == ("gpt-4o", 0.5, None, "lite")
+    assert (second["model"], second["max_output_tokens"], second["run_id"]) == ("1.5", 800, "2024")
+    assert [settings.run_id(c) for c in (first, second)] == ["openai-gpt-4o", "2024"]

@@ -66,3 +66,58 @@ def test_two_models_share_the_prompts_and_are_compared(rows, tmp_path):
 
         again = snakemake(tmp_path, *config(server, dataset, "samples=3"), env=ENV)
         assert len(server.requests) == 18 and jobs_run(again) == []
+
+
+def test_the_estimate_of_every_model_stops_the_run_before_any_request(rows, tmp_path):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    with FakeModelServer(rows) as server:
+        result = snakemake(tmp_path, *config(server, dataset, "cost_warn=0.01"), env=ENV, check=False)
+        assert not server.requests
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "results/openai-gpt-4o: Cost estimate for 3 instances" in output
+    assert "results/openai-gpt-4o-mini: Cost estimate for 3 instances" in output
+    assert "Cost estimate of the 2 models:" in output and "That is above cost_warn=0.01 USD" in output
+    assert not list((tmp_path / "results").glob("*/estimate.json"))
+
+
+def test_max_cost_holds_across_the_models(rows, tmp_path):
+    """The second model's requests alone would fit in max_cost, but not with what the first model spent."""
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    first = tmp_path / "results" / "openai-gpt-4o" / "spend.jsonl"
+    first.parent.mkdir(parents=True)
+    first.write_text(json.dumps({"instance_id": "earlier", "state": "settled", "cost_usd": 0.995}) + "\n")
+    with FakeModelServer(rows) as server:
+        result = snakemake(tmp_path, *config(server, dataset, "max_cost=1.0"), "--keep-going", env=ENV, check=False)
+        assert not server.requests
+    assert result.returncode != 0
+    refused = [json.loads(line) for line in (tmp_path / "results" / "openai-gpt-4o-mini" / "spend.jsonl").open()]
+    # gpt-4o-mini's worst case is about 0.01 USD: it fits in 1.0 alone, not beside the 0.995 spent
+    assert len(refused) == 3 and all(e["state"] == "refused" and e["reserved_usd"] < 0.005 + 0.01 for e in refused)
+    assert "0.9950 USD spent" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("models=[{provider: openai, modle: gpt-4o}]",
+     "models.0: Additional properties are not allowed ('modle' was unexpected)"),
+    ("models=[{provider: openai, model: gpt-4o, context: bm25_13K}]",
+     "models.0: Additional properties are not allowed ('context' was unexpected)"),
+    ("models=[{provider: openai, model: gpt-4o}, {provider: openai, model: gpt-4o, temperature: 1}]",
+     "models: entries 1 and 2 would both write results/openai-gpt-4o: give each its own run_id"),
+    ("models=[{provider: openai, model: gpt-4o, temperature: hot}]",
+     "models entry 1 (openai-gpt-4o): temperature: 'hot' is not of type 'number', 'null'"),
+    ("models=[{provider: gold}, {provider: anthropic}]",
+     "models entry 2 (anthropic-claude-sonnet-4-6): provider=anthropic needs an API key"),
+])
+def test_a_bad_entry_stops_before_any_job(setting, message, rows, tmp_path):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    result = snakemake(tmp_path, "--config", f"dataset={dataset}", setting, env=ENV, check=False)
+    assert result.returncode != 0 and message in result.stderr
+    assert jobs_run(result) == [] and not (tmp_path / "results").exists()
+
+
+def test_run_id_names_one_run(rows, tmp_path):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    result = snakemake(tmp_path, "--config", f"dataset={dataset}", "run_id=mine",
+                       "models=[{provider: gold}, {provider: gold, run_id: gold-2}]", check=False)
+    assert result.returncode != 0 and "run_id=mine names one run folder" in result.stderr
