@@ -48,13 +48,4 @@ onerror:
     print(failure_advice(), file=sys.stderr)
 
 
-# Before a job runs, Snakemake 9 looks for each of its inputs among the outputs of each job it depends
-# on, to find pipe() and service() files: for the merge, the summary and `all`, which take files of
-# every instance, that is work in the square of the run (half a minute at 2,294 instances). No rule
-# here declares such outputs, so the answer is always no; the check stays for a rule that would.
-from snakemake.io import is_flagged
-
-if not any(is_flagged(f, "pipe") or is_flagged(f, "service") for r in workflow.rules for f in r.output):
-    from snakemake.jobs import Job
-
-    Job.is_pipe_or_service_input = lambda job, path: False
+include: "rules/speed.smk"

@@ -306,11 +306,16 @@ def context_settings():
     }
 
 
-def repair_settings(sample=""):
+def request_settings(sample):
+    """The settings of a sample's requests ({sample}: "" or samples/<s>/)."""
+    return dict(DERIVED["api"], sample=sample_number(sample))
+
+
+def repair_settings(sample):
     return {
         "provider": config["provider"],
         "model": MODEL,
         "attempts": REPAIR_ATTEMPTS,
-        "settings": dict(DERIVED["api"], sample=sample_number(sample)),
+        "settings": request_settings(sample),
         "repos": DERIVED["repos"],
     }

@@ -49,5 +49,6 @@ rule generate:
     run:
         from scripts import generate
 
-        settings = dict(DERIVED["api"], sample=sample_number(wildcards.sample))
-        generate.run(wildcards.id, input, params.provider, MODEL, settings, output[0], log[0])
+        generate.run(
+            wildcards.id, input, params.provider, MODEL, request_settings(wildcards.sample), output[0], log[0]
+        )

@@ -162,44 +162,64 @@ def _locked(ledger):
     return FileLock(f"{ledger}.lock")
 
 
-# ledger path -> (file identity, bytes parsed, entries, entries by request id), for this process
-_FOLDED = {}
+class _Folded:
+    """What this process has read of a ledger: its entries (lines folded), those by request id, the open ones,
+    and the settled spend, kept up to date line by line so that each request's bookkeeping stays flat."""
+
+    def __init__(self, identity):
+        self.identity, self.offset, self.entries, self.by_request, self.open, self.settled = identity, 0, [], {}, {}, 0.0
+
+    def fold(self, line):
+        entry = self.by_request.get(line.get("request"))
+        if entry is None:
+            entry = line
+            self.entries.append(line)
+            if line.get("request"):
+                self.by_request[line["request"]] = line
+        else:  # a later line of the request: it replaces the entry's state, cost and note
+            self.settled -= _settled_usd(entry)
+            entry.pop("note", None)
+            entry.update(line)
+        if entry.get("state") == "open":
+            self.open[entry["request"]] = entry
+        else:  # settled, released, worst_case, refused, or a line without a state (before reservations)
+            self.open.pop(entry.get("request"), None)
+        self.settled += _settled_usd(entry)
+
+    def totals(self):
+        return self.settled, sum(e["reserved_usd"] for e in self.open.values())
 
 
-def _fold(line, entries, by_request):
-    entry = by_request.get(line.get("request"))
-    if entry is None:
-        entries.append(line)
-        if line.get("request"):
-            by_request[line["request"]] = line
-    else:  # a later line of the request: it replaces the entry's state, cost and note
-        entry.pop("note", None)
-        entry.update(line)
+_FOLDED = {}  # ledger path -> _Folded, for this process
 
 
-def _read(ledger):
-    """The ledger's entries, its lines folded (called under the lock). Only the lines added since this
+def _state(ledger):
+    """The ledger as this process has folded it (called under the lock). Only the lines added since this
     process last read the file are parsed."""
     path = os.fspath(ledger)
     try:
         stat = os.stat(path)
     except FileNotFoundError:
         _FOLDED.pop(path, None)
-        return []
+        return _Folded(None)
     identity = (stat.st_dev, stat.st_ino)
-    known = _FOLDED.get(path)
-    if known is None or known[0] != identity or stat.st_size < known[1]:
-        known = (identity, 0, [], {})  # new, replaced or cut: read from the start
-    _, offset, entries, by_request = known
+    state = _FOLDED.get(path)
+    if state is None or state.identity != identity or stat.st_size < state.offset:
+        state = _FOLDED[path] = _Folded(identity)  # new, replaced or cut: read from the start
     with open(path, "rb") as f:
-        f.seek(offset)
+        f.seek(state.offset)
         data = f.read()
     end = data.rfind(b"\n") + 1
     for line in data[:end].splitlines():
         if line.strip():
-            _fold(json.loads(line), entries, by_request)
-    _FOLDED[path] = (identity, offset + end, entries, by_request)
-    return entries
+            state.fold(json.loads(line))
+    state.offset += end
+    return state
+
+
+def _read(ledger):
+    """The ledger's entries, its lines folded (called under the lock)."""
+    return _state(ledger).entries
 
 
 def _append(ledger, lines):
@@ -209,18 +229,27 @@ def _append(ledger, lines):
         os.fsync(f.fileno())
 
 
+def _settled_usd(entry):
+    return 0.0 if entry.get("state") == "open" else entry.get("cost_usd") or 0.0
+
+
 def totals(entries):
     """(settled USD, open reservations USD) of ledger entries. Lines without a state (ledgers
     written before reservations) are settled spend."""
-    settled = sum(e.get("cost_usd") or 0.0 for e in entries if e.get("state") != "open")
+    settled = sum(map(_settled_usd, entries))
     reserved = sum(e["reserved_usd"] for e in entries if e.get("state") == "open")
     return settled, reserved
 
 
+def ledger_totals(ledger):
+    """(settled USD, open reservations USD) of the ledger now."""
+    with _locked(ledger):
+        return _state(ledger).totals()
+
+
 def spent(ledger):
     """What the run has spent or may have spent: settled spend plus open reservations at their worst case."""
-    with _locked(ledger):
-        return sum(totals(_read(ledger)))
+    return sum(ledger_totals(ledger))
 
 
 def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0, shared=(), sample=1):
@@ -239,12 +268,12 @@ def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0, shared=(), sam
             # its job ended before the answer came: it may have been billed, so it stays counted
             stale = [{"request": e["request"], "state": "worst_case", "cost_usd": e["reserved_usd"],
                       "note": "its job ended before the answer came"}
-                     for e in _read(ledger) if e.get("state") == "open" and e["instance_id"] == instance_id
+                     for e in _state(ledger).open.values() if e["instance_id"] == instance_id
                      and e.get("sample", 1) == sample]
             if stale:
                 _append(ledger, stale)
-            entries = [entry for path in ledgers for entry in _read(path)]
-            settled, reserved = totals(entries)
+            states = [_state(path) for path in ledgers]
+            settled, reserved = (sum(column) for column in zip(*(state.totals() for state in states), strict=True))
             if max_cost is None or (settled + reserved + worst_usd <= max_cost and settled + reserved < max_cost):
                 request = uuid.uuid4().hex[:12]
                 _append(ledger, [{"instance_id": instance_id, **({"sample": sample} if sample > 1 else {}),
@@ -253,8 +282,8 @@ def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0, shared=(), sam
                                   "host": socket.gethostname(), "pid": os.getpid()}])
                 return request
             # requests that may still be in flight: opened less than wait_s ago (older ones are of killed jobs)
-            live = sum(e["reserved_usd"] for e in entries if e.get("state") == "open"
-                       and datetime.now(timezone.utc) - datetime.fromisoformat(e["at"]) < timedelta(seconds=wait_s))
+            live = sum(e["reserved_usd"] for state in states for e in state.open.values()
+                       if datetime.now(timezone.utc) - datetime.fromisoformat(e["at"]) < timedelta(seconds=wait_s))
             may_fit = live > 0 and settled + reserved - live + worst_usd <= max_cost
             if not may_fit or time.monotonic() >= deadline:
                 _append(ledger, [{"instance_id": instance_id, "state": "refused", "reserved_usd": worst_usd,
@@ -269,8 +298,7 @@ def reserve(ledger, instance_id, worst_usd, max_cost, wait_s=0.0, shared=(), sam
 def settle(ledger, request, state, cost=None, note=None):
     """End a reservation: settled at cost, released (0), or worst_case (its reservation)."""
     with _locked(ledger):
-        _read(ledger)
-        entry = _FOLDED[os.fspath(ledger)][3][request]
+        entry = _state(ledger).by_request[request]
         line = {"request": request, "state": state,
                 "cost_usd": {"settled": cost, "released": 0.0, "worst_case": entry["reserved_usd"]}[state],
                 "settled_at": now(), **({"note": note} if note else {})}

@@ -297,7 +297,7 @@ def progress_line(record, provider, settings):
     line = f"generate {record['instance_id']}: {outcome} in {record['latency_s']:.1f} s"
     if provider in providers.ASK:
         budget = f" of max_cost {settings['max_cost']:g} USD" if settings.get("max_cost") is not None else ""
-        settled, reserved = costs.totals(costs.read_ledger(settings["ledger"]))
+        settled, reserved = costs.ledger_totals(settings["ledger"])
         in_flight = f" (+{reserved:.4f} reserved by requests in flight)" if reserved else ""
         cost = "unknown cost (no price known)" if record["cost_usd"] is None else f"{record['cost_usd']:.4f} USD"
         line += f", {cost}; run total {settled:.4f} USD{in_flight}{budget}"
