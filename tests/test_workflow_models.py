@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import swebench_images as images
 from conftest import LITE_TEST, jobs_run, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
 
@@ -121,3 +122,28 @@ def test_run_id_names_one_run(rows, tmp_path):
     result = snakemake(tmp_path, "--config", f"dataset={dataset}", "run_id=mine",
                        "models=[{provider: gold}, {provider: gold, run_id: gold-2}]", check=False)
     assert result.returncode != 0 and "run_id=mine names one run folder" in result.stderr
+
+
+def test_two_models_evaluated_by_the_harness_are_compared_on_its_verdicts(tmp_path):
+    tag, base_commit = images.ensure_testbed_image()  # SWE-bench-shaped instance images (tests/swebench_images.py)
+    chosen = [dict(images.row(i, base_commit), problem_statement=f"`calc.add` subtracts instead of adding ({i}).")
+              for i in ("psf__requests-90011", "psf__requests-90012")]
+    for row in chosen:
+        images.tag_instance(tag, row)
+    dataset = write_rows(tmp_path / "rows.jsonl", chosen)
+    with FakeModelServer(chosen) as server:
+        # the second model's patch of the second instance applies, and fails its test
+        server.model_answers["gpt-4o-mini"] = {"psf__requests-90012": f"<patch>\n{images.WRONG_PATCH}</patch>\n"}
+        snakemake(tmp_path, "--config", f"dataset={dataset}", models(server), "retry_backoff=0.01", "request_timeout=5",
+                  "repair_attempts=0", "apply_check=false", "evaluation=docker", "min_free_disk_gb=1", "samples=2",
+                  env=ENV)
+        assert len(server.requests) == 8
+    for model, resolved in (("gpt-4o", ["psf__requests-90011", "psf__requests-90012"]),
+                            ("gpt-4o-mini", ["psf__requests-90011"])):
+        run = tmp_path / "results" / f"openai-{model}"
+        for evaluation in (run / "evaluation.json", run / "samples" / "2" / "evaluation.json"):
+            assert json.loads(evaluation.read_text())["resolved_ids"] == resolved
+    report = json.loads((tmp_path / "results" / "compare" / "openai-gpt-4o-vs-openai-gpt-4o-mini" / "compare.json")
+                        .read_text())
+    assert report["outcome"] == "resolved"
+    assert {run["run"]: run["pass@1"] for run in report["runs"]} == {"openai-gpt-4o": 1.0, "openai-gpt-4o-mini": 0.5}
