@@ -17,7 +17,7 @@ from scripts.common import infrastructure_fault, read_json, read_jsonl, sample_n
 from scripts.costs import price_for
 
 # A model's module of a run of several models (rules/models.smk): its number, the run folder that makes the
-# selection, contexts and prompts, every model's ledger (max_cost holds across them) and their estimate.
+# selection, contexts and prompts, and every model's ledger (max_cost holds across them).
 SHARED = config.pop("shared", None)
 config.update(checked_config(config, SHARED and SHARED["entry"]))
 
