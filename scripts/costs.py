@@ -32,6 +32,7 @@ import json
 import math
 import os
 import socket
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -157,9 +158,21 @@ def worst_case_usd(messages, max_output_tokens, price):
     return math.ceil(tokens_in * input_price + max_output_tokens * output_price) / 1_000_000
 
 
+_THREAD_LOCKS = {}  # ledger path -> the lock of this process's threads
+_THREAD_LOCKS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
 def _locked(ledger):
-    Path(ledger).parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(f"{ledger}.lock")
+    """The ledger's lock, across processes (a lock file) and across the threads of one: threads wait in turn on a
+    lock of their own, where on the lock file each would poll it every 50 ms (all of an api's requests at once)."""
+    path = os.fspath(ledger)
+    with _THREAD_LOCKS_LOCK:
+        thread_lock = _THREAD_LOCKS.setdefault(path, threading.Lock())
+    with thread_lock:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.lock"):
+            yield
 
 
 class _Folded:

@@ -211,6 +211,23 @@ def test_processes_of_several_models_never_reserve_past_the_budget_of_all(tmp_pa
     assert costs.spent(ledgers[0]) + costs.spent(ledgers[1]) == 1.0
 
 
+def test_the_threads_of_a_process_take_the_ledger_lock_in_turn(tmp_path):
+    import threading
+
+    ledger = tmp_path / "spend.jsonl"
+    entered = threading.Event()
+
+    def second():
+        with costs._locked(ledger):
+            entered.set()
+
+    with costs._locked(ledger):
+        thread = threading.Thread(target=second, daemon=True)
+        thread.start()
+        assert not entered.wait(0.5)  # it waits while the lock is held
+    assert entered.wait(10)  # and has it once released
+
+
 def test_the_spend_of_another_model_counts(tmp_path):
     mine, other = tmp_path / "a" / "spend.jsonl", tmp_path / "b" / "spend.jsonl"
     costs.record_spend(other, "x", 0.875)
