@@ -17,10 +17,6 @@ PROVIDER_MODELS = {"gold": "gold", "replay": None, **DEFAULT_MODELS}  # replay: 
 ANSWER_SETTINGS = ("provider", "model", "base_url", "temperature", "max_output_tokens", "replay_file",
                    "prompt_style", "prompt_template", "context", "context_tokens", "tokenizer", "retrieval_dataset",
                    "apply_check", "repair_attempts", "openai_api", "reasoning_effort")
-# What an entry of models=[...] may set: the settings of its requests. The rest (the selection, contexts, prompts,
-# patch checks, evaluation, samples and max_cost) is the run's, shared by every model.
-MODEL_KEYS = ("provider", "model", "base_url", "temperature", "openai_api", "reasoning_effort", "max_output_tokens",
-              "request_timeout", "max_attempts", "retry_backoff", "replay_file", "repair_attempts", "prices", "run_id")
 # Snakemake options that read the workflow without running its jobs.
 NOT_A_RUN = {"--lint", "--report", "--summary", "-S", "--detailed-summary", "-D", "-l", "--dag", "--rulegraph",
              "--filegraph", "--d3dag", "--touch", "-t", "--unlock", "--cleanup-metadata", "--delete-all-output",
