@@ -6,7 +6,7 @@ import sys
 from scripts import costs
 
 import fixture_repos
-from conftest import PROJECT, assert_valid, read_rows, snakemake, write_rows
+from conftest import PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
 
 TINY = PROJECT / "examples" / "tiny.jsonl"
@@ -116,3 +116,51 @@ def test_self_repair_in_the_workflow_keeps_its_files_and_pays_from_the_budget(tm
     (aside_folder,) = [p for p in folder.glob("repair.overwritten-*") if p.is_dir()]
     assert {p.name: p.read_bytes() for p in aside_folder.iterdir()} == {
         p.name: data for p, data in before.items() if p.parent == folder / "repair"}
+
+
+def not_applying(row):
+    """The reference patch with a removed line that is not in the file."""
+    removed = next(line for line in row["patch"].splitlines(keepends=True) if line.startswith("-    "))
+    return row["patch"].replace(removed, removed.replace("return", "return 0 +"), 1)
+
+
+def test_retry_failed_judges_the_patch_the_predictions_take(tmp_path):
+    """A patch the repair stage mended is no failure: retry_failed leaves it and its paid answers alone. One the
+    repair did not mend is asked again, with the repair's files set aside too, and the run finishes."""
+    rows, url = fixture_repos.build(tmp_path / "repos")
+    rows = rows[:2]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    mended, unmended = (r["instance_id"] for r in rows)
+    run = tmp_path / "results" / "retry"
+    config = ["--config", f"dataset={dataset}", "provider=openai", "model=gpt-4o", "apply_check=true",
+              f"repo_url={url}", f"repo_cache={tmp_path / 'cache'}", "run_id=retry", "retry_backoff=0.01"]
+    with FakeModelServer(rows) as server:
+        config.append(f"base_url={server.url}/v1")
+        server.answers[mended] = [not_applying(rows[0])]  # then the repair request gets the reference patch
+        server.answers[unmended] = [not_applying(rows[1]), not_applying(rows[1])]  # the repair does no better
+        snakemake(tmp_path, *config, env={"OPENAI_API_KEY": "sk-test-key"})
+        for instance_id, status in ((mended, "valid"), (unmended, "invalid")):
+            folder = run / "instances" / instance_id
+            assert json.loads((folder / "patch.json").read_text())["reason"] == "does_not_apply"
+            assert json.loads((folder / "repair.json").read_text())["status"] == status
+        asked = len(server.requests_for(mended))
+        before = {p: p.read_bytes() for p in (run / "instances" / mended).rglob("*") if p.is_file()}
+
+        retried = snakemake(tmp_path, *config, "retry_failed=true", env={"OPENAI_API_KEY": "sk-test-key"})
+        assert len(server.requests_for(mended)) == asked
+        assert {p: p.read_bytes() for p in (run / "instances" / mended).rglob("*") if p.is_file()} == before
+        set_aside = [line for line in retried.stderr.splitlines() if "set aside" in line]
+        assert len(set_aside) == 4 and not any(mended in line for line in set_aside)
+        # the unmended one: its answer and its repair set aside, asked again (the reference patch), no repair needed
+        assert jobs_run(retried).count("generate") == 1 and jobs_run(retried).count("repair") == 1
+    folder = run / "instances" / unmended
+    assert json.loads((folder / "repair.json").read_text())["status"] == "valid"
+    assert json.loads((folder / "repair.json").read_text())["attempts"] == []
+    (aside,) = folder.glob("response.failed-*.json")
+    assert json.loads(aside.read_text())["answer"] == not_applying(rows[1])
+    (record_aside,) = folder.glob("repair.failed-*.json")
+    assert json.loads(record_aside.read_text())["status"] == "invalid"
+    (requests_aside,) = [p for p in folder.glob("repair.failed-*") if p.is_dir()]
+    assert sorted(p.name for p in requests_aside.glob("*.json")) == ["1.prompt.json", "1.response.json"]
+    predictions = {p["instance_id"]: p["model_patch"] for p in read_rows(run / "predictions.jsonl")}
+    assert all(predictions.values())
