@@ -113,7 +113,7 @@ if STARTS_RUN:
 if config["retry_failed"] and STARTS_RUN and os.path.exists(INDEX):
     from scripts.status import set_aside_failures
 
-    for path in set_aside_failures(RUN, list(read_json(INDEX))):
+    for path in set_aside_failures(RUN, list(read_json(INDEX)), repair=REPAIR_ATTEMPTS > 0):
         print(f"retry_failed: {path} set aside; its stage is made again.", file=sys.stderr)
 
 

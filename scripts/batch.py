@@ -2,22 +2,31 @@
 Batches), billed at the batch rates (half the list price).
 
 One job asks for every instance still without an answer: it reserves each request's worst case
-in the run's ledger, submits them as one batch and keeps the batch's id in
-results/<run>/batch/state.json before it waits, so that a run stopped while the batch is pending
-polls the same batch when run again and never submits its requests twice. Each answer is written
-to batch/answers/<id>.json as its batch ends, and its reservation settled at the batch price;
+in the run's ledger, records the batch it is about to submit in results/<run>/batch/state.json,
+submits it and records the id the provider gave, before it waits. Each batch carries its mark (the
+run's own token and one of the batch's): an OpenAI batch in its metadata, an Anthropic one, which
+has no metadata, in its requests' custom_ids. So a run stopped while its batch is pending polls the
+same batch when run again, and one stopped between the submission and its record finds the batch
+among the account's batches and takes it: the requests are never submitted twice. Each answer is
+written to batch/answers/<id>.json as its batch ends, and its reservation settled at the batch price;
 a request that fails or expires in a batch is released (not billed) and asked again in a later
-batch, up to max_attempts batches. The generate job of each instance then writes its
-response.json from that answer.
+batch, up to max_attempts batches per instance in one job (a rerun asks again). A batch that
+OpenAI's validation rejects ran nothing: its errors are reported, and its requests are not sent
+again in that job. The generate job of each instance then writes its response.json from that answer.
 """
 import json
 import time
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from scripts import costs, providers
 from scripts.common import append_log, now, read_json, write_json_atomic
 
 OPENAI_DONE = {"completed", "failed", "expired", "cancelled"}
+MARK = "swebench_runner_batch"  # the metadata key of an OpenAI batch that holds its mark
+REJECTED = "the batch failed OpenAI's validation"
 
 
 def answer_path(run_dir, instance_id):
@@ -38,8 +47,9 @@ def request_body(provider, messages, model, settings):
 
 
 def submit(run_dir, instance_ids, provider, model, settings, price, state, log):
-    """Reserve and submit one batch of the instances; its record is in the state before this returns."""
+    """Reserve and submit one batch of the instances; its record is in the state before it is submitted."""
     client = providers.client_for(provider, settings)
+    mark = f"{state['run']}-{uuid.uuid4().hex[:8]}"
     requests, lines, endpoint = {}, [], None
     for number, instance_id in enumerate(instance_ids):
         messages = read_json(Path(run_dir) / "instances" / instance_id / "prompt.json")["messages"]
@@ -52,33 +62,92 @@ def submit(run_dir, instance_ids, provider, model, settings, price, state, log):
         except costs.BudgetSpent as error:
             log(f"batch: {len(instance_ids) - number} instance(s) not submitted: {error}")
             break
-        custom_id = f"r{len(state['batches'])}-{number}"  # ids of the form the providers take
+        custom_id = f"{mark}-{number}"  # letters, digits and -: what both providers take
         requests[custom_id] = {"instance_id": instance_id, "reservation": reservation}
         lines.append({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body} if provider == "openai"
                      else {"custom_id": custom_id, "params": body})
     if not requests:
         return None
+    record = {"id": None, "mark": mark, "provider": provider, "endpoint": endpoint, "requests": requests,
+              "submitted_at": now(), "ended": False}
+    state["batches"].append(record)
+    write_json_atomic(state_path(run_dir), state)  # a run stopped from here on looks for the batch at the provider
     try:
         if provider == "openai":
             data = "".join(json.dumps(line) + "\n" for line in lines).encode()
             upload = client.files.create(file=("requests.jsonl", data), purpose="batch")
-            batch = client.batches.create(input_file_id=upload.id, endpoint=endpoint, completion_window="24h")
+            batch = client.batches.create(input_file_id=upload.id, endpoint=endpoint, completion_window="24h",
+                                          metadata={MARK: mark, "run": str(run_dir)[-512:]})
         else:
             batch = client.messages.batches.create(requests=lines)
     except Exception as error:
-        for request in requests.values():
-            costs.settle(settings["ledger"], request["reservation"], "released", note="the batch was not created")
-        library = __import__(provider)
-        raise (providers.classify(error, library) or error) from error
-    state["batches"].append({"id": batch.id, "provider": provider, "endpoint": endpoint, "requests": requests,
-                             "submitted_at": now(), "ended": False})
+        fault = providers.classify(error, __import__(provider)) or error
+        # no answer, or a 5xx, after the request went out: the provider may have made the batch
+        if isinstance(fault, providers.Transient) and fault.sent and (fault.status or 500) >= 500:
+            log(f"batch {mark}: no answer to its submission ({fault}); a rerun looks for it at the provider "
+                "before it submits anything")
+        else:
+            drop(run_dir, state, record, settings, "the batch was not created")
+        raise fault from error
+    record["id"] = batch.id
     write_json_atomic(state_path(run_dir), state)
     log(f"batch {batch.id}: {len(requests)} request(s) submitted")
     return batch.id
 
 
-def results(provider, client, batch_id):
-    """(ended, progress text, {custom_id: (answer or None, error text)}) of a batch."""
+def drop(run_dir, state, record, settings, why):
+    """Forget a batch that the provider does not have, and release its reservations."""
+    for request in record["requests"].values():
+        costs.settle(settings["ledger"], request["reservation"], "released", note=why)
+    state["batches"].remove(record)
+    write_json_atomic(state_path(run_dir), state)
+
+
+def made_since(provider, client, since):
+    """The account's batches made since `since`, newest first (as both providers list them)."""
+    listing = client.batches.list(limit=100) if provider == "openai" else client.messages.batches.list(limit=100)
+    for batch in listing:
+        made = (datetime.fromtimestamp(batch.created_at, timezone.utc) if provider == "openai"
+                else batch.created_at)
+        if made < since:
+            return
+        yield batch
+
+
+def find_submitted(provider, client, record, poll_s, log):
+    """The id of the batch of a record without one (the run stopped before the provider's answer came), found
+    among the account's batches by its mark; None when the provider has none. An Anthropic batch shows its
+    requests' custom_ids, which carry the mark, only once it has ended: a batch that may be it is waited for."""
+    since = datetime.fromisoformat(record["submitted_at"]) - timedelta(hours=1)  # the two clocks may differ
+    while True:
+        waiting = 0
+        for batch in made_since(provider, client, since):
+            if provider == "openai":
+                if (batch.metadata or {}).get(MARK) == record["mark"]:
+                    return batch.id
+                continue
+            counts = batch.request_counts
+            if counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired != len(
+                    record["requests"]):
+                continue
+            if batch.processing_status != "ended":
+                waiting += 1
+                continue
+            lines = client.messages.batches.results(batch.id)
+            first = next(iter(lines), None)
+            lines.close()
+            if first is not None and first.custom_id in record["requests"]:
+                return batch.id
+        if not waiting:
+            return None
+        log(f"batch {record['mark']}: waiting for {waiting} batch(es) of the account made since it was submitted to "
+            "end, to see whether one is it (Anthropic shows a batch's custom_ids only then)")
+        time.sleep(poll_s)
+
+
+def results(provider, client, record):
+    """(ended, progress text, {custom_id: (answer or None, error text)}) of a batch (its record in the state)."""
+    batch_id = record["id"]
     if provider == "anthropic":
         batch = client.messages.batches.retrieve(batch_id)
         counts = batch.request_counts
@@ -100,6 +169,8 @@ def results(provider, client, batch_id):
     progress = f"{batch.status}: {counts.completed} of {counts.total} completed, {counts.failed} failed" if counts else batch.status
     if batch.status not in OPENAI_DONE:
         return False, progress, {}
+    if batch.status == "failed":  # the input did not pass validation: no request ran
+        return True, progress, validation_errors(batch, list(record["requests"]))
     found = {}
     for file_id in (batch.output_file_id, batch.error_file_id):
         if not file_id:
@@ -108,6 +179,20 @@ def results(provider, client, batch_id):
             if text.strip():
                 found[json.loads(text)["custom_id"]] = read_openai_line(json.loads(text))
     return True, progress, found
+
+
+def validation_errors(batch, custom_ids):
+    """{custom_id: (None, error text)} of an OpenAI batch that failed validation: each request gets the
+    errors of its line of the input file, or, when none names it, every error without a line."""
+    errors = (batch.errors.data if batch.errors else None) or []
+    texts = {}
+    for error in errors:
+        where = f"line {error.line}: " if error.line else ""
+        param = f" ({error.param})" if error.param else ""
+        texts.setdefault(error.line, []).append(f"{where}{error.code}{param}: {error.message}")
+    general = texts.get(None) or ["no error given"]
+    return {custom_id: (None, f"{REJECTED}, nothing in it ran or was billed: " + "; ".join(texts.get(number, general)))
+            for number, custom_id in enumerate(custom_ids, 1)}
 
 
 def read_openai_line(line):
@@ -140,8 +225,13 @@ def collect(run_dir, state, batch, found, settings, price, log):
             "price_per_million": price, "submitted_at": batch["submitted_at"], "answered_at": now()})
     batch["ended"] = True
     write_json_atomic(state_path(run_dir), state)
-    failed = len(batch.get("failed", {}))
-    log(f"batch {batch['id']}: ended, {len(batch['requests']) - failed} answered, {failed} to ask again")
+    failed = batch.get("failed", {})
+    rejected = sorted({error for error in failed.values() if error.startswith(REJECTED)})
+    if rejected:
+        log(f"batch {batch['id']}: {len(failed)} request(s) not run, and not sent again by this job (a rerun sends "
+            "them again, once what the errors name is fixed):\n  " + "\n  ".join(rejected))
+    else:
+        log(f"batch {batch['id']}: ended, {len(batch['requests']) - len(failed)} answered, {len(failed)} to ask again")
 
 
 def job_log(log_path):
@@ -155,19 +245,30 @@ def job_log(log_path):
 
 
 def run(run_dir, instance_ids, provider, model, settings, out_path, poll_s=10.0, log=print):
-    """The stage: ask every instance that has no answer through batches, until all are answered or
-    max_attempts batches were sent; write out_path with the instances still without an answer."""
+    """The stage: ask every instance that has no answer through batches, until all are answered or each
+    that is not was asked in max_attempts batches of this job; write out_path with the instances still
+    without an answer and why. Returns those instances."""
     price = costs.price_for(provider, model, settings["prices"], batch=True)
     if price is None and settings.get("max_cost") is not None:
         raise providers.Rejected(costs.unknown_price_message(provider, model))
     path = state_path(run_dir)
     state = read_json(path) if path.exists() else {"batches": []}
+    state.setdefault("run", uuid.uuid4().hex[:12])  # the run's token in each batch's mark
     client = providers.client_for(provider, settings)
+    asked, last_error = Counter(), {}  # per instance: the batches of this job that held it, its latest error
     while True:
         for batch in [b for b in state["batches"] if not b["ended"]]:
+            if batch["id"] is None:  # the run stopped before the provider's answer to the submission came
+                batch["id"] = find_submitted(provider, client, batch, poll_s, log)
+                if batch["id"] is None:
+                    drop(run_dir, state, batch, settings, "the batch never reached the provider")
+                    log(f"batch {batch['mark']}: not at the provider; its instances are submitted anew")
+                    continue
+                write_json_atomic(path, state)
+                log(f"batch {batch['id']}: submitted by a run stopped before it recorded it; taken, not submitted again")
             shown = None
             while True:  # a pending batch of an earlier, stopped run is polled, not sent again
-                ended, progress, found = results(provider, client, batch["id"])
+                ended, progress, found = results(provider, client, batch)
                 if progress != shown:
                     print(f"batch {batch['id']}: {progress}", flush=True)
                     shown = progress
@@ -175,14 +276,16 @@ def run(run_dir, instance_ids, provider, model, settings, out_path, poll_s=10.0,
                     collect(run_dir, state, batch, found, settings, price, log)
                     break
                 time.sleep(poll_s)
+            asked.update(request["instance_id"] for request in batch["requests"].values())
+            last_error.update(batch.get("failed", {}))
         answered = {i for i in instance_ids if answer_path(run_dir, i).exists()
                     or (Path(run_dir) / "instances" / i / "response.json").exists()}
-        todo = [i for i in instance_ids if i not in answered]
-        if not todo or len(state["batches"]) >= settings["max_attempts"]:
+        left = [i for i in instance_ids if i not in answered]
+        todo = [i for i in left if asked[i] < settings["max_attempts"]
+                and not last_error.get(i, "").startswith(REJECTED)]
+        if not todo or submit(run_dir, todo, provider, model, settings, price, state, log) is None:
             break
-        if submit(run_dir, todo, provider, model, settings, price, state, log) is None:
-            break
-    last_errors = {i: e for b in state["batches"] for i, e in b.get("failed", {}).items() if i in todo}
-    write_json_atomic(out_path, {"batches": [b["id"] for b in state["batches"]], "unanswered": last_errors or
-                                 {i: "not submitted" for i in todo}})
-    return todo
+    unanswered = {i: f"{last_error[i]} (asked in {asked[i]} batch(es) of this run)" if i in last_error
+                  else "not submitted" for i in left}
+    write_json_atomic(out_path, {"batches": [b["id"] for b in state["batches"]], "unanswered": unanswered})
+    return left

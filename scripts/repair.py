@@ -5,7 +5,14 @@ answer up to repair_attempts times, showing the error and the code around the fa
 Writes repair.diff (the patch the predictions take: the best answer's), repair.json (each
 attempt's verdict and cost, the verdict kept and whose answer it is; schemas/repair.schema.json)
 and the folder repair/ with N.prompt.json and N.response.json of each request made.
+
+Each paid reply is also written at once to repair.paid/ beside them, which is no output of the job: when
+the job fails after a reply (a later request, or the apply check, fails), Snakemake deletes the job's
+outputs, and the rerun takes the reply from there instead of asking again. A job that finishes removes the
+replies it took, which its repair/ then holds.
 """
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -70,10 +77,30 @@ def repair_request(record, blocks, edits):
     return "\n\n".join(parts)
 
 
-def self_repair(first, response, prompt, context, repository, repair, folder, log):
+def paid_folder(folder):
+    """Where the paid replies of the repair requests of folder (an instance's repair/) wait for a job that finishes."""
+    return Path(folder).with_name(f"{Path(folder).name}.paid")
+
+
+def ask_once(repair_prompt, repair, folder, used, log):
+    """The reply to a repair request: one paid by an earlier job that did not finish, or a new one, kept in
+    paid_folder(folder) before anything else can fail. used: the files of the replies taken, for the job to remove."""
+    messages = json.dumps([repair["provider"], repair["model"], repair_prompt["messages"]], sort_keys=True)
+    kept = paid_folder(folder) / f"{hashlib.sha256(messages.encode()).hexdigest()[:24]}.json"
+    used.append(kept)
+    if kept.exists():
+        log(f"the reply paid for by an earlier job that did not finish ({kept}): not asked again")
+        return read_json(kept)["response"]
+    reply = generate.generate(repair_prompt, {"instance_id": repair_prompt["instance_id"]}, repair["provider"],
+                              repair["model"], repair["settings"], log=log)
+    write_json_atomic(kept, {"prompt": repair_prompt, "response": reply})
+    return reply
+
+
+def self_repair(first, response, prompt, context, repository, repair, folder, log, used):
     """Ask the model to mend its answer, up to repair["attempts"] times; (patch text, record) of
     the best answer, with every attempt recorded in record["attempts"] and its prompt and
-    answer kept as N.prompt.json and N.response.json in folder."""
+    answer kept as N.prompt.json and N.response.json in folder (used: see ask_once)."""
     from scripts.tokens import count_tokens, tokenizer_of
 
     best_text, best, spots = first
@@ -91,8 +118,7 @@ def self_repair(first, response, prompt, context, repository, repair, folder, lo
                          "tokens": sum(count_tokens(m["content"], tokenizer) for m in messages),
                          "token_counter": prompt.get("token_counter") or "estimate: 1 token per 4 characters"}
         log(f"repair {number}: asking {repair['provider']} to mend: {'; '.join(latest['problems'] + latest['syntax_errors'])[:300]}")
-        reply = generate.generate(repair_prompt, {"instance_id": response["instance_id"]}, repair["provider"],
-                                  repair["model"], repair["settings"], log=log)
+        reply = ask_once(repair_prompt, repair, folder, used, log)
         write_json_atomic(Path(folder) / f"{number}.prompt.json", repair_prompt)
         write_json_atomic(Path(folder) / f"{number}.response.json", reply)
         text, latest, spots = judge(reply, context, repository)
@@ -121,6 +147,7 @@ def run_stage(instance_id, input, output, log_path, settings):
     folder = Path(output["requests"])
     first = read_json(input["patch"])
     text, record = Path(input["diff"]).read_text(encoding="utf-8"), dict(first, answer="response", attempts=[])
+    used = []  # the files of the paid replies this job takes (ask_once)
     with instance_log(log_path, instance_id) as log:
         if any(folder.glob("*.response.json")):  # paid answers of this stage's last run
             try:
@@ -140,7 +167,7 @@ def run_stage(instance_id, input, output, log_path, settings):
                 judged = judge(response, context, repository)  # the same verdict again, with its spots
                 judged[1].update(answer="response")
                 text, record = self_repair(judged, response, read_json(input["prompt"]), context, repository,
-                                           settings, folder, log)
+                                           settings, folder, log, used)
             except repos_module.RepoError as error:
                 message = f"{instance_id}: cannot read the repository for the repair request: {error} (log: {log_path})"
                 log(f"error: {message}")
@@ -156,5 +183,9 @@ def run_stage(instance_id, input, output, log_path, settings):
         record["cost_usd"] = round(sum(a["cost_usd"] for a in record["attempts"]), 6)
         write_text_atomic(output["diff"], text)
         write_json_atomic(output["record"], record)
+        for path in used:  # repair/ holds them now
+            path.unlink(missing_ok=True)
+        if used and not any(paid_folder(folder).iterdir()):
+            paid_folder(folder).rmdir()
         log(f"repair: {len(record['attempts'])} request(s); kept {describe_verdict(record)} from {record['answer']}")
     return record

@@ -212,23 +212,28 @@ def spend_lines(run_dir, ids):
     return lines
 
 
-def set_aside_failures(run_dir, instance_ids, stamp=None):
+def set_aside_failures(run_dir, instance_ids, repair=False, stamp=None):
     """For retry_failed: rename each recorded permanent failure to <name>.failed-<stamp>.json so that
-    the rerun makes it again. What is set aside is the file that must change: the answer, when the
-    generation failed or its patch is no good; the report, when the evaluation itself failed. Each sample's."""
+    the rerun makes it again. An instance's patch is judged by the file the predictions take: the repair
+    stage's (repair: the run has one), else the patch stage's. What is set aside is the file that must change:
+    the answer (and the repair's files, whose paid requests would stop the rerun), when the generation failed
+    or its patch is no good; the report, when the evaluation itself failed. Each sample's."""
     stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
     moved = []
     for folder in sample_folders(run_dir, instance_ids):
-        for stage in ("generate", "patch", "evaluate"):
+        for stage in ("generate", "repair" if repair else "patch", "evaluate"):
             path = folder / STAGE_FILES[stage]
             reason = failure_reason(stage, read_record(path)) if path.is_file() else None
             if not reason:
                 continue
-            if stage == "patch" or reason in ("patch_failed", "empty_patch"):
-                path = folder / STAGE_FILES["generate"]
-            if path.is_file():
-                set_aside(path, "failed", stamp)
-                moved.append(path)
+            paths = [path]
+            if stage != "evaluate" or reason in ("patch_failed", "empty_patch"):
+                paths = [folder / STAGE_FILES["generate"]]
+                paths += [folder / name for name in ("repair.json", "repair.diff", "repair")] if repair else []
+            for path in paths:
+                if path.exists():
+                    set_aside(path, "failed", stamp)
+                    moved.append(path)
             break
     return moved
 

@@ -6,6 +6,7 @@ import json
 import re
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -39,6 +40,12 @@ class FakeModelServer(LoopbackServer):
         self.batches = {}  # batch id -> {"provider", "object" (as the API shows it), "lines", "results"}
         self.batch_hold = threading.Event()  # set: batches stay pending (the provider has not got to them)
         self.expire_next = 0  # the next batch expires with this many of its requests not done
+        self.expire_all = False  # while set, every batch expires with none of its requests done
+        self.batch_models = None  # the models the OpenAI Batch API takes (None: all); a line of another fails validation
+        # "after": a batch create request waits while set once the batch is made, as if the answer were slow to come;
+        # "lost": it waits while set, then makes nothing, as if it had never reached the provider
+        self.hold_batch_create = None
+        self.create_waiting = threading.Event()  # set when a create request waits on hold_batch_create
         self.requests = []
         self.lock = threading.Lock()
         super().__init__(self._handler())
@@ -86,14 +93,14 @@ class FakeModelServer(LoopbackServer):
 
     # ---- batches: processed in a thread that sends each request to this server itself ----
 
-    def start_batch(self, provider, lines, endpoint=None, input_file_id=None):
+    def start_batch(self, provider, lines, endpoint=None, input_file_id=None, metadata=None):
         batch_id = ("batch_" if provider == "openai" else "msgbatch_") + uuid.uuid4().hex[:16]
         created = datetime.now(timezone.utc)
         if provider == "openai":
             shown = {"id": batch_id, "object": "batch", "endpoint": endpoint, "errors": None,
                      "input_file_id": input_file_id, "completion_window": "24h", "status": "validating",
                      "output_file_id": None, "error_file_id": None, "created_at": int(created.timestamp()),
-                     "request_counts": {"total": len(lines), "completed": 0, "failed": 0}, "metadata": None}
+                     "request_counts": {"total": len(lines), "completed": 0, "failed": 0}, "metadata": metadata}
         else:
             shown = {"id": batch_id, "type": "message_batch", "processing_status": "in_progress",
                      "request_counts": {"processing": len(lines), "succeeded": 0, "errored": 0, "canceled": 0,
@@ -101,7 +108,7 @@ class FakeModelServer(LoopbackServer):
                      "ended_at": None, "created_at": created.isoformat(), "cancel_initiated_at": None,
                      "expires_at": (created + timedelta(hours=24)).isoformat(), "archived_at": None,
                      "results_url": None}
-        expire, self.expire_next = self.expire_next, 0
+        expire, self.expire_next = (len(lines) if self.expire_all else self.expire_next), 0
         batch = {"provider": provider, "object": shown, "lines": lines, "results": [], "cancel": False}
         with self.lock:
             self.batches[batch_id] = batch
@@ -113,6 +120,11 @@ class FakeModelServer(LoopbackServer):
         while self.batch_hold.is_set() and not batch["cancel"]:
             time.sleep(0.05)
         if openai:
+            errors = self.validation_errors(batch["lines"], shown["endpoint"])
+            if errors:  # the whole batch fails: nothing is run or billed
+                shown.update(status="failed", failed_at=int(time.time()), errors={"object": "list", "data": errors},
+                             request_counts={"total": 0, "completed": 0, "failed": 0})
+                return
             shown["status"] = "in_progress"
         done = len(batch["lines"]) - expire
         for number, line in enumerate(batch["lines"]):
@@ -159,6 +171,57 @@ class FakeModelServer(LoopbackServer):
             shown["ended_at"] = datetime.now(timezone.utc).isoformat()
             shown["results_url"] = f"{self.url}/v1/messages/batches/{shown['id']}/results"
 
+    def validation_errors(self, lines, endpoint):
+        """The errors of an OpenAI batch's validation (batch.errors.data), one per line at fault, with the codes
+        OpenAI documents (url_mismatch, duplicate_custom_id, mismatched_model, model_not_found)."""
+        errors, seen = [], set()
+        for number, line in enumerate(lines, 1):
+            model = line["body"].get("model")
+            if line["url"] != endpoint:
+                code, param, message = ("url_mismatch", "url", f"The url '{line['url']}' for this request does not "
+                                        f"match the batch's endpoint '{endpoint}'.")
+            elif line["custom_id"] in seen:
+                code, param, message = ("duplicate_custom_id", "custom_id", f"The custom_id '{line['custom_id']}' for "
+                                        "this request is a duplicate of another request. The custom_id parameter "
+                                        "must be unique for each request in a batch.")
+            elif model != lines[0]["body"].get("model"):
+                code, param, message = ("mismatched_model", "body.model", f"The model '{model}' for this request does "
+                                        "not match the rest of the batch. Each batch must contain requests for a "
+                                        "single model.")
+            elif self.batch_models is not None and model not in self.batch_models:
+                code, param, message = ("model_not_found", "body.model", f"The provided model '{model}' is not "
+                                        "supported by the Batch API.")
+            else:
+                seen.add(line["custom_id"])
+                continue
+            seen.add(line["custom_id"])
+            errors.append({"code": code, "message": message, "param": param, "line": number})
+        return errors
+
+    def hold_create(self, when):
+        """A create request waits here while hold_batch_create is `when`; whether it waited."""
+        waited = False
+        while self.hold_batch_create == when:
+            waited = True
+            self.create_waiting.set()
+            time.sleep(0.05)
+        return waited
+
+    def listed(self, provider, query):
+        """A page of the provider's batches, newest first, as its list endpoint gives it."""
+        shown = [b["object"] for b in reversed(list(self.batches.values())) if b["provider"] == provider]
+        most = 100 if provider == "openai" else 1000
+        limit = int(query.get("limit", ["20"])[0])
+        if not 1 <= limit <= most:
+            return None
+        after = query.get("after" if provider == "openai" else "after_id", [None])[0]
+        if after:
+            shown = shown[[b["id"] for b in shown].index(after) + 1:]
+        page = shown[:limit]
+        listing = {"data": page, "has_more": len(shown) > limit, "first_id": page[0]["id"] if page else None,
+                   "last_id": page[-1]["id"] if page else None}
+        return {"object": "list", **listing} if provider == "openai" else listing
+
     def add_file(self, purpose, data, filename="output.jsonl"):
         file_id = "file-" + uuid.uuid4().hex[:16]
         meta = {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
@@ -178,6 +241,13 @@ class FakeModelServer(LoopbackServer):
                 return self.send(200, json.dumps(payload).encode(), {})
 
             def do_GET(self):
+                path, _, query = self.path.partition("?")
+                if path in ("/v1/batches", "/v1/messages/batches"):
+                    provider = "openai" if path == "/v1/batches" else "anthropic"
+                    listing = server.listed(provider, urllib.parse.parse_qs(query))
+                    if listing is None:
+                        return self.error(400, "limit: out of range", provider == "anthropic")
+                    return self.json_reply(listing)
                 match = re.fullmatch(r"/v1/(?:messages/)?batches/([\w-]+)(/results)?", self.path)
                 if match and match.group(1) in server.batches:
                     batch = server.batches[match.group(1)]
@@ -214,10 +284,29 @@ class FakeModelServer(LoopbackServer):
                     if body.get("completion_window") != "24h" or body.get("endpoint") not in (
                             "/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions"):
                         return self.error(400, "Invalid 'endpoint' or 'completion_window'.", False)
+                    metadata = body.get("metadata") or {}
+                    if len(metadata) > 16:
+                        return self.error(400, "Invalid 'metadata': too many properties. Expected an object with at "
+                                          f"most 16 properties, but got an object with {len(metadata)} properties "
+                                          "instead.", False, param="metadata", code="object_above_max_properties")
+                    for key, value in metadata.items():
+                        if len(key) > 64:
+                            return self.error(400, f"Invalid property name in 'metadata': '{key}' is too long. "
+                                              "Expected a string with maximum length 64, but got a string with length "
+                                              f"{len(key)} instead.", False, param=f"metadata.{key}",
+                                              code="property_name_above_max_length")
+                        if not isinstance(value, str) or len(value) > 512:
+                            return self.error(400, f"Invalid 'metadata.{key}': string too long. Expected a string with "
+                                              "maximum length 512, but got a string with length "
+                                              f"{len(str(value))} instead.", False, param=f"metadata.{key}",
+                                              code="string_above_max_length")
                     lines = [json.loads(t) for t in server.files[body["input_file_id"]][1].decode().splitlines()]
-                    if any(line["url"] != body["endpoint"] for line in lines):
-                        return self.error(400, "The requests' url must match the batch's endpoint.", False)
-                    return self.json_reply(server.start_batch("openai", lines, body["endpoint"], body["input_file_id"]))
+                    if server.hold_create("lost"):
+                        return self.error(500, "The server had an error.", False)
+                    shown = server.start_batch("openai", lines, body["endpoint"], body["input_file_id"],
+                                               body.get("metadata"))
+                    server.hold_create("after")
+                    return self.json_reply(shown)
                 if self.path == "/v1/messages/batches":
                     requests = json.loads(raw).get("requests") or []
                     ids = [r.get("custom_id", "") for r in requests]
@@ -225,7 +314,11 @@ class FakeModelServer(LoopbackServer):
                             re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", i) for i in ids):
                         return self.error(400, "requests: each needs a unique custom_id of 1 to 64 letters, digits, "
                                           "_ or -.", True)
-                    return self.json_reply(server.start_batch("anthropic", requests))
+                    if server.hold_create("lost"):
+                        return self.error(500, "The server had an error.", True)
+                    shown = server.start_batch("anthropic", requests)
+                    server.hold_create("after")
+                    return self.json_reply(shown)
                 match = re.fullmatch(r"/v1/(?:messages/)?batches/([\w-]+)/cancel", self.path)
                 if match and match.group(1) in server.batches:
                     batch = server.batches[match.group(1)]

@@ -26,8 +26,8 @@ def make_run(run, rows):
 
 def settings_for(provider, server, run, **changes):
     base_url = f"{server.url}/v1" if provider == "openai" else server.url
-    settings = api_settings(provider, run_config(base_url=base_url, batch=True, max_attempts=3, request_timeout=10,
-                                                 max_output_tokens=4000, **changes), run)
+    settings = api_settings(provider, run_config(**{"base_url": base_url, "batch": True, "max_attempts": 3,
+                                                    "request_timeout": 10, "max_output_tokens": 4000, **changes}), run)
     settings["api_key"] = "sk-test-batch"
     return settings
 
@@ -82,7 +82,8 @@ def kill_while_pending(provider, server, run_dir):
     process.start()
     for _ in range(400):
         state = batch.state_path(run_dir)
-        if server.batches and state.exists() and json.loads(state.read_text())["batches"]:
+        if server.batches and state.exists() and [b["id"] for b in json.loads(state.read_text())["batches"]] == list(
+                server.batches):
             break
         process.join(0.05)
     else:
@@ -131,3 +132,149 @@ def test_a_cancelled_batch_is_sent_again_for_what_it_left(provider, tmp_path):
     assert len(server.batches) == 2 and all(batch.answer_path(tmp_path, i).exists() for i in ids)
     assert [len(b["lines"]) for b in server.batches.values()] == [3, 3]
     assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["released"] * 3 + ["settled"] * 3
+
+
+def stop_while_submitting(provider, server, run_dir, when):
+    """Start a batch run in a process of its own and kill it while its batch submission waits for the provider's
+    answer: `lost` (the request never reaches the provider), or `after` the provider made the batch (the run has not
+    recorded its id)."""
+    server.hold_batch_create = when
+    process = multiprocessing.get_context("fork").Process(target=run_batch, args=(provider, server.url, run_dir))
+    process.start()
+    if not server.create_waiting.wait(20):
+        process.kill()
+        raise AssertionError("the batch was not submitted within 20 s")
+    process.kill()
+    process.join()
+    server.hold_batch_create = None
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_run_stopped_before_it_recorded_its_batch_takes_it_from_the_provider(provider, tmp_path):
+    ids = make_run(tmp_path, ROWS[:3])
+    with FakeModelServer(ROWS) as server:
+        stop_while_submitting(provider, server, tmp_path, "after")
+        (ours,) = server.batches
+        [recorded] = json.loads(batch.state_path(tmp_path).read_text())["batches"]
+        assert recorded["id"] is None and len(recorded["requests"]) == 3
+        assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["open"] * 3
+        # another run's batch of as many requests, made since and ended: not this run's
+        other = tmp_path / "other"
+        make_run(other, ROWS[3:6])
+        run_batch(provider, server.url, other)
+        run_batch(provider, server.url, tmp_path)
+        billed = [r for r in server.requests if r["billed"]]
+    assert len(server.batches) == 2 and len(billed) == 6
+    assert sorted(r["instance_id"] for r in billed if r["batch"] == ours) == sorted(ids)
+    assert [json.loads(batch.answer_path(tmp_path, i).read_text())["batch"] for i in ids] == [ours] * 3
+    assert [b["id"] for b in json.loads(batch.state_path(tmp_path).read_text())["batches"]] == [ours]
+    assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["settled"] * 3
+    if provider == "openai":  # the batch carries its mark, which names the run
+        assert server.batches[ours]["object"]["metadata"] == {"swebench_runner_batch": recorded["mark"],
+                                                              "run": str(tmp_path)}
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_run_stopped_before_the_provider_made_its_batch_submits_it_anew(provider, tmp_path):
+    ids = make_run(tmp_path, ROWS[:3])
+    with FakeModelServer(ROWS) as server:
+        stop_while_submitting(provider, server, tmp_path, "lost")
+        assert server.batches == {} and json.loads(batch.state_path(tmp_path).read_text())["batches"][0]["id"] is None
+        run_batch(provider, server.url, tmp_path)
+    assert len(server.batches) == 1 and len([r for r in server.requests if r["billed"]]) == 3
+    assert all(batch.answer_path(tmp_path, i).exists() for i in ids)
+    assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["released"] * 3 + ["settled"] * 3
+
+
+def test_each_instance_is_asked_in_max_attempts_batches_and_a_rerun_asks_again(tmp_path):
+    from scripts import generate
+
+    ids = make_run(tmp_path, ROWS[:3])
+    done = tmp_path / "batch" / "done.json"
+    with FakeModelServer(ROWS) as server:
+        settings = settings_for("openai", server, tmp_path, max_attempts=2)
+        server.expire_all = True  # every batch expires with nothing done
+        assert batch.run(tmp_path, ids, "openai", MODELS["openai"], settings, done, poll_s=0.05, log=print) == ids
+        assert len(server.batches) == 2
+        unanswered = json.loads(done.read_text())["unanswered"]
+        assert sorted(unanswered) == sorted(ids)
+        assert all(e == "batch_expired: This request was expired. (asked in 2 batch(es) of this run)"
+                   for e in unanswered.values())
+        with pytest.raises(generate.GenerationFailed, match=r"\(batch_expired: .*\); a rerun asks it in a new batch"):
+            generate.from_batch(ids[0], "openai", MODELS["openai"], settings)
+
+        server.expire_all = False
+        assert batch.run(tmp_path, ids, "openai", MODELS["openai"], settings, done, poll_s=0.05, log=print) == []
+    assert len(server.batches) == 3 and json.loads(done.read_text())["unanswered"] == {}
+    assert all(batch.answer_path(tmp_path, i).exists() for i in ids)
+
+
+def test_a_batch_that_fails_validation_reports_its_errors_and_is_not_sent_again(tmp_path):
+    from scripts import generate
+
+    ids = make_run(tmp_path, ROWS[:3])
+    done = tmp_path / "batch" / "done.json"
+    lines = []
+    with FakeModelServer(ROWS) as server:
+        server.batch_models = {"gpt-4o"}  # not the model asked
+        settings = settings_for("openai", server, tmp_path)
+        left = batch.run(tmp_path, ids, "openai", MODELS["openai"], settings, done, poll_s=0.05, log=lines.append)
+        assert left == ids and len(server.batches) == 1  # the same requests would fail the same way
+        assert [r for r in server.requests if r["billed"]] == []
+        unanswered = json.loads(done.read_text())["unanswered"]
+        for number, instance_id in enumerate(ids, 1):
+            error = (f"line {number}: model_not_found (body.model): The provided model '{MODELS['openai']}' is not "
+                     "supported by the Batch API.")
+            assert unanswered[instance_id] == ("the batch failed OpenAI's validation, nothing in it ran or was billed: "
+                                               f"{error} (asked in 1 batch(es) of this run)")
+            assert any(error in line for line in lines)
+            with pytest.raises(generate.GenerationFailed, match="failed OpenAI's validation"):
+                generate.from_batch(instance_id, "openai", MODELS["openai"], settings)
+    assert "not sent again by this job (a rerun sends them again, once what the errors name is fixed)" in "\n".join(lines)
+    assert not any(batch.answer_path(tmp_path, i).exists() for i in ids)
+    assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["released"] * 3
+
+
+def test_the_loopback_batch_apis_page_their_lists_and_keep_openai_metadata_limits(tmp_path):
+    import anthropic
+    import openai
+
+    ids = make_run(tmp_path, ROWS[:1])
+    with FakeModelServer(ROWS) as server:
+        for provider in ("openai", "anthropic"):
+            settings = settings_for(provider, server, tmp_path)
+            for _ in range(3):
+                batch.submit(tmp_path, ids, provider, MODELS[provider], settings, None,
+                             {"run": "r", "batches": []}, print)
+            client = batch.providers.client_for(provider, settings)
+            listing = client.batches.list(limit=2) if provider == "openai" else client.messages.batches.list(limit=2)
+            assert len(listing.data) == 2 and listing.has_more
+            made = [b["object"]["id"] for b in server.batches.values() if b["provider"] == provider]
+            assert [b.id for b in listing] == made[::-1]  # newest first, over the pages
+        client = batch.providers.client_for("openai", settings_for("openai", server, tmp_path))
+        upload = client.files.create(file=("requests.jsonl", b""), purpose="batch")
+        for metadata, message in (({f"k{i}": "v" for i in range(17)}, "too many properties"),
+                                  ({"k" * 65: "v"}, "is too long"), ({"k": "v" * 513}, "string too long")):
+            with pytest.raises(openai.BadRequestError, match=message):
+                client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                      completion_window="24h", metadata=metadata)
+        client = batch.providers.client_for("anthropic", settings_for("anthropic", server, tmp_path))
+        with pytest.raises(anthropic.BadRequestError):
+            client.messages.batches.list(limit=1001)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_submission_whose_answer_times_out_is_found_at_the_provider_not_sent_again(provider, tmp_path):
+    ids = make_run(tmp_path, ROWS[:3])
+    done = tmp_path / "batch" / "done.json"
+    with FakeModelServer(ROWS) as server:
+        settings = settings_for(provider, server, tmp_path, request_timeout=1)
+        server.hold_batch_create = "after"  # the batch is made, its id comes after the client gave up
+        with pytest.raises(batch.providers.Transient, match="Timeout"):
+            batch.run(tmp_path, ids, provider, MODELS[provider], settings, done, poll_s=0.05, log=print)
+        server.hold_batch_create = None
+        assert len(server.batches) == 1 and not done.exists()
+        assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["open"] * 3  # may be billed
+        assert batch.run(tmp_path, ids, provider, MODELS[provider], settings, done, poll_s=0.05, log=print) == []
+    assert len(server.batches) == 1 and len([r for r in server.requests if r["billed"]]) == 3
+    assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["settled"] * 3

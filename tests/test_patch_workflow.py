@@ -6,7 +6,7 @@ import sys
 from scripts import costs
 
 import fixture_repos
-from conftest import PROJECT, assert_valid, read_rows, snakemake, write_rows
+from conftest import PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
 
 TINY = PROJECT / "examples" / "tiny.jsonl"
@@ -116,3 +116,103 @@ def test_self_repair_in_the_workflow_keeps_its_files_and_pays_from_the_budget(tm
     (aside_folder,) = [p for p in folder.glob("repair.overwritten-*") if p.is_dir()]
     assert {p.name: p.read_bytes() for p in aside_folder.iterdir()} == {
         p.name: data for p, data in before.items() if p.parent == folder / "repair"}
+
+
+def not_applying(row):
+    """The reference patch with a removed line that is not in the file."""
+    removed = next(line for line in row["patch"].splitlines(keepends=True) if line.startswith("-    "))
+    return row["patch"].replace(removed, removed.replace("return", "return 0 +"), 1)
+
+
+def test_retry_failed_judges_the_patch_the_predictions_take(tmp_path):
+    """A patch the repair stage mended is no failure: retry_failed leaves it and its paid answers alone. One the
+    repair did not mend is asked again, with the repair's files set aside too, and the run finishes."""
+    rows, url = fixture_repos.build(tmp_path / "repos")
+    rows = rows[:2]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    mended, unmended = (r["instance_id"] for r in rows)
+    run = tmp_path / "results" / "retry"
+    config = ["--config", f"dataset={dataset}", "provider=openai", "model=gpt-4o", "apply_check=true",
+              f"repo_url={url}", f"repo_cache={tmp_path / 'cache'}", "run_id=retry", "retry_backoff=0.01"]
+    with FakeModelServer(rows) as server:
+        config.append(f"base_url={server.url}/v1")
+        server.answers[mended] = [not_applying(rows[0])]  # then the repair request gets the reference patch
+        server.answers[unmended] = [not_applying(rows[1]), not_applying(rows[1])]  # the repair does no better
+        snakemake(tmp_path, *config, env={"OPENAI_API_KEY": "sk-test-key"})
+        for instance_id, status in ((mended, "valid"), (unmended, "invalid")):
+            folder = run / "instances" / instance_id
+            assert json.loads((folder / "patch.json").read_text())["reason"] == "does_not_apply"
+            assert json.loads((folder / "repair.json").read_text())["status"] == status
+        asked = len(server.requests_for(mended))
+        before = {p: p.read_bytes() for p in (run / "instances" / mended).rglob("*") if p.is_file()}
+
+        retried = snakemake(tmp_path, *config, "retry_failed=true", env={"OPENAI_API_KEY": "sk-test-key"})
+        assert len(server.requests_for(mended)) == asked
+        assert {p: p.read_bytes() for p in (run / "instances" / mended).rglob("*") if p.is_file()} == before
+        set_aside = [line for line in retried.stderr.splitlines() if "set aside" in line]
+        assert len(set_aside) == 4 and not any(mended in line for line in set_aside)
+        # the unmended one: its answer and its repair set aside, asked again (the reference patch), no repair needed
+        assert jobs_run(retried).count("generate") == 1 and jobs_run(retried).count("repair") == 1
+    folder = run / "instances" / unmended
+    assert json.loads((folder / "repair.json").read_text())["status"] == "valid"
+    assert json.loads((folder / "repair.json").read_text())["attempts"] == []
+    (aside,) = folder.glob("response.failed-*.json")
+    assert json.loads(aside.read_text())["answer"] == not_applying(rows[1])
+    (record_aside,) = folder.glob("repair.failed-*.json")
+    assert json.loads(record_aside.read_text())["status"] == "invalid"
+    (requests_aside,) = [p for p in folder.glob("repair.failed-*") if p.is_dir()]
+    assert sorted(p.name for p in requests_aside.glob("*.json")) == ["1.prompt.json", "1.response.json"]
+    predictions = {p["instance_id"]: p["model_patch"] for p in read_rows(run / "predictions.jsonl")}
+    assert all(predictions.values())
+
+
+def test_a_repair_job_that_fails_after_a_paid_reply_keeps_it_for_the_rerun(tmp_path):
+    """The second repair request fails after the first was answered and paid: Snakemake deletes the job's
+    outputs, but the rerun takes that paid reply instead of asking again, and ends as an uninterrupted run."""
+    rows, url = fixture_repos.build(tmp_path / "repos")
+    rows = rows[:1]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    broken = rows[0]["instance_id"]
+
+    def config(server, run_id):
+        return ["--config", f"dataset={dataset}", "provider=openai", "model=gpt-4o", f"base_url={server.url}/v1",
+                "apply_check=true", f"repo_url={url}", f"repo_cache={tmp_path / 'cache'}", f"run_id={run_id}",
+                "repair_attempts=2", "max_attempts=2", "retry_backoff=0.01"]
+
+    def first_repairs(server):  # the requests that carry the first repair request (system, user, answer, repair)
+        return [r for r in server.requests_for(broken) if len(r["body"]["messages"]) == 4]
+
+    env = {"OPENAI_API_KEY": "sk-test-key"}
+    with FakeModelServer(rows) as server:
+        # the answer and the first repair do not apply; the second repair request fails on the server twice
+        server.answers[broken] = [not_applying(rows[0]), not_applying(rows[0])]
+        server.faults[broken] = [None, None, "500", "500"]
+        failed = snakemake(tmp_path, *config(server, "stopped"), env=env, check=False)
+        assert failed.returncode != 0 and "self-repair could not ask the model" in failed.stdout + failed.stderr
+        folder = tmp_path / "results" / "stopped" / "instances" / broken
+        assert not (folder / "repair.json").exists() and not (folder / "repair" / "1.response.json").exists()
+        assert len(first_repairs(server)) == 1
+
+        snakemake(tmp_path, *config(server, "stopped"), env=env)  # the second repair request gets the reference patch
+        assert len(first_repairs(server)) == 1  # the paid reply was not asked for again
+        assert len(server.requests_for(broken)) == 5
+    with FakeModelServer(rows) as server:  # the same answers, without the fault
+        server.answers[broken] = [not_applying(rows[0]), not_applying(rows[0])]
+        snakemake(tmp_path, *config(server, "whole"), env=env)
+    whole = tmp_path / "results" / "whole" / "instances" / broken
+    record = json.loads((folder / "repair.json").read_text())
+    assert (record["status"], record["answer"]) == ("valid", "repair-2")
+    assert record == json.loads((whole / "repair.json").read_text())
+    for name in ("repair.diff", "repair/1.prompt.json", "repair/2.prompt.json"):
+        assert (folder / name).read_bytes() == (whole / name).read_bytes()
+    for number in (1, 2):
+        stopped_reply = json.loads((folder / "repair" / f"{number}.response.json").read_text())
+        whole_reply = json.loads((whole / "repair" / f"{number}.response.json").read_text())
+        assert (stopped_reply["answer"], stopped_reply["usage"], stopped_reply["cost_usd"]) == (
+            whole_reply["answer"], whole_reply["usage"], whole_reply["cost_usd"])
+    # each paid reply is in the ledger once: the answer, the two repairs (and the failed attempts' worst cases)
+    spent = [e for e in costs.read_ledger(tmp_path / "results" / "stopped" / "spend.jsonl") if e["state"] == "settled"]
+    assert len(spent) == 3
+    assert not [p for p in folder.iterdir() if p.name not in ("context.json", "prompt.json", "response.json",
+                                                                  "patch.json", "patch.diff", "repair.json",
+                                                                  "repair.diff", "repair")]
