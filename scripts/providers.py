@@ -12,6 +12,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 
@@ -268,18 +269,22 @@ OPENAI_STOP = {"stop": "end", "length": "max_tokens", "content_filter": "content
 
 
 def read_chat_stream(stream):
-    """An Answer from a streamed Chat Completion: its chunks put together (usage comes in the last one)."""
-    from openai.lib.streaming.chat import ChatCompletionStreamState
-
-    state, chunks = ChatCompletionStreamState(), 0
+    """An Answer from a streamed Chat Completion: its chunks put together. The usage comes in the last chunk,
+    whose choices are empty (or null, from some compatible servers: why the client's own accumulator is not
+    used)."""
+    text, refusal, finish, usage = [], [], None, None
     with stream:
         for chunk in stream:
-            state.handle_chunk(chunk)
-            chunks += 1
-    completion = state.current_completion_snapshot if chunks else None
-    if completion is None or not completion.choices or not completion.choices[0].finish_reason:
+            usage = chunk.usage or usage
+            for choice in chunk.choices or []:
+                text.append(choice.delta.content or "")
+                refusal.append(getattr(choice.delta, "refusal", None) or "")
+                finish = choice.finish_reason or finish
+    if finish is None:
         raise Transient("the answer broke off: the stream ended before its finish_reason")
-    return read_completion(completion)
+    message = SimpleNamespace(content="".join(text), refusal="".join(refusal) or None)
+    return read_completion(SimpleNamespace(choices=[SimpleNamespace(message=message, finish_reason=finish)],
+                                           usage=usage))
 
 
 def read_response_stream(stream):

@@ -31,9 +31,11 @@ def pieces(text, parts):
     return [text[i:i + size] for i in range(0, len(text), size)]
 
 
-def chat_chunks(payload, include_usage, parts):
+def chat_chunks(payload, include_usage, parts, usage_choices=()):
     """A chat.completion as the chunks of its stream: role, content pieces, finish_reason, then with
-    stream_options.include_usage a last chunk with the usage and no choices (the others carry usage: null)."""
+    stream_options.include_usage a last chunk with the usage and no choices (the others carry usage: null).
+    usage_choices: the choices of that last chunk, [] as api.openai.com sends them (None: null, as some
+    compatible servers do)."""
     base = {"id": payload["id"], "object": "chat.completion.chunk", "created": payload["created"],
             "model": payload["model"], "system_fingerprint": None, "service_tier": "default",
             **({"usage": None} if include_usage else {})}
@@ -47,7 +49,7 @@ def chat_chunks(payload, include_usage, parts):
     chunks += [chunk({"refusal": message["refusal"]})] if message["refusal"] else []
     chunks.append(chunk({}, choice["finish_reason"]))
     if include_usage:
-        chunks.append({**base, "choices": [], "usage": payload["usage"]})
+        chunks.append({**base, "choices": None if usage_choices is None else [], "usage": payload["usage"]})
     return [(None, c) for c in chunks] + [(None, "[DONE]")]
 
 
@@ -89,6 +91,7 @@ class FakeModelServer(LoopbackServer):
         self.slow_seconds = 5.0
         self.stream_parts = 4  # a streamed answer comes in this many pieces of text
         self.part_seconds = 0.0  # how long the model takes for each piece (an answer not streamed: for all of them)
+        self.usage_chunk_choices = []  # the choices of a chat stream's usage chunk (None: null)
         self.retry_after = "0"
         self.faults = {}
         self.answers = {}  # instance_id -> answers given, one per request, before the reference patch
@@ -454,7 +457,7 @@ class FakeModelServer(LoopbackServer):
                 if body.get("stream") and not anthropic:
                     events = (response_events(payload, server.stream_parts) if responses else
                               chat_chunks(payload, (body.get("stream_options") or {}).get("include_usage"),
-                                          server.stream_parts))
+                                          server.stream_parts, server.usage_chunk_choices))
                     return self.stream(events, cut=fault == "cut")
                 time.sleep(server.part_seconds * server.stream_parts)
                 self.send(200, json.dumps(payload).encode(), {})
@@ -471,7 +474,7 @@ class FakeModelServer(LoopbackServer):
                         if cut and number == len(events) // 2:
                             break
                         if (kind or "").endswith(".delta") or kind is None and data != "[DONE]" and any(
-                                c["delta"].get("content") for c in data["choices"]):
+                                c["delta"].get("content") for c in data["choices"] or []):
                             time.sleep(server.part_seconds)
                         text = data if isinstance(data, str) else json.dumps(data)
                         self.wfile.write(((f"event: {kind}\n" if kind else "") + f"data: {text}\n\n").encode())

@@ -403,6 +403,13 @@ def test_a_long_answer_that_keeps_coming_is_received_once(openai_api, server, tm
     assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["settled"]
 
 
+def test_a_usage_chunk_with_null_choices_is_read(server, tmp_path):
+    server.usage_chunk_choices = None  # as some compatible servers end a stream
+    record, _ = ask("openai", server, tmp_path)
+    assert record["status"] == "ok" and record["answer"] == f"<patch>\n{ROWS[0]['patch']}</patch>\n"
+    assert record["usage"]["output_tokens"] == len(record["answer"]) // 4 and len(server.requests) == 1
+
+
 @pytest.mark.parametrize("openai_api", ["chat", "responses"])
 def test_a_stream_that_breaks_off_is_retried_at_its_worst_case(openai_api, server, tmp_path):
     server.faults[ROWS[0]["instance_id"]] = ["cut"]
