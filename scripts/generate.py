@@ -91,10 +91,10 @@ def attempt_record(started, clock, error=None, status=None, wait=0.0):
 def settle_failed(ledger, request, error):
     """Settle the reservation of a request that brought no answer; the USD it counts. Released when
     it surely was not billed: never sent, or refused by the server before any work (429, 4xx).
-    A timeout, a 5xx or a body that does not parse may have been billed: its worst case stays."""
+    A timeout, a 5xx (retried or not) or a body that does not parse may have been billed: its worst case stays."""
     status = getattr(error, "status", None)
     unbilled = (isinstance(error, providers.Transient) and (not error.sent or (status is not None and status < 500))
-                or isinstance(error, (providers.ContextTooLong, providers.Rejected)))
+                or isinstance(error, (providers.ContextTooLong, providers.Rejected)) and (status or 0) < 500)
     return costs.settle(ledger, request, "released" if unbilled else "worst_case",
                         note=None if unbilled else f"no usage known: {type(error).__name__}")
 
@@ -140,6 +140,10 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
             spent += settle_failed(settings["ledger"], request, error)
             if isinstance(error, providers.Transient):
                 last_error = redact(str(error), settings)
+                if error.retry_after is not None and error.retry_after > providers.MAX_RETRY_AFTER_S:
+                    raise GenerationFailed(f"{provider} asks to wait {error.retry_after:.0f} s before the next request, "
+                                           f"more than the {providers.MAX_RETRY_AFTER_S:.0f} s a job waits; a rerun "
+                                           f"later asks again ({last_error})", cause="provider_asks_to_wait") from None
                 wait = error.retry_after if error.retry_after is not None else backoff_seconds(number, settings)
                 attempts.append(attempt_record(started, clock, last_error, error.status, wait))
                 log(f"attempt {number}: {last_error}; waiting {wait:.1f} s")
@@ -217,6 +221,7 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
         "latency_s": latency,
         "attempts": attempts or [attempt_record(started, clock)],
         "dropped_context_files": dropped,
+        "dropped_parameters": answer.dropped_parameters,
         "created_at": now(),
     }
 

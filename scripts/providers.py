@@ -7,10 +7,12 @@ Rejected (the request itself is wrong: stop the job, retrying cannot help),
 QuotaExhausted (the account has no credit left: stop all generation).
 Clients are made once per process and shared by the threads that run generate jobs.
 """
+import json
 import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 
@@ -28,6 +30,7 @@ class Answer:
     raw_stop_reason: str
     usage: dict = field(default_factory=dict)  # input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
     # reasoning_tokens (within output_tokens)
+    dropped_parameters: list = field(default_factory=list)  # answer settings the model refused, left out of the request
 
 
 class Transient(Exception):
@@ -52,7 +55,9 @@ class ContextTooLong(Exception):
 
 
 class Rejected(Exception):
-    pass
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
 
 
 class QuotaExhausted(Rejected):
@@ -73,6 +78,9 @@ OUTPUT_LIMIT_ERROR = re.compile(r"supports at most (\d+) completion tokens|> (\d
 # OpenAI models that only the Responses API serves: the -pro and codex families, deep research, computer use
 RESPONSES_ONLY = re.compile(r"(^|-)pro(-\d{4}-\d{2}-\d{2})?$|codex|deep-research|computer-use")
 QUOTA_ERROR = re.compile(r"insufficient_quota|credit balance is too low|exceeded your current quota", re.I)
+# The longest Retry-After a job waits for, as the openai client does (MAX_RETRY_AFTER_DELAY): a server that asks
+# for more is not retried by the job, and a rerun asks again.
+MAX_RETRY_AFTER_S = 120.0
 
 _clients = {}
 _unsupported = {}  # (provider, base_url, model) -> request parameters the server refused
@@ -134,25 +142,32 @@ def classify(error, library):
         limit = OUTPUT_LIMIT_ERROR.search(str(error.message)) if status == 400 else None
         if limit:
             return OutputLimitTooHigh(message, int(next(g for g in limit.groups() if g)))
-        if status in (408, 409, 429) or status >= 500:
+        # The server's x-should-retry decides, whatever the status, as the client libraries' own retries do
+        should_retry = error.response.headers.get("x-should-retry")
+        if should_retry == "true" or (should_retry != "false" and (status in (408, 409, 429) or status >= 500)):
             return Transient(message, retry_after_seconds(error.response.headers), status)
         if status in (400, 413) and CONTEXT_ERROR.search(str(error.message)):
             return ContextTooLong(message)
-        return Rejected(message)
-    if isinstance(error, library.APIResponseValidationError) or isinstance(error, ValueError):
+        return Rejected(message + (" (the server says not to retry it: x-should-retry: false)"
+                                   if should_retry == "false" else ""), status)
+    if isinstance(error, (library.APIResponseValidationError, json.JSONDecodeError)):
         return Transient(f"malformed response: {type(error).__name__}: {error}")
+    if isinstance(error, library.APIError):  # an error event in the middle of a streamed answer
+        return Transient(f"the answer broke off: {type(error).__name__}: {error}")
     return None
 
 
-ADAPTABLE = ("temperature", "max_tokens", "max_completion_tokens", "reasoning_effort", "reasoning")
+# stream: OpenAI streams some models only to verified organizations, and says so with a 400 on `stream`
+ADAPTABLE = ("temperature", "max_tokens", "max_completion_tokens", "reasoning_effort", "reasoning", "stream")
 
 
 def refused_parameter(error):
-    """The request parameter a 400 says the model does not take (OpenAI reports it in `param`)."""
-    param = getattr(error, "param", None)
+    """The request parameter a 400 says the model does not take, or not with the value given. OpenAI names it
+    in `param`, a field inside a parameter by its path (reasoning.effort: the parameter reasoning)."""
+    param = re.split(r"[.\[]", getattr(error, "param", None) or "")[0]
     if param in ADAPTABLE:
         return param
-    match = re.search(r"'(temperature|max_tokens|max_completion_tokens|reasoning_effort|reasoning)'",
+    match = re.search(r"'(temperature|max_tokens|max_completion_tokens|reasoning_effort|reasoning|stream)[.\[']",
                       str(getattr(error, "message", "")))
     return match.group(1) if match else None
 
@@ -253,19 +268,66 @@ def read_response(response):
 OPENAI_STOP = {"stop": "end", "length": "max_tokens", "content_filter": "content_filter"}
 
 
+def read_chat_stream(stream):
+    """An Answer from a streamed Chat Completion: its chunks put together. The usage comes in the last chunk,
+    whose choices are empty (or null, from some compatible servers: why the client's own accumulator is not
+    used)."""
+    text, refusal, finish, usage = [], [], None, None
+    with stream:
+        for chunk in stream:
+            usage = chunk.usage or usage
+            for choice in chunk.choices or []:
+                text.append(choice.delta.content or "")
+                refusal.append(getattr(choice.delta, "refusal", None) or "")
+                finish = choice.finish_reason or finish
+    if finish is None:
+        raise Transient("the answer broke off: the stream ended before its finish_reason")
+    message = SimpleNamespace(content="".join(text), refusal="".join(refusal) or None)
+    return read_completion(SimpleNamespace(choices=[SimpleNamespace(message=message, finish_reason=finish)],
+                                           usage=usage))
+
+
+def read_response_stream(stream):
+    """An Answer from a streamed Responses API response: the whole response that its last event carries."""
+    final = None
+    with stream:
+        for event in stream:
+            if event.type in ("response.completed", "response.incomplete", "response.failed"):
+                final = event.response
+            elif event.type == "error":
+                raise Transient(f"the answer broke off: {event.code}: {event.message}")
+    if final is None:
+        raise Transient("the answer broke off: the stream ended before the response was complete")
+    return read_response(final)
+
+
+def dropped_settings(settings, unsupported, responses):
+    """The answer settings that the request left out because the model refused them."""
+    sent_as = {"temperature": "temperature", "reasoning_effort": "reasoning" if responses else "reasoning_effort"}
+    return [name for name, param in sent_as.items() if settings.get(name) not in (None, "") and param in unsupported]
+
+
 def ask_openai(messages, model, settings):
+    """One answer, streamed: request_timeout bounds each wait for the next part of the answer, so a long answer
+    that keeps coming is not cut off and paid for again. A model that may not stream is asked without."""
     import openai
 
     client = client_for("openai", settings)
     key = ("openai", settings.get("base_url"), model)
     responses = uses_responses(model, settings)
-    build, create = ((responses_request, client.responses.create) if responses
-                     else (openai_request, client.chat.completions.create))
-    for _ in range(4):  # at most three parameters to adapt
+    build, create, read, read_streamed = (
+        (responses_request, client.responses.create, read_response, read_response_stream) if responses
+        else (openai_request, client.chat.completions.create, read_completion, read_chat_stream))
+    for _ in range(5):  # at most four parameters to adapt
         with _lock:
             unsupported = set(_unsupported.get(key, ()))
+        request = build(messages, model, settings, unsupported)
         try:
-            result = create(**build(messages, model, settings, unsupported))
+            if "stream" in unsupported:
+                answer = read(create(**request))
+            else:
+                options = {} if responses else {"stream_options": {"include_usage": True}}
+                answer = read_streamed(create(**request, stream=True, **options))
             break
         except openai.BadRequestError as error:
             param = refused_parameter(error)
@@ -273,11 +335,12 @@ def ask_openai(messages, model, settings):
                 raise classify(error, openai) from error
             with _lock:
                 _unsupported.setdefault(key, set()).add(param)
-        except (openai.OpenAIError, ValueError) as error:  # ValueError: a body that is not JSON
+        except (openai.OpenAIError, json.JSONDecodeError) as error:  # JSONDecodeError: a body that does not parse
             raise (classify(error, openai) or error) from error
     else:
         raise Rejected(f"{model} refused the request parameters {sorted(unsupported)}")
-    return read_response(result) if responses else read_completion(result)
+    answer.dropped_parameters = dropped_settings(settings, unsupported, responses)
+    return answer
 
 
 ANTHROPIC_STOP = {"end_turn": "end", "stop_sequence": "end", "max_tokens": "max_tokens", "refusal": "refusal"}
@@ -305,7 +368,7 @@ def ask_anthropic(messages, model, settings):
     client = client_for("anthropic", settings)
     try:
         message = client.messages.create(**anthropic_request(messages, model, settings))
-    except (anthropic.AnthropicError, ValueError) as error:
+    except (anthropic.AnthropicError, json.JSONDecodeError) as error:
         raise (classify(error, anthropic) or error) from error
     return read_message(message)
 

@@ -137,6 +137,8 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
                 "ok": sum(r["status"] == "ok" for r in responses),
                 "failed": sum(r["status"] == "failed" for r in responses),
                 "by_reason": dict(Counter(r["failure_reason"] for r in responses if r["status"] == "failed")),
+                # answers made without a setting that the model refused (temperature, reasoning_effort)
+                "dropped_parameters": dict(Counter(p for r in responses for p in r.get("dropped_parameters") or [])),
             } if generated else None,
             "patch": {
                 "valid": sum(p["status"] == "valid" for p in patches),
@@ -262,6 +264,8 @@ def render_markdown(summary):
     if counts["generation"]:
         lines.append(f"| generate | answered | {counts['generation']['ok']} |")
         lines += [f"| generate | failed: {k} | {v} |" for k, v in sorted(counts["generation"]["by_reason"].items())]
+        lines += [f"| generate | answered without {k} (the model refused it) | {v} |"
+                  for k, v in sorted(counts["generation"].get("dropped_parameters", {}).items())]
     if counts["patch"]:
         lines.append(f"| patch | valid | {counts['patch']['valid']} |")
         lines += [f"| patch | {k} | {v} |" for k, v in sorted(counts["patch"]["by_reason"].items())]

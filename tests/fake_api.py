@@ -17,8 +17,72 @@ from loopback import LoopbackServer, QuietHandler
 # OpenAI models served only through the Responses API: Chat Completions answers them with a 404
 RESPONSES_ONLY = ("o3-pro", "gpt-5-pro", "gpt-5.4-pro", "gpt-5-codex", "codex-mini-latest")
 RESPONSES_PARAMS = {"model", "input", "instructions", "max_output_tokens", "reasoning", "temperature", "top_p", "store",
-                    "metadata", "service_tier", "text", "tools", "tool_choice", "truncation", "user", "background"}
+                    "metadata", "service_tier", "text", "tools", "tool_choice", "truncation", "user", "background",
+                    "stream"}
 ERROR_TYPES = {400: "invalid_request_error", 402: "billing_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+# The 400 of api.openai.com to an organization that may not stream a model (its param is "stream")
+STREAM_REFUSED = ("Your organization must be verified to stream this model. Please go to: https://platform.openai.com/"
+                  "settings/organization/general and click on Verify Organization. If you just verified, it can take "
+                  "up to 15 minutes for access to propagate.")
+
+
+def pieces(text, parts):
+    """text in `parts` pieces, as a model's answer comes in a stream."""
+    size = max(1, -(-len(text) // parts))
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def chat_chunks(payload, include_usage, parts, usage_choices=()):
+    """A chat.completion as the chunks of its stream: role, content pieces, finish_reason, then with
+    stream_options.include_usage a last chunk with the usage and no choices (the others carry usage: null).
+    usage_choices: the choices of that last chunk, [] as api.openai.com sends them (None: null, as some
+    compatible servers do)."""
+    base = {"id": payload["id"], "object": "chat.completion.chunk", "created": payload["created"],
+            "model": payload["model"], "system_fingerprint": None, "service_tier": "default",
+            **({"usage": None} if include_usage else {})}
+    choice, message = payload["choices"][0], payload["choices"][0]["message"]
+
+    def chunk(delta, finish=None):
+        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    chunks += [chunk({"content": piece}) for piece in pieces(message["content"] or "", parts)]
+    chunks += [chunk({"refusal": message["refusal"]})] if message["refusal"] else []
+    chunks.append(chunk({}, choice["finish_reason"]))
+    if include_usage:
+        chunks.append({**base, "choices": None if usage_choices is None else [], "usage": payload["usage"]})
+    return [(None, c) for c in chunks] + [(None, "[DONE]")]
+
+
+def response_events(payload, parts):
+    """A Responses API response as the events of its stream, up to response.completed (or .incomplete), which
+    carries the whole response."""
+    events = []
+
+    def event(kind, **fields):
+        events.append((kind, {"type": kind, "sequence_number": len(events), **fields}))
+
+    started = {**payload, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
+    event("response.created", response=started)
+    event("response.in_progress", response=started)
+    for index, item in enumerate(payload["output"]):
+        ids = {"item_id": item["id"], "output_index": index}
+        event("response.output_item.added", output_index=index,
+              item={**item, "status": "in_progress", "content": []} if item["type"] == "message" else item)
+        for number, part in enumerate(item.get("content") or []):
+            kind = "output_text" if part["type"] == "output_text" else "refusal"
+            field = "text" if kind == "output_text" else "refusal"
+            text = part[field]
+            event("response.content_part.added", **ids, content_index=number, part={**part, field: ""})
+            for piece in pieces(text, parts):
+                event(f"response.{kind}.delta", **ids, content_index=number, delta=piece,
+                      **({"logprobs": []} if kind == "output_text" else {}))
+            event(f"response.{kind}.done", **ids, content_index=number,
+                  **({"text": text, "logprobs": []} if kind == "output_text" else {"refusal": text}))
+            event("response.content_part.done", **ids, content_index=number, part=part)
+        event("response.output_item.done", output_index=index, item=item)
+    event("response.completed" if payload["status"] == "completed" else "response.incomplete", response=payload)
+    return events
 
 
 class FakeModelServer(LoopbackServer):
@@ -26,11 +90,15 @@ class FakeModelServer(LoopbackServer):
         self.rows = list(rows)
         self.latency = latency
         self.slow_seconds = 5.0
+        self.stream_parts = 4  # a streamed answer comes in this many pieces of text
+        self.part_seconds = 0.0  # how long the model takes for each piece (an answer not streamed: for all of them)
+        self.usage_chunk_choices = []  # the choices of a chat stream's usage chunk (None: null)
         self.retry_after = "0"
         self.faults = {}
         self.answers = {}  # instance_id -> answers given, one per request, before the reference patch
         self.model_answers = {}  # model -> {instance_id: the answer that model always gives}
-        self.refused_params = set()  # parameters this "model" refuses, like a reasoning model
+        self.refused_params = set()  # parameters this "model" refuses, like a reasoning model; a field inside one by
+        # its path, as the API names it (reasoning.effort)
         self.output_limits = {}  # model -> its output limit: a request asking more is refused with a 400
         self.no_credit = False  # the account has no credit left: every request is refused
         self.reasoning_tokens = 0  # tokens a reasoning model thinks before each answer, billed as output
@@ -361,6 +429,9 @@ class FakeModelServer(LoopbackServer):
                 if server.latency:
                     time.sleep(server.latency)
                 fault = server.next_fault(instance_id)
+                if "stream_options" in body and not body.get("stream") and not anthropic:
+                    return self.error(400, "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                                      False, param="stream_options", code=None)
                 if responses:
                     unknown = sorted(set(body) - RESPONSES_PARAMS)
                     if unknown:
@@ -372,9 +443,13 @@ class FakeModelServer(LoopbackServer):
                 elif not anthropic and body["model"] in RESPONSES_ONLY:
                     return self.error(404, "This model is only supported in v1/responses and not in "
                                       "v1/chat/completions.", False, param="model", code=None)
-                refused = server.refused_params & set(body)
+                given = {*body, *(f"{name}.{field}" for name, value in body.items() if isinstance(value, dict)
+                                  for field in value)}
+                refused = server.refused_params & {name for name in given if name != "stream" or body[name]}
                 if refused and not anthropic:
                     param = sorted(refused)[0]
+                    if param == "stream":
+                        return self.error(400, STREAM_REFUSED, False, param="stream", code="unsupported_value")
                     return self.error(400, f"Unsupported parameter: '{param}' is not supported with this model.",
                                       anthropic, param=param, code="unsupported_parameter")
                 if server.no_credit:
@@ -395,6 +470,10 @@ class FakeModelServer(LoopbackServer):
                 if fault == "429":
                     return self.error(429, "Rate limit reached; try again later.", anthropic,
                                       headers={"retry-after": server.retry_after})
+                header = re.fullmatch(r"(\d{3}) ([\w-]+): (.+)", fault or "")  # e.g. "500 x-should-retry: false"
+                if header:
+                    status, name, value = int(header.group(1)), header.group(2), header.group(3)
+                    return self.error(status, f"Error {status}; see the {name} header.", anthropic, headers={name: value})
                 if fault in ("500", "529"):
                     return self.error(int(fault), "The server had an error.", anthropic)
                 if fault == "context":
@@ -408,6 +487,8 @@ class FakeModelServer(LoopbackServer):
                 if fault == "slow":
                     time.sleep(server.slow_seconds)
                 if fault == "malformed":
+                    if body.get("stream"):
+                        return self.send(200, b'data: {"id": "x", "choices": [\n\n', {}, "text/event-stream")
                     return self.send(200, b'{"id": "x", "choices": [', {})
                 answer = f"<patch>\n{row['patch']}</patch>\n" if row else "I cannot tell which issue this is."
                 with server.lock:
@@ -466,7 +547,35 @@ class FakeModelServer(LoopbackServer):
                                          "total_tokens": usage_in + usage_out,
                                          "prompt_tokens_details": {"cached_tokens": 100},
                                          "completion_tokens_details": {"reasoning_tokens": server.reasoning_tokens}}}
+                if body.get("stream") and not anthropic:
+                    events = (response_events(payload, server.stream_parts) if responses else
+                              chat_chunks(payload, (body.get("stream_options") or {}).get("include_usage"),
+                                          server.stream_parts, server.usage_chunk_choices))
+                    return self.stream(events, cut=fault == "cut")
+                time.sleep(server.part_seconds * server.stream_parts)
                 self.send(200, json.dumps(payload).encode(), {})
+
+            def stream(self, events, cut=False):
+                """Server-sent events, each piece of text after the model's time for it; cut: the connection
+                closes halfway."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                try:
+                    for number, (kind, data) in enumerate(events):
+                        if cut and number == len(events) // 2:
+                            break
+                        if (kind or "").endswith(".delta") or kind is None and data != "[DONE]" and any(
+                                c["delta"].get("content") for c in data["choices"] or []):
+                            time.sleep(server.part_seconds)
+                        text = data if isinstance(data, str) else json.dumps(data)
+                        self.wfile.write(((f"event: {kind}\n" if kind else "") + f"data: {text}\n\n").encode())
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+                return True
 
             def error(self, status, message, anthropic, headers=None, param=None, code=None, kind=None):
                 kind = kind or ERROR_TYPES.get(status, "api_error")

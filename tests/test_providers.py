@@ -173,6 +173,8 @@ def test_refused_parameters_are_dropped_and_remembered(server, tmp_path):
     server.refused_params = {"temperature", "max_tokens"}
     record, _ = ask("openai", server, tmp_path, row=ROWS[1])
     assert record["status"] == "ok"
+    # the answer says it was made without the temperature asked for (max_tokens was only renamed)
+    assert record["dropped_parameters"] == ["temperature"]
     sent = [r["body"] for r in server.requests_for(ROWS[1]["instance_id"])]
     assert "max_completion_tokens" in sent[-1] and "max_tokens" not in sent[-1] and "temperature" not in sent[-1]
     before = len(server.requests)
@@ -361,3 +363,108 @@ def test_openai_api_setting_forces_one_api(server, tmp_path):
     finally:
         MODELS["openai"] = default
     assert server.requests[-1]["path"] == "/v1/chat/completions" and len(server.requests) == 3
+
+
+def test_reasoning_effort_refused_on_the_responses_api_is_dropped_and_remembered(server, tmp_path):
+    # a model without reasoning on the Responses API: the 400 names the field, param "reasoning.effort"
+    server.refused_params = {"reasoning.effort"}
+    record, _ = ask("openai", server, tmp_path, openai_api="responses", reasoning_effort="high")
+    assert record["status"] == "ok" and record["answer"] == f"<patch>\n{ROWS[0]['patch']}</patch>\n"
+    refused, answered = [r["body"] for r in server.requests]
+    assert refused["reasoning"] == {"effort": "high"} and "reasoning" not in answered
+    assert record["dropped_parameters"] == ["reasoning_effort"] and len(record["attempts"]) == 1
+    ask("openai", server, tmp_path, row=ROWS[1], openai_api="responses", reasoning_effort="high")
+    assert len(server.requests) == 3  # the next instance asks without it at once
+
+
+def test_a_model_that_may_not_stream_is_asked_without(server, tmp_path):
+    server.refused_params = {"stream"}  # an organization that is not verified for streaming this model
+    record, _ = ask("openai", server, tmp_path)
+    assert record["status"] == "ok" and record["answer"] == f"<patch>\n{ROWS[0]['patch']}</patch>\n"
+    refused, answered = [r["body"] for r in server.requests]
+    assert refused["stream"] is True and "stream" not in answered and "stream_options" not in answered
+    assert record["dropped_parameters"] == []  # not an answer setting: the answer is the same
+    assert record["cost_usd"] == pytest.approx(server.billed_usd("openai", server.requests[-1]), rel=0.01)
+
+
+@pytest.mark.parametrize("openai_api", ["chat", "responses"])
+def test_a_long_answer_that_keeps_coming_is_received_once(openai_api, server, tmp_path):
+    # the answer takes 2 s in all, a piece every 0.4 s: longer than request_timeout, but never silent that long
+    server.stream_parts, server.part_seconds = 5, 0.4
+    record, _ = ask("openai", server, tmp_path, openai_api=openai_api, request_timeout=1.0)
+    assert record["status"] == "ok" and record["answer"] == f"<patch>\n{ROWS[0]['patch']}</patch>\n"
+    assert len(server.requests) == 1 and [a["status"] for a in record["attempts"]] == [200]
+    body = server.requests[0]["body"]
+    assert body["stream"] is True
+    assert body.get("stream_options") == ({"include_usage": True} if openai_api == "chat" else None)
+    usage = record["usage"]
+    assert usage["output_tokens"] == len(record["answer"]) // 4 and usage["cached_input_tokens"] == 100
+    assert record["cost_usd"] == pytest.approx(server.billed_usd("openai", server.requests[0]), rel=0.01)
+    assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["settled"]
+
+
+def test_a_usage_chunk_with_null_choices_is_read(server, tmp_path):
+    server.usage_chunk_choices = None  # as some compatible servers end a stream
+    record, _ = ask("openai", server, tmp_path)
+    assert record["status"] == "ok" and record["answer"] == f"<patch>\n{ROWS[0]['patch']}</patch>\n"
+    assert record["usage"]["output_tokens"] == len(record["answer"]) // 4 and len(server.requests) == 1
+
+
+@pytest.mark.parametrize("openai_api", ["chat", "responses"])
+def test_a_stream_that_breaks_off_is_retried_at_its_worst_case(openai_api, server, tmp_path):
+    server.faults[ROWS[0]["instance_id"]] = ["cut"]
+    record, _ = ask("openai", server, tmp_path, openai_api=openai_api)
+    assert record["status"] == "ok" and record["answer"] == f"<patch>\n{ROWS[0]['patch']}</patch>\n"
+    assert "the answer broke off" in record["attempts"][0]["error"] and len(record["attempts"]) == 2
+    # half an answer may have been billed, and its usage never came
+    assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["worst_case", "settled"]
+
+
+@pytest.mark.parametrize("retry_after", ["3600", "later"])
+def test_a_retry_after_above_two_minutes_fails_the_job_at_once(retry_after, server, tmp_path, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    server.retry_after = (retry_after if retry_after != "later" else
+                          format_datetime(datetime.now(timezone.utc) + timedelta(hours=1), usegmt=True))
+    server.faults[ROWS[0]["instance_id"]] = ["429"]
+    real_sleep = generate.time.sleep
+
+    def sleep(seconds):  # a job that waited as asked would hold its api slot for an hour
+        assert seconds <= 120, f"waits {seconds} s"
+        real_sleep(seconds)
+
+    monkeypatch.setattr(generate.time, "sleep", sleep)
+    with pytest.raises(generate.GenerationFailed, match=r"asks to wait (3600|359\d) s before the next request, "
+                                                        r"more than the 120 s a job waits"):
+        ask("openai", server, tmp_path)
+    assert len(server.requests) == 1
+    assert [e["state"] for e in costs.read_ledger(tmp_path / "spend.jsonl")] == ["released"]
+
+
+@pytest.mark.parametrize("fault, retried, state", [
+    ("500 x-should-retry: false", False, "worst_case"),  # a 5xx may have been billed
+    ("429 x-should-retry: false", False, "released"),
+    ("400 x-should-retry: true", True, "released"),
+])
+def test_the_servers_x_should_retry_decides(fault, retried, state, server, tmp_path):
+    server.faults[ROWS[0]["instance_id"]] = [fault]
+    if retried:
+        record, _ = ask("openai", server, tmp_path)
+        assert [a["status"] for a in record["attempts"]] == [int(fault[:3]), 200]
+    else:
+        with pytest.raises(generate.GenerationFailed, match="the server says not to retry it"):
+            ask("openai", server, tmp_path)
+        assert len(server.requests) == 1
+    assert costs.read_ledger(tmp_path / "spend.jsonl")[0]["state"] == state
+
+
+def test_a_value_error_that_is_no_malformed_body_is_not_retried(server, tmp_path):
+    # a key that HTTP headers cannot carry: the client raises UnicodeEncodeError (a ValueError) before sending
+    settings = settings_for("openai", server, tmp_path)
+    settings["api_key"] = "sk-test-\u00e9"
+    row = ROWS[0]
+    messages = prompt.build_prompt(context.build_context(row, "none"), prompt.load_template(prompt.DEFAULT_TEMPLATE))
+    with pytest.raises(UnicodeEncodeError):
+        generate.generate(messages, row, "openai", MODELS["openai"], settings, log=lambda line: None)
+    assert server.requests == [] and len(costs.read_ledger(tmp_path / "spend.jsonl")) == 1

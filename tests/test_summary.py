@@ -30,8 +30,10 @@ def patch(instance_id, status="valid", reason=None, problems=()):
 def test_summary_counts_every_outcome(tmp_path):
     rows = [{"instance_id": i, "repo": repo} for i, repo in
             [("a-1", "o/a"), ("a-2", "o/a"), ("b-1", "o/b"), ("b-2", "o/b"), ("b-3", "o/b")]]
-    write_instance(tmp_path, "a-1", response("a-1", cost=0.5, latency=2.0, tokens=(100, 10)), patch("a-1"))
-    write_instance(tmp_path, "a-2", response("a-2", cost=0.25, latency=4.0, tokens=(50, 5)),
+    write_instance(tmp_path, "a-1", {**response("a-1", cost=0.5, latency=2.0, tokens=(100, 10)),
+                                     "dropped_parameters": ["temperature", "reasoning_effort"]}, patch("a-1"))
+    write_instance(tmp_path, "a-2", {**response("a-2", cost=0.25, latency=4.0, tokens=(50, 5)),
+                                     "dropped_parameters": ["temperature"]},
                    patch("a-2", "invalid", "invalid_diff", ["hunk 1 of x.py does not parse"]))
     write_instance(tmp_path, "b-1", response("b-1", latency=1.0), patch("b-1", "empty", "no_diff"))
     write_instance(tmp_path, "b-2", response("b-2", "failed", "no_answer_recorded", latency=0.0),
@@ -43,7 +45,9 @@ def test_summary_counts_every_outcome(tmp_path):
     assert_valid(record, "summary")
     counts = record["counts"]
     assert counts["selected"] == 5
-    assert counts["generation"] == {"ok": 4, "failed": 1, "by_reason": {"no_answer_recorded": 1}}
+    # answers made without a setting the model refused, by setting (a response.json without the key counts none)
+    assert counts["generation"] == {"ok": 4, "failed": 1, "by_reason": {"no_answer_recorded": 1},
+                                    "dropped_parameters": {"temperature": 2, "reasoning_effort": 1}}
     assert counts["patch"] == {"valid": 2, "empty": 2, "invalid": 1,
                                "by_reason": {"invalid_diff": 1, "no_diff": 1, "generation_failed": 1},
                                "mended_by_apply_check": 0, "mended_by_model": 0}
@@ -68,6 +72,7 @@ def test_summary_counts_every_outcome(tmp_path):
     markdown = summary.render_markdown(record)
     assert "# Run r" in markdown
     assert "| patch | invalid_diff | 1 |" in markdown
+    assert "| generate | answered without temperature (the model refused it) | 2 |" in markdown
     assert "| o/b | 3 | 1 |" in markdown
     assert "| b-2 | generate | no_answer_recorded |" in markdown
     assert "## Costliest instances" in markdown

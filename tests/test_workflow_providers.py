@@ -127,6 +127,26 @@ def test_a_responses_only_reasoning_model_costs_its_list_price(rows, tmp_path):
     assert summary["cost"]["reasoning_tokens"] == 2000 * len(rows)
 
 
+def test_a_reasoning_effort_the_model_refuses_is_dropped_and_reported(rows, tmp_path):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    with FakeModelServer(rows) as server:
+        server.refused_params = {"reasoning.effort"}  # a model without reasoning, on the Responses API
+        snakemake(tmp_path, "--resources", "api=1", *provider_config(
+            "openai", server, dataset, "openai_api=responses", "reasoning_effort=low", "run_id=effort"),
+            env=env_for("openai"))
+    run = tmp_path / "results" / "effort"
+    assert len(read_rows(run / "predictions.jsonl")) == len(rows)
+    # refused once, then the run asks without it
+    assert [("reasoning" in r["body"]) for r in server.requests] == [True] + [False] * len(rows)
+    for row in rows:
+        response = json.loads((run / "instances" / row["instance_id"] / "response.json").read_text())
+        assert response["status"] == "ok" and response["dropped_parameters"] == ["reasoning_effort"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["counts"]["generation"]["dropped_parameters"] == {"reasoning_effort": len(rows)}
+    assert f"| generate | answered without reasoning_effort (the model refused it) | {len(rows)} |" in (
+        run / "summary.md").read_text()
+
+
 def test_a_300_instance_batch_run_survives_a_kill_and_costs_half(tmp_path):
     import os
     import signal
