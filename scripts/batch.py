@@ -157,9 +157,9 @@ def job_log(log_path):
 def run(run_dir, instance_ids, provider, model, settings, out_path, poll_s=10.0, log=print):
     """The stage: ask every instance that has no answer through batches, until all are answered or
     max_attempts batches were sent; write out_path with the instances still without an answer."""
-    price = costs.price_for(provider, model, settings["prices"], batch=True)
+    price = costs.price_for(provider, model, settings["prices"], batch=True, database=settings["database_prices"])
     if price is None and settings.get("max_cost") is not None:
-        raise providers.Rejected(costs.unknown_price_message(provider, model))
+        raise providers.Rejected(costs.unknown_price_message(provider, model, settings["database_prices"]))
     path = state_path(run_dir)
     state = read_json(path) if path.exists() else {"batches": []}
     client = providers.client_for(provider, settings)
