@@ -117,6 +117,15 @@ if config["retry_failed"] and STARTS_RUN and os.path.exists(INDEX):
         print(f"retry_failed: {path} set aside; its stage is made again.", file=sys.stderr)
 
 
+# Answers that a smaller output limit cut off before any text are asked again with a larger one.
+if config["provider"] in MODEL_PROVIDERS and not config["predictions"] and STARTS_RUN and os.path.exists(INDEX):
+    from scripts.providers import output_limit
+    from scripts.status import set_aside_cut_off
+
+    for path in set_aside_cut_off(RUN, list(read_json(INDEX)), output_limit(config["provider"], MODEL, DERIVED["api"])):
+        print(f"{path} was cut off by a smaller output limit: set aside, asked again.", file=sys.stderr)
+
+
 wildcard_constraints:
     id=r"[^/]+",
     sample=r"(samples/([2-9]|[1-9][0-9]+)/)?",
@@ -273,7 +282,10 @@ ESTIMATE = (
     f"{RUN}/estimate.json"
     if config["provider"] in MODEL_PROVIDERS
     and not config["predictions"]
-    and price_for(config["provider"], MODEL, DERIVED["api"]["prices"], config["batch"]) is not None
+    and price_for(
+        config["provider"], MODEL, DERIVED["api"]["prices"], config["batch"], DERIVED["api"]["database_prices"]
+    )
+    is not None
     else None
 )
 
@@ -283,6 +295,8 @@ def estimate_settings():
         "provider": config["provider"],
         "batch": config["batch"],
         "prices": DERIVED["api"]["prices"],
+        "database_prices": DERIVED["api"]["database_prices"],
+        "prompt_cache": DERIVED["api"]["prompt_cache"],
         "answer_tokens": config["estimate_answer_tokens"],
         "max_output_tokens": config["max_output_tokens"],
         "cost_warn": config["cost_warn"],

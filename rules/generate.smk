@@ -33,19 +33,8 @@ rule generate:
     resources:
         api=1,
     params:
-        # openai_api and reasoning_effort only when set: the answers of runs made before them are not asked again
-        **{
-            key: config[key]
-            for key, default in (("openai_api", "auto"), ("reasoning_effort", None))
-            if config[key] != default
-        },
         # The settings that change an answer: a change reruns generation and what follows.
-        provider=config["provider"],
-        model=MODEL,
-        base_url=config["base_url"],
-        temperature=config["temperature"],
-        max_output_tokens=config["max_output_tokens"],
-        replay_file=config["replay_file"],
+        **settings.generate_params(config),
     run:
         from scripts import generate
 

@@ -248,9 +248,9 @@ def run(run_dir, instance_ids, provider, model, settings, out_path, poll_s=10.0,
     """The stage: ask every instance that has no answer through batches, until all are answered or each
     that is not was asked in max_attempts batches of this job; write out_path with the instances still
     without an answer and why. Returns those instances."""
-    price = costs.price_for(provider, model, settings["prices"], batch=True)
+    price = costs.price_for(provider, model, settings["prices"], batch=True, database=settings["database_prices"])
     if price is None and settings.get("max_cost") is not None:
-        raise providers.Rejected(costs.unknown_price_message(provider, model))
+        raise providers.Rejected(costs.unknown_price_message(provider, model, settings["database_prices"]))
     path = state_path(run_dir)
     state = read_json(path) if path.exists() else {"batches": []}
     state.setdefault("run", uuid.uuid4().hex[:12])  # the run's token in each batch's mark

@@ -99,22 +99,25 @@ def database_price(provider, model, batch=False):
     return price
 
 
-def price_for(provider, model, prices, batch=False):
-    """The price of the model: from `prices` (load_prices) by exact name, else from the database; None if unknown.
-    A price of `prices` with a `batch` entry takes it for batch requests."""
+def price_for(provider, model, prices, batch=False, database=True):
+    """The price of the model: from `prices` (load_prices) by exact name, else from the database (unless database
+    is False: a model served elsewhere than by its provider); None if unknown. A price of `prices` with a `batch`
+    entry takes it for batch requests."""
     if model in prices:
         price = prices[model]
         if batch and price.get("batch"):
             return dict(price["batch"], source=f"{price['source']}, batch rates")
         return price
-    return database_price(provider, model, batch)
+    return database_price(provider, model, batch) if database else None
 
 
-def unknown_price_message(provider, model):
-    return (f"no price is known for model {model} (provider {provider}): it is neither in the genai-prices "
-            f"database ({DATABASE}) nor in the prices setting, so its cost is unknown and max_cost cannot bound it. "
-            f"Give its price in USD per million tokens: --config 'prices={{{model}: {{input: X, output: Y}}}}' "
-            "(or a `prices:` entry in a --configfile).")
+def unknown_price_message(provider, model, database=True):
+    where = (f"it is neither in the genai-prices database ({DATABASE}) nor in the prices setting" if database else
+             f"it is served at base_url, not by {provider}'s own API, and such a model is priced only by the prices "
+             f"setting (if the server bills at {provider}'s prices, add --config provider_prices=true)")
+    return (f"no price is known for model {model} (provider {provider}): {where}, so its cost is unknown and max_cost "
+            f"cannot bound it. Give its price in USD per million tokens: --config 'prices={{{model}: {{input: X, "
+            "output: Y}}' (or a `prices:` entry in a --configfile).")
 
 
 def rates_at(price, input_tokens):

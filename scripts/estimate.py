@@ -17,9 +17,9 @@ class CostAboveWarning(Exception):
     """The estimate is above cost_warn and the user has not confirmed: nothing is sent."""
 
 
-def estimate(prompt_tokens, model, price, answer_tokens, max_output_tokens, instances=None):
+def estimate(prompt_tokens, model, price, answer_tokens, max_output_tokens, instances=None, prompt_cache=False):
     """The estimate record for a list of prompt token counts (one per request to make) of instances
-    (default: one request each)."""
+    (default: one request each). prompt_cache: each prompt is written to the prompt cache, at its write price."""
     record = {
         "model": model,
         "instances": len(prompt_tokens) if instances is None else instances,
@@ -27,13 +27,15 @@ def estimate(prompt_tokens, model, price, answer_tokens, max_output_tokens, inst
         "prompt_tokens": sum(prompt_tokens),
         "answer_tokens": {"low": answer_tokens, "high": max_output_tokens},
         "price": price,
+        "prompt_cache": prompt_cache,
         "low_usd": None,
         "high_usd": None,
     }
     if price is not None:
         for name, per_answer in record["answer_tokens"].items():
             # request by request: a long-context tier prices a whole request by its own size
-            record[f"{name}_usd"] = round(sum(costs.cost_usd({"input_tokens": tokens, "output_tokens": per_answer}, price)
+            record[f"{name}_usd"] = round(sum(costs.cost_usd({"input_tokens": tokens, "output_tokens": per_answer,
+                                                              "cache_write_tokens": tokens if prompt_cache else 0}, price)
                                               for tokens in prompt_tokens), 8)
     return record
 
@@ -48,7 +50,9 @@ def describe(record):
                 "cost is unknown; give one with --config 'prices={MODEL: {input: X, output: Y}}'.")
     return (f"{head}, answers of {record['answer_tokens']['low']:,} to {record['answer_tokens']['high']:,} tokens "
             f"at {record['price']['input']:g}/{record['price']['output']:g} USD per million in/out, "
-            f"{record['price'].get('source', 'the prices setting')}): "
+            + (f"each prompt written to the prompt cache at {record['price'].get('cache_write', record['price']['input']):g}, "
+               if record.get("prompt_cache") else "")
+            + f"{record['price'].get('source', 'the prices setting')}): "
             f"{record['low_usd']:.2f} to {record['high_usd']:.2f} USD.")
 
 
@@ -87,9 +91,11 @@ def prompts_to_ask(run_dir, instance_ids, samples=1, prompts_dir=None):
 def for_run(run_dir, instance_ids, model, settings, prompts_dir=None):
     """The estimate of the instances still to ask, and the ids whose prompt is not built yet."""
     tokens, instances, missing = prompts_to_ask(run_dir, instance_ids, settings.get("samples", 1), prompts_dir)
-    price = costs.price_for(settings["provider"], model, settings["prices"], batch=settings.get("batch", False))
+    price = costs.price_for(settings["provider"], model, settings["prices"], batch=settings.get("batch", False),
+                            database=settings["database_prices"])
     record = estimate(tokens, model, price, settings["answer_tokens"],
-                      providers.output_limit(settings["provider"], model, settings), instances)
+                      providers.output_limit(settings["provider"], model, settings), instances,
+                      settings.get("prompt_cache", False))
     return record, missing
 
 

@@ -118,9 +118,9 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
     if context:  # start from the files the prompt holds: the prompt stage may have left some out
         left_out = set(prompt.get("dropped_files") or [])
         context = dict(context, files=[f for f in context["files"] if f["path"] not in left_out])
-    price, spent = costs.price_for(provider, model, settings["prices"]), 0.0
+    price, spent = costs.price_for(provider, model, settings["prices"], database=settings["database_prices"]), 0.0
     if price is None and settings.get("max_cost") is not None:
-        raise GenerationFailed(costs.unknown_price_message(provider, model))
+        raise GenerationFailed(costs.unknown_price_message(provider, model, settings["database_prices"]))
     for number in range(1, settings["max_attempts"] + 1):
         stopped = quota_stop(settings)
         if stopped:
@@ -180,17 +180,23 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
                            cause="provider_unreachable")
 
 
-def outcome(stop_reason, raw_stop_reason):
-    """(status, failure reason, detail) of an answer: a refusal is a recorded failure."""
+def outcome(stop_reason, raw_stop_reason, text, usage, limit):
+    """(status, failure reason, detail) of an answer: a refusal is a recorded failure, and so is an answer that
+    the output limit cut off before it held any text (a reasoning model that spent it all on reasoning)."""
     if stop_reason in ("refusal", "content_filter"):
         return "failed", "refused", f"the model stopped with {raw_stop_reason}"
+    if stop_reason == "max_tokens" and not (text or "").strip():
+        return "failed", "cut_off", (
+            f"the output limit of {limit} tokens ended the answer before any text: {usage.get('output_tokens', 0)} "
+            f"output tokens, {usage.get('reasoning_tokens', 0)} of them reasoning. A run with a larger "
+            "max_output_tokens asks it again.")
     return "ok", None, None
 
 
 def generate(prompt, row, provider, model, settings, context=None, template=None, log=print):
     """The response record for one instance; raises GenerationFailed or BudgetSpent on what a rerun may fix."""
     started, clock = now(), time.monotonic()
-    attempts, dropped, cost, price = None, [], 0.0, None
+    attempts, dropped, cost, price, limit = None, [], 0.0, None, None
     try:
         if provider in LOCAL_PROVIDERS:
             answer = LOCAL_PROVIDERS[provider](prompt, row, settings)
@@ -199,8 +205,9 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
                                                                       template, log)
             if price is None:
                 cost = None
-                log(f"warning: {costs.unknown_price_message(provider, model)}")
-        status, reason, detail = outcome(answer.stop_reason, answer.raw_stop_reason)
+                log(f"warning: {costs.unknown_price_message(provider, model, settings['database_prices'])}")
+            limit = providers.output_limit(provider, model, settings)
+        status, reason, detail = outcome(answer.stop_reason, answer.raw_stop_reason, answer.text, answer.usage, limit)
     except PermanentFailure as failure:
         answer = providers.Answer(None, None, None, no_usage())
         status, reason, detail = "failed", failure.reason, failure.detail
@@ -218,6 +225,7 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
         "usage": answer.usage,
         "cost_usd": cost,  # None: the model's price is unknown
         "price_per_million": price,  # with its source
+        "max_output_tokens": limit,  # the output limit sent (None: no request)
         "latency_s": latency,
         "attempts": attempts or [attempt_record(started, clock)],
         "dropped_context_files": dropped,
@@ -266,12 +274,14 @@ def from_batch(instance_id, provider, model, settings):
         raise GenerationFailed(f"the batches brought no answer ({why or 'not submitted'}); a rerun asks it in a "
                                "new batch")
     got = read_json(path)
-    status, reason, detail = outcome(got["stop_reason"], got["raw_stop_reason"])
+    limit = providers.output_limit(provider, model, settings)
+    status, reason, detail = outcome(got["stop_reason"], got["raw_stop_reason"], got["answer"], got["usage"], limit)
     return {
         "instance_id": instance_id, "provider": provider, "model": model,
         "status": status, "failure_reason": reason, "failure_detail": detail, "answer": got["answer"],
         "stop_reason": got["stop_reason"], "raw_stop_reason": got["raw_stop_reason"], "usage": got["usage"],
-        "cost_usd": got["cost_usd"], "price_per_million": got["price_per_million"], "batch": got["batch"],
+        "cost_usd": got["cost_usd"], "price_per_million": got["price_per_million"], "max_output_tokens": limit,
+        "batch": got["batch"],
         "latency_s": 0.0, "attempts": [{"started_at": got["submitted_at"], "latency_s": 0.0, "error": None,
                                         "status": 200, "wait_s": 0.0}],
         "dropped_context_files": [], "created_at": now(),

@@ -353,12 +353,12 @@ def anthropic_request(messages, model, settings):
     if system:
         request["system"] = system
     if settings.get("prompt_cache") and request["messages"]:
-        # The system prompt and the first user message (the issue and its code context) come again in every
-        # self-repair request of the instance: cached once (at 1.25 times the input price), read at a tenth.
+        # prompt_cache=true: the system prompt and the first user message (the issue and its code context) come again
+        # in the instance's self-repair requests: cached once (at 1.25 times the input price), read at a tenth.
         first = request["messages"][0]
         request["messages"][0] = {**first, "content": [{"type": "text", "text": first["content"],
                                                         "cache_control": {"type": "ephemeral"}}]}
-    # The Messages API of the pinned client takes no temperature: the model's own sampling applies.
+    # The API version of the pinned client (2026-10-21) refuses temperature: the model's own sampling applies.
     return request
 
 
@@ -379,13 +379,14 @@ def read_message(message):
     usage = message.usage
     cached = getattr(usage, "cache_read_input_tokens", None) or 0
     written = getattr(usage, "cache_creation_input_tokens", None) or 0
+    thinking = getattr(getattr(usage, "output_tokens_details", None), "thinking_tokens", None) or 0
     return Answer(
         text=text,
         stop_reason=ANTHROPIC_STOP.get(raw_stop, raw_stop),
         raw_stop_reason=raw_stop,
         # Anthropic counts cache reads and writes apart from input_tokens; here input is the whole prompt.
         usage={"input_tokens": usage.input_tokens + cached + written, "output_tokens": usage.output_tokens,
-               "cached_input_tokens": cached, "cache_write_tokens": written, "reasoning_tokens": 0},
+               "cached_input_tokens": cached, "cache_write_tokens": written, "reasoning_tokens": thinking},
     )
 
 

@@ -21,6 +21,10 @@ from scripts import repos as repos_module
 from scripts.common import fault_line, instance_log, read_json, read_row, write_json_atomic, write_text_atomic
 from scripts.patch import PatchStageError, describe_verdict, judge
 
+# An empty answer's turn in a repair request: the Anthropic API refuses a message without content, and leaving the
+# turn out would put two user messages in a row, which it refuses too.
+EMPTY_ANSWER = "(no answer)"
+
 
 def needs_repair(record):
     return record["status"] == "invalid" or bool(record["syntax_errors"])
@@ -112,7 +116,8 @@ def self_repair(first, response, prompt, context, repository, repair, folder, lo
         if not (needs_repair(latest) or (number > 1 and latest["status"] == "empty")):
             break
         request = repair_request(latest, render_spots(spots, repository, not edits), edits)
-        messages += [{"role": "assistant", "content": answer or ""}, {"role": "user", "content": request}]
+        messages += [{"role": "assistant", "content": answer if (answer or "").strip() else EMPTY_ANSWER},
+                     {"role": "user", "content": request}]
         repair_prompt = {"instance_id": response["instance_id"], "template": f"{prompt.get('template', 'prompt')}+repair",
                          "messages": list(messages),
                          "tokens": sum(count_tokens(m["content"], tokenizer) for m in messages),

@@ -2,6 +2,7 @@
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 import yaml
 
@@ -14,9 +15,16 @@ RETRIEVAL_DATASETS = {f"bm25_{size}": f"princeton-nlp/SWE-bench_bm25_{size}" for
 PROVIDER_MODELS = {"gold": "gold", "replay": None, **DEFAULT_MODELS}  # replay: named after its file
 # The settings that make the answers of a run (its requests, and the prompts and patch verdicts that
 # repair requests are made from): a run folder holds paid answers made with one set of them.
-ANSWER_SETTINGS = ("provider", "model", "base_url", "temperature", "max_output_tokens", "replay_file",
+# max_output_tokens is not among them: an answer that stopped by itself stays what it is with a larger limit, and
+# one the limit cut off is asked again (status.set_aside_cut_off).
+ANSWER_SETTINGS = ("provider", "model", "base_url", "temperature", "replay_file",
                    "prompt_style", "prompt_template", "context", "context_tokens", "tokenizer", "retrieval_dataset",
                    "apply_check", "repair_attempts", "openai_api", "reasoning_effort")
+# Request settings that only these providers send: for another one they change no answer. The Anthropic API
+# version of the pinned client (2026-10-21) refuses temperature, and reasoning_effort is OpenAI's.
+SENT_ONLY_BY = {"temperature": ("openai",), "openai_api": ("openai",), "reasoning_effort": ("openai",)}
+# The hosts of the providers' own APIs: a model served elsewhere is not billed at the provider's prices.
+PROVIDER_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
 # Snakemake options that read the workflow without running its jobs.
 NOT_A_RUN = {"--lint", "--report", "--summary", "-S", "--detailed-summary", "-D", "-l", "--dag", "--rulegraph",
              "--filegraph", "--d3dag", "--touch", "-t", "--unlock", "--cleanup-metadata", "--delete-all-output",
@@ -157,10 +165,10 @@ def check_price(config):
     """Stop a run with a budget whose model has no known price: max_cost could not bound its spend."""
     if config["provider"] not in ASK or config["predictions"] or config["max_cost"] is None:
         return
-    model = model_name(config)
-    if costs.price_for(config["provider"], model, costs.load_prices(config["prices"]), config["batch"]) is None:
-        raise ConfigError(f"max_cost={config['max_cost']:g} is set, but {costs.unknown_price_message(config['provider'], model)} "
-                          "Nothing was sent.")
+    model, database = model_name(config), database_prices(config, os.environ)
+    if costs.price_for(config["provider"], model, costs.load_prices(config["prices"]), config["batch"], database) is None:
+        raise ConfigError(f"max_cost={config['max_cost']:g} is set, but "
+                          f"{costs.unknown_price_message(config['provider'], model, database)} Nothing was sent.")
 
 
 def runs_jobs(argv):
@@ -177,12 +185,45 @@ def base_url(config, environ):
     return environ.get(f"{config['provider'].upper()}_BASE_URL")
 
 
+def sends(provider, key):
+    """Whether the requests of provider carry the setting key."""
+    return provider in SENT_ONLY_BY.get(key, (provider,))
+
+
 def answer_settings(config, environ):
-    """The values of ANSWER_SETTINGS that this run's answers are made with."""
-    values = {key: config[key] for key in ANSWER_SETTINGS}
+    """The values of ANSWER_SETTINGS that this run's answers are made with (those its provider sends)."""
+    values = {key: config[key] for key in ANSWER_SETTINGS if sends(config["provider"], key)}
     values["model"] = model_name(config)
     values["base_url"] = base_url(config, environ)
     return values
+
+
+def generate_params(config):
+    """The generate rule's params: the settings that change an answer, so that a change of one asks again. The
+    settings that the provider does not send keep their defaults (temperature 0.0), as does max_output_tokens
+    (16384; a larger one asks again only the answers it cut off), so that changing them asks nothing again and the
+    runs made before, which had them among their params, are not asked again either."""
+    provider = config["provider"]
+    return {
+        "provider": provider,
+        "model": model_name(config),
+        "base_url": config["base_url"],
+        "temperature": config["temperature"] if sends(provider, "temperature") else 0.0,
+        "max_output_tokens": 16384,
+        "replay_file": config["replay_file"],
+        # only when set: the answers of runs made before them are not asked again
+        **{key: config[key] for key, default in (("openai_api", "auto"), ("reasoning_effort", None))
+           if sends(provider, key) and config[key] != default},
+    }
+
+
+def database_prices(config, environ):
+    """Whether the genai-prices database prices the run's model: its provider's own API serves it, or the user
+    says that the server at base_url bills at the provider's prices (provider_prices). A model of another server
+    (vLLM, Ollama...) is priced only by the prices setting."""
+    url = base_url(config, environ)
+    own = PROVIDER_HOSTS.get(config["provider"])
+    return not url or config["provider_prices"] or (own is not None and urlparse(url).hostname == own)
 
 
 def check_answer_settings(recorded, current, run_dir):
@@ -190,8 +231,9 @@ def check_answer_settings(recorded, current, run_dir):
     ask again and replace them."""
     if not recorded or recorded.get("provider") not in ASK:
         return
-    # a key the record lacks came after the run was made: its default then is what made the answers
-    changed = [key for key in ANSWER_SETTINGS if key in recorded and recorded[key] != current.get(key)]
+    # a key the record lacks came after the run was made: its default then is what made the answers; a key the
+    # current settings lack is one the provider does not send
+    changed = [key for key in ANSWER_SETTINGS if key in recorded and key in current and recorded[key] != current[key]]
     if not changed:
         return
     differences = ", ".join(f"{key}={recorded.get(key)!r} (now {current.get(key)!r})" for key in changed)
@@ -223,6 +265,7 @@ def api_settings(provider, config, run_dir):
         "retry_backoff": config["retry_backoff"],
         "max_cost": config["max_cost"],
         "prices": costs.load_prices(config["prices"]),
+        "database_prices": database_prices(dict(config, provider=provider), os.environ),
         "ledger": str(Path(run_dir) / "spend.jsonl"),
         "overwrite": config["overwrite"],
     }
@@ -237,9 +280,8 @@ def derived(config):
         "run_id": run_id(config),
         "run_dir": run_dir,
         "model": model_name(config) if not config["predictions"] else None,
-        # Anthropic's prompt cache pays when the prompt comes again: in the instance's self-repair requests
         "api": {**api_settings(config["provider"], config, run_dir),
-                "prompt_cache": asks_model and config["repair_attempts"] > 0},
+                "prompt_cache": asks_model and config["provider"] == "anthropic" and config["prompt_cache"]},
         "repos": {"repo_cache": config["repo_cache"], "repo_url": config["repo_url"]} if config["apply_check"] else None,
         "repair_attempts": config["repair_attempts"] if asks_model else 0,
     }

@@ -238,6 +238,26 @@ def set_aside_failures(run_dir, instance_ids, repair=False, stamp=None):
     return moved
 
 
+def set_aside_cut_off(run_dir, instance_ids, limit, stamp=None):
+    """Rename each answer recorded as cut off (failure reason cut_off) by an output limit below limit to
+    response.cut_off-<stamp>.json, with its batch answer (batch=true), so that the run asks it again with the
+    larger limit; the paths set aside. The batch stage is made again when one of its answers is."""
+    stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
+    moved = []
+    for folder in sample_folders(run_dir, instance_ids):
+        path = folder / STAGE_FILES["generate"]
+        record = read_record(path) if path.is_file() else {}
+        if record.get("failure_reason") != "cut_off" or (record.get("max_output_tokens") or 0) >= limit:
+            continue
+        set_aside(path, "cut_off", stamp)
+        moved.append(path)
+        batch_answer = Path(run_dir) / "batch" / "answers" / f"{record['instance_id']}.json"
+        if record.get("batch") and batch_answer.is_file():
+            set_aside(batch_answer, "cut_off", stamp)
+            (Path(run_dir) / "batch" / "done.json").unlink(missing_ok=True)
+    return moved
+
+
 def aligned(rows):
     """Rows of text cells as indented lines, in columns."""
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]

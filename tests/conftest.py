@@ -34,6 +34,9 @@ def snakemake(workdir, *args, env=None, check=True, umask=-1):
     full_env["SWEBENCH_EVALUATION"] = "none"  # tests of evaluation ask for it with --config or env
     # The SWE-bench repositories are not reachable offline; tests of the check ask for it with --config.
     full_env["SWEBENCH_APPLY_CHECK"] = "false"
+    # The loopback model server stands for the providers' own APIs, priced from the database; tests of a
+    # server that is not ask for provider_prices=false with --config.
+    full_env["SWEBENCH_PROVIDER_PRICES"] = "true"
     full_env.update(env or {})
     result = subprocess.run(command, capture_output=True, text=True, env=full_env, umask=umask)
     if check and result.returncode != 0:

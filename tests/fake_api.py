@@ -19,6 +19,11 @@ RESPONSES_ONLY = ("o3-pro", "gpt-5-pro", "gpt-5.4-pro", "gpt-5-codex", "codex-mi
 RESPONSES_PARAMS = {"model", "input", "instructions", "max_output_tokens", "reasoning", "temperature", "top_p", "store",
                     "metadata", "service_tier", "text", "tools", "tool_choice", "truncation", "user", "background",
                     "stream"}
+# The body parameters of the Messages API (anthropic 2.x, API version 2026-10-21, which has no temperature, top_p
+# or top_k): it refuses any other with "<name>: Extra inputs are not permitted".
+MESSAGES_PARAMS = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "thinking",
+                   "tools", "tool_choice", "cache_control", "container", "diagnostics", "inference_geo", "output_config",
+                   "service_tier", "speed"}
 ERROR_TYPES = {400: "invalid_request_error", 402: "billing_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
 # The 400 of api.openai.com to an organization that may not stream a model (its param is "stream")
 STREAM_REFUSED = ("Your organization must be verified to stream this model. Please go to: https://platform.openai.com/"
@@ -102,7 +107,10 @@ class FakeModelServer(LoopbackServer):
         self.output_limits = {}  # model -> its output limit: a request asking more is refused with a 400
         self.no_credit = False  # the account has no credit left: every request is refused
         self.reasoning_tokens = 0  # tokens a reasoning model thinks before each answer, billed as output
-        self.cached_prefixes = set()  # Anthropic prompt cache: the prefixes written so far
+        self.reasoning = {}  # instance_id -> its reasoning tokens, instead of reasoning_tokens
+        # A model stops at its output limit: reasoning that reaches it leaves an empty answer.
+        self.cached_prefixes = {}  # Anthropic prompt cache: prefix -> when its entry expires (monotonic seconds)
+        self.cache_ttl = 300.0  # an entry lives 5 minutes, renewed by each read
         # Batch APIs (OpenAI files and /v1/batches, Anthropic /v1/messages/batches)
         self.files = {}  # file id -> (metadata, bytes)
         self.batches = {}  # batch id -> {"provider", "object" (as the API shows it), "lines", "results"}
@@ -154,10 +162,29 @@ class FakeModelServer(LoopbackServer):
         if tokens < 1024:
             return 0, 0
         with self.lock:
-            if prefix in self.cached_prefixes:
-                return tokens, 0
-            self.cached_prefixes.add(prefix)
-        return 0, tokens
+            fresh = self.cached_prefixes.get(prefix, 0) > time.monotonic()
+            self.cached_prefixes[prefix] = time.monotonic() + self.cache_ttl
+        return (tokens, 0) if fresh else (0, tokens)
+
+    @staticmethod
+    def messages_problem(body):
+        """What the Messages API says of a request whose parameters or turns it refuses, or None."""
+        unknown = sorted(set(body) - MESSAGES_PARAMS)
+        if unknown:
+            return f"{unknown[0]}: Extra inputs are not permitted"
+        messages = body.get("messages") or []
+        if messages and messages[0].get("role") != "user":
+            return 'messages: first message must use the "user" role'
+        for number, message in enumerate(messages):
+            if number and message.get("role") == messages[number - 1].get("role"):
+                return (f'messages: roles must alternate between "user" and "assistant", but found multiple '
+                        f'"{message["role"]}" roles in a row')
+            content = message.get("content")
+            text = content if isinstance(content, str) else "".join(b.get("text", "x") for b in content or [])
+            final_assistant = number == len(messages) - 1 and message.get("role") == "assistant"
+            if not text.strip() and not final_assistant:
+                return "messages: all messages must have non-empty content except for the optional final assistant message"
+        return None
 
     # ---- batches: processed in a thread that sends each request to this server itself ----
 
@@ -443,6 +470,9 @@ class FakeModelServer(LoopbackServer):
                 elif not anthropic and body["model"] in RESPONSES_ONLY:
                     return self.error(404, "This model is only supported in v1/responses and not in "
                                       "v1/chat/completions.", False, param="model", code=None)
+                problem = server.messages_problem(body) if anthropic else None
+                if problem:
+                    return self.error(400, problem, anthropic)
                 given = {*body, *(f"{name}.{field}" for name, value in body.items() if isinstance(value, dict)
                                   for field in value)}
                 refused = server.refused_params & {name for name in given if name != "stream" or body[name]}
@@ -501,29 +531,35 @@ class FakeModelServer(LoopbackServer):
                 if fault in ("empty", "refusal"):
                     answer = ""
                 limit = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
-                if limit is not None and len(answer) // 4 > limit:  # like a model, it stops at the output limit
+                reasoning = server.reasoning.get(instance_id, server.reasoning_tokens)
+                if limit is not None and reasoning >= limit:  # the whole output limit spent on reasoning
+                    answer, stop, reasoning = "", "length", limit
+                elif limit is not None and len(answer) // 4 > limit:  # like a model, it stops at the output limit
                     answer, stop = answer[: 4 * limit], "length"
-                usage_in, usage_out = len(text) // 4, len(answer) // 4 + server.reasoning_tokens
+                usage_in, usage_out = len(text) // 4, len(answer) // 4 + reasoning
                 # OpenAI caches prompt prefixes by itself (here: 100 tokens of each); Anthropic caches only up to
                 # a block marked with cache_control: written by the first request, read by later ones
                 read, written = (server.anthropic_cache(body) if anthropic else (100, 0))
                 logged["billed"] = {"input_tokens": usage_in, "cached_input_tokens": read,
                                     "cache_write_tokens": written, "output_tokens": usage_out,
-                                    "reasoning_tokens": server.reasoning_tokens}
+                                    "reasoning_tokens": reasoning}
                 model = body["model"]
                 if anthropic:
+                    thinking = [{"type": "thinking", "thinking": "Let me think.", "signature": "c2ln"}] if reasoning else []
                     payload = {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
-                               "content": [{"type": "text", "text": answer}] if answer else [],
+                               "content": thinking + ([{"type": "text", "text": answer}] if answer else []),
                                "stop_reason": {"length": "max_tokens", "refusal": "refusal"}.get(stop, "end_turn"),
                                "stop_sequence": None,
                                "usage": {"input_tokens": usage_in - read - written, "output_tokens": usage_out,
-                                         "cache_read_input_tokens": read, "cache_creation_input_tokens": written}}
+                                         "cache_read_input_tokens": read, "cache_creation_input_tokens": written,
+                                         "output_tokens_details": {"thinking_tokens": reasoning}}}
                 elif responses:
                     content = ([{"type": "refusal", "refusal": "I can't help with that."}] if fault == "refusal" else
                                [{"type": "output_text", "text": answer, "annotations": []}])
+                    # reasoning that spent the whole limit leaves no message at all
                     output = [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
-                               "content": content}]
-                    if server.reasoning_tokens:
+                               "content": content}] if answer or stop != "length" else []
+                    if reasoning:
                         output.insert(0, {"type": "reasoning", "id": "rs_1", "summary": []})
                     payload = {"id": "resp_1", "object": "response", "created_at": time.time(), "model": model,
                                "status": "incomplete" if stop == "length" else "completed",
@@ -535,7 +571,7 @@ class FakeModelServer(LoopbackServer):
                                "usage": {"input_tokens": usage_in, "output_tokens": usage_out,
                                          "total_tokens": usage_in + usage_out,
                                          "input_tokens_details": {"cached_tokens": read, "cache_write_tokens": 0},
-                                         "output_tokens_details": {"reasoning_tokens": server.reasoning_tokens}}}
+                                         "output_tokens_details": {"reasoning_tokens": reasoning}}}
                 else:
                     message = {"role": "assistant", "content": answer or (None if fault == "refusal" else ""),
                                "refusal": "I can't help with that." if fault == "refusal" else None}
@@ -546,7 +582,7 @@ class FakeModelServer(LoopbackServer):
                                "usage": {"prompt_tokens": usage_in, "completion_tokens": usage_out,
                                          "total_tokens": usage_in + usage_out,
                                          "prompt_tokens_details": {"cached_tokens": 100},
-                                         "completion_tokens_details": {"reasoning_tokens": server.reasoning_tokens}}}
+                                         "completion_tokens_details": {"reasoning_tokens": reasoning}}}
                 if body.get("stream") and not anthropic:
                     events = (response_events(payload, server.stream_parts) if responses else
                               chat_chunks(payload, (body.get("stream_options") or {}).get("include_usage"),

@@ -27,7 +27,8 @@ def make_run(run, rows):
 def settings_for(provider, server, run, **changes):
     base_url = f"{server.url}/v1" if provider == "openai" else server.url
     settings = api_settings(provider, run_config(**{"base_url": base_url, "batch": True, "max_attempts": 3,
-                                                    "request_timeout": 10, "max_output_tokens": 4000, **changes}), run)
+                                                    "request_timeout": 10, "max_output_tokens": 4000,
+                                                    "provider_prices": True, **changes}), run)
     settings["api_key"] = "sk-test-batch"
     return settings
 

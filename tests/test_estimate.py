@@ -10,7 +10,7 @@ PRICE = {"input": 3.00, "output": 15.00}  # USD per million tokens
 
 def settings(**overrides):
     return {"provider": "openai", "prices": {"my-model": PRICE}, "answer_tokens": 1000, "max_output_tokens": 16000, "cost_warn": 10,
-            "confirm_cost": False, **overrides}
+            "confirm_cost": False, "database_prices": True, **overrides}
 
 
 def test_low_and_high_figures_follow_the_prices():
@@ -20,6 +20,18 @@ def test_low_and_high_figures_follow_the_prices():
     assert record["low_usd"] == pytest.approx(0.03 + 0.045)
     assert record["high_usd"] == pytest.approx(0.03 + 0.72)
     assert "0.07 to 0.75 USD" in estimate.describe(record)
+
+
+def test_with_the_prompt_cache_each_prompt_is_written_at_the_cache_write_price(tmp_path):
+    price = costs.price_for("anthropic", "claude-sonnet-4-6", {})
+    assert price["cache_write"] == pytest.approx(1.25 * price["input"])
+    plain, cached = (estimate.estimate([2000, 3000, 5000], "claude-sonnet-4-6", price, 1000, 16000, prompt_cache=cache)
+                     for cache in (False, True))
+    premium = 10000 * (price["cache_write"] - price["input"]) / 1e6
+    assert cached["low_usd"] == pytest.approx(plain["low_usd"] + premium)
+    assert cached["high_usd"] == pytest.approx(plain["high_usd"] + premium)
+    assert f"each prompt written to the prompt cache at {price['cache_write']:g}" in estimate.describe(cached)
+    assert "prompt cache" not in estimate.describe(plain)
 
 
 def test_a_model_without_a_price_has_no_figures_and_never_stops():

@@ -24,7 +24,7 @@ def server():
 def settings_for(provider, server, tmp_path, **changes):
     base_url = f"{server.url}/v1" if provider == "openai" else server.url
     config = run_config(**{"base_url": base_url, "max_attempts": 4, "retry_backoff": 0.01, "request_timeout": 2.0,
-                           "temperature": 0.0, "max_output_tokens": 2048, **changes})
+                           "temperature": 0.0, "max_output_tokens": 2048, "provider_prices": True, **changes})
     settings = api_settings(provider, config, tmp_path)
     settings["api_key"] = KEY
     return settings
@@ -468,3 +468,26 @@ def test_a_value_error_that_is_no_malformed_body_is_not_retried(server, tmp_path
     with pytest.raises(UnicodeEncodeError):
         generate.generate(messages, row, "openai", MODELS["openai"], settings, log=lambda line: None)
     assert server.requests == [] and len(costs.read_ledger(tmp_path / "spend.jsonl")) == 1
+
+
+@pytest.mark.parametrize("provider, openai_api", [("openai", "chat"), ("openai", "responses"), ("anthropic", "auto")])
+def test_an_answer_all_spent_on_reasoning_is_recorded_as_cut_off(provider, openai_api, server, tmp_path):
+    server.reasoning_tokens = 5000  # more than the output limit of 2048
+    record, _ = ask(provider, server, tmp_path, openai_api=openai_api)
+    assert (record["status"], record["failure_reason"], record["stop_reason"]) == ("failed", "cut_off", "max_tokens")
+    assert record["answer"] == "" and record["max_output_tokens"] == 2048
+    assert record["usage"]["output_tokens"] == record["usage"]["reasoning_tokens"] == 2048
+    assert "output limit of 2048 tokens" in record["failure_detail"] and "2048 of them reasoning" in record["failure_detail"]
+    # it was paid for
+    assert record["cost_usd"] > 0 and record["cost_usd"] == pytest.approx(server.billed_usd(provider, server.requests[-1]), rel=0.01)
+    # an answer the limit cut off after some text is an answer: the patch stage judges it
+    server.reasoning_tokens, server.faults[ROWS[1]["instance_id"]] = 0, ["truncated"]
+    record, _ = ask(provider, server, tmp_path, row=ROWS[1], openai_api=openai_api)
+    assert (record["status"], record["stop_reason"]) == ("ok", "max_tokens") and record["answer"]
+
+
+def test_the_output_limit_table_covers_the_default_models():
+    from scripts.providers import DEFAULT_MODELS, OUTPUT_LIMITS
+
+    for provider, model in DEFAULT_MODELS.items():
+        assert OUTPUT_LIMITS[provider][model] >= 64000, model

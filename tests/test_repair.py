@@ -40,7 +40,8 @@ def stage(instance, answer, provider, server, attempts=1, **config):
     folder, run = instance["folder"], instance["run"]
     (folder / "response.json").write_text(json.dumps({"instance_id": INSTANCE, "status": "ok", "answer": answer}))
     config = run_config(**{"base_url": f"{server.url}/v1" if provider == "openai" else server.url,
-                           "retry_backoff": 0.01, "request_timeout": 5, "max_attempts": 2, **config})
+                           "retry_backoff": 0.01, "request_timeout": 5, "max_attempts": 2, "provider_prices": True,
+                           **config})
     settings = api_settings(provider, config, run)
     settings["api_key"] = "sk-test"
     model = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6"}[provider]
@@ -173,3 +174,40 @@ def test_a_spent_budget_fails_the_job_and_writes_no_verdict(instance):
     assert f"{INSTANCE}: self-repair could not ask the model: the budget is spent" in str(error.value)
     assert "repair_attempts=0 turns self-repair off" in str(error.value)
     assert not (folder / "repair.json").exists() and not (folder / "repair.diff").exists()
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_an_empty_repair_answer_is_followed_by_a_request_the_api_takes(instance, provider):
+    row, folder = instance["row"], instance["folder"]
+    with FakeModelServer([row]) as server:
+        server.faults[INSTANCE] = ["empty"]  # the first repair answer is empty; the second mends the patch
+        record = stage(instance, not_applying(row), provider, server, attempts=2)
+        requests = server.requests_for(INSTANCE)
+    assert [(a["status"], a["reason"]) for a in record["attempts"]] == [("empty", "empty_answer"), ("valid", None)]
+    assert (record["status"], record["answer"]) == ("valid", "repair-2")
+    # the second request alternates user and assistant turns, none of them empty
+    second = [m for m in requests[1]["body"]["messages"] if m["role"] != "system"]
+    assert [m["role"] for m in second] == ["user", "assistant", "user", "assistant", "user"]
+    assert second[3]["content"] == repair.EMPTY_ANSWER and second[4]["content"].startswith("Your answer holds no patch.")
+    assert json.loads((folder / "repair" / "2.prompt.json").read_text())["messages"][-2]["content"] == repair.EMPTY_ANSWER
+
+
+def test_the_loopback_server_refuses_what_the_messages_api_refuses():
+    import anthropic
+
+    with FakeModelServer([]) as server:
+        client = anthropic.Anthropic(api_key="sk-test", base_url=server.url, max_retries=0)
+        for messages, refusal in [
+            ([{"role": "user", "content": "Fix it."}, {"role": "assistant", "content": ""},
+              {"role": "user", "content": "Again."}], "all messages must have non-empty content"),
+            ([{"role": "user", "content": "Fix it."}, {"role": "user", "content": "Again."}],
+             'found multiple "user" roles in a row'),
+            ([{"role": "assistant", "content": "Hello."}], 'first message must use the "user" role')]:
+            with pytest.raises(anthropic.BadRequestError, match=refusal):
+                client.messages.create(model="claude-sonnet-4-6", max_tokens=100, messages=messages)
+        with pytest.raises(anthropic.BadRequestError, match="temperature: Extra inputs are not permitted"):
+            client.messages.create(model="claude-sonnet-4-6", max_tokens=100, messages=[{"role": "user", "content": "Hi"}],
+                                   extra_body={"temperature": 0.0})
+        # the final assistant turn may be empty
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=100,
+                               messages=[{"role": "user", "content": "Fix it."}, {"role": "assistant", "content": ""}])

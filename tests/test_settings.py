@@ -100,3 +100,33 @@ def test_each_model_of_several_is_the_run_with_its_entry():
     assert (first["model"], first["temperature"], first["models"], first["dataset"]) == ("gpt-4o", 0.5, None, "lite")
     assert (second["model"], second["max_output_tokens"], second["run_id"]) == ("1.5", 800, "2024")
     assert [settings.run_id(c) for c in (first, second)] == ["openai-gpt-4o", "2024"]
+
+
+@pytest.mark.parametrize("base_url, environ, provider_prices, priced", [
+    (None, {}, False, True),  # the provider's own API
+    ("https://api.openai.com/v1", {}, False, True),
+    ("http://localhost:8000/v1", {}, False, False),  # vLLM, Ollama...
+    (None, {"OPENAI_BASE_URL": "http://localhost:11434/v1"}, False, False),
+    ("https://gateway.example.com/v1", {}, True, True),  # a proxy that bills at the provider's prices
+])
+def test_only_the_providers_own_api_is_priced_from_the_database(base_url, environ, provider_prices, priced):
+    config = run_config(provider="openai", base_url=base_url, provider_prices=provider_prices)
+    assert settings.database_prices(config, environ) is priced
+    assert run_config()["provider_prices"] is False  # the default
+
+
+def test_a_setting_the_provider_does_not_send_is_no_answer_setting():
+    anthropic = run_config(provider="anthropic", temperature=0.0)
+    recorded = settings.answer_settings(anthropic, {})
+    assert not {"temperature", "reasoning_effort", "openai_api", "max_output_tokens"} & set(recorded)
+    changed = dict(anthropic, temperature=0.7, reasoning_effort="high", openai_api="chat", max_output_tokens=64000)
+    settings.check_answer_settings(recorded, settings.answer_settings(changed, {}), "results/x")  # no stop
+    assert settings.generate_params(changed) == settings.generate_params(anthropic)
+    # a record made before, with temperature among its settings, does not stop either
+    settings.check_answer_settings({**recorded, "temperature": 0.0}, settings.answer_settings(changed, {}), "results/x")
+    # for OpenAI, which sends it, a changed temperature stops the run and changes the params
+    openai = run_config(provider="openai", temperature=0.0)
+    with pytest.raises(settings.ConfigError, match=r"temperature=0.0 \(now 0.7\)"):
+        settings.check_answer_settings(settings.answer_settings(openai, {}),
+                                       settings.answer_settings(dict(openai, temperature=0.7), {}), "results/x")
+    assert settings.generate_params(dict(openai, temperature=0.7)) != settings.generate_params(openai)
