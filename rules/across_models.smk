@@ -26,8 +26,6 @@ rule compare:
     log:
         f"{COMPARE}/compare.log",
     localrule: True
-    conda:
-        CONDA_ENV
     params:
         runs=[model.RUN for model in MODELS],
         out=lambda wildcards, output: os.path.dirname(output.md),

@@ -34,8 +34,6 @@ else:
             f"{RUN}/logs/select.log",
         # Once per run, on the machine that runs Snakemake (a cluster's login node, which reaches the hub).
         localrule: True
-        conda:
-            CONDA_ENV
         params:
             dataset=config["dataset"],
             split=config["split"],
