@@ -313,3 +313,8 @@ def repair_settings(sample):
         "settings": request_settings(sample),
         "repos": DERIVED["repos"],
     }
+
+
+def batch_settings():
+    """What the batch job (rules/batch.smk) reads from the config, besides its instances."""
+    return {"provider": config["provider"], "model": MODEL, "settings": DERIVED["api"], "poll_s": config["batch_poll"]}

@@ -37,21 +37,21 @@ for name, model_config in zip(MODULES, MODEL_CONFIGS):
     workflow.userule(rules=["*"], from_module=name, name_modifier=f"{name}_*")(lambda: None)
 
 
-def take_rule_settings():
-    """Snakemake applies --set-threads and --set-resources (a profile's set-threads, set-resources) by exact
-    rule name, as each rule is defined: each model's rule (model<k>_generate) takes those given for the rule
-    of a run of one model (generate), unless they name it itself. As Snakemake does (workflow.rule)."""
+def take_profile_settings():
+    """Snakemake applies --set-threads and --set-resources (a profile's set-threads, set-resources) by exact name
+    as it defines each rule. Each model's copy (model<k>_generate) takes those given for generate, unless
+    given its own; as Snakemake applies them (Workflow.rule)."""
     given = workflow.resource_settings
     threads, resources = given._parsed_overwrite_threads, given._parsed_overwrite_resources
-    for model_rule in workflow.rules:
-        prefix, _, name = model_rule.name.partition("_")
-        if prefix in MODULES and name in threads and model_rule.name not in threads:
-            model_rule.resources["_cores"] = threads[name]
-        if prefix in MODULES and name in resources and model_rule.name not in resources:
-            model_rule.resources.update(resources[name])
+    for copy in workflow.rules:
+        prefix, _, name = copy.name.partition("_")
+        if prefix in MODULES and name in threads and copy.name not in threads:
+            copy.resources["_cores"] = threads[name]
+        if prefix in MODULES and name in resources and copy.name not in resources:
+            copy.resources.update(resources[name])
 
 
-take_rule_settings()
+take_profile_settings()
 MODELS = [workflow.globals[name] for name in MODULES]  # each module's names: RUN, MODEL, run_targets...
 PRICED = [model for model in MODELS if model.ESTIMATE]  # the models whose requests wait for the estimate
 COMPARE = "results/compare/" + "-vs-".join(os.path.basename(model.RUN) for model in MODELS)
