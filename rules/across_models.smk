@@ -7,12 +7,14 @@ if PRICED:
             MODELS[0].per_instance("prompt.json"),
         output:
             [model.ESTIMATE for model in PRICED],
+        log:
+            f"{MODELS[0].RUN}/logs/estimate.log",  # with the selection and the prompts, in the first model's folder
         localrule: True
         run:
             from scripts import estimate
 
             runs = [(model.RUN, model.MODEL, model.estimate_settings()) for model in PRICED]
-            estimate.run_models(runs, MODELS[0].instance_ids(input), MODELS[0].RUN, output)
+            estimate.run_models(runs, MODELS[0].instance_ids(input), MODELS[0].RUN, output, log[0])
 
 
 rule compare:
@@ -26,8 +28,6 @@ rule compare:
     log:
         f"{COMPARE}/compare.log",
     localrule: True
-    conda:
-        CONDA_ENV
     params:
         runs=[model.RUN for model in MODELS],
         out=lambda wildcards, output: os.path.dirname(output.md),

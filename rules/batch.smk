@@ -6,6 +6,7 @@ BATCH_DONE = (
     else None
 )
 
+
 if BATCH_DONE:
     if STARTS_RUN and os.path.exists(BATCH_DONE) and read_json(BATCH_DONE)["unanswered"]:
         os.remove(BATCH_DONE)  # instances are left to ask: a new batch
@@ -24,12 +25,5 @@ if BATCH_DONE:
             from scripts import batch
 
             batch.run(
-                RUN,
-                instance_ids(input.prompts),
-                config["provider"],
-                MODEL,
-                DERIVED["api"],
-                output[0],
-                config["batch_poll"],
-                batch.job_log(log[0]),
+                RUN, instance_ids(input.prompts), **batch_settings(), out_path=output[0], log=batch.job_log(log[0])
             )

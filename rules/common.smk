@@ -10,8 +10,6 @@ import sys
 include: "config.smk"
 
 
-from snakemake.settings.types import DeploymentMethod
-
 from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
 from scripts.common import infrastructure_fault, read_json, read_jsonl, sample_number
 from scripts.costs import price_for
@@ -46,16 +44,12 @@ PATCH = "repair.diff" if REPAIR_ATTEMPTS else "patch.diff"
 # under instances/<id>/samples/<s>/ and its merged ones under samples/<s>/ (the {sample} wildcard: "" or
 # "samples/<s>/"), so that a run with more samples asks only the new ones.
 SAMPLES = config["samples"]
-# Shell commands run `python -m scripts.<module>`: Snakemake's own interpreter, or under
-# --sdm conda the environment envs/runner.yaml makes from requirements.txt (CONDA_ENV, rules/config.smk).
+# Shell commands run `python -m scripts.<module>` with the interpreter that runs Snakemake (the project's
+# .venv), the one the rules that run in Snakemake's process use; no rule has a conda environment or container.
 shell.prefix(
     "set -euo pipefail; "
     f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
-    + (
-        ""
-        if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-        else f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH; "
-    )
+    f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH; "
 )
 INSTANCES = f"{RUN}/instances.jsonl"
 INDEX = f"{RUN}/instances.index.json"
@@ -333,3 +327,8 @@ def repair_settings(sample):
         "settings": request_settings(sample),
         "repos": DERIVED["repos"],
     }
+
+
+def batch_settings():
+    """What the batch job (rules/batch.smk) reads from the config, besides its instances."""
+    return {"provider": config["provider"], "model": MODEL, "settings": DERIVED["api"], "poll_s": config["batch_poll"]}

@@ -16,7 +16,6 @@ RUNS_JOBS = settings.runs_jobs(sys.argv[1:]) and not workflow.output_settings.dr
 # what its jobs will need (Docker) happen once, in the process the user started: a job on a cluster node
 # reads this file again.
 STARTS_RUN = RUNS_JOBS and workflow.is_main_process
-CONDA_ENV = "../envs/runner.yaml"  # the environment of shell commands under --sdm conda
 
 
 def checked_config(config, entry=None):

@@ -9,6 +9,8 @@ if PREP == RUN:  # else the first model's of several, copied by rules/prompt.smk
             f"{RUN}/instances/{{id}}/context.json",
         log:
             f"{RUN}/logs/{{id}}/context.log",
+        group:
+            "prepare"  # on a cluster, one job with the prompt (profiles/slurm)
         params:
             # The settings that change a context: a change reruns the contexts and what follows.
             # Where repositories come from changes no context: repo_cache and repo_url are read

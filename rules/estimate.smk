@@ -19,11 +19,13 @@ if ESTIMATE:
                 per_instance("prompt.json"),
             output:
                 ESTIMATE,
+            log:
+                f"{RUN}/logs/estimate.log",
             localrule: True
             run:
                 from scripts import estimate
 
-                estimate.run(RUN, instance_ids(input), MODEL, estimate_settings(), output[0])
+                estimate.run(RUN, instance_ids(input), MODEL, estimate_settings(), output[0], log[0])
 
     if workflow.output_settings.dryrun:  # the estimate as far as the prompts are built
         from scripts import estimate

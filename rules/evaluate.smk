@@ -37,8 +37,6 @@ if config["evaluation"] != "none":
             f"{RUN}/instances/{{id}}/{{sample}}evaluation.json",
         log:
             f"{RUN}/logs/{{id}}/{{sample}}evaluate.log",
-        conda:
-            CONDA_ENV
         resources:
             docker=1 if config["evaluation"] == "docker" else 0,
         params:
@@ -69,8 +67,6 @@ if config["evaluation"] != "none":
         log:
             f"{RUN}/logs/{{sample}}evaluation.log",
         localrule: True
-        conda:
-            CONDA_ENV
         params:
             run_dir=lambda wildcards, output: str(Path(output[0]).parents[wildcards.sample.count("/")]),
             backend=config["evaluation"],

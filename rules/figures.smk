@@ -17,8 +17,6 @@ rule figures:
     log:
         f"{RUN}/logs/figures.log",
     localrule: True
-    conda:
-        CONDA_ENV
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:

@@ -36,6 +36,22 @@ for name, model_config in zip(MODULES, MODEL_CONFIGS):
     workflow.module(name, snakefile=os.path.join(workflow.basedir, "Snakefile"), config=model_config)
     workflow.userule(rules=["*"], from_module=name, name_modifier=f"{name}_*")(lambda: None)
 
+
+def take_profile_settings():
+    """Snakemake applies --set-threads and --set-resources (a profile's set-threads, set-resources) by exact name
+    as it defines each rule. Each model's copy (model<k>_generate) takes those given for generate, unless
+    given its own; as Snakemake applies them (Workflow.rule)."""
+    given = workflow.resource_settings
+    threads, resources = given._parsed_overwrite_threads, given._parsed_overwrite_resources
+    for copy in workflow.rules:
+        prefix, _, name = copy.name.partition("_")
+        if prefix in MODULES and name in threads and copy.name not in threads:
+            copy.resources["_cores"] = threads[name]
+        if prefix in MODULES and name in resources and copy.name not in resources:
+            copy.resources.update(resources[name])
+
+
+take_profile_settings()
 MODELS = [workflow.globals[name] for name in MODULES]  # each module's names: RUN, MODEL, run_targets...
 PRICED = [model for model in MODELS if model.ESTIMATE]  # the models whose requests wait for the estimate
 COMPARE = "results/compare/" + "-vs-".join(os.path.basename(model.RUN) for model in MODELS)

@@ -15,6 +15,8 @@ rule patch:
     log:
         f"{RUN}/logs/{{id}}/{{sample}}patch.log",
     priority: 1  # rules/prompt.smk
+    group:
+        "check"  # on a cluster, one job with the repair (profiles/slurm)
     params:
         # The settings that change a verdict: a change reruns the patch stage and what follows.
         apply_check=config["apply_check"],

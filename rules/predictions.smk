@@ -9,8 +9,6 @@ if config["predictions"]:
         log:
             f"{RUN}/logs/predictions.log",
         localrule: True
-        conda:
-            CONDA_ENV
         shell:
             "python -m scripts.predictions --index {input.index:q} --given {input.given:q} --out {output:q} 2> >(tee {log:q} >&2)"
 

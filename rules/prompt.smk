@@ -36,6 +36,8 @@ else:
         # then patch, then context: requests start while contexts are still being built, and answers are
         # judged while others are being asked.
         priority: 2
+        group:
+            "prepare"  # on a cluster, one job with the context (profiles/slurm)
         run:
             from scripts import prompt
 

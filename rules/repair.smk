@@ -19,6 +19,8 @@ if REPAIR_ATTEMPTS:
             requests=update(directory(f"{RUN}/instances/{{id}}/{{sample}}repair")),
         log:
             f"{RUN}/logs/{{id}}/{{sample}}repair.log",
+        group:
+            "check"  # on a cluster, one job with the patch stage, which it follows (profiles/slurm)
         threads: 0
         resources:
             api=1,

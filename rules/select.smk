@@ -23,7 +23,15 @@ else:
     checkpoint select:
         input:
             # A local dataset, predictions or retrieval file that changes makes a new selection.
-            [path for path in (config["dataset"], config["predictions"], RETRIEVAL) if path and os.path.isfile(path)],
+            **{
+                name: path
+                for name, path in (
+                    ("dataset", config["dataset"]),
+                    ("predictions", config["predictions"]),
+                    ("retrieval", RETRIEVAL),
+                )
+                if path and os.path.isfile(path)
+            },
         output:
             # update(): a selection that is rejected (unknown ids, an unreachable dataset...) leaves the run's
             # earlier selection as it was, where Snakemake would delete the outputs of a job that fails.
@@ -34,10 +42,9 @@ else:
             f"{RUN}/logs/select.log",
         # Once per run, on the machine that runs Snakemake (a cluster's login node, which reaches the hub).
         localrule: True
-        conda:
-            CONDA_ENV
         params:
-            dataset=config["dataset"],
+            # a local file as an input (where the job sees it), else a dataset's name
+            dataset=lambda wildcards, input: input.get("dataset", config["dataset"]),
             split=config["split"],
             instances=",".join(settings.instance_list(config["instances"]) or []),
             filter=config["filter"] or "",

@@ -14,8 +14,6 @@ rule summary:
     # Once per run, like select, estimate, predictions, evaluation and figures: a local rule, run
     # where Snakemake runs, never as a cluster job.
     localrule: True
-    conda:
-        CONDA_ENV
     params:
         run_dir=lambda wildcards, output: os.path.dirname(output.json),
         run_info=json.dumps(

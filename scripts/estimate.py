@@ -10,7 +10,7 @@ be asked again. Self-repair requests
 from pathlib import Path
 
 from scripts import costs, providers
-from scripts.common import read_json, sample_folder, write_json_atomic
+from scripts.common import append_log, read_json, sample_folder, write_json_atomic
 
 
 class CostAboveWarning(Exception):
@@ -99,30 +99,37 @@ def for_run(run_dir, instance_ids, model, settings, prompts_dir=None):
     return record, missing
 
 
-def run(run_dir, instance_ids, model, settings, out_path=None):
+def show(text, log_path):
+    """A line of the stage: printed, and added to its log when it has one."""
+    print(text, flush=True)
+    if log_path:
+        append_log(log_path, text)
+
+
+def run(run_dir, instance_ids, model, settings, out_path=None, log_path=None):
     """The stage: estimate the instances still to ask, print it, stop above cost_warn, write estimate.json.
     settings: provider, prices, answer_tokens, max_output_tokens, cost_warn, confirm_cost."""
     record, _ = for_run(run_dir, instance_ids, model, settings)
     record["samples"] = settings.get("samples", 1)
-    print(describe(record), flush=True)
+    show(describe(record), log_path)
     check(record, settings["cost_warn"], settings["confirm_cost"])
     if out_path:
         write_json_atomic(out_path, record)
     return record
 
 
-def run_models(runs, instance_ids, prompts_dir, out_paths):
+def run_models(runs, instance_ids, prompts_dir, out_paths, log_path=None):
     """The stage for models=[...]: the estimate of each model, runs of (run_dir, model, settings), from the prompts
     of prompts_dir; printed with their sum, which cost_warn bounds; each model's record written to its out path."""
     records = []
     for run_dir, model, settings in runs:
         record, _ = for_run(run_dir, instance_ids, model, settings, prompts_dir)
         record["samples"] = settings.get("samples", 1)
-        print(f"{run_dir}: {describe(record)}", flush=True)
+        show(f"{run_dir}: {describe(record)}", log_path)
         records.append(record)
     total = {key: round(sum(r[key] for r in records), 8) for key in ("low_usd", "high_usd")}
     text = f"Cost estimate of the {len(records)} models: {total['low_usd']:.2f} to {total['high_usd']:.2f} USD."
-    print(text, flush=True)
+    show(text, log_path)
     check(total, runs[0][2]["cost_warn"], runs[0][2]["confirm_cost"], text)
     for record, out_path in zip(records, out_paths, strict=True):
         write_json_atomic(out_path, record)

@@ -83,13 +83,15 @@ def test_each_sample_still_to_ask_is_counted(tmp_path):
 
 def test_the_stage_writes_nothing_when_it_stops(tmp_path, capsys):
     write_instance(tmp_path, "a", 1_000_000)  # 3 USD of prompt alone
-    out = tmp_path / "estimate.json"
+    out, log = tmp_path / "estimate.json", tmp_path / "logs" / "estimate.log"
     with pytest.raises(estimate.CostAboveWarning):
-        estimate.run(tmp_path, ["a"], "my-model", settings(cost_warn=1), out)
+        estimate.run(tmp_path, ["a"], "my-model", settings(cost_warn=1), out, log)
     assert not out.exists()
     assert "Cost estimate for 1 instances" in capsys.readouterr().out
-    record = estimate.run(tmp_path, ["a"], "my-model", settings(cost_warn=1, confirm_cost=True), out)
+    record = estimate.run(tmp_path, ["a"], "my-model", settings(cost_warn=1, confirm_cost=True), out, log)
     assert json.loads(out.read_text()) == record and record["high_usd"] == pytest.approx(3.24)
+    # the job's log holds what it printed, each run's
+    assert log.read_text() == 2 * (estimate.describe(record) + "\n")
 
 
 def test_the_database_prices_the_default_models():
@@ -120,7 +122,11 @@ def test_one_estimate_of_several_models_stops_on_their_sum(tmp_path, capsys):
         estimate.run_models(runs, ["x"], first, outs)
     assert not any(out.exists() for out in outs)  # each alone (0.54 and 0.116) would pass
     runs = [(run, model, dict(model_settings, confirm_cost=True)) for run, model, model_settings in runs]
-    records = estimate.run_models(runs, ["x"], first, outs)
+    log = first / "logs" / "estimate.log"
+    records = estimate.run_models(runs, ["x"], first, outs, log)
     assert [json.loads(out.read_text())["model"] for out in outs] == ["my-model", "cheap"]
     assert [r["high_usd"] for r in records] == [pytest.approx(0.54), pytest.approx(0.116)]
     assert "Cost estimate of the 2 models: 0.42 to 0.66 USD." in capsys.readouterr().out
+    assert log.read_text().splitlines() == [f"{first}: {estimate.describe(records[0])}",
+                                            f"{second}: {estimate.describe(records[1])}",
+                                            "Cost estimate of the 2 models: 0.42 to 0.66 USD."]

@@ -2,7 +2,9 @@
 
 Needs the one-node cluster of tests/slurm_cluster.sh (which .ci/run starts): the jobs are
 submitted with sbatch and run by slurmd on this machine, which shares tmp_path with the
-submitting snakemake as a cluster's nodes share a filesystem."""
+submitting snakemake as a cluster's nodes share a filesystem, and reach the loopback model
+server of the test."""
+import json
 import os
 import re
 import shutil
@@ -12,7 +14,9 @@ import time
 
 import pytest
 
+import fixture_repos
 from conftest import LITE_TEST, PROJECT, read_rows, write_rows
+from fake_api import FakeModelServer
 
 SETUP = "bash tests/slurm_cluster.sh"
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)")
@@ -38,18 +42,22 @@ def slurm():
         pytest.fail(f"SLURM does not take jobs (sinfo: {(state.stdout + state.stderr).strip()!r}): run `{SETUP}`.")
 
 
-def slurm_snakemake(workdir, dataset, out):
-    """Start snakemake with the SLURM profile, its output going to the file out."""
+def slurm_snakemake(workdir, config, out, env=None):
+    """Start snakemake with the SLURM profile and config (--config items), its output going to the file out."""
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"), "--directory", str(workdir),
         "--workflow-profile", str(PROJECT / "profiles" / "slurm"),
         # Poll squeue every few seconds rather than the profile's 40 s: the jobs here are short.
         "--slurm-init-seconds-before-status-checks", "2",
-        # Gold patches, no evaluation, and no fetching of the repositories to check them.
-        "--config", f"dataset={dataset}", "evaluation=none", "apply_check=false",
+        "--config", *config,
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}, **(env or {})}
     return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir)
+
+
+def gold_config(dataset):
+    """Gold patches, no evaluation, and no fetching of the repositories to check them."""
+    return [f"dataset={dataset}", "evaluation=none", "apply_check=false"]
 
 
 def finish(process, timeout=150):
@@ -61,6 +69,11 @@ def finish(process, timeout=150):
         process.terminate()
         process.wait(timeout=60)
         pytest.fail(f"snakemake did not finish within {timeout} s")
+
+
+def cluster_job(log_path):
+    """The group (prepare, check) or the rule (generate) of a cluster job, from the path of its SLURM log."""
+    return re.search(r"/slurm_logs/(?:group|rule)_([a-z]+)", log_path).group(1)
 
 
 def submissions(text):
@@ -78,7 +91,7 @@ def test_slurm_run_cancel_and_rerun(tmp_path, slurm):
     # prompt) are submitted, two of them are cancelled with scancel, as a cluster may kill jobs
     # (preemption, time limits).
     with open(log, "w") as out:
-        run = slurm_snakemake(tmp_path, dataset, out)
+        run = slurm_snakemake(tmp_path, gold_config(dataset), out)
         try:
             deadline = time.monotonic() + 90
             groups = []
@@ -105,8 +118,8 @@ def test_slurm_run_cancel_and_rerun(tmp_path, slurm):
     assert set(states) == {job_id for job_id, _ in jobs}
     assert {name for _, name in states.values()} == {run_name}
     assert {states[j][0] for j in cancelled} == {"CANCELLED"}
-    # Only the instances' group jobs went to the cluster: select and the merges are local rules.
-    assert all("/group_prepare_" in path or "/group_answer_" in path for _, path in jobs), jobs
+    # Only the instances' jobs went to the cluster: select and the merges are local rules.
+    assert {cluster_job(path) for _, path in jobs} == {"prepare", "generate", "check"}, jobs
     assert all(states[j][0] == "COMPLETED" for j, _ in jobs if j not in cancelled), states
 
     # The cancelled jobs' instances have no patch yet; the others are done; no predictions yet.
@@ -115,21 +128,76 @@ def test_slurm_run_cancel_and_rerun(tmp_path, slurm):
     assert len(done) == 2, text
     assert not (tmp_path / "results" / "gold" / "predictions.jsonl").exists()
 
-    # 2. A plain rerun completes only the two cancelled instances (two group jobs each), then merges.
+    # 2. A plain rerun completes only the two cancelled instances (three jobs each), then merges.
     rerun_log = tmp_path / "rerun.log"
     with open(rerun_log, "w") as out:
-        code = finish(slurm_snakemake(tmp_path, dataset, out))
+        code = finish(slurm_snakemake(tmp_path, gold_config(dataset), out))
     text = rerun_log.read_text()
     assert code == 0, text
     redone = sorted(set(re.findall(r"wildcards: id=([^,\s]+)", text)))
     assert redone == sorted(set(ids) - set(done))
     rerun_jobs = submissions(text)
-    assert len([p for _, p in rerun_jobs if "/group_prepare_" in p]) == 2
-    assert len([p for _, p in rerun_jobs if "/group_answer_" in p]) == 2
-    assert len(rerun_jobs) == 4
+    assert sorted(cluster_job(p) for _, p in rerun_jobs) == ["check", "check", "generate", "generate", "prepare", "prepare"]
     assert {s for s, _ in slurm_states([j for j, _ in rerun_jobs]).values()} == {"COMPLETED"}
 
     predictions = read_rows(tmp_path / "results" / "gold" / "predictions.jsonl")
     assert [p["instance_id"] for p in predictions] == ids
     reference = {r["instance_id"]: r["patch"] for r in rows}
     assert all(p["model_patch"] == reference[p["instance_id"]] for p in predictions)
+
+
+def test_slurm_model_run_repairs_on_the_cluster_and_keeps_paid_answers(tmp_path, slurm):
+    """provider=openai (a priced model, so the cost estimate runs first) with self-repair and the apply
+    check, on small repositories the test builds; the loopback server answers one instance with a patch
+    that does not apply, which the repair stage mends."""
+    rows, url = fixture_repos.build(tmp_path / "repos")
+    rows = rows[:2]
+    ids = sorted(r["instance_id"] for r in rows)
+    broken = rows[0]["instance_id"]
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    run = tmp_path / "results" / "openai-gpt-4o-mini"
+    with FakeModelServer(rows) as server:
+        server.answers[broken] = [rows[0]["patch"].replace("-        return math.pi * self.radius\n",
+                                                           "-        return math.tau * self.radius\n")]
+        config = [f"dataset={dataset}", "evaluation=none", "provider=openai", "model=gpt-4o-mini",
+                  f"base_url={server.url}/v1", "max_attempts=2", "retry_backoff=0.01", "request_timeout=5",
+                  "apply_check=true", "repair_attempts=1", f"repo_cache={tmp_path / 'cache'}"]
+        env = {"OPENAI_API_KEY": "sk-test-slurm"}
+
+        # 1. The repositories cannot be fetched: each instance's check job fails, a fault of the
+        # machinery, after its answer was paid for. The answers are kept.
+        first_log = tmp_path / "first.log"
+        with open(first_log, "w") as out:
+            code = finish(slurm_snakemake(tmp_path, [*config, f"repo_url={tmp_path}/none/{{repo}}"], out, env), 240)
+        text = first_log.read_text()
+        assert code != 0, text
+        assert sorted(r["instance_id"] for r in server.requests) == ids
+        jobs = submissions(text)
+        states = slurm_states([job_id for job_id, _ in jobs])
+        assert sorted((cluster_job(path), states[job_id][0]) for job_id, path in jobs) == [
+            ("check", "FAILED"), ("check", "FAILED"), ("generate", "COMPLETED"), ("generate", "COMPLETED"),
+            ("prepare", "COMPLETED"), ("prepare", "COMPLETED")]
+        assert all((run / "instances" / i / "response.json").exists() for i in ids), text
+        assert not list(run.glob("instances/*/patch.json"))
+
+        # 2. With the repositories: only the check jobs run; the broken patch is mended by one request,
+        # made by the repair stage in its cluster job; no answer is asked again.
+        rerun_log = tmp_path / "rerun.log"
+        with open(rerun_log, "w") as out:
+            code = finish(slurm_snakemake(tmp_path, [*config, f"repo_url={url}"], out, env))
+        text = rerun_log.read_text()
+        assert code == 0, text
+        assert [r["instance_id"] for r in server.requests[len(ids):]] == [broken]
+    jobs = submissions(text)
+    assert [cluster_job(path) for _, path in jobs] == ["check", "check"]
+    assert all("/group_check_patch_repair/" in path for _, path in jobs)
+    assert {state for state, _ in slurm_states([job_id for job_id, _ in jobs]).values()} == {"COMPLETED"}
+
+    assert json.loads((run / "instances" / broken / "patch.json").read_text())["reason"] == "does_not_apply"
+    record = json.loads((run / "instances" / broken / "repair.json").read_text())
+    assert (record["status"], record["answer"]) == ("valid", "repair-1")
+    predictions = {p["instance_id"]: p["model_patch"] for p in read_rows(run / "predictions.jsonl")}
+    assert sorted(predictions) == ids and all(predictions.values())
+    assert predictions[broken] == (run / "instances" / broken / "repair.diff").read_text()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["counts"]["patch"]["mended_by_model"] == 1 and (run / "summary.md").exists()
