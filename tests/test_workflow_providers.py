@@ -164,7 +164,8 @@ def test_a_300_instance_batch_run_survives_a_kill_and_costs_half(tmp_path):
         config = provider_config("openai", server, dataset, "run_id=bulk", "batch=true", "batch_poll=0.2",
                                  "max_cost=20", "cost_warn=100")
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}
-        env.update(SWEBENCH_EVALUATION="none", SWEBENCH_APPLY_CHECK="false", **env_for("openai"))
+        env.update(SWEBENCH_EVALUATION="none", SWEBENCH_APPLY_CHECK="false", SWEBENCH_PROVIDER_PRICES="true",
+                   **env_for("openai"))
         first = subprocess.Popen([sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"),
                                   "--directory", str(tmp_path), "--cores", "2", *config], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
