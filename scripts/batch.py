@@ -46,19 +46,18 @@ def request_body(provider, messages, model, settings):
     return "/v1/chat/completions", providers.openai_request(messages, model, settings, set())
 
 
-def submit(run_dir, instance_ids, provider, model, settings, price, state, log):
-    """Reserve and submit one batch of the instances; its record is in the state before it is submitted."""
+def submit(run_dir, instance_ids, provider, model, settings, budget, state, log):
+    """Reserve and submit one batch of the instances; its record is in the state before it is submitted.
+    budget: the costs.Budget of the model at batch rates (None: made from the settings)."""
+    budget = budget or costs.Budget(settings, provider, model, batch=True, log=log)
     client = providers.client_for(provider, settings)
     mark = f"{state['run']}-{uuid.uuid4().hex[:8]}"
     requests, lines, endpoint = {}, [], None
     for number, instance_id in enumerate(instance_ids):
         messages = read_json(Path(run_dir) / "instances" / instance_id / "prompt.json")["messages"]
         endpoint, body = request_body(provider, messages, model, settings)
-        worst = (costs.worst_case_usd(messages, providers.output_limit(provider, model, settings), price)
-                 if price else 0.0)
         try:
-            reservation = costs.reserve(settings["ledger"], instance_id, worst, settings.get("max_cost"),
-                                        shared=settings.get("shared_ledgers", ()))
+            reservation = budget.reserve(instance_id, budget.worst_case(messages))
         except costs.BudgetSpent as error:
             log(f"batch: {len(instance_ids) - number} instance(s) not submitted: {error}")
             break
@@ -87,7 +86,7 @@ def submit(run_dir, instance_ids, provider, model, settings, price, state, log):
             log(f"batch {mark}: no answer to its submission ({fault}); a rerun looks for it at the provider "
                 "before it submits anything")
         else:
-            drop(run_dir, state, record, settings, "the batch was not created")
+            drop(run_dir, state, record, budget, "the batch was not created")
         raise fault from error
     record["id"] = batch.id
     write_json_atomic(state_path(run_dir), state)
@@ -95,10 +94,10 @@ def submit(run_dir, instance_ids, provider, model, settings, price, state, log):
     return batch.id
 
 
-def drop(run_dir, state, record, settings, why):
+def drop(run_dir, state, record, budget, why):
     """Forget a batch that the provider does not have, and release its reservations."""
     for request in record["requests"].values():
-        costs.settle(settings["ledger"], request["reservation"], "released", note=why)
+        budget.release(request["reservation"], why)
     state["batches"].remove(record)
     write_json_atomic(state_path(run_dir), state)
 
@@ -209,20 +208,20 @@ def read_openai_line(line):
     return providers.read_completion(openai.types.chat.ChatCompletion.model_validate(body)), None
 
 
-def collect(run_dir, state, batch, found, settings, price, log):
+def collect(run_dir, state, batch, found, budget, log):
     """Write the answers of an ended batch and settle its reservations; release the failed ones."""
     for custom_id, request in batch["requests"].items():
         answer, error = found.get(custom_id, (None, "no result: the batch ended without it"))
         if answer is None:
-            costs.settle(settings["ledger"], request["reservation"], "released", note=f"batch: {error}")
+            budget.release(request["reservation"], f"batch: {error}")
             batch.setdefault("failed", {})[request["instance_id"]] = error
             continue
-        cost = costs.cost_usd(answer.usage, price) if price else None
-        costs.settle(settings["ledger"], request["reservation"], "settled", cost or 0.0)
+        cost = budget.answered(request["reservation"], answer.usage)
         write_json_atomic(answer_path(run_dir, request["instance_id"]), {
             "batch": batch["id"], "answer": answer.text, "stop_reason": answer.stop_reason,
-            "raw_stop_reason": answer.raw_stop_reason, "usage": answer.usage, "cost_usd": cost,
-            "price_per_million": price, "submitted_at": batch["submitted_at"], "answered_at": now()})
+            "raw_stop_reason": answer.raw_stop_reason, "usage": answer.usage,
+            "cost_usd": cost if budget.price else None, "price_per_million": budget.price,
+            "submitted_at": batch["submitted_at"], "answered_at": now()})
     batch["ended"] = True
     write_json_atomic(state_path(run_dir), state)
     failed = batch.get("failed", {})
@@ -248,9 +247,10 @@ def run(run_dir, instance_ids, provider, model, settings, out_path, poll_s=10.0,
     """The stage: ask every instance that has no answer through batches, until all are answered or each
     that is not was asked in max_attempts batches of this job; write out_path with the instances still
     without an answer and why. Returns those instances."""
-    price = costs.price_for(provider, model, settings["prices"], batch=True, database=settings["database_prices"])
-    if price is None and settings.get("max_cost") is not None:
-        raise providers.Rejected(costs.unknown_price_message(provider, model, settings["database_prices"]))
+    try:
+        budget = costs.Budget(settings, provider, model, batch=True, log=log)
+    except costs.UnknownPrice as error:
+        raise providers.Rejected(str(error)) from None
     path = state_path(run_dir)
     state = read_json(path) if path.exists() else {"batches": []}
     state.setdefault("run", uuid.uuid4().hex[:12])  # the run's token in each batch's mark
@@ -261,7 +261,7 @@ def run(run_dir, instance_ids, provider, model, settings, out_path, poll_s=10.0,
             if batch["id"] is None:  # the run stopped before the provider's answer to the submission came
                 batch["id"] = find_submitted(provider, client, batch, poll_s, log)
                 if batch["id"] is None:
-                    drop(run_dir, state, batch, settings, "the batch never reached the provider")
+                    drop(run_dir, state, batch, budget, "the batch never reached the provider")
                     log(f"batch {batch['mark']}: not at the provider; its instances are submitted anew")
                     continue
                 write_json_atomic(path, state)
@@ -273,7 +273,7 @@ def run(run_dir, instance_ids, provider, model, settings, out_path, poll_s=10.0,
                     print(f"batch {batch['id']}: {progress}", flush=True)
                     shown = progress
                 if ended:
-                    collect(run_dir, state, batch, found, settings, price, log)
+                    collect(run_dir, state, batch, found, budget, log)
                     break
                 time.sleep(poll_s)
             asked.update(request["instance_id"] for request in batch["requests"].values())
@@ -283,7 +283,7 @@ def run(run_dir, instance_ids, provider, model, settings, out_path, poll_s=10.0,
         left = [i for i in instance_ids if i not in answered]
         todo = [i for i in left if asked[i] < settings["max_attempts"]
                 and not last_error.get(i, "").startswith(REJECTED)]
-        if not todo or submit(run_dir, todo, provider, model, settings, price, state, log) is None:
+        if not todo or submit(run_dir, todo, provider, model, settings, budget, state, log) is None:
             break
     unanswered = {i: f"{last_error[i]} (asked in {asked[i]} batch(es) of this run)" if i in last_error
                   else "not submitted" for i in left}

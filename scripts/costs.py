@@ -25,6 +25,12 @@ request ends its line is settled:
 An open line whose job was killed is never freed: it counts at its worst case, and the
 next request of its instance and sample marks it worst_case (each has one request in flight at most).
 A refused request is a line with state "refused" and cost 0, for the run's final message.
+
+Budget is what the stages use: the price and worst case of a model's requests, and
+`with budget.request(instance_id, messages) as paid:` around one request, which reserves when it
+starts and, whatever the ending, settles when it ends: `paid.answered(usage)` at its cost, an
+exception by the rule above (Budget.failed). The batch stage, whose reservations outlive its job,
+reserves and settles through the Budget's own methods.
 """
 import contextlib
 import functools
@@ -43,6 +49,7 @@ import yaml
 from filelock import FileLock
 from genai_prices import data_snapshot
 
+from scripts import providers
 from scripts.common import now
 
 PRICE_TABLE = Path(__file__).parent / "prices.yaml"
@@ -54,6 +61,10 @@ TOKENS_PER_REQUEST = 64
 
 class BudgetSpent(Exception):
     pass
+
+
+class UnknownPrice(Exception):
+    """A model without a known price in a run with max_cost: its requests cannot be bounded."""
 
 
 DATABASE = f"genai-prices {genai_prices.__version__}"
@@ -326,6 +337,97 @@ def record_spend(ledger, instance_id, cost):
     """A settled line for spend that had no reservation (a request of unknown worst case)."""
     with _locked(ledger):
         _append(ledger, [{"instance_id": instance_id, "state": "settled", "cost_usd": cost, "at": now()}])
+
+
+class Budget:
+    """The run's budget for the requests to one model: its price (batch rates with batch=True), each request's
+    worst case reserved before it is sent, and the reservation settled when it ends. settings: the request
+    settings (ledger, max_cost, prices, ...). UnknownPrice when the model has no price and max_cost is set;
+    without max_cost such a model reserves 0 (nothing is refused) and costs 0. spent: the USD its requests
+    counted."""
+
+    def __init__(self, settings, provider, model, batch=False, log=print):
+        self.settings, self.provider, self.model, self.log = settings, provider, model, log
+        self.price = price_for(provider, model, settings["prices"], batch, settings["database_prices"])
+        if self.price is None and settings.get("max_cost") is not None:
+            raise UnknownPrice(unknown_price_message(provider, model, settings["database_prices"]))
+        # A request that fits only once those in flight settle waits for them: at most as long as one may take.
+        # A batch waits for none: its requests are reserved all at once.
+        self.wait_s = 0.0 if batch else settings["request_timeout"] + 10
+        self.spent = 0.0
+
+    def worst_case(self, messages):
+        """The worst case of a request of these messages now. The output limit may be lowered to the model's own
+        by one retry inside providers.ask: never raised."""
+        if not self.price:
+            return 0.0
+        return worst_case_usd(messages, providers.output_limit(self.provider, self.model, self.settings), self.price)
+
+    def reserve(self, instance_id, worst, sample=1):
+        """Reserve a request's worst case (reserve); BudgetSpent if it does not fit. The reservation's id."""
+        return reserve(self.settings["ledger"], instance_id, worst, self.settings.get("max_cost"), self.wait_s,
+                       self.settings.get("shared_ledgers", ()), sample)
+
+    def answered(self, request, usage):
+        """Settle a request whose answer came at the cost of its usage; that cost."""
+        return self._settle(request, "settled", cost_usd(usage, self.price) if self.price else 0.0)
+
+    def release(self, request, note):
+        """Settle at 0 a request that surely was not billed."""
+        return self._settle(request, "released", note=note)
+
+    def failed(self, request, error):
+        """Settle a request that brought no answer; the USD it counts. Released when it surely was not billed:
+        never sent, or refused by the server before any work (429, 4xx). Anything else may have been billed
+        (a timeout, a 5xx, a body that does not parse, an interrupt, error None: no answer was recorded): its
+        worst case stays."""
+        status = getattr(error, "status", None)
+        unbilled = (isinstance(error, providers.Transient) and (not error.sent or (status is not None and status < 500))
+                    or isinstance(error, (providers.ContextTooLong, providers.Rejected)) and (status or 0) < 500)
+        if unbilled:
+            return self.release(request, None)
+        why = type(error).__name__ if error is not None else "the request ended without its answer recorded"
+        return self._settle(request, "worst_case", note=f"no usage known: {why}")
+
+    def _settle(self, request, state, cost=None, note=None):
+        usd = settle(self.settings["ledger"], request, state, cost, note)
+        self.spent += usd
+        return usd
+
+    @contextlib.contextmanager
+    def request(self, instance_id, messages, sample=1):
+        """One paid request (see the module's docstring): reserved on entering (BudgetSpent if it does not fit),
+        settled on leaving, however it is left. A block left without paid.answered(usage) keeps the worst case and
+        raises RuntimeError."""
+        paid = Paid(self, messages, instance_id, sample)
+        try:
+            yield paid
+        except BaseException as error:
+            if paid.cost is None:
+                paid.cost = self.failed(paid.id, error)
+            raise
+        if paid.cost is None:
+            paid.cost = self.failed(paid.id, None)
+            raise RuntimeError(f"the request {paid.id} of {instance_id} ended without its answer recorded "
+                               "(paid.answered): counted at its worst case")
+
+
+class Paid:
+    """A request in flight (Budget.request): id, worst (its reservation), cost (None until it is settled)."""
+
+    def __init__(self, budget, messages, instance_id, sample):
+        self.budget, self.worst, self.cost = budget, budget.worst_case(messages), None
+        self.id = budget.reserve(instance_id, self.worst, sample)
+
+    def answered(self, usage):
+        """Settle the request at the cost of its answer's usage; that cost."""
+        if self.cost is not None:
+            raise RuntimeError(f"the request {self.id} is settled already")
+        self.cost = self.budget.answered(self.id, usage)
+        if self.cost > self.worst:
+            self.budget.log(f"warning: the answer cost {self.cost:.6f} USD, more than its reservation of "
+                            f"{self.worst:.6f} USD")
+        return self.cost
 
 
 def read_ledger(ledger):

@@ -88,17 +88,6 @@ def attempt_record(started, clock, error=None, status=None, wait=0.0):
             "status": status, "wait_s": round(wait, 3)}
 
 
-def settle_failed(ledger, request, error):
-    """Settle the reservation of a request that brought no answer; the USD it counts. Released when
-    it surely was not billed: never sent, or refused by the server before any work (429, 4xx).
-    A timeout, a 5xx (retried or not) or a body that does not parse may have been billed: its worst case stays."""
-    status = getattr(error, "status", None)
-    unbilled = (isinstance(error, providers.Transient) and (not error.sent or (status is not None and status < 500))
-                or isinstance(error, (providers.ContextTooLong, providers.Rejected)) and (status or 0) < 500)
-    return costs.settle(ledger, request, "released" if unbilled else "worst_case",
-                        note=None if unbilled else f"no usage known: {type(error).__name__}")
-
-
 def quota_marker(settings):
     """The run's record that the provider's account ran out of credit: no generate job sends after it."""
     return Path(settings["ledger"]).parent / "quota_exhausted.json"
@@ -111,33 +100,26 @@ def quota_stop(settings):
 
 def ask_with_retries(prompt, row, provider, model, settings, context=None, template=None, log=print):
     """(Answer, attempts, dropped context files, USD of all its attempts, the price) from an API provider. Each
-    attempt reserves its worst case in the run's ledger first (BudgetSpent if it does not fit) and
-    settles it when it ends."""
+    attempt is a paid request of the run's budget (costs.Budget): BudgetSpent if its worst case does not fit."""
     messages, attempts, dropped = prompt["messages"], [], []
     last_error = None
     if context:  # start from the files the prompt holds: the prompt stage may have left some out
         left_out = set(prompt.get("dropped_files") or [])
         context = dict(context, files=[f for f in context["files"] if f["path"] not in left_out])
-    price, spent = costs.price_for(provider, model, settings["prices"], database=settings["database_prices"]), 0.0
-    if price is None and settings.get("max_cost") is not None:
-        raise GenerationFailed(costs.unknown_price_message(provider, model, settings["database_prices"]))
+    try:
+        budget = costs.Budget(settings, provider, model, log=log)
+    except costs.UnknownPrice as error:
+        raise GenerationFailed(str(error)) from None
     for number in range(1, settings["max_attempts"] + 1):
         stopped = quota_stop(settings)
         if stopped:
             raise GenerationFailed(f"generation stopped, no request sent: {stopped}")
-        # Without max_cost a model with no known price reserves 0 (nothing is refused). The output limit may be
-        # lowered to the model's own by one retry inside providers.ask: never raised.
-        worst = (costs.worst_case_usd(messages, providers.output_limit(provider, model, settings), price)
-                 if price else 0.0)
-        # A request that fits only once those in flight settle waits for them: at most as long as one may take.
-        request = costs.reserve(settings["ledger"], row["instance_id"], worst, settings.get("max_cost"),
-                                wait_s=settings["request_timeout"] + 10, shared=settings.get("shared_ledgers", ()),
-                                sample=settings.get("sample", 1))
-        started, clock = now(), time.monotonic()
         try:
-            answer = providers.ask(provider, messages, model, settings)
-        except Exception as error:
-            spent += settle_failed(settings["ledger"], request, error)
+            with budget.request(row["instance_id"], messages, settings.get("sample", 1)) as paid:
+                started, clock = now(), time.monotonic()
+                answer = providers.ask(provider, messages, model, settings)
+                paid.answered(answer.usage)
+        except (providers.Transient, providers.ContextTooLong, providers.Rejected) as error:
             if isinstance(error, providers.Transient):
                 last_error = redact(str(error), settings)
                 if error.retry_after is not None and error.retry_after > providers.MAX_RETRY_AFTER_S:
@@ -165,15 +147,9 @@ def ask_with_retries(prompt, row, provider, model, settings, context=None, templ
                 write_json_atomic(quota_marker(settings), {"provider": provider, "error": message, "at": now()})
                 raise GenerationFailed(f"{provider} says the account has no credit left ({message}); all generation "
                                        "stops, no further request is sent") from None
-            if isinstance(error, providers.Rejected):
-                raise GenerationFailed(f"{provider} rejected the request: {redact(str(error), settings)}") from None
-            raise
-        cost = costs.cost_usd(answer.usage, price) if price else 0.0
-        if cost > worst:
-            log(f"warning: the answer cost {cost:.6f} USD, more than its reservation of {worst:.6f} USD")
-        spent += costs.settle(settings["ledger"], request, "settled", cost)
+            raise GenerationFailed(f"{provider} rejected the request: {redact(str(error), settings)}") from None
         attempts.append(attempt_record(started, clock, status=200))
-        return answer, attempts, dropped, round(spent, 8), price
+        return answer, attempts, dropped, round(budget.spent, 8), budget.price
     if attempts and attempts[-1]["status"] == 400:
         raise PermanentFailure("context_too_long", f"still too long after dropping {len(dropped)} file(s): {last_error}")
     raise GenerationFailed(f"no answer after {len(attempts)} attempt(s); last error: {last_error}",

@@ -299,3 +299,170 @@ def test_a_request_that_fits_once_those_in_flight_settle_waits_for_them(tmp_path
     with pytest.raises(costs.BudgetSpent):
         costs.reserve(ledger, "e", 0.125, 1.0, wait_s=1.5)
     assert 1.2 < time.monotonic() - clock < 4
+
+
+# A paid request as one thing: costs.Budget, with the real clients against the loopback server.
+
+def budget_settings(server, tmp_path, provider="openai", **changes):
+    from scripts.settings import api_settings
+
+    from conftest import run_config
+
+    base_url = f"{server.url}/v1" if provider == "openai" else server.url
+    config = run_config(**{"base_url": base_url, "request_timeout": 1.0, "max_output_tokens": 1000,
+                           "provider_prices": True, **changes})
+    settings = api_settings(provider, config, tmp_path)
+    settings["api_key"] = "sk-test-budget"
+    return settings
+
+
+def problem_messages(row):
+    return [{"role": "user", "content": f"Fix this issue with a patch.\n\n{row['problem_statement']}"}]
+
+
+@pytest.fixture
+def api():
+    from conftest import LITE_TEST, read_rows
+    from fake_api import FakeModelServer
+
+    with FakeModelServer(read_rows(LITE_TEST)[:1]) as server:
+        yield server
+
+
+def open_and_settled(ledger):
+    """(the ledger's open entries, [(state, cost, note)] of the others)."""
+    lines = entries(ledger)
+    return ([e for e in lines if e["state"] == "open"],
+            [(e["state"], e["cost_usd"], e.get("note")) for e in lines if e["state"] != "open"])
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_paid_request_is_settled_at_the_cost_of_its_answer(provider, api, tmp_path):
+    from scripts import providers
+
+    settings = budget_settings(api, tmp_path, provider)
+    budget = costs.Budget(settings, provider, "gpt-4o" if provider == "openai" else "claude-sonnet-4-6")
+    messages = problem_messages(api.rows[0])
+    with budget.request(api.rows[0]["instance_id"], messages) as paid:
+        assert [e["state"] for e in entries(settings["ledger"])] == ["open"]
+        assert entries(settings["ledger"])[0]["reserved_usd"] == paid.worst == budget.worst_case(messages) > 0
+        answer = providers.ask(provider, messages, budget.model, settings)
+        assert paid.answered(answer.usage) == costs.cost_usd(answer.usage, budget.price) > 0
+    assert open_and_settled(settings["ledger"]) == ([], [("settled", paid.cost, None)])
+    assert budget.spent == paid.cost == pytest.approx(api.billed_usd(provider, api.requests[-1]), rel=0.01)
+
+
+# (the server's fault, the state it leaves, the exception the client's error becomes)
+ENDINGS = [
+    ("429", "released", "Transient"),  # refused before any work: not billed
+    ("auth", "released", "Rejected"),  # a 401
+    ("context", "released", "ContextTooLong"),
+    ("500", "worst_case", "Transient"),  # a 5xx may have been billed
+    ("slow", "worst_case", "Transient"),  # a timeout too
+    ("malformed", "worst_case", "Transient"),  # an answer that does not parse
+]
+
+
+@pytest.mark.parametrize("fault, state, error", ENDINGS)
+def test_a_paid_request_without_an_answer_is_settled_by_the_rule(fault, state, error, api, tmp_path):
+    from scripts import providers
+
+    api.slow_seconds = 2.0
+    settings = budget_settings(api, tmp_path, max_cost=10.0)
+    budget = costs.Budget(settings, "openai", "gpt-4o")
+    row = api.rows[0]
+    api.faults[row["instance_id"]] = [fault]
+    with pytest.raises(getattr(providers, error)):
+        with budget.request(row["instance_id"], problem_messages(row)) as paid:
+            providers.ask("openai", problem_messages(row), "gpt-4o", settings)
+    cost = paid.worst if state == "worst_case" else 0.0
+    note = f"no usage known: {error}" if state == "worst_case" else None
+    assert open_and_settled(settings["ledger"]) == ([], [(state, cost, note)])
+    assert paid.cost == budget.spent == cost and costs.spent(settings["ledger"]) == cost
+
+
+def test_a_request_that_never_connects_is_released_by_the_budget(tmp_path):
+    import socket
+
+    from scripts import providers
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = budget_settings(type("Closed", (), {"url": f"http://127.0.0.1:{port}"}), tmp_path)
+    budget = costs.Budget(settings, "openai", "gpt-4o")
+    with pytest.raises(providers.Transient):
+        with budget.request("a", [{"role": "user", "content": "hello"}]):
+            providers.ask("openai", [{"role": "user", "content": "hello"}], "gpt-4o", settings)
+    assert open_and_settled(settings["ledger"]) == ([], [("released", 0.0, None)])
+
+
+def test_an_interrupted_request_keeps_its_worst_case(api, tmp_path):
+    """Ctrl-C while the request is in flight: it may have been billed, so it counts at its worst case, settled at
+    once rather than left open for a later request to find."""
+    import signal
+    import threading
+    import time
+
+    from scripts import providers
+
+    api.slow_seconds = 5.0
+    settings = budget_settings(api, tmp_path, request_timeout=30.0)
+    budget = costs.Budget(settings, "openai", "gpt-4o")
+    row = api.rows[0]
+    api.faults[row["instance_id"]] = ["slow"]
+    main = threading.get_ident()
+
+    def interrupt():
+        while not api.requests:
+            time.sleep(0.05)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        with budget.request(row["instance_id"], problem_messages(row)) as paid:
+            providers.ask("openai", problem_messages(row), "gpt-4o", settings)
+    assert open_and_settled(settings["ledger"]) == ([], [("worst_case", paid.worst, "no usage known: KeyboardInterrupt")])
+
+
+def test_a_caller_cannot_leave_a_reservation_open(tmp_path):
+    settings = {"ledger": tmp_path / "spend.jsonl", "prices": {"m": {"input": 1.0, "output": 2.0}},
+                "database_prices": False, "max_cost": 1.0, "request_timeout": 1.0, "max_output_tokens": 1000}
+    budget = costs.Budget(settings, "openai", "m")
+    messages = [{"role": "user", "content": "hello"}]
+    # a block left without recording the answer: it may have been billed, so it keeps its worst case, and says so
+    with pytest.raises(RuntimeError, match="ended without its answer recorded"):
+        with budget.request("a", messages) as paid:
+            pass
+    assert open_and_settled(settings["ledger"]) == (
+        [], [("worst_case", paid.worst, "no usage known: the request ended without its answer recorded")])
+    # an answer is settled once: a second one, or an error after it, changes nothing
+    with pytest.raises(ValueError):
+        with budget.request("b", messages) as paid:
+            assert paid.answered({"input_tokens": 100, "output_tokens": 50}) == 200e-6
+            with pytest.raises(RuntimeError, match="settled already"):
+                paid.answered({"input_tokens": 100, "output_tokens": 50})
+            raise ValueError("after the answer")
+    assert open_and_settled(settings["ledger"])[1][-1] == ("settled", 200e-6, None)
+    # a request that does not fit is refused on entering: its block never runs, and nothing stays open
+    with pytest.raises(costs.BudgetSpent):
+        with budget.request("c", [{"role": "user", "content": "x" * 1_000_000}]):
+            pytest.fail("a refused request was sent")
+    left, ended = open_and_settled(settings["ledger"])
+    assert left == [] and ended[-1] == ("refused", 0.0, None)
+    assert budget.spent == pytest.approx(paid.worst + 200e-6)
+
+
+def test_a_budget_needs_a_price_to_bound(tmp_path):
+    settings = {"ledger": tmp_path / "spend.jsonl", "prices": {}, "database_prices": False, "max_cost": 1.0,
+                "request_timeout": 1.0, "max_output_tokens": 1000}
+    with pytest.raises(costs.UnknownPrice, match="no price is known for model local-model"):
+        costs.Budget(settings, "openai", "local-model")
+    # without max_cost a model of unknown price reserves and costs 0
+    budget = costs.Budget(dict(settings, max_cost=None), "openai", "local-model")
+    with budget.request("a", [{"role": "user", "content": "hello"}]) as paid:
+        assert paid.worst == 0.0 and paid.answered({"input_tokens": 10, "output_tokens": 10}) == 0.0
+    assert open_and_settled(settings["ledger"]) == ([], [("settled", 0.0, None)])
+    # batch rates, and a batch's requests wait for none in flight
+    batch = costs.Budget(dict(settings, database_prices=True), "openai", "gpt-4o", batch=True)
+    assert batch.price == costs.price_for("openai", "gpt-4o", {}, batch=True) and batch.wait_s == 0.0

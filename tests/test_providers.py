@@ -130,6 +130,29 @@ def test_timeout_is_retried(server, tmp_path):
     assert timed_out["state"] == "worst_case" and timed_out["note"] == "no usage known: Transient"
 
 
+def test_an_interrupted_job_leaves_no_reservation_open(server, tmp_path):
+    """Ctrl-C while an answer is awaited: the request may have been billed, so it is settled at its worst case
+    then and there, not left open."""
+    import signal
+    import time
+
+    server.slow_seconds = 5.0
+    server.faults[ROWS[0]["instance_id"]] = ["slow"]
+    main = threading.get_ident()
+
+    def interrupt():
+        while not server.requests:
+            time.sleep(0.05)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        ask("openai", server, tmp_path, request_timeout=30.0)
+    [entry] = costs.read_ledger(tmp_path / "spend.jsonl")
+    assert (entry["state"], entry["cost_usd"], entry.get("note")) == (
+        "worst_case", entry["reserved_usd"], "no usage known: KeyboardInterrupt")
+
+
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_exhausted_retries_fail_the_job(provider, server, tmp_path):
     server.faults[ROWS[0]["instance_id"]] = ["500"] * 3
