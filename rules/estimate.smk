@@ -49,6 +49,6 @@ if not ESTIMATE and config["provider"] in MODEL_PROVIDERS and not config["predic
     print(
         f"No cost estimate: no price is known for model {MODEL}, so requests start as soon as their prompt is "
         "built and their cost is unknown; to have one, give the price with "
-        "--config 'prices={MODEL: {input: X, output: Y}}' (USD per million tokens).",
+        f"--config 'prices={{{MODEL}: {{input: X, output: Y}}}}' (USD per million tokens).",
         file=sys.stderr,
     )

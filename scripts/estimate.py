@@ -47,7 +47,7 @@ def describe(record):
     head = f"Cost estimate for {asked} to ask ({record['prompt_tokens']:,} prompt tokens"
     if record["low_usd"] is None:
         return (f"{head}): no price is known for model {record['model']}, so it cannot be estimated and its "
-                "cost is unknown; give one with --config 'prices={MODEL: {input: X, output: Y}}'.")
+                f"cost is unknown; give one with --config 'prices={{{record['model']}: {{input: X, output: Y}}}}'.")
     return (f"{head}, answers of {record['answer_tokens']['low']:,} to {record['answer_tokens']['high']:,} tokens "
             f"at {record['price']['input']:g}/{record['price']['output']:g} USD per million in/out, "
             + (f"each prompt written to the prompt cache at {record['price'].get('cache_write', record['price']['input']):g}, "

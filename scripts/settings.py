@@ -47,6 +47,10 @@ def layer_environment(config, cli_settings, environ):
             layered[key] = yaml.safe_load(value) if value.strip() else None
         elif isinstance(layered[key], str) and layered[key].lower() in ("true", "false"):
             layered[key] = layered[key].lower() == "true"
+    if isinstance(layered.get("prices"), dict):  # --config 'prices={m: {input: 1}}' gives its numbers as text
+        layered["prices"] = {model: {name: yaml.safe_load(rate) if isinstance(rate, str) else rate
+                                     for name, rate in (price or {}).items()} if isinstance(price, dict) else price
+                             for model, price in layered["prices"].items()}
     return layered
 
 

@@ -251,8 +251,8 @@ def render_markdown(summary):
                      f"{cost.get('reasoning_tokens', 0)}")
     if cost.get("unknown_cost_instances"):
         lines.append(f"- warning: the cost of {len(cost['unknown_cost_instances'])} answer(s) is unknown, not 0: no "
-                     f"price is known for model {summary['model']}; give it with --config 'prices={{MODEL: {{input: X, "
-                     "output: Y}}'")
+                     f"price is known for model {summary['model']}; give it with --config 'prices={{{summary['model']}: "
+                     "{input: X, output: Y}}'")
     if summary.get("resolution"):
         res = summary["resolution"]
         lines.append(f"- resolved: {res['resolved']} of {res['selected']} ({100 * res['rate']:.1f}%)")

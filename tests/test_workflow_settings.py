@@ -105,12 +105,11 @@ def test_a_model_served_elsewhere_is_not_priced_from_the_provider_database(tmp_p
         assert "No cost estimate: no price is known for model gpt-4o-mini" in local.stderr
         assert not (tmp_path / "results" / "local" / "estimate.json").exists()
         assert {r["cost_usd"] for r in responses(tmp_path / "results" / "local").values()} == {None}
-        # with its price given, it is priced
-        prices = tmp_path / "prices.yaml"
-        prices.write_text("prices: {gpt-4o-mini: {input: 1, output: 2}}\n")
-        snakemake(tmp_path, "--configfile", str(prices), *provider_config("openai", server, dataset, "model=gpt-4o-mini",
-                                                                         "run_id=given", "provider_prices=false"),
-                  env=env_for("openai"))
+        # with its price given on the command line, as the message above advises, it is priced
+        advice = local.stderr.split("--config '")[1].split("'")[0].replace("X", "1").replace("Y", "2")
+        assert advice == "prices={gpt-4o-mini: {input: 1, output: 2}}"
+        snakemake(tmp_path, *provider_config("openai", server, dataset, "model=gpt-4o-mini", "run_id=given",
+                                             "provider_prices=false", advice, "max_cost=1"), env=env_for("openai"))
     for response in responses(tmp_path / "results" / "given").values():
         assert response["price_per_million"]["source"] == "the prices setting"
         assert response["cost_usd"] == costs.cost_usd(response["usage"], {"input": 1, "output": 2}) > 0
