@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import PROJECT
 
 PAGES = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
