@@ -33,7 +33,8 @@ def main():
         command = [sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"), "--directory",
                    str(workdir), "--cores", "4", "--config", f"dataset={dataset}", "provider=openai",
                    f"base_url={server.url}/v1", "model=gpt-4o", "evaluation=none", "apply_check=false",
-                   "max_attempts=3", "retry_backoff=0.5", "max_cost=1"]
+                   "max_attempts=3", "retry_backoff=0.5", "max_cost=1",
+                   "provider_prices=true"]  # the loopback server stands for OpenAI's API and its prices
         return subprocess.run(command, env=dict(os.environ, OPENAI_API_KEY="sk-demo")).returncode
 
 

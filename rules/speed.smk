@@ -1,5 +1,5 @@
 # Two steps of Snakemake's main loop whose work grows with the square of the run, skipped where this
-# workflow does not need them (README, Scale).
+# workflow does not need them (docs/scale.md).
 import collections.abc
 
 from snakemake.io import is_flagged

@@ -18,7 +18,7 @@ import swebench_images
 from conftest import DATA, LITE_TEST, jobs_run, read_rows, snakemake, write_rows
 
 REPOS = ("psf/requests", "pallets/flask")
-# Instances whose gold patch cannot resolve on this machine, and why (the README names them too).
+# Instances whose gold patch cannot resolve on this machine, and why (docs/testing.md names them too).
 CONNECT_TIMEOUT = ("TestTimeout::test_connect_timeout and test_total_timeout_connect expect a connection to the "
                    "unroutable 10.255.255.1 to time out; this machine refuses it at once")
 LEFT_OUT = {
