@@ -21,14 +21,6 @@ from scripts.costs import price_for
 SHARED = config.pop("shared", None)
 config.update(checked_config(config, SHARED and SHARED["entry"]))
 
-if config["evaluation"] != "none" and STARTS_RUN:
-    from scripts import evaluate
-
-    try:  # what the evaluation backend needs: the daemon, a key, credentials, disk
-        evaluate.preflight(config, os.environ)
-    except evaluate.PreflightError as e:
-        sys.exit(f"Cannot evaluate: {e}")
-
 # What the rules take from the config, worked out once (scripts/settings.py).
 DERIVED = settings.derived(config)
 RUN = DERIVED["run_dir"]
@@ -63,67 +55,6 @@ INDEX = f"{RUN}/instances.index.json"
 RETRIEVAL = settings.retrieval_source(config)
 RETRIEVAL_ROWS = f"{RUN}/retrieval.jsonl"
 RETRIEVAL_INDEX = f"{RUN}/retrieval.index.json"
-# The settings the run's answers were made with; a change that would replace paid answers stops the run here.
-ANSWER_SETTINGS = f"{RUN}/answer_settings.json"
-
-
-if not config["predictions"] and workflow.is_main_process and settings.runs_jobs(sys.argv[1:]):
-    from scripts.common import write_json_atomic
-
-    answer_settings = settings.answer_settings(config, os.environ)
-    if not config["overwrite"]:
-        try:
-            settings.check_answer_settings(
-                read_json(ANSWER_SETTINGS) if os.path.exists(ANSWER_SETTINGS) else None, answer_settings, RUN
-            )
-        except settings.ConfigError as e:
-            sys.exit(f"Invalid configuration: {e}")
-    if STARTS_RUN and not (os.path.exists(ANSWER_SETTINGS) and read_json(ANSWER_SETTINGS) == answer_settings):
-        write_json_atomic(ANSWER_SETTINGS, answer_settings)
-    if STARTS_RUN and os.path.exists(f"{RUN}/quota_exhausted.json"):
-        # a new run asks again: the account may have credit now
-        os.replace(f"{RUN}/quota_exhausted.json", f"{RUN}/quota_exhausted.earlier.json")
-
-
-# What the run's view (the logger plugin, `status --watch`) needs beside the instances' files.
-if STARTS_RUN:
-    from scripts.common import write_json_atomic
-
-    write_json_atomic(
-        f"{RUN}/run.json",
-        {
-            "stages": [
-                stage
-                for stage, used in {
-                    "context": not config["predictions"],
-                    "prompt": not config["predictions"],
-                    "generate": not config["predictions"],
-                    "patch": not config["predictions"],
-                    "repair": REPAIR_ATTEMPTS > 0 and not config["predictions"],
-                    "evaluate": config["evaluation"] != "none",
-                }.items()
-                if used
-            ],
-            "max_cost": config.get("max_cost"),
-            "samples": SAMPLES,
-        },
-    )
-
-
-if config["retry_failed"] and STARTS_RUN and os.path.exists(INDEX):
-    from scripts.status import set_aside_failures
-
-    for path in set_aside_failures(RUN, list(read_json(INDEX)), repair=REPAIR_ATTEMPTS > 0):
-        print(f"retry_failed: {path} set aside; its stage is made again.", file=sys.stderr)
-
-
-# Answers that a smaller output limit cut off before any text are asked again with a larger one.
-if config["provider"] in MODEL_PROVIDERS and not config["predictions"] and STARTS_RUN and os.path.exists(INDEX):
-    from scripts.providers import output_limit
-    from scripts.status import set_aside_cut_off
-
-    for path in set_aside_cut_off(RUN, list(read_json(INDEX)), output_limit(config["provider"], MODEL, DERIVED["api"])):
-        print(f"{path} was cut off by a smaller output limit: set aside, asked again.", file=sys.stderr)
 
 
 wildcard_constraints:
@@ -286,6 +217,13 @@ ESTIMATE = (
         config["provider"], MODEL, DERIVED["api"]["prices"], config["batch"], DERIVED["api"]["database_prices"]
     )
     is not None
+    else None
+)
+
+# With batch=true, the batch job's mark that every instance still without an answer was asked (rules/batch.smk).
+BATCH_DONE = (
+    f"{RUN}/batch/done.json"
+    if config["batch"] and config["provider"] in MODEL_PROVIDERS and not config["predictions"]
     else None
 )
 
