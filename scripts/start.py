@@ -44,13 +44,13 @@ def before_jobs(config, environ, derived, runs_jobs, dry_run, estimate_path=None
     if starts:
         write_run_info(config, run_dir, repair)
     if config["retry_failed"] and starts and os.path.exists(index):
-        from scripts.status import set_aside_failures
+        from scripts.records import set_aside_failures
 
         for path in set_aside_failures(run_dir, list(read_json(index)), repair=repair):
             print(f"retry_failed: {path} set aside; its stage is made again.", file=sys.stderr)
     if asks_model and starts and os.path.exists(index):
         from scripts.providers import output_limit
-        from scripts.status import set_aside_cut_off
+        from scripts.records import set_aside_cut_off
 
         for path in set_aside_cut_off(run_dir, list(read_json(index)), output_limit(config["provider"], model,
                                                                                      derived["api"])):
