@@ -20,6 +20,7 @@ if config.get("models"):  # several models: each a module of this same workflow,
 
 else:
 
+    include: "rules/paths.smk"
     include: "rules/common.smk"
     include: "rules/start.smk"
     include: "rules/select.smk"

@@ -1,4 +1,4 @@
-# The configuration, checked before any job runs (rules/common.smk, rules/models.smk).
+# The configuration, checked before any job runs (rules/paths.smk, rules/models.smk).
 import os
 import sys
 
