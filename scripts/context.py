@@ -17,7 +17,7 @@ from collections import Counter
 
 from scripts import repos
 from scripts.common import append_log, fault_line, read_row, write_json_atomic
-from scripts.prompt import block_units, file_lines
+from scripts.layout import block_units, file_lines
 from scripts.settings import RETRIEVAL_DATASETS
 from scripts.tokens import (
     DEFAULT_TOKENIZER,

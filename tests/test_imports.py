@@ -46,3 +46,10 @@ def test_no_module_of_scripts_imports_itself_through_others():
 def test_a_circle_is_found():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a -> b -> c -> a", "b -> c -> a -> b",
                                                                         "c -> a -> b -> c"]
+
+
+def test_the_layout_of_files_is_shared_not_taken_from_the_prompt_stage():
+    modules = {path.stem: path for path in (PROJECT / "scripts").glob("*.py")}
+    for name in ("context", "apply"):
+        assert imports_of(modules[name]) & {"prompt", "generate", "patch", "repair"} == set(), name
+        assert "layout" in imports_of(modules[name])
