@@ -56,3 +56,4 @@ def failure_advice():
 
 
 include: "across_models.smk"
+include: "compare.smk"

@@ -10,3 +10,14 @@ def test_common_rules_define_functions_and_run_nothing_when_read():
     kinds = {type(node).__name__ for node in tree.body}
     assert kinds <= {"Import", "ImportFrom", "FunctionDef", "ClassDef"}, kinds
     assert "FunctionDef" in kinds
+
+
+def test_each_rule_is_in_the_file_of_its_name_or_of_its_stage():
+    defined = {}
+    for path in (PROJECT / "rules").glob("*.smk"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            words = line.split()
+            if len(words) == 2 and words[0] in ("rule", "checkpoint") and words[1].endswith(":"):
+                defined.setdefault(words[1][:-1], set()).add(path.name)
+    assert defined["compare"] == {"compare.smk"}
+    assert defined["estimate"] == {"estimate.smk", "across_models.smk"}  # a run of one model, and of several

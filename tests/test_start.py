@@ -7,7 +7,7 @@ import pytest
 
 from scripts import settings, start
 
-from conftest import run_config
+from conftest import assert_valid, run_config
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +34,8 @@ def test_a_run_records_its_stages_and_answer_settings():
     assert json.loads((run / "run.json").read_text()) == {
         "stages": ["context", "prompt", "generate", "patch", "repair"], "max_cost": 3.0, "samples": 2}
     assert json.loads((run / "answer_settings.json").read_text())["model"] == "gpt-4o"
+    assert_valid(json.loads((run / "run.json").read_text()), "run")
+    assert_valid(json.loads((run / "answer_settings.json").read_text()), "answer_settings")
 
 
 def test_given_predictions_record_no_answer_settings(tmp_path):
@@ -55,6 +57,8 @@ def test_paid_answers_of_other_settings_stop_the_run_unless_overwrite(capsys):
     assert (run / "answer_settings.json").read_text() == recorded
     before_jobs(run_config(**OPENAI, temperature=0.5, overwrite=True))
     assert json.loads((run / "answer_settings.json").read_text())["temperature"] == 0.5
+    before_jobs(run_config(provider="anthropic", model="claude-x", evaluation="none", repair_attempts=0))
+    assert_valid(json.loads(Path("results/anthropic-claude-x/answer_settings.json").read_text()), "answer_settings")
 
 
 def test_a_dry_run_or_a_listing_writes_nothing(capsys):
@@ -147,6 +151,7 @@ def test_more_samples_are_estimated_before_any_job_and_stop_above_cost_warn(caps
     assert json.loads((run / "estimate.json").read_text()) == {"samples": 1}
     before_jobs(run_config(**OPENAI, samples=3), **paths, estimate_settings=estimate_settings(samples=3, cost_warn=100))
     assert json.loads((run / "estimate.json").read_text())["samples"] == 3
+    assert_valid(json.loads((run / "estimate.json").read_text()), "estimate")
 
 
 def test_a_model_without_a_price_is_told_so(capsys):
