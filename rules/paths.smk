@@ -107,8 +107,9 @@ def estimate_settings():
 
 
 def context_settings():
-    """What a context job reads from the config besides its params (where repositories come from)."""
+    """What a context job reads from the config: its params, and where repositories come from."""
     return {
+        "strategy": config["context"],
         "context_tokens": config["context_tokens"],
         "tokenizer": config["tokenizer"],
         "repo_cache": config["repo_cache"],
@@ -119,6 +120,10 @@ def context_settings():
 def request_settings(sample):
     """The settings of a sample's requests ({sample}: "" or samples/<s>/)."""
     return dict(DERIVED["api"], sample=sample_number(sample))
+
+
+def generate_settings(sample):
+    return {"provider": config["provider"], "model": MODEL, "settings": request_settings(sample)}
 
 
 def repair_settings(sample):

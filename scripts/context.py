@@ -269,6 +269,12 @@ def build_context(row, strategy, settings=None):
     }
 
 
+def run_stage(instance_id, input, output, log_path, settings):
+    """The stage as its rule calls it, like every per-instance stage: write output[0], context.json, with the
+    strategy and settings of settings (context_settings, rules/paths.smk)."""
+    return run(instance_id, input, settings["strategy"], settings, output[0], log_path)
+
+
 def run(instance_id, input, strategy, settings, out_path, log_path=None):
     """The stage: build the instance's context and write context.json. input is the rule's named
     files: instances and index, and for bm25_13K/27K/40K retrieval and retrieval_index, the

@@ -233,6 +233,12 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
     }
 
 
+def run_stage(instance_id, input, output, log_path, settings):
+    """The stage as its rule calls it, like every per-instance stage: write output[0], response.json, with the
+    provider, model and request settings of settings (generate_settings, rules/paths.smk)."""
+    return run(instance_id, input, settings["provider"], settings["model"], settings["settings"], output[0], log_path)
+
+
 def run(instance_id, input, provider, model, settings, out_path, log_path):
     """The stage: read the instance's files, ask, write response.json (or nothing, by raising).
     input is the rule's named files: prompt, instances, index, and for a model context and template."""

@@ -94,6 +94,12 @@ def build_prompt(context, template):
     return record
 
 
+def run_stage(instance_id, input, output, log_path, settings=None):
+    """The stage as its rule calls it, like every per-instance stage: write output[0], prompt.json, from the
+    context and template of input (the instance's id is the context's; no setting but the template)."""
+    return run(input["context"], input["template"], output[0], log_path)
+
+
 def run(context_path, template_path, out_path, log_path=None):
     """The stage: read context.json and the template, write prompt.json."""
     prompt = build_prompt(read_json(context_path), load_template(template_path))
