@@ -20,7 +20,9 @@ if config.get("models"):  # several models: each a module of this same workflow,
 
 else:
 
+    include: "rules/paths.smk"
     include: "rules/common.smk"
+    include: "rules/start.smk"
     include: "rules/select.smk"
     include: "rules/context.smk"
     include: "rules/prompt.smk"

@@ -1,5 +1,5 @@
 # The rules of a run of several models (rules/models.smk) that work across them: one estimate of every
-# model's cost before any request, and the comparison of their runs.
+# model's cost before any request (the comparison of their runs is rules/compare.smk).
 if PRICED:
 
     rule estimate:
@@ -15,21 +15,3 @@ if PRICED:
 
             runs = [(model.RUN, model.MODEL, model.estimate_settings()) for model in PRICED]
             estimate.run_models(runs, MODELS[0].instance_ids(input), MODELS[0].RUN, output, log[0])
-
-
-rule compare:
-    input:
-        # every file of every model's run: the evaluation of each sample, the summary
-        [model.run_targets for model in MODELS],
-    output:
-        md=f"{COMPARE}/compare.md",
-        json=f"{COMPARE}/compare.json",
-        figures=[f"{COMPARE}/compare.png", f"{COMPARE}/compare_repositories.png"],
-    log:
-        f"{COMPARE}/compare.log",
-    localrule: True
-    params:
-        runs=[model.RUN for model in MODELS],
-        out=lambda wildcards, output: os.path.dirname(output.md),
-    shell:
-        "python -m scripts.compare {params.runs:q} --out {params.out:q} 2> >(tee {log:q} >&2)"

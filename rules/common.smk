@@ -1,128 +1,10 @@
-# The input functions of the rules, and what a run does before any job.
+# The input functions of the rules: the files a job takes, known once the selection is made.
 import concurrent.futures
 import functools
-import json
 import os
-import shlex
 import sys
 
-
-include: "config.smk"
-
-
-from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
-from scripts.common import infrastructure_fault, read_json, read_jsonl, sample_number
-from scripts.costs import price_for
-
-# A model's module of a run of several models (rules/models.smk): its number, the run folder that makes the
-# selection, contexts and prompts, and every model's ledger (max_cost holds across them).
-SHARED = config.pop("shared", None)
-config.update(checked_config(config, SHARED and SHARED["entry"]))
-
-if config["evaluation"] != "none" and STARTS_RUN:
-    from scripts import evaluate
-
-    try:  # what the evaluation backend needs: the daemon, a key, credentials, disk
-        evaluate.preflight(config, os.environ)
-    except evaluate.PreflightError as e:
-        sys.exit(f"Cannot evaluate: {e}")
-
-# What the rules take from the config, worked out once (scripts/settings.py).
-DERIVED = settings.derived(config)
-RUN = DERIVED["run_dir"]
-MODEL = DERIVED["model"]
-REPAIR_ATTEMPTS = DERIVED["repair_attempts"]  # 0: no repair stage
-# The run folder that makes the selection, contexts and prompts: this one, or the first model's of several.
-PREP = SHARED["prep_run"] if SHARED else RUN
-if SHARED:
-    DERIVED["api"]["shared_ledgers"] = SHARED["ledgers"]
-# The prompt template: a new one is a new input of the prompts, and of the answers that rebuild a prompt.
-TEMPLATE = config["prompt_template"] or f"{workflow.basedir}/scripts/templates/{config['prompt_style']}.yaml"
-# The patch each instance's prediction takes: the repair stage's, when there is one.
-PATCH = "repair.diff" if REPAIR_ATTEMPTS else "patch.diff"
-# Answers per instance. Sample 1 is where a run of one sample keeps it; sample s (2..k) has the same files
-# under instances/<id>/samples/<s>/ and its merged ones under samples/<s>/ (the {sample} wildcard: "" or
-# "samples/<s>/"), so that a run with more samples asks only the new ones.
-SAMPLES = config["samples"]
-# Shell commands run `python -m scripts.<module>` with the interpreter that runs Snakemake (the project's
-# .venv), the one the rules that run in Snakemake's process use; no rule has a conda environment or container.
-shell.prefix(
-    "set -euo pipefail; "
-    f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
-    f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH; "
-)
-INSTANCES = f"{RUN}/instances.jsonl"
-INDEX = f"{RUN}/instances.index.json"
-# The retrieval dataset (context=bm25_13K/27K/40K) and the files the select step takes from it.
-RETRIEVAL = settings.retrieval_source(config)
-RETRIEVAL_ROWS = f"{RUN}/retrieval.jsonl"
-RETRIEVAL_INDEX = f"{RUN}/retrieval.index.json"
-# The settings the run's answers were made with; a change that would replace paid answers stops the run here.
-ANSWER_SETTINGS = f"{RUN}/answer_settings.json"
-
-
-if not config["predictions"] and workflow.is_main_process and settings.runs_jobs(sys.argv[1:]):
-    from scripts.common import write_json_atomic
-
-    answer_settings = settings.answer_settings(config, os.environ)
-    if not config["overwrite"]:
-        try:
-            settings.check_answer_settings(
-                read_json(ANSWER_SETTINGS) if os.path.exists(ANSWER_SETTINGS) else None, answer_settings, RUN
-            )
-        except settings.ConfigError as e:
-            sys.exit(f"Invalid configuration: {e}")
-    if STARTS_RUN and not (os.path.exists(ANSWER_SETTINGS) and read_json(ANSWER_SETTINGS) == answer_settings):
-        write_json_atomic(ANSWER_SETTINGS, answer_settings)
-    if STARTS_RUN and os.path.exists(f"{RUN}/quota_exhausted.json"):
-        # a new run asks again: the account may have credit now
-        os.replace(f"{RUN}/quota_exhausted.json", f"{RUN}/quota_exhausted.earlier.json")
-
-
-# What the run's view (the logger plugin, `status --watch`) needs beside the instances' files.
-if STARTS_RUN:
-    from scripts.common import write_json_atomic
-
-    write_json_atomic(
-        f"{RUN}/run.json",
-        {
-            "stages": [
-                stage
-                for stage, used in {
-                    "context": not config["predictions"],
-                    "prompt": not config["predictions"],
-                    "generate": not config["predictions"],
-                    "patch": not config["predictions"],
-                    "repair": REPAIR_ATTEMPTS > 0 and not config["predictions"],
-                    "evaluate": config["evaluation"] != "none",
-                }.items()
-                if used
-            ],
-            "max_cost": config.get("max_cost"),
-            "samples": SAMPLES,
-        },
-    )
-
-
-if config["retry_failed"] and STARTS_RUN and os.path.exists(INDEX):
-    from scripts.status import set_aside_failures
-
-    for path in set_aside_failures(RUN, list(read_json(INDEX)), repair=REPAIR_ATTEMPTS > 0):
-        print(f"retry_failed: {path} set aside; its stage is made again.", file=sys.stderr)
-
-
-# Answers that a smaller output limit cut off before any text are asked again with a larger one.
-if config["provider"] in MODEL_PROVIDERS and not config["predictions"] and STARTS_RUN and os.path.exists(INDEX):
-    from scripts.providers import output_limit
-    from scripts.status import set_aside_cut_off
-
-    for path in set_aside_cut_off(RUN, list(read_json(INDEX)), output_limit(config["provider"], MODEL, DERIVED["api"])):
-        print(f"{path} was cut off by a smaller output limit: set aside, asked again.", file=sys.stderr)
-
-
-wildcard_constraints:
-    id=r"[^/]+",
-    sample=r"(samples/([2-9]|[1-9][0-9]+)/)?",
+from scripts.common import infrastructure_fault, read_json, read_jsonl
 
 
 def selected_ids():
@@ -195,10 +77,6 @@ def merged_reports(wildcards, sample=None):
     return [f"{RUN}/instances/{i}/{folder}evaluation.json" for i in ids]
 
 
-INSTANCE_FILES = ["context.json", "prompt.json", "response.json", "patch.diff", "patch.json"]
-INSTANCE_FILES += ["repair.diff", "repair.json"] if REPAIR_ATTEMPTS else []
-
-
 def run_targets(wildcards):
     """Every file of the run. The per-instance files are requested by name because
     Snakemake does not remake a deleted intermediate file whose downstream files are
@@ -268,67 +146,3 @@ def selection_inputs():
     """The selection as the per-instance jobs read it. ancient(): selecting more instances
     rewrites these files, which must not redo the instances that are already done."""
     return {"instances": ancient(INSTANCES), "index": ancient(INDEX)}
-
-
-# The cost estimate, which every request waits for. Only for a model with a price: for one without (a
-# local server) it could stop nothing, and requests start while other prompts are still being built.
-ESTIMATE = (
-    f"{RUN}/estimate.json"
-    if config["provider"] in MODEL_PROVIDERS
-    and not config["predictions"]
-    and price_for(
-        config["provider"], MODEL, DERIVED["api"]["prices"], config["batch"], DERIVED["api"]["database_prices"]
-    )
-    is not None
-    else None
-)
-
-
-def estimate_settings():
-    return {
-        "provider": config["provider"],
-        "batch": config["batch"],
-        "prices": DERIVED["api"]["prices"],
-        "database_prices": DERIVED["api"]["database_prices"],
-        "prompt_cache": DERIVED["api"]["prompt_cache"],
-        "answer_tokens": config["estimate_answer_tokens"],
-        "max_output_tokens": config["max_output_tokens"],
-        "cost_warn": config["cost_warn"],
-        "confirm_cost": config["confirm_cost"],
-        "samples": SAMPLES,
-    }
-
-
-def instance_ids(paths):
-    """The instance ids of per-instance files (results/<run>/instances/<id>/<file>)."""
-    return [os.path.basename(os.path.dirname(path)) for path in paths]
-
-
-def context_settings():
-    """What a context job reads from the config besides its params (where repositories come from)."""
-    return {
-        "context_tokens": config["context_tokens"],
-        "tokenizer": config["tokenizer"],
-        "repo_cache": config["repo_cache"],
-        "repo_url": config["repo_url"],
-    }
-
-
-def request_settings(sample):
-    """The settings of a sample's requests ({sample}: "" or samples/<s>/)."""
-    return dict(DERIVED["api"], sample=sample_number(sample))
-
-
-def repair_settings(sample):
-    return {
-        "provider": config["provider"],
-        "model": MODEL,
-        "attempts": REPAIR_ATTEMPTS,
-        "settings": request_settings(sample),
-        "repos": DERIVED["repos"],
-    }
-
-
-def batch_settings():
-    """What the batch job (rules/batch.smk) reads from the config, besides its instances."""
-    return {"provider": config["provider"], "model": MODEL, "settings": DERIVED["api"], "poll_s": config["batch_poll"]}

@@ -1,4 +1,4 @@
-# The configuration, checked before any job runs (rules/common.smk, rules/models.smk).
+# The configuration, checked before any job runs (rules/paths.smk, rules/models.smk).
 import os
 import sys
 
@@ -12,10 +12,6 @@ from scripts.predictions import PredictionsError, load_predictions
 
 # What only a run needs (an API key, a Docker daemon): not a dry run, --lint, --report or a listing.
 RUNS_JOBS = settings.runs_jobs(sys.argv[1:]) and not workflow.output_settings.dryrun
-# What a run does to its folder before any job (set failures aside, record its settings) and the checks of
-# what its jobs will need (Docker) happen once, in the process the user started: a job on a cluster node
-# reads this file again.
-STARTS_RUN = RUNS_JOBS and workflow.is_main_process
 
 
 def checked_config(config, entry=None):

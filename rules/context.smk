@@ -22,4 +22,4 @@ if PREP == RUN:  # else the first model's of several, copied by rules/prompt.smk
         run:
             from scripts import context
 
-            context.run(wildcards.id, input, params.strategy, context_settings(), output[0], log[0])
+            context.run_stage(wildcards.id, input, output, log[0], context_settings())

@@ -38,6 +38,4 @@ rule generate:
     run:
         from scripts import generate
 
-        generate.run(
-            wildcards.id, input, params.provider, MODEL, request_settings(wildcards.sample), output[0], log[0]
-        )
+        generate.run_stage(wildcards.id, input, output, log[0], generate_settings(wildcards.sample))

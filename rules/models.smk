@@ -19,7 +19,7 @@ def model_configs(config):
     configs = [checked_config(model_config, number) for number, model_config in enumerate(configs, 1)]
     folders = [f"results/{settings.run_id(c)}" for c in configs]
     for number, model_config in enumerate(configs, 1):
-        # what rules/common.smk takes from the run of several models
+        # what rules/paths.smk takes from the run of several models
         model_config["shared"] = {
             "entry": number,
             "prep_run": folders[0],
@@ -72,3 +72,4 @@ def failure_advice():
 
 
 include: "across_models.smk"
+include: "compare.smk"

@@ -41,4 +41,4 @@ else:
         run:
             from scripts import prompt
 
-            prompt.run(input.context, input.template, output[0], log[0])
+            prompt.run_stage(wildcards.id, input, output, log[0])

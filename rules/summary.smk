@@ -1,3 +1,6 @@
+import json
+
+
 rule summary:
     input:
         instances=INSTANCES,

@@ -24,6 +24,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 
 from scripts import repos
+from scripts.layout import file_lines, render_file
 
 HARNESS_COMMANDS = ("git apply --verbose", "git apply --verbose --reject", "patch --batch --fuzz=5 -p1 -i")
 # The scratch repository ignores the user's git configuration, and paths are never patterns.
@@ -436,11 +437,7 @@ def best_line(lines, wanted):
 def excerpt(path, text, around, line_numbers=True, radius=15, span=0):
     """The file's lines from radius before `around` (0-based) to radius after it plus span, in
     the prompt's layout."""
-    from scripts.prompt import render_file
-
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = file_lines(text)
     first = max(0, around - radius)
     last = min(len(lines), around + span + radius)
     content = "".join(line + "\n" for line in lines[first:last])

@@ -17,7 +17,7 @@ from collections import Counter
 
 from scripts import repos
 from scripts.common import append_log, fault_line, read_row, write_json_atomic
-from scripts.prompt import block_units, file_lines
+from scripts.layout import block_units, file_lines
 from scripts.settings import RETRIEVAL_DATASETS
 from scripts.tokens import (
     DEFAULT_TOKENIZER,
@@ -267,6 +267,12 @@ def build_context(row, strategy, settings=None):
         "budget": {"context_tokens": limit, "template_reserve": TEMPLATE_RESERVE, "files": files_budget},
         "tokens": {"problem_statement": issue_tokens, "files": file_tokens, "total": issue_tokens + file_tokens},
     }
+
+
+def run_stage(instance_id, input, output, log_path, settings):
+    """The stage as its rule calls it, like every per-instance stage: write output[0], context.json, with the
+    strategy and settings of settings (context_settings, rules/paths.smk)."""
+    return run(instance_id, input, settings["strategy"], settings, output[0], log_path)
 
 
 def run(instance_id, input, strategy, settings, out_path, log_path=None):

@@ -24,6 +24,7 @@ from scripts.common import (
     set_aside,
     write_json_atomic,
 )
+from scripts.prompt import build_prompt, load_template  # the prompt stage's own: a prompt rebuilt with less code
 
 
 class PermanentFailure(Exception):
@@ -77,10 +78,8 @@ def backoff_seconds(attempt, settings):
 
 def without_last_file(context, template):
     """The context minus its lowest-ranked file and the prompt messages rebuilt from it."""
-    from scripts import prompt as prompt_stage
-
     smaller = dict(context, files=context["files"][:-1])
-    return smaller, prompt_stage.build_prompt(smaller, template)["messages"]
+    return smaller, build_prompt(smaller, template)["messages"]
 
 
 def attempt_record(started, clock, error=None, status=None, wait=0.0):
@@ -210,6 +209,12 @@ def generate(prompt, row, provider, model, settings, context=None, template=None
     }
 
 
+def run_stage(instance_id, input, output, log_path, settings):
+    """The stage as its rule calls it, like every per-instance stage: write output[0], response.json, with the
+    provider, model and request settings of settings (generate_settings, rules/paths.smk)."""
+    return run(instance_id, input, settings["provider"], settings["model"], settings["settings"], output[0], log_path)
+
+
 def run(instance_id, input, provider, model, settings, out_path, log_path):
     """The stage: read the instance's files, ask, write response.json (or nothing, by raising).
     input is the rule's named files: prompt, instances, index, and for a model context and template."""
@@ -218,8 +223,6 @@ def run(instance_id, input, provider, model, settings, out_path, log_path):
             keep_paid_answers([out_path], settings["overwrite"], log)
         template = None
         if input.get("template") and provider in providers.ASK:
-            from scripts.prompt import load_template
-
             template = load_template(input["template"])
         context = read_json(input["context"]) if input.get("context") else None
         try:

@@ -10,8 +10,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from scripts import costs, status
-from scripts.common import read_json, sample_number
+from scripts import costs, records
+from scripts.common import infrastructure_fault, read_json, sample_number
 
 # what a stage's record says when it is done (not failed for good)
 DONE = {"context": "built", "prompt": "built", "generate": "answered", "patch": "valid", "repair": "valid"}
@@ -43,14 +43,14 @@ def snapshot(run_dir, settled=None):
     index = run_dir / "instances.index.json"
     settings = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     ids = list(read_json(index)) if index.is_file() else []
-    stages = settings.get("stages") or status.run_stages(run_dir)[0]
+    stages = settings.get("stages") or records.run_stages(run_dir)[0]
     outcomes = {stage: Counter() for stage in stages}
     for instance_id in ids:
         labels = settled.get(instance_id) if settled is not None else None
         if labels is None:
             try:
                 labels = instance_labels(run_dir, instance_id, stages)
-            except status.StatusError:  # a file being replaced: counted at the next look
+            except records.RecordError:  # a file being replaced: counted at the next look
                 continue
             if settled is not None and len(labels) == len(stages):
                 settled[instance_id] = labels
@@ -62,7 +62,7 @@ def snapshot(run_dir, settled=None):
     estimate = run_dir / "estimate.json"
     samples = settings.get("samples", 1)
     return {"run": str(run_dir), "selected": len(ids), "stages": outcomes, "spend": spent, "reserved": reserved,
-            "samples": status.sample_counts(run_dir, ids, samples) if samples > 1 else {},
+            "samples": records.sample_counts(run_dir, ids, samples) if samples > 1 else {},
             "open": Counter(e["instance_id"] for e in entries if e.get("state") == "open"),
             "requests": Counter(e["instance_id"] for e in entries if "request" in e),
             "settings": settings, "estimate": read_json(estimate) if estimate.is_file() else None}
@@ -71,7 +71,7 @@ def snapshot(run_dir, settled=None):
 def instance_labels(run_dir, instance_id, stages):
     """{stage: outcome label} of the instance's stages that have their file."""
     labels = {}
-    for stage, (state, reason, path) in status.instance_status(run_dir, instance_id, stages).items():
+    for stage, (state, reason, path) in records.instance_status(run_dir, instance_id, stages).items():
         if state == "to do":
             continue
         labels[stage] = reason or DONE.get(stage)
@@ -167,14 +167,14 @@ def view(snap, eta, elapsed, jobs=(), api=None, title=None):
 def stage_outcome(run_dir, stage, instance_id, sample=""):
     """One plain line of a finished job: the stage, the instance (and its sample, "" or samples/<s>/, after
     the first) and what its record says."""
-    if not instance_id or stage not in status.STAGE_FILES:
+    if not instance_id or stage not in records.STAGE_FILES:
         return f"{stage}: done"
-    path = Path(run_dir) / "instances" / instance_id / sample / status.STAGE_FILES[stage]
+    path = Path(run_dir) / "instances" / instance_id / sample / records.STAGE_FILES[stage]
     job = f"{stage} {instance_id}" + (f" sample {sample_number(sample)}" if sample else "")
     if stage in ("context", "prompt") or not path.is_file():
         return f"{job}: {DONE.get(stage, 'done')}"
     record = read_json(path)
-    line = f"{job}: {status.failure_reason(stage, record) or DONE.get(stage) or record.get('status')}"
+    line = f"{job}: {records.failure_reason(stage, record) or DONE.get(stage) or record.get('status')}"
     if stage == "generate":
         line += f" in {record.get('latency_s') or 0:.1f} s, {record.get('cost_usd') or 0:.4f} USD"
     return line
@@ -184,7 +184,7 @@ def error_text(stage, instance_id, logs, message=None):
     """A failed job in full: the stage and instance, the cause, the log file and what it holds."""
     cause = message or "the job failed"
     for log in logs:
-        fault = status.infrastructure_fault(log)
+        fault = infrastructure_fault(log)
         lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines() if Path(log).is_file() else []
         errors = [line.partition("error: ")[2] for line in lines if "error: " in line]
         if fault:

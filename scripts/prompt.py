@@ -5,7 +5,9 @@ $placeholders are filled from the context: $instance_id $repo $base_commit
 $problem_statement $code. `line_numbers: false` shows the code without line numbers
 (search/replace edits must quote lines exactly). The prompt is counted with the context's
 tokenizer; if it exceeds the context's budget (a template longer than the context stage
-allowed for), the lowest-ranked files are dropped until it fits.
+allowed for), the lowest-ranked files are dropped until it fits. build_prompt and load_template are
+the stage's own, which the generate stage calls to rebuild a prompt with less code context; the layout
+of a file is shared with the context stage and the apply check (scripts/layout.py).
 """
 import functools
 import string
@@ -14,31 +16,11 @@ from pathlib import Path
 import yaml
 
 from scripts.common import append_log, read_json, write_json_atomic
+from scripts.layout import render_file
 from scripts.tokens import count_tokens, describe, tokenizer_of
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "style3.yaml"
 NO_CODE = "(No code is given: work out from the issue which files to change.)"
-
-
-def file_lines(content):
-    """Lines as git numbers them (split on \\n only), without the empty piece after a final newline."""
-    lines = content.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def block_units(path, lines, first_line=1, line_numbers=True):
-    """A file in the style-3 layout, its lines (numbered) between start and end markers, cut
-    at line ends: the parts whose token counts add up to the block's."""
-    numbered = (f"{first_line + n} {line}\n" if line_numbers else f"{line}\n" for n, line in enumerate(lines))
-    return [f"[start of {path}]\n", *numbered, f"[end of {path}]\n"]
-
-
-def render_file(entry, line_numbers=True):
-    """One file's block, as the prompt shows it."""
-    units = block_units(entry["path"], file_lines(entry["content"]), entry.get("first_line", 1), line_numbers)
-    return "".join(units)[:-1]
 
 
 class TemplateError(Exception):
@@ -110,6 +92,12 @@ def build_prompt(context, template):
     if dropped:
         record["dropped_files"] = dropped
     return record
+
+
+def run_stage(instance_id, input, output, log_path, settings=None):
+    """The stage as its rule calls it, like every per-instance stage: write output[0], prompt.json, from the
+    context and template of input (the instance's id is the context's; no setting but the template)."""
+    return run(input["context"], input["template"], output[0], log_path)
 
 
 def run(context_path, template_path, out_path, log_path=None):

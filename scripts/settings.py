@@ -16,7 +16,7 @@ PROVIDER_MODELS = {"gold": "gold", "replay": None, **DEFAULT_MODELS}  # replay: 
 # The settings that make the answers of a run (its requests, and the prompts and patch verdicts that
 # repair requests are made from): a run folder holds paid answers made with one set of them.
 # max_output_tokens is not among them: an answer that stopped by itself stays what it is with a larger limit, and
-# one the limit cut off is asked again (status.set_aside_cut_off).
+# one the limit cut off is asked again (records.set_aside_cut_off).
 ANSWER_SETTINGS = ("provider", "model", "base_url", "temperature", "replay_file",
                    "prompt_style", "prompt_template", "context", "context_tokens", "tokenizer", "retrieval_dataset",
                    "apply_check", "repair_attempts", "openai_api", "reasoning_effort")

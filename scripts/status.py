@@ -13,94 +13,22 @@ from collections import Counter
 from pathlib import Path
 
 from scripts import costs
-from scripts.common import infrastructure_fault, read_json, read_jsonl, sample_folder, set_aside
+from scripts.common import infrastructure_fault, read_jsonl
 from scripts.predictions import not_diffs
-
-# each stage's file in instances/<id>/
-STAGE_FILES = {"context": "context.json", "prompt": "prompt.json", "generate": "response.json",
-               "patch": "patch.json", "repair": "repair.json", "evaluate": "evaluation.json"}
-VERDICTS = ("resolved", "unresolved")
+from scripts.records import (
+    STAGE_FILES,
+    RecordError,
+    instance_status,
+    read_record,
+    run_samples,
+    run_stages,
+    sample_counts,
+    sample_folders,
+)
 
 
 class StatusError(Exception):
-    pass
-
-
-def read_record(path):
-    try:
-        return read_json(path)
-    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
-        raise StatusError(f"cannot read {path}: {e}. Delete it and rerun the workflow to make it again.") from e
-
-
-def failure_reason(stage, record):
-    """Why the stage's record is a permanent failure; None when the stage is done."""
-    if stage == "generate" and record.get("status") == "failed":
-        return record.get("failure_reason") or "failed"
-    if stage in ("patch", "repair") and record.get("status") != "valid":
-        return record.get("reason") or record.get("status")
-    if stage == "evaluate" and record.get("status") not in VERDICTS:
-        return record.get("status")
-    return None
-
-
-def run_stages(run_dir):
-    """The stages this run has, and a note for each it has not, from summary.json when there is
-    one, else from the files present."""
-    run_dir = Path(run_dir)
-    summary = read_record(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
-    instances = run_dir / "instances"
-    given = summary.get("mode") == "predictions" or any(instances.glob("*/given_patch.sha256"))
-    evaluated = (summary.get("evaluation", "none") != "none" or (run_dir / "evaluation.json").is_file()
-                 or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log")))
-    skipped = {}
-    if not any(instances.glob("*/repair.json")):
-        skipped["repair"] = "no repair stage (provider gold or replay, or repair_attempts=0), or not reached"
-    if given:
-        skipped.update(dict.fromkeys(["context", "prompt", "generate", "patch"], "predictions given: not part of this run"))
-    if not evaluated:
-        skipped["evaluate"] = ("not part of this run (evaluation=none)" if summary
-                               else "no report yet (evaluation=none, or not reached)")
-    return [stage for stage in STAGE_FILES if stage not in skipped], skipped
-
-
-def instance_status(run_dir, instance_id, stages):
-    """{stage: (outcome, reason, file)} of one instance; outcome is done, failed or to do."""
-    folder = Path(run_dir) / "instances" / instance_id
-    status = {}
-    for stage in stages:
-        path = folder / STAGE_FILES[stage]
-        if not path.is_file():
-            status[stage] = ("to do", None, path)
-        elif stage in ("context", "prompt"):  # no failure is recorded there; large files, left unread
-            status[stage] = ("done", None, path)
-        else:
-            reason = failure_reason(stage, read_record(path))
-            status[stage] = ("failed" if reason else "done", reason, path)
-    return status
-
-
-def run_samples(run_dir):
-    """How many samples the run asks of each instance (run.json, which the run writes before any job)."""
-    settings = Path(run_dir) / "run.json"
-    return read_record(settings).get("samples", 1) if settings.is_file() else 1
-
-
-def sample_folders(run_dir, ids):
-    """The folder of every sample of every instance of ids."""
-    samples = range(1, run_samples(run_dir) + 1)
-    return (Path(run_dir) / "instances" / i / sample_folder(s) for i in ids for s in samples)
-
-
-def sample_counts(run_dir, ids, samples):
-    """{sample: (answered, evaluated, resolved)} over the instances, for samples 1..samples."""
-    counts = {}
-    for sample in range(1, samples + 1):
-        folders = [Path(run_dir) / "instances" / i / sample_folder(sample) for i in ids]
-        evaluations = [read_record(f / "evaluation.json") for f in folders if (f / "evaluation.json").is_file()]
-        counts[sample] = (sum((f / "response.json").is_file() for f in folders), len(evaluations),
-                          sum(e.get("status") == "resolved" for e in evaluations))
-    return counts
+    """A run folder that is none, or no run to show."""
 
 
 def sample_lines(run_dir, ids):
@@ -212,52 +140,6 @@ def spend_lines(run_dir, ids):
     return lines
 
 
-def set_aside_failures(run_dir, instance_ids, repair=False, stamp=None):
-    """For retry_failed: rename each recorded permanent failure to <name>.failed-<stamp>.json so that
-    the rerun makes it again. An instance's patch is judged by the file the predictions take: the repair
-    stage's (repair: the run has one), else the patch stage's. What is set aside is the file that must change:
-    the answer (and the repair's files, whose paid requests would stop the rerun), when the generation failed
-    or its patch is no good; the report, when the evaluation itself failed. Each sample's."""
-    stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
-    moved = []
-    for folder in sample_folders(run_dir, instance_ids):
-        for stage in ("generate", "repair" if repair else "patch", "evaluate"):
-            path = folder / STAGE_FILES[stage]
-            reason = failure_reason(stage, read_record(path)) if path.is_file() else None
-            if not reason:
-                continue
-            paths = [path]
-            if stage != "evaluate" or reason in ("patch_failed", "empty_patch"):
-                paths = [folder / STAGE_FILES["generate"]]
-                paths += [folder / name for name in ("repair.json", "repair.diff", "repair")] if repair else []
-            for path in paths:
-                if path.exists():
-                    set_aside(path, "failed", stamp)
-                    moved.append(path)
-            break
-    return moved
-
-
-def set_aside_cut_off(run_dir, instance_ids, limit, stamp=None):
-    """Rename each answer recorded as cut off (failure reason cut_off) by an output limit below limit to
-    response.cut_off-<stamp>.json, with its batch answer (batch=true), so that the run asks it again with the
-    larger limit; the paths set aside. The batch stage is made again when one of its answers is."""
-    stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
-    moved = []
-    for folder in sample_folders(run_dir, instance_ids):
-        path = folder / STAGE_FILES["generate"]
-        record = read_record(path) if path.is_file() else {}
-        if record.get("failure_reason") != "cut_off" or (record.get("max_output_tokens") or 0) >= limit:
-            continue
-        set_aside(path, "cut_off", stamp)
-        moved.append(path)
-        batch_answer = Path(run_dir) / "batch" / "answers" / f"{record['instance_id']}.json"
-        if record.get("batch") and batch_answer.is_file():
-            set_aside(batch_answer, "cut_off", stamp)
-            (Path(run_dir) / "batch" / "done.json").unlink(missing_ok=True)
-    return moved
-
-
 def aligned(rows):
     """Rows of text cells as indented lines, in columns."""
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
@@ -286,7 +168,7 @@ def main(argv=None):
         if args.watch:
             return watch(runs, args.every)
         print("\n".join(run_status(run) for run in runs), end="")
-    except StatusError as e:
+    except (StatusError, RecordError) as e:
         print(f"status: {e}", file=sys.stderr)
         return 2
     return 0

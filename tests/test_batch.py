@@ -43,6 +43,7 @@ def test_batch_answers_every_instance_at_half_price(provider, tmp_path):
         left = batch.run(tmp_path, ids, provider, MODELS[provider], settings_for(provider, server, tmp_path),
                          tmp_path / "batch" / "done.json", poll_s=0.05, log=lines.append)
     assert left == [] and json.loads((tmp_path / "batch" / "done.json").read_text())["unanswered"] == {}
+    assert_valid(json.loads((tmp_path / "batch" / "done.json").read_text()), "batch")
     assert len(server.batches) == 2  # the three that did not come back went in a second batch
     second = list(server.batches.values())[1]
     assert len(second["lines"]) == 3
@@ -199,6 +200,7 @@ def test_each_instance_is_asked_in_max_attempts_batches_and_a_rerun_asks_again(t
         assert len(server.batches) == 2
         unanswered = json.loads(done.read_text())["unanswered"]
         assert sorted(unanswered) == sorted(ids)
+        assert_valid(json.loads(done.read_text()), "batch")
         assert all(e == "batch_expired: This request was expired. (asked in 2 batch(es) of this run)"
                    for e in unanswered.values())
         with pytest.raises(generate.GenerationFailed, match=r"\(batch_expired: .*\); a rerun asks it in a new batch"):

@@ -150,6 +150,7 @@ def test_compare_two_evaluated_runs(tmp_path):
     out = tmp_path / "results" / "compare" / "a-vs-b"
     assert done.stdout.strip() == str(out / "compare.md")
     result = json.loads((out / "compare.json").read_text())
+    assert_valid(result, "compare")
     assert result["outcome"] == "resolved" and result["shared_instances"] == 20
     run_a, run_b = result["runs"]
     assert (run_a["successes"], run_a["pass@1"], run_b["successes"]) == (11, 0.55, 6)
@@ -212,6 +213,7 @@ def test_compare_runs_with_samples(tmp_path):
     a = make_run(tmp_path, "a", rows, 3, resolved=[set(ids[:10]), set(ids[:20]), set(ids[:20])])
     b = make_run(tmp_path, "b", rows, 3, resolved=[set(ids[:10])] * 3)
     result = compare.write([a, b], tmp_path / "report")
+    assert_valid(json.loads((tmp_path / "report" / "compare.json").read_text()), "compare")
     run_a, run_b = result["runs"]
     # per instance: 10 at 3/3, 10 at 2/3, 10 at 0/3
     assert run_a["pass@1"] == pytest.approx((10 + 10 * 2 / 3) / 30)
@@ -343,6 +345,7 @@ def test_compare_reads_the_runs_the_workflow_writes(tmp_path):
     done = run_compare(results / "moatless", results / "gold")
     assert done.returncode == 0, done.stderr
     result = json.loads((results / "compare" / "moatless-vs-gold" / "compare.json").read_text())
+    assert_valid(result, "compare")
     resolved = sorted(set(ids) & set(official["resolved"]))
     assert result["outcome"] == "resolved" and result["runs"][0]["successes"] == len(resolved)
     assert result["runs"][0]["cost_usd"] is None  # given predictions: their cost is not known

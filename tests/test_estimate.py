@@ -5,6 +5,8 @@ import pytest
 
 from scripts import costs, estimate
 
+from conftest import assert_valid
+
 PRICE = {"input": 3.00, "output": 15.00}  # USD per million tokens
 
 
@@ -35,6 +37,7 @@ def test_with_the_prompt_cache_each_prompt_is_written_at_the_cache_write_price(t
 
 
 def test_a_model_without_a_price_has_no_figures_and_never_stops():
+    assert_valid(estimate.estimate([1000], "local", None, 1000, 2000) | {"samples": 1}, "estimate")
     record = estimate.estimate([1000], "local-model", None, 1000, 4000)
     assert record["low_usd"] is None and record["high_usd"] is None
     assert "no price is known for model local-model" in estimate.describe(record)
@@ -92,6 +95,7 @@ def test_the_stage_writes_nothing_when_it_stops(tmp_path, capsys):
     assert json.loads(out.read_text()) == record and record["high_usd"] == pytest.approx(3.24)
     # the job's log holds what it printed, each run's
     assert log.read_text() == 2 * (estimate.describe(record) + "\n")
+    assert_valid(record, "estimate")
 
 
 def test_the_database_prices_the_default_models():
@@ -125,6 +129,8 @@ def test_one_estimate_of_several_models_stops_on_their_sum(tmp_path, capsys):
     log = first / "logs" / "estimate.log"
     records = estimate.run_models(runs, ["x"], first, outs, log)
     assert [json.loads(out.read_text())["model"] for out in outs] == ["my-model", "cheap"]
+    for out in outs:
+        assert_valid(json.loads(out.read_text()), "estimate")
     assert [r["high_usd"] for r in records] == [pytest.approx(0.54), pytest.approx(0.116)]
     assert "Cost estimate of the 2 models: 0.42 to 0.66 USD." in capsys.readouterr().out
     assert log.read_text().splitlines() == [f"{first}: {estimate.describe(records[0])}",

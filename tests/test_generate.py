@@ -57,6 +57,20 @@ def test_run_writes_response_and_log(tmp_path, lite_rows):
     assert "ok gold" in log.read_text()
 
 
+def test_the_stage_as_its_rule_calls_it(tmp_path, lite_rows):
+    rows_path, index_path = tmp_path / "instances.jsonl", tmp_path / "index.json"
+    write_selection(lite_rows[:2], rows_path, index_path)
+    prompt_path = tmp_path / "prompt.json"
+    prompt_path.write_text(json.dumps(PROMPT))
+    out, log = tmp_path / "response.json", tmp_path / "generate.log"
+    inputs = {"prompt": prompt_path, "instances": rows_path, "index": index_path}
+    stage_settings = {"provider": "gold", "model": "gold", "settings": api_settings("gold", run_config(), tmp_path)}
+    generate.run_stage(lite_rows[0]["instance_id"], inputs, [out], log, stage_settings)
+    record = json.loads(out.read_text())
+    assert_valid(record, "response")
+    assert (record["instance_id"], record["answer"]) == (lite_rows[0]["instance_id"], lite_rows[0]["patch"])
+
+
 def test_backoff_doubles_with_jitter_and_a_cap():
     settings = {"retry_backoff": 2.0}
     for attempt, full in [(1, 2.0), (2, 4.0), (3, 8.0), (10, 60.0)]:

@@ -87,3 +87,21 @@ def test_stages_write_context_and_prompt(tmp_path, lite_rows):
     with pytest.raises(prompt.TemplateError, match="prompt template bad"):
         prompt.run(context_path, bad, tmp_path / "p2.json")
     assert not (tmp_path / "p2.json").exists()
+
+
+def test_the_stages_as_their_rules_call_them(tmp_path, lite_rows):
+    from scripts.select import write_selection
+
+    rows_path, index_path = tmp_path / "instances.jsonl", tmp_path / "index.json"
+    write_selection(lite_rows[:3], rows_path, index_path)
+    instance_id = lite_rows[2]["instance_id"]
+    context_path, prompt_path, log = tmp_path / "context.json", tmp_path / "prompt.json", tmp_path / "stage.log"
+    settings = {"strategy": "none", "context_tokens": None, "tokenizer": "cl100k_base", "repo_cache": None,
+                "repo_url": None}
+    context.run_stage(instance_id, {"instances": rows_path, "index": index_path}, [context_path], log, settings)
+    prompt.run_stage(instance_id, {"context": context_path, "template": prompt.DEFAULT_TEMPLATE}, [prompt_path], log)
+    assert_valid(json.loads(context_path.read_text()), "context")
+    record = json.loads(prompt_path.read_text())
+    assert_valid(record, "prompt")
+    assert record["instance_id"] == instance_id and record["template"] == "style3"
+    assert log.read_text().splitlines()[0].startswith(f"context: {instance_id}: ")

@@ -1,7 +1,7 @@
 """The status command, on run folders written record by record (each valid against its schema)."""
 import json
 
-from scripts import costs, status
+from scripts import costs, records, status
 
 from conftest import assert_valid
 
@@ -183,32 +183,6 @@ def test_status_names_a_corrupt_file(tmp_path, capsys):
     assert err.startswith(f"status: cannot read {corrupt}: ") and "Delete it and rerun" in err
 
 
-def test_set_aside_failures_renames_the_file_that_must_change(tmp_path):
-    from scripts.status import set_aside_failures
-
-    def write(instance_id, name, record):
-        path = tmp_path / "instances" / instance_id / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record))
-
-    write("refused", "response.json", {"status": "failed", "failure_reason": "refused"})
-    write("no-diff", "response.json", {"status": "ok"})
-    write("no-diff", "patch.json", {"status": "empty", "reason": "no_diff"})
-    write("crashed", "response.json", {"status": "ok"})
-    write("crashed", "patch.json", {"status": "valid"})
-    write("crashed", "evaluation.json", {"status": "error"})
-    write("fine", "response.json", {"status": "ok"})
-    write("fine", "patch.json", {"status": "valid"})
-    write("fine", "evaluation.json", {"status": "resolved"})
-    moved = set_aside_failures(tmp_path, ["refused", "no-diff", "crashed", "fine", "not-started"], stamp="T1")
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in moved) == [
-        "instances/crashed/evaluation.json", "instances/no-diff/response.json", "instances/refused/response.json"]
-    assert (tmp_path / "instances/refused/response.failed-T1.json").is_file()
-    assert (tmp_path / "instances/crashed/evaluation.failed-T1.json").is_file()
-    assert (tmp_path / "instances/no-diff/patch.json").is_file()  # remade from the new answer
-    assert (tmp_path / "instances/fine/evaluation.json").is_file()
-
-
 def test_status_gives_the_spend_of_the_ledger_with_self_repair_and_what_the_budget_stopped(tmp_path, capsys):
     from scripts import costs
 
@@ -272,5 +246,5 @@ def test_status_and_the_view_count_the_answers_of_every_sample(tmp_path, capsys)
     assert live.samples_text(live.snapshot(tmp_path / "nothing")) == ""  # a run of one sample says nothing of them
     # retry_failed sets aside a failed answer of any sample
     write_record(run, "o__r-2", "samples/3/response.json", response("o__r-2", "refused"), "response")
-    assert status.set_aside_failures(run, ids, stamp="T") == [run / "instances/o__r-2/samples/3/response.json"]
+    assert records.set_aside_failures(run, ids, stamp="T") == [run / "instances/o__r-2/samples/3/response.json"]
     assert (run / "instances/o__r-2/samples/3/response.failed-T.json").is_file()
