@@ -11,6 +11,8 @@ from scripts import common
 
 from conftest import PROJECT
 
+pytestmark = pytest.mark.unit
+
 
 def test_round_trips(tmp_path):
     common.write_json_atomic(tmp_path / "a" / "x.json", {"k": "é"})

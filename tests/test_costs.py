@@ -5,6 +5,8 @@ import pytest
 
 from scripts import costs
 
+pytestmark = pytest.mark.unit
+
 
 def test_prices_match_the_database_exactly_never_by_prefix():
     prices = costs.load_prices()

@@ -5,6 +5,8 @@ import pytest
 
 from scripts import costs, estimate
 
+pytestmark = pytest.mark.unit
+
 PRICE = {"input": 3.00, "output": 15.00}  # USD per million tokens
 
 

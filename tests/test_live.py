@@ -10,6 +10,7 @@ import sys
 import time
 from types import SimpleNamespace
 
+import pytest
 from rich.console import Console
 from snakemake_interface_logger_plugins.common import LogEvent
 from snakemake_logger_plugin_swebench import LogHandler, LogHandlerSettings
@@ -23,6 +24,7 @@ STAGE_LINE = re.compile(r"^\d\d:\d\d:\d\d (context|prompt|generate|patch|repair)
 SUMMARY = re.compile(r"^\d\d:\d\d:\d\d progress: context \d+/20 .*; spend \d+\.\d{4} USD.* of max_cost 1 USD; .*")
 
 
+@pytest.mark.workflow
 def test_a_20_instance_run_prints_a_line_per_instance_stage_and_summaries(tmp_path):
     rows = read_rows(PROJECT.parent / "shared/data/swebench_lite_test.jsonl")[::15][:20]
     failing = rows[3]["instance_id"]
@@ -70,6 +72,7 @@ def watch(run, *args, timeout=None):
                            *args], capture_output=True, text=True, cwd=PROJECT, timeout=timeout)
 
 
+@pytest.mark.workflow
 def test_watch_on_a_finished_and_on_a_running_run(tmp_path):
     rows = read_rows(PROJECT.parent / "shared/data/swebench_lite_test.jsonl")[:3]
     snakemake(tmp_path, "--config", f"dataset={write_rows(tmp_path / 'rows.jsonl', rows)}")
@@ -107,6 +110,7 @@ def test_watch_on_a_finished_and_on_a_running_run(tmp_path):
     assert missing.returncode == 2 and "no such run folder" in missing.stderr
 
 
+@pytest.mark.unit
 def test_the_run_folder_of_a_path_and_the_stage_of_a_rule(tmp_path):
     run = tmp_path / "results/gpt"
     (run / "instances.index.json").parent.mkdir(parents=True)
@@ -137,6 +141,7 @@ def job(handler, jobid, rule, output=(), instance=None, log=()):
                           log=list(log)))
 
 
+@pytest.mark.workflow
 def test_the_logger_with_two_runs_names_each_line_s_run_and_stage(tmp_path, monkeypatch, capsys):
     # two models' runs of one invocation (models=[...]): the first holds the contexts and prompts of both
     monkeypatch.chdir(tmp_path)

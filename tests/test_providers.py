@@ -10,6 +10,8 @@ from scripts.settings import api_settings
 from conftest import LITE_TEST, assert_valid, read_rows, run_config
 from fake_api import FakeModelServer
 
+pytestmark = pytest.mark.unit
+
 ROWS = read_rows(LITE_TEST)[:4]
 MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6"}
 KEY = "sk-test-0123456789-SECRET"

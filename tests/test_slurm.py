@@ -14,6 +14,8 @@ import pytest
 
 from conftest import LITE_TEST, PROJECT, read_rows, write_rows
 
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
+
 SETUP = "bash tests/slurm_cluster.sh"
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 

@@ -21,6 +21,8 @@ from conftest import (
     write_rows,
 )
 
+pytestmark = pytest.mark.workflow
+
 
 def lite_sample(tmp_path, count=4, start=0):
     rows = read_rows(LITE_TEST)[start:start + count]

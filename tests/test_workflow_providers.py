@@ -8,6 +8,8 @@ from scripts import costs
 from conftest import LITE_TEST, jobs_run, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
 
+pytestmark = pytest.mark.workflow
+
 KEY = "sk-test-workflow-7f3a9c-SECRET"
 
 
