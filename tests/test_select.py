@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -91,14 +92,18 @@ def test_load_file_errors(tmp_path):
 
 
 @pytest.mark.unit
-def test_hub_dataset_goes_through_datasets_offline(tmp_path, monkeypatch):
-    # The real datasets code path: offline and with an empty cache it cannot load, and says so.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(select.SelectionError) as error:
-        select.load_rows("lite", "test")
-    assert "SWE-bench/SWE-bench_Lite" in str(error.value)
-    assert "HF_HUB_OFFLINE" in str(error.value)
+def test_hub_dataset_goes_through_datasets_offline(tmp_path):
+    # The real datasets code path: offline and with an empty cache it cannot load, and says so. In a process
+    # of its own, as a select job: the hub's client reads HF_HUB_OFFLINE and HF_HOME when first imported,
+    # which another test of this session may have done without them (it would then try the network).
+    out, index = tmp_path / "out.jsonl", tmp_path / "index.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    result = subprocess.run([sys.executable, "-m", "scripts.select", "--dataset", "lite", "--out", str(out),
+                             "--index", str(index)], cwd=PROJECT, capture_output=True, text=True,
+                            env={**env, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode != 0
+    assert "SWE-bench/SWE-bench_Lite" in result.stderr and "HF_HUB_OFFLINE" in result.stderr
+    assert not out.exists() and not index.exists()
 
 
 @pytest.mark.unit
