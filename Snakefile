@@ -43,11 +43,12 @@ rule all:
 
 
 onstart:
-    widen_thread_pool()
+    snakemake_patches.start(workflow, SNAKEMAKE_PATCHES)
 
 
 onerror:
     print(failure_advice(), file=sys.stderr)
 
 
-include: "rules/speed.smk"
+if SNAKEMAKE_PATCHES:  # once every rule is defined (scripts/snakemake_patches.py)
+    snakemake_patches.patch(workflow)

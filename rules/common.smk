@@ -1,5 +1,4 @@
 # The input functions of the rules: the files a job takes, known once the selection is made.
-import concurrent.futures
 import functools
 import os
 import sys
@@ -97,22 +96,6 @@ def run_targets(wildcards):
     return targets
 
 
-def widen_thread_pool():
-    """With force-use-threads every local job runs on a thread of one pool of cores + 5 threads, and a
-    model request (generate, repair) holds its thread while it waits on the network: with few cores
-    that pool, not `--resources api=N`, would bound the requests in flight. Called before the first
-    job (onstart), it gives the pool a thread for each api unit and each docker unit on top."""
-    executor = getattr(workflow.scheduler, "_executor", None)
-    if not workflow.execution_settings.use_threads or not hasattr(executor, "pool"):
-        return  # subprocess jobs, or a cluster executor
-    # a resource not given is unbounded (sys.maxsize): no thread for it
-    limits = [workflow.scheduler.global_resources.get(name, 0) for name in ("api", "docker")]
-    waiting = sum(n for n in limits if n < sys.maxsize)
-    if waiting:
-        executor.workers += waiting
-        executor.pool = concurrent.futures.ThreadPoolExecutor(max_workers=executor.workers)
-
-
 def failure_advice():
     """What the user reads when jobs failed: the errors above name the rule, the instance and its log."""
     from scripts.costs import budget_advice, quota_advice
@@ -127,19 +110,6 @@ def failure_advice():
             f"{sys.executable} -m scripts.status --run {RUN}"
         )
     )
-
-
-class Untracked:
-    """A rule parameter that is no rerun trigger. Snakemake reruns a job whose params differ
-    from the last run's, comparing the values it can represent (strings, numbers, lists...);
-    it leaves out other objects, like this one, which a shell command shows as its text. Not
-    being a string, it is not filled with wildcards either (repo_url holds a literal {repo})."""
-
-    def __init__(self, text):
-        self.text = text
-
-    def __str__(self):
-        return self.text
 
 
 def selection_inputs():

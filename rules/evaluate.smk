@@ -45,11 +45,12 @@ if config["evaluation"] != "none":
             # names the harness's containers: each sample its own (sample 1 as with one sample)
             run_id=lambda wildcards: DERIVED["run_id"]
             + (f".s{sample_number(wildcards.sample)}" if wildcards.sample else ""),
-            # Settings that change no verdict already given are no rerun trigger.
-            settings=Untracked(
+            # Settings that change no verdict already given are no rerun trigger (scripts/snakemake_patches.py).
+            settings=snakemake_patches.untracked(
                 f"--timeout {config['eval_timeout']}"
                 + (" --keep-images" if config["keep_images"] else "")
-                + f" --dataset {shlex.quote(config['dataset'])} --split {shlex.quote(config['split'])}"
+                + f" --dataset {shlex.quote(config['dataset'])} --split {shlex.quote(config['split'])}",
+                SNAKEMAKE_PATCHES,
             ),
         shell:
             "python -m scripts.evaluate instance --backend {params.backend} --instances {input.instances:q}"

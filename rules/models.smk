@@ -53,6 +53,8 @@ def take_profile_settings():
 
 take_profile_settings()
 MODELS = [workflow.globals[name] for name in MODULES]  # each module's names: RUN, MODEL, run_targets...
+SNAKEMAKE_PATCHES = MODELS[0].SNAKEMAKE_PATCHES
+snakemake_patches = MODELS[0].snakemake_patches
 PRICED = [model for model in MODELS if model.ESTIMATE]  # the models whose requests wait for the estimate
 COMPARE = "results/compare/" + "-vs-".join(os.path.basename(model.RUN) for model in MODELS)
 
@@ -61,10 +63,6 @@ def run_targets(wildcards):
     """Every file of every model's run, and their comparison."""
     targets = [path for model in MODELS for path in model.run_targets(wildcards)]
     return targets + ([rules.compare.output.md] if len(MODELS) > 1 else [])
-
-
-def widen_thread_pool():
-    MODELS[0].widen_thread_pool()
 
 
 def failure_advice():

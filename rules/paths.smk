@@ -11,11 +11,16 @@ include: "config.smk"
 from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
 from scripts.common import sample_number
 from scripts.costs import price_for
+from scripts import snakemake_patches
 
 # A model's module of a run of several models (rules/models.smk): its number, the run folder that makes the
 # selection, contexts and prompts, and every model's ledger (max_cost holds across them).
 SHARED = config.pop("shared", None)
 config.update(checked_config(config, SHARED and SHARED["entry"]))
+
+# Snakemake's internals this workflow uses, all in scripts/snakemake_patches.py: only on the Snakemake
+# version they were written for, and only with snakemake_patches on.
+SNAKEMAKE_PATCHES = snakemake_patches.usable(config["snakemake_patches"], warn=workflow.is_main_process)
 
 # What the rules take from the config, worked out once (scripts/settings.py).
 DERIVED = settings.derived(config)

@@ -100,3 +100,13 @@ def engine(request):
 
     name = getattr(request, "param", "docker")
     return Engine(name, request.getfixturevalue("podman") if name == "podman" else None)
+
+
+KINDS = ("unit", "workflow", "docker", "podman", "slurm", "real_instances")  # pytest.ini's markers
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test says what it needs, so that `pytest -m unit` is the fast part and nothing slips into it."""
+    unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(kind) for kind in KINDS)]
+    if unmarked:
+        raise pytest.UsageError(f"Tests without a marker of {', '.join(KINDS)} (pytest.ini): {', '.join(unmarked)}")

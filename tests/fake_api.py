@@ -124,7 +124,23 @@ class FakeModelServer(LoopbackServer):
         self.create_waiting = threading.Event()  # set when a create request waits on hold_batch_create
         self.requests = []
         self.lock = threading.Lock()
+        # Model requests being answered now, and the most at once. hold_until: each one waits (up to a
+        # minute) until that many have come, to see whether the client keeps that many in flight together.
+        self.in_flight = self.most_in_flight = 0
+        self.hold_until = 0
+        self.arrived = threading.Condition(self.lock)
         super().__init__(self._handler())
+
+    def arrive(self):
+        with self.arrived:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.arrived.notify_all()
+            self.arrived.wait_for(lambda: len(self.requests) >= self.hold_until, timeout=60)
+
+    def leave(self):
+        with self.lock:
+            self.in_flight -= 1
 
     def instance_for(self, text):
         for row in self.rows:
@@ -428,6 +444,14 @@ class FakeModelServer(LoopbackServer):
                 return None
 
             def do_POST(self):
+                self.counted = False
+                try:
+                    self.post()
+                finally:
+                    if self.counted:
+                        server.leave()
+
+            def post(self):
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
                 if "/batches" in self.path or self.path == "/v1/files":
                     if self.batch_post(raw) is None:
@@ -453,6 +477,8 @@ class FakeModelServer(LoopbackServer):
                           "headers": {k.lower(): v for k, v in self.headers.items()}, "at": time.monotonic()}
                 with server.lock:
                     server.requests.append(logged)
+                self.counted = True
+                server.arrive()
                 if server.latency:
                     time.sleep(server.latency)
                 fault = server.next_fault(instance_id)

@@ -18,6 +18,8 @@ from scripts import apply, diffs, patch
 import fixture_repos
 from conftest import PROJECT
 
+pytestmark = pytest.mark.unit
+
 SCHEMA = json.loads((PROJECT / "schemas" / "patch.schema.json").read_text())
 # the harness's module where this Python finds it, wherever that is installed
 HARNESS_SOURCE = Path(importlib.util.find_spec("swebench.harness.run_evaluation").origin)

@@ -11,6 +11,8 @@ from scripts.settings import api_settings
 from conftest import LITE_TEST, assert_valid, read_rows, run_config
 from fake_api import FakeModelServer
 
+pytestmark = pytest.mark.unit
+
 ROWS = read_rows(LITE_TEST)[:6]
 MODELS = {"openai": "gpt-5.4-mini", "anthropic": "claude-sonnet-4-6"}
 

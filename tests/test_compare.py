@@ -21,6 +21,7 @@ def wilson_by_hand(x, n):
     return (-b - root) / (2 * a), (-b + root) / (2 * a)
 
 
+@pytest.mark.unit
 def test_pass_at_k_on_small_cases():
     # n=5, c=2: pass@1 = 2/5; pass@2 = 1 - C(3,2)/C(5,2) = 1 - 3/10; pass@3 = 1 - 1/10; pass@4: every
     # 4 of the 5 samples hold a correct one
@@ -40,6 +41,7 @@ def test_pass_at_k_on_small_cases():
             compare.pass_at_k(n, c, k)
 
 
+@pytest.mark.unit
 def test_wilson_interval():
     for x, n in [(74, 300), (1, 10), (9, 10), (150, 300)]:
         assert compare.wilson(x, n) == pytest.approx(wilson_by_hand(x, n))
@@ -49,6 +51,7 @@ def test_wilson_interval():
     assert compare.wilson(0, 0) == (0.0, 1.0)
 
 
+@pytest.mark.unit
 def test_mcnemar_exact_p():
     # b=1, c=6: 2 * (C(7,0) + C(7,1)) / 2^7 = 16/128
     assert compare.mcnemar_exact(1, 6) == 0.125
@@ -60,6 +63,7 @@ def test_mcnemar_exact_p():
     assert compare.mcnemar_exact(0, 0) == 1.0
 
 
+@pytest.mark.unit
 def test_paired_difference_newcombe_interval():
     # 50 pairs: 36 both, 12 only a, 2 only b, 0 neither. p_a = 48/50, p_b = 38/50; AD - BC = -24 < 0, so the
     # correlation is -24 / sqrt(48 * 2 * 38 * 12), uncorrected
@@ -83,6 +87,7 @@ def test_paired_difference_newcombe_interval():
     assert diff == 0 and lo < 0 < hi
 
 
+@pytest.mark.unit
 def test_paired_bootstrap_and_sign_flip_test():
     diff, ci, p = compare.paired_bootstrap([1, 0, 1, 0], [1, 0, 1, 0])
     assert (diff, ci, p) == (0.0, (0.0, 0.0), 1.0)
@@ -139,6 +144,7 @@ def run_compare(*args):
                           capture_output=True, text=True)
 
 
+@pytest.mark.unit
 def test_compare_two_evaluated_runs(tmp_path):
     rows = lite_rows(20)
     ids = [row["instance_id"] for row in rows]
@@ -175,6 +181,7 @@ def test_compare_two_evaluated_runs(tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.unit
 def test_a_clear_difference_is_reported_beyond_noise(tmp_path):
     rows = lite_rows(60)
     ids = [row["instance_id"] for row in rows]
@@ -188,6 +195,7 @@ def test_a_clear_difference_is_reported_beyond_noise(tmp_path):
     assert result["runs"][0]["cost_per_success_usd"] == 0.0
 
 
+@pytest.mark.unit
 def test_cost_is_unknown_for_given_predictions_and_unpriced_answers(tmp_path):
     rows = lite_rows(4)
     ids = [row["instance_id"] for row in rows]
@@ -206,6 +214,7 @@ def test_cost_is_unknown_for_given_predictions_and_unpriced_answers(tmp_path):
     assert "| a | model-a | 1 | 50.0% (2/4) | " in (tmp_path / "report" / "compare.md").read_text()
 
 
+@pytest.mark.unit
 def test_compare_runs_with_samples(tmp_path):
     rows = lite_rows(30)
     ids = [row["instance_id"] for row in rows]
@@ -237,6 +246,7 @@ def test_compare_runs_with_samples(tmp_path):
     assert "## pass@k" in md and "| a | 55.6% | 66.7% | 66.7% |" in md
 
 
+@pytest.mark.unit
 def test_unevaluated_runs_compare_patch_validity(tmp_path):
     rows = lite_rows(10)
     ids = [row["instance_id"] for row in rows]
@@ -252,6 +262,7 @@ def test_unevaluated_runs_compare_patch_validity(tmp_path):
     assert "the outcome is patch validity, not resolution" in md
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("case, message", [
     ("one run", "compare needs two or more run folders, got 1"),
     ("no shared instance", "the runs share no instance"),
@@ -280,6 +291,7 @@ def test_compare_errors(tmp_path, case, message):
     assert not (tmp_path / "report").exists()
 
 
+@pytest.mark.unit
 def test_summary_gives_pass_at_k_of_a_run_with_samples(tmp_path):
     rows = lite_rows(12)
     ids = [row["instance_id"] for row in rows]
@@ -301,6 +313,7 @@ def test_summary_gives_pass_at_k_of_a_run_with_samples(tmp_path):
     assert one["samples_pass_at_k"] is None and "pass@k" not in summary.render_markdown(one)
 
 
+@pytest.mark.workflow
 def test_compare_reads_the_runs_the_workflow_writes(tmp_path):
     """Runs made by the real snakemake on real Lite rows (not evaluated): the reference patches, replayed
     answers of a 7B model, and a real submission's predictions given its official verdicts."""

@@ -12,6 +12,8 @@ import yaml
 
 from conftest import LITE_TEST, PROJECT, read_rows, write_rows
 
+pytestmark = pytest.mark.workflow
+
 CONFIGS = sorted((PROJECT / "tests" / "configs").glob("*.yaml"))
 SLURM = PROJECT / "profiles" / "slurm"
 # The lint findings left. The shell rules (select, the merges, evaluate, summary, figures, compare) run

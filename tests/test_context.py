@@ -16,6 +16,8 @@ import fixture_repos
 from conftest import PROJECT, assert_valid
 from fixture_repos import commit_files, git, retrieval_text
 
+pytestmark = pytest.mark.unit
+
 SEARCH_REPLACE = PROJECT / "scripts" / "templates" / "search_replace.yaml"
 
 

@@ -3,12 +3,15 @@ import json
 
 import pyarrow
 import pyarrow.parquet
+import pytest
 from unidiff import PatchSet
 
 from scripts import repos
 
 import fixture_repos
 from conftest import assert_valid, jobs_run, read_rows, snakemake, write_rows
+
+pytestmark = pytest.mark.workflow
 
 CHOSEN = ["acme__geometry-2", "acme__geometry-3", "acme__ledger-2", "acme__ledger-3"]
 

@@ -5,6 +5,8 @@ import pytest
 
 from scripts import costs
 
+pytestmark = pytest.mark.unit
+
 
 def test_prices_match_the_database_exactly_never_by_prefix():
     prices = costs.load_prices()
@@ -276,29 +278,38 @@ def test_ledger_is_shared_by_processes(tmp_path):
     assert len(ledger.read_text().splitlines()) == 400
 
 
-def test_a_request_that_fits_once_those_in_flight_settle_waits_for_them(tmp_path):
-    import threading
-    import time
+def test_a_request_that_fits_once_those_in_flight_settle_waits_for_them(tmp_path, monkeypatch):
+    from types import SimpleNamespace
 
     ledger = tmp_path / "spend.jsonl"
+    # the ledger's clock and waits: each wait moves the clock on, and another job may settle meanwhile
+    clock, waits, meanwhile = [0.0], [], []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        clock[0] += seconds
+        if meanwhile:
+            meanwhile.pop(0)()
+
+    monkeypatch.setattr(costs, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=sleep))
     in_flight = costs.reserve(ledger, "a", 0.5, 1.0)
-    threading.Timer(1.0, costs.settle, args=(ledger, in_flight, "settled", 0.125)).start()
-    clock = time.monotonic()
+    meanwhile.append(lambda: costs.settle(ledger, in_flight, "settled", 0.125))
     waited = costs.reserve(ledger, "b", 0.75, 1.0, wait_s=30)  # 0.5 + 0.75 > 1.0 until "a" settles at 0.125
-    assert 0.9 < time.monotonic() - clock < 5
+    assert waits == [0.5]  # it waited, and went on once "a" had settled
     assert costs.spent(ledger) == 0.875
     costs.settle(ledger, waited, "settled", 0.75)
     # what cannot fit even when every request in flight settles at nothing is refused at once
     costs.reserve(ledger, "c", 0.0625, 1.0)
-    clock = time.monotonic()
+    waits.clear()
     with pytest.raises(costs.BudgetSpent):
         costs.reserve(ledger, "d", 0.25, 1.0, wait_s=30)
-    assert time.monotonic() - clock < 1
+    assert waits == []
     # and so is what waited its longest: a reservation that never settles (its job was killed)
-    clock = time.monotonic()
     with pytest.raises(costs.BudgetSpent):
         costs.reserve(ledger, "e", 0.125, 1.0, wait_s=1.5)
-    assert 1.2 < time.monotonic() - clock < 4
+    assert waits == [0.5, 0.5, 0.5]
+    refused = [e["instance_id"] for e in costs.read_ledger(ledger) if e["state"] == "refused"]
+    assert refused == ["d", "e"]
 
 
 # A paid request as one thing: costs.Budget, with the real clients against the loopback server.

@@ -16,6 +16,8 @@ import yaml
 
 from conftest import PROJECT
 
+pytestmark = pytest.mark.workflow
+
 PAGES = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
 NOT_RUN = re.compile(r"^<!-- not run: .+ -->$")
 SHELL = {"bash", "sh", "shell", "console"}

@@ -11,6 +11,8 @@ from scripts.edits import find_edits
 import fixture_repos
 from conftest import PROJECT
 
+pytestmark = pytest.mark.unit
+
 SCHEMA = json.loads((PROJECT / "schemas" / "patch.schema.json").read_text())
 SHAPES = fixture_repos.GEOMETRY["geometry/shapes.py"]
 

@@ -7,6 +7,8 @@ from scripts import costs, estimate
 
 from conftest import assert_valid
 
+pytestmark = pytest.mark.unit
+
 PRICE = {"input": 3.00, "output": 15.00}  # USD per million tokens
 
 

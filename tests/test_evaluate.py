@@ -1,7 +1,6 @@
 """The evaluate stage without containers: preflight messages, empty patches, the merge,
 the sb-cli backend against a loopback server standing in for the SWE-bench cloud API, and
 the modal backend up to the harness call."""
-import inspect
 import json
 import os
 import subprocess
@@ -106,6 +105,7 @@ def given(instance_id, patch, model="m"):
 
 # --- preflight ---
 
+@pytest.mark.unit
 def test_preflight_names_a_docker_daemon_that_does_not_answer(tmp_path):
     socket = tmp_path / "docker.sock"
     with pytest.raises(evaluate.PreflightError) as e:
@@ -115,6 +115,7 @@ def test_preflight_names_a_docker_daemon_that_does_not_answer(tmp_path):
     assert "for podman, start its API service" in str(e.value) and "set DOCKER_HOST" in str(e.value)
 
 
+@pytest.mark.unit
 def test_image_namespaces_are_qualified_with_their_registry():
     # Docker Hub's names, as Docker reads a name without a registry; the others as they are
     assert evaluate.qualified("swebench") == "docker.io/swebench"
@@ -125,12 +126,14 @@ def test_image_namespaces_are_qualified_with_their_registry():
     assert evaluate.qualified(None) is None and evaluate.qualified("") is None
 
 
+@pytest.mark.unit
 def test_preflight_stops_below_the_free_disk_floor():
     with pytest.raises(evaluate.PreflightError, match=r"GB are free at .*, below min_free_disk_gb=1000000"):
         evaluate.preflight({"evaluation": "docker", "min_free_disk_gb": 1_000_000}, dict(os.environ))
     evaluate.preflight({"evaluation": "docker", "min_free_disk_gb": 0}, dict(os.environ))
 
 
+@pytest.mark.unit
 def test_preflight_of_sb_cli_wants_the_key_and_an_accepted_subset():
     config = {"evaluation": "sb-cli", "dataset": "lite", "split": "test"}
     with pytest.raises(evaluate.PreflightError, match="set the environment variable SWEBENCH_API_KEY"):
@@ -143,6 +146,7 @@ def test_preflight_of_sb_cli_wants_the_key_and_an_accepted_subset():
     assert evaluate.sbcli_subset("multimodal", "dev") == "swe-bench-m"
 
 
+@pytest.mark.unit
 def test_preflight_of_modal_wants_credentials(tmp_path):
     with pytest.raises(evaluate.PreflightError, match="run `modal token new`"):
         evaluate.preflight({"evaluation": "modal"}, {}, home=tmp_path)
@@ -151,6 +155,7 @@ def test_preflight_of_modal_wants_credentials(tmp_path):
     evaluate.preflight({"evaluation": "modal"}, {}, home=tmp_path)
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("config, env, message", [
     (["evaluation=docker"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "needs a running Docker daemon"),
     (["evaluation=sb-cli", "dataset=lite"], {}, "set the environment variable SWEBENCH_API_KEY"),
@@ -169,6 +174,7 @@ def test_workflow_stops_before_any_job_when_the_backend_lacks_something(tmp_path
 
 # --- one instance, without a container ---
 
+@pytest.mark.unit
 def test_empty_patch_is_reported_without_the_backend(tmp_path):
     run = lite_run(tmp_path, [given("psf__requests-2317", "")])
     # a Docker daemon that does not exist: the empty patch never needs one
@@ -181,6 +187,7 @@ def test_empty_patch_is_reported_without_the_backend(tmp_path):
     assert not (run / "instances" / "psf__requests-2317" / "evaluation").exists()
 
 
+@pytest.mark.unit
 def test_repository_the_harness_does_not_know_is_an_error_result(tmp_path):
     row = {"instance_id": "example__calc-1", "repo": "example/calc", "version": "1.0"}
     record = evaluate.evaluate_instance("docker", row, given("example__calc-1", "diff --git a/x b/x\n"),
@@ -189,6 +196,7 @@ def test_repository_the_harness_does_not_know_is_an_error_result(tmp_path):
     assert record["reason"].endswith("has no environment for repo example/calc version 1.0")
 
 
+@pytest.mark.unit
 def test_merge_keeps_the_harness_report_format():
     rows = [{"instance_id": i, "repo": "o/r"} for i in ("a-1", "a-2", "a-3", "a-4", "a-5")]
     statuses = {"a-1": "resolved", "a-2": "unresolved", "a-3": "empty_patch", "a-4": "patch_failed", "a-5": "timeout"}
@@ -209,6 +217,7 @@ def sbcli_env(cloud):
     return {"SWEBENCH_API_URL": cloud.url, "SWEBENCH_API_KEY": API_KEY}
 
 
+@pytest.mark.unit
 def test_sb_cli_backend_submits_waits_and_reads_the_verdict(tmp_path):
     gold = {r["instance_id"]: r["patch"] for r in read_rows(LITE_TEST)}
     run = lite_run(tmp_path, [given("psf__requests-2317", gold["psf__requests-2317"]),
@@ -230,6 +239,7 @@ def test_sb_cli_backend_submits_waits_and_reads_the_verdict(tmp_path):
     assert json.loads((logs / "swe-bench_lite__test__r.json").read_text())["resolved_ids"] == ["psf__requests-2317"]
 
 
+@pytest.mark.unit
 def test_sb_cli_backend_resumes_a_submission_but_refuses_a_changed_patch(tmp_path):
     run = lite_run(tmp_path, [given("psf__requests-863", "diff --git a/a b/a\n")])
     with FakeCloud() as cloud:
@@ -246,6 +256,7 @@ def test_sb_cli_backend_resumes_a_submission_but_refuses_a_changed_patch(tmp_pat
     assert not (run / "instances" / "psf__requests-863" / "evaluation.json").exists()
 
 
+@pytest.mark.unit
 def test_sb_cli_backend_fault_writes_nothing(tmp_path):
     run = lite_run(tmp_path, [given("psf__requests-863", "diff --git a/a b/a\n")])
     with FakeCloud() as cloud:
@@ -266,21 +277,38 @@ def test_sb_cli_backend_fault_writes_nothing(tmp_path):
 
 # --- modal, up to the harness call ---
 
-def test_modal_backend_hands_the_harness_one_instance():
-    from swebench.harness.modal_eval import run_instances_modal
-    from swebench.harness.test_spec.test_spec import make_test_spec
+@pytest.mark.unit
+def test_modal_backend_gives_the_verdict_of_the_harness_s_remote_run(tmp_path, monkeypatch):
+    """The harness's own run_instances_modal, with only Modal's remote call stood in, answering as
+    run_instance_modal does: the instance's logs and report come back as its verdict."""
+    import contextlib
+
+    from swebench.harness.modal_eval import run_evaluation_modal as harness
 
     row = next(r for r in read_rows(LITE_TEST) if r["instance_id"] == "psf__requests-2317")
-    prediction = given(row["instance_id"], row["patch"])
-    arguments = evaluate.modal_arguments(row, prediction, "r.1234", 900)
-    # the harness's own signature takes them, and its first step, the test spec, works on the row
-    inspect.signature(run_instances_modal).bind(**arguments)
-    assert arguments["predictions"] == {"psf__requests-2317": prediction}
-    assert arguments["instances"] == arguments["full_dataset"] == [row]
-    assert (arguments["run_id"], arguments["timeout"]) == ("r.1234", 900)
-    assert make_test_spec(row).instance_id == "psf__requests-2317"
+    prediction = given(row["instance_id"], row["patch"], model="org/model")
+    verdict = {"patch_is_None": False, "patch_exists": True, "patch_successfully_applied": True, "resolved": True,
+               "tests_status": {"FAIL_TO_PASS": {"success": ["test_a"], "failure": []}}}
+    calls = []
+
+    def starmap(arguments, return_exceptions):
+        for test_spec, pred, run_id, timeout in arguments:
+            calls.append((test_spec.instance_id, test_spec.repo, pred, run_id, timeout))
+            yield harness.TestOutput(test_spec.instance_id, "the tests' output", json.dumps({test_spec.instance_id: verdict}),
+                                     "the instance's log", pred["model_patch"],
+                                     harness.get_log_dir(pred, run_id, test_spec.instance_id), False)
+
+    monkeypatch.setattr(harness, "app", SimpleNamespace(run=contextlib.nullcontext))
+    monkeypatch.setattr(harness, "run_instance_modal", SimpleNamespace(starmap=starmap))
+    logs = tmp_path / "evaluation"
+    assert evaluate.run_modal(row, prediction, "r.1234", 900, logs) == ("resolved", None, verdict)
+    assert calls == [("psf__requests-2317", "psf/requests", prediction, "r.1234", 900)]
+    assert (logs / "patch.diff").read_text() == row["patch"]
+    assert (logs / "run_instance.log").read_text() == "the instance's log"
+    assert [p.name for p in tmp_path.iterdir()] == ["evaluation"]  # the harness's scratch folder is gone
 
 
+@pytest.mark.unit
 def test_harness_run_id_differs_between_run_folders(tmp_path):
     first = evaluate.harness_run_id("gold", tmp_path / "a" / "results" / "gold")
     second = evaluate.harness_run_id("gold", tmp_path / "b" / "results" / "gold")
@@ -367,6 +395,7 @@ PULL_ERRORS = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("cause", sorted(PULL_ERRORS))
 def test_a_pull_error_in_the_harness_log_is_a_fault_not_a_verdict(tmp_path, monkeypatch, cause):
     logs = harness_logs(tmp_path, monkeypatch, StubDocker(pull_error=daemon_error(*PULL_ERRORS[cause])))
@@ -378,6 +407,7 @@ def test_a_pull_error_in_the_harness_log_is_a_fault_not_a_verdict(tmp_path, monk
     assert str(e.value).startswith(evaluate.FIXES[cause])
 
 
+@pytest.mark.unit
 def test_the_fix_of_a_rate_limit_says_wait_log_in_or_build_locally():
     with pytest.raises(evaluate.EvaluationFault) as e:
         evaluate.raise_on_fault(str(daemon_error(500, RATE_LIMIT)))
@@ -386,6 +416,7 @@ def test_the_fix_of_a_rate_limit_says_wait_log_in_or_build_locally():
     assert "image_namespace= (empty) to build the images locally" in str(e.value) and "toomanyrequests" in str(e.value)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("error, cause", [
     (daemon_error(500, "mkdir /var/lib/docker/overlay2/abc-init: no space left on device", "containers/create"),
      "out_of_disk"),
@@ -401,6 +432,7 @@ def test_a_daemon_error_on_the_container_is_a_fault(tmp_path, monkeypatch, error
     assert e.value.cause == cause
 
 
+@pytest.mark.unit
 def test_a_daemon_that_goes_away_is_a_fault(tmp_path, monkeypatch):
     import requests
 
@@ -434,6 +466,7 @@ BASE_RATE_LIMITED = [{"stream": "Step 1/6 : FROM --platform=linux/x86_64 ubuntu:
                      {"errorDetail": {"message": RATE_LIMIT}}]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("output, outcome", [
     (PIP_OFFLINE, "network"), (APT_OFFLINE, "network"), (BASE_RATE_LIMITED, "registry_rate_limit"),
     (PIP_NO_SUCH_VERSION, "build_failed"),
@@ -453,6 +486,7 @@ def test_a_failed_local_build_is_a_fault_when_its_log_shows_one_and_recorded_oth
     assert e.value.cause == outcome
 
 
+@pytest.mark.unit
 def test_patch_text_and_test_output_are_never_read_for_faults(tmp_path, monkeypatch):
     """A patch and tests that print network errors (requests' own tests do) are judged as usual."""
     from swebench.harness.constants import APPLY_PATCH_FAIL
@@ -470,6 +504,7 @@ def test_patch_text_and_test_output_are_never_read_for_faults(tmp_path, monkeypa
     assert e.value.cause == "out_of_disk"
 
 
+@pytest.mark.unit
 def test_an_error_with_no_cause_found_is_recorded(tmp_path):
     logs = tmp_path / "evaluation"
     logs.mkdir()
@@ -479,6 +514,7 @@ def test_an_error_with_no_cause_found_is_recorded(tmp_path):
     assert evaluate.classify(logs, "x", 60)[:2] == ("error", "Error in evaluating model for x: 'FAIL_TO_PASS'")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("answer", [requests.ConnectionError("Failed to resolve 'raw.githubusercontent.com'"),
                                     SimpleNamespace(status_code=429, text="rate limited")])
 def test_the_harness_github_downloads_are_faults(monkeypatch, answer):
@@ -511,6 +547,7 @@ def hub_row(instance_id):
     return next(r for r in table.to_pylist() if r["instance_id"] == instance_id)
 
 
+@pytest.mark.unit
 def test_a_row_with_its_eval_script_downloads_nothing_from_github(monkeypatch):
     """A django row of the hub carries eval_script and image: its spec is the row's, and the
     harness's requirements download (which make_test_spec does for django) is never called."""
@@ -533,6 +570,7 @@ def test_a_row_with_its_eval_script_downloads_nothing_from_github(monkeypatch):
     assert not evaluate.carries_eval_script({k: v for k, v in row.items() if k != "eval_script"})
 
 
+@pytest.mark.unit
 def test_a_row_is_graded_by_its_own_log_parser(monkeypatch):
     from swebench.harness import constants
     from swebench.harness.log_parsers import MAP_REPO_TO_PARSER
@@ -551,6 +589,7 @@ def test_a_row_is_graded_by_its_own_log_parser(monkeypatch):
     assert status == "error" and "log_parser 'parse_log_nothing' is no log parser of the harness" in reason
 
 
+@pytest.mark.unit
 def test_a_modal_call_that_gives_no_result_is_a_fault(tmp_path, monkeypatch):
     """The harness's starmap(return_exceptions=True) prints a remote exception and writes no log."""
     from swebench.harness import modal_eval
@@ -571,6 +610,7 @@ def test_a_modal_call_that_gives_no_result_is_a_fault(tmp_path, monkeypatch):
     assert e.value.cause == "modal" and "Deadline exceeded" in str(e.value)
 
 
+@pytest.mark.unit
 def test_every_cause_of_the_table_has_a_class_and_a_text():
     classes = {cause: kind for cause, kind, _, _ in evaluate.ENDINGS}
     assert {c for c, k in classes.items() if k != evaluate.FAULT} == set(evaluate.STATUSES)

@@ -28,6 +28,8 @@ CASES = {
     "psf__requests-90005": (images.GOLD_PATCH, images.SLOW_TEST_PATCH),
 }
 NO_IMAGE = "psf__requests-90006"  # pushed to no registry
+# the engines each engine test runs on; podman's runs are marked so that `-m "not podman"` leaves them out
+ENGINES = [engine if engine != "podman" else pytest.param(engine, marks=pytest.mark.podman) for engine in images.ENGINES]
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +55,9 @@ def report(run, instance_id):
     return json.loads((run / "instances" / instance_id / "evaluation.json").read_text())
 
 
-@pytest.mark.parametrize("engine", images.ENGINES, indirect=True)
+@pytest.mark.workflow
+@pytest.mark.docker
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
 def test_given_predictions_are_evaluated_by_the_harness(tmp_path, engine, testbed, monkeypatch):
     rows = {i: testbed[1][i] for i in CASES}
     dataset = write_rows(tmp_path / "rows.jsonl", list(rows.values()))
@@ -139,6 +143,8 @@ def test_given_predictions_are_evaluated_by_the_harness(tmp_path, engine, testbe
     assert json.loads((run / "summary.json").read_text())["resolution"]["resolved"] == 2
 
 
+@pytest.mark.workflow
+@pytest.mark.docker
 def test_a_given_patch_that_is_not_a_diff_is_named_and_evaluated_as_given(tmp_path, testbed):
     _, rows = testbed
     chosen = [rows["psf__requests-90001"], rows["psf__requests-90002"]]
@@ -162,6 +168,8 @@ def test_a_given_patch_that_is_not_a_diff_is_named_and_evaluated_as_given(tmp_pa
     assert summary["per_repo"][0]["with_patch"] == 1 and summary["resolution"]["resolved"] == 1
 
 
+@pytest.mark.workflow
+@pytest.mark.docker
 def test_generated_patches_are_evaluated_and_a_redone_one_alone_again(tmp_path, testbed):
     _, rows = testbed
     chosen = [rows["psf__requests-90001"], rows["psf__requests-90002"]]
@@ -257,7 +265,9 @@ class FailingRegistry(LoopbackServer):
         self.httpd.handle_error = lambda request, address: None
 
 
-@pytest.mark.parametrize("engine", images.ENGINES, indirect=True)
+@pytest.mark.workflow
+@pytest.mark.docker
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
 def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, engine, testbed, registry,
                                                                     registry_ports):
     _, _, storage = registry
@@ -309,7 +319,8 @@ def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, en
     assert json.loads((run / "summary.json").read_text())["missing"] == []
 
 
-@pytest.mark.parametrize("engine", images.ENGINES, indirect=True)
+@pytest.mark.docker
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
 def test_pulled_images_are_removed_unless_kept(tmp_path, engine, testbed, registry):
     namespace, name, _ = registry
     row = testbed[1]["psf__requests-90001"]
@@ -339,7 +350,8 @@ def test_pulled_images_are_removed_unless_kept(tmp_path, engine, testbed, regist
     client.images.remove(name)
 
 
-@pytest.mark.parametrize("engine", images.ENGINES, indirect=True)
+@pytest.mark.docker
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
 def test_an_image_the_registry_does_not_have_is_a_fault(tmp_path, engine, testbed, registry):
     namespace, _, _ = registry
     row = testbed[1][NO_IMAGE]

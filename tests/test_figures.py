@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from scripts import figures, summary
 
 from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
@@ -22,6 +24,7 @@ def assert_figures(paths, out_dir):
     assert not list(out_dir.glob(".*"))  # no temporary file left
 
 
+@pytest.mark.unit
 def test_figures_of_an_evaluated_run_of_300_instances(tmp_path):
     rows = [{"instance_id": f"o__r{n % 12}-{n}", "repo": f"o/r{n % 12}"} for n in range(300)]
     for n, row in enumerate(rows):
@@ -40,6 +43,7 @@ def test_figures_of_an_evaluated_run_of_300_instances(tmp_path):
     assert_figures(figures.make_figures(tmp_path / "summary.json", out_dir), out_dir)
 
 
+@pytest.mark.unit
 def test_figures_of_a_run_without_answers_or_evaluation(tmp_path):
     rows = [{"instance_id": "a-1", "repo": "o/a"}]
     predictions = [{"instance_id": "a-1", "model_name_or_path": "m", "model_patch": "diff"}]
@@ -49,6 +53,7 @@ def test_figures_of_a_run_without_answers_or_evaluation(tmp_path):
     assert_figures(figures.make_figures(tmp_path / "summary.json", out_dir), out_dir)
 
 
+@pytest.mark.workflow
 def test_report_of_a_finished_run_holds_its_figures(tmp_path):
     dataset = write_rows(tmp_path / "sample.jsonl", read_rows(LITE_TEST, 3))
     snakemake(tmp_path, "--config", f"dataset={dataset}")  # figures are part of the default run

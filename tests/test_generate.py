@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from scripts import generate
 from scripts.select import write_selection
 from scripts.settings import api_settings
@@ -9,6 +11,7 @@ from conftest import DATA, assert_valid, read_rows, run_config, write_rows
 PROMPT = {"instance_id": "x", "messages": [{"role": "user", "content": "fix it"}]}
 
 
+@pytest.mark.unit
 def test_gold_answers_with_the_reference_patch(lite_rows):
     row = lite_rows[3]
     record = generate.generate(PROMPT, row, "gold", "gold", {})
@@ -19,6 +22,7 @@ def test_gold_answers_with_the_reference_patch(lite_rows):
     assert len(record["attempts"]) == 1 and record["attempts"][0]["error"] is None
 
 
+@pytest.mark.unit
 def test_replay_takes_full_output_then_model_patch(tmp_path, lite_rows):
     replay_file = write_rows(tmp_path / "answers.jsonl", [
         {"instance_id": lite_rows[0]["instance_id"], "full_output": "the whole answer", "model_patch": "p"},
@@ -36,6 +40,7 @@ def test_replay_takes_full_output_then_model_patch(tmp_path, lite_rows):
     assert missing["answer"] is None
 
 
+@pytest.mark.unit
 def test_replay_of_real_answers(lite_rows):
     replay_file = next(DATA.glob("preds_swe4cc_*.jsonl"))
     recorded = read_rows(replay_file)[0]
@@ -44,6 +49,7 @@ def test_replay_of_real_answers(lite_rows):
     assert record["answer"] == recorded["full_output"]
 
 
+@pytest.mark.unit
 def test_run_writes_response_and_log(tmp_path, lite_rows):
     rows_path, index_path = tmp_path / "instances.jsonl", tmp_path / "index.json"
     write_selection(lite_rows[:2], rows_path, index_path)
@@ -57,6 +63,7 @@ def test_run_writes_response_and_log(tmp_path, lite_rows):
     assert "ok gold" in log.read_text()
 
 
+@pytest.mark.unit
 def test_the_stage_as_its_rule_calls_it(tmp_path, lite_rows):
     rows_path, index_path = tmp_path / "instances.jsonl", tmp_path / "index.json"
     write_selection(lite_rows[:2], rows_path, index_path)
@@ -71,6 +78,7 @@ def test_the_stage_as_its_rule_calls_it(tmp_path, lite_rows):
     assert (record["instance_id"], record["answer"]) == (lite_rows[0]["instance_id"], lite_rows[0]["patch"])
 
 
+@pytest.mark.unit
 def test_backoff_doubles_with_jitter_and_a_cap():
     settings = {"retry_backoff": 2.0}
     for attempt, full in [(1, 2.0), (2, 4.0), (3, 8.0), (10, 60.0)]:
@@ -79,11 +87,13 @@ def test_backoff_doubles_with_jitter_and_a_cap():
         assert len(set(waits)) > 1
 
 
+@pytest.mark.unit
 def test_redact_hides_the_key():
     assert generate.redact("bad key sk-abc123 given", {"api_key": "sk-abc123"}) == "bad key [redacted] given"
     assert generate.redact("nothing", {"api_key": None}) == "nothing"
 
 
+@pytest.mark.workflow
 def test_a_changed_setting_never_discards_paid_answers(tmp_path):
     from conftest import LITE_TEST, snakemake, snapshot
     from fake_api import FakeModelServer

@@ -38,6 +38,7 @@ def assert_gold_run(run, rows):
             assert_valid(json.loads((folder / f"{name}.json").read_text()), name)
 
 
+@pytest.mark.workflow
 def test_lite_from_the_hub_then_offline_from_the_cache(tmp_path):
     rows = hub_rows("SWE-bench_Lite", "dev")[:3]
     config = ["--config", "dataset=lite", "split=dev", "count=3"]
@@ -60,6 +61,7 @@ def test_lite_from_the_hub_then_offline_from_the_cache(tmp_path):
     assert jobs_run(result) == []
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("dataset, folder, split, extra", [
     ("verified", "SWE-bench_Verified", "test", ("difficulty",)),
     ("multilingual", "SWE-bench_Multilingual", "test", ()),
@@ -81,6 +83,7 @@ def test_rows_with_the_hubs_extra_columns_go_through_every_stage(tmp_path, datas
         assert all(selected[row["instance_id"]][column] == row[column] for column in EXTRA_COLUMNS + extra)
 
 
+@pytest.mark.workflow
 def test_unknown_dataset_revision_and_split_are_named(tmp_path):
     with FakeHub() as hub:
         env = hub_env(hub.url, tmp_path)
@@ -94,6 +97,7 @@ def test_unknown_dataset_revision_and_split_are_named(tmp_path):
         assert not hub.downloads or all(path == "README.md" for _, path in hub.downloads)
 
 
+@pytest.mark.unit
 def test_the_hub_rejects_what_it_does_not_hold(tmp_path, monkeypatch):
     """The loopback hub answers as the hub does, so the client raises its own errors."""
     import huggingface_hub
@@ -121,6 +125,7 @@ def retrieval_split(path, ids, files):
     return path
 
 
+@pytest.mark.workflow
 def test_retrieval_set_downloads_only_the_split_the_run_needs(tmp_path):
     rows = hub_rows("SWE-bench_Lite", "dev")[:2]
     ids = [r["instance_id"] for r in rows]
@@ -139,6 +144,8 @@ def test_retrieval_set_downloads_only_the_split_the_run_needs(tmp_path):
         assert [(f["path"], f["content"]) for f in context["files"]] == [("src/app.py", "# dev")]
 
 
+@pytest.mark.workflow
+@pytest.mark.docker
 def test_docker_evaluation_of_rows_the_harness_has_no_specifications_for_stops_after_select(tmp_path):
     rows = hub_rows("SWE-bench_Lite", "dev")[:3]
     rows[1] = {**rows[1], "repo": "example/unknown"}

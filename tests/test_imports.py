@@ -2,7 +2,11 @@
 hide a circle until the function runs)."""
 import ast
 
+import pytest
+
 from conftest import PROJECT
+
+pytestmark = pytest.mark.unit
 
 
 def imports_of(path):

@@ -11,6 +11,8 @@ from unidiff import PatchSet
 from scripts.diffs import cut_off_problem, extract_diff, normalise, validate
 from scripts.patch import make_patch, run_stage
 
+pytestmark = pytest.mark.unit
+
 PROJECT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCHEMA = json.loads((PROJECT / "schemas" / "patch.schema.json").read_text(encoding="utf-8"))

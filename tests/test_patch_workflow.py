@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from scripts import costs
 
 import fixture_repos
@@ -13,6 +15,7 @@ TINY = PROJECT / "examples" / "tiny.jsonl"
 BUNDLES = f"{PROJECT / 'examples' / 'repos'}/{{repo}}.bundle"
 
 
+@pytest.mark.unit
 def test_example_bundles_hold_the_commits_of_tiny_jsonl(tmp_path):
     subprocess.run([sys.executable, str(PROJECT / "examples" / "make_repos.py"), "--dest", str(tmp_path)], check=True)
     rebuilt = {}
@@ -27,6 +30,7 @@ def test_example_bundles_hold_the_commits_of_tiny_jsonl(tmp_path):
                                   "example/greet.bundle": read_rows(TINY)[2]["base_commit"]}
 
 
+@pytest.mark.workflow
 def test_readme_example_is_apply_checked(tmp_path):
     snakemake(tmp_path, "--config", f"dataset={TINY}", "apply_check=true", f"repo_url={BUNDLES}",
               f"repo_cache={tmp_path / 'cache'}")
@@ -47,6 +51,7 @@ def test_readme_example_is_apply_checked(tmp_path):
         assert not (folder / "repair.json").exists()  # the gold provider has no repair stage
 
 
+@pytest.mark.workflow
 def test_unreachable_repository_fails_the_patch_job_with_how_to_fix_it(tmp_path):
     result = snakemake(tmp_path, "--config", f"dataset={TINY}", "apply_check=true", f"repo_url={tmp_path}/none/{{repo}}",
                        f"repo_cache={tmp_path / 'cache'}", check=False)
@@ -57,6 +62,7 @@ def test_unreachable_repository_fails_the_patch_job_with_how_to_fix_it(tmp_path)
     assert not list((tmp_path / "results" / "gold" / "instances").glob("*/patch.json"))
 
 
+@pytest.mark.workflow
 def test_self_repair_in_the_workflow_keeps_its_files_and_pays_from_the_budget(tmp_path):
     rows, url = fixture_repos.build(tmp_path / "repos")
     rows = rows[:3]
@@ -124,6 +130,7 @@ def not_applying(row):
     return row["patch"].replace(removed, removed.replace("return", "return 0 +"), 1)
 
 
+@pytest.mark.workflow
 def test_retry_failed_judges_the_patch_the_predictions_take(tmp_path):
     """A patch the repair stage mended is no failure: retry_failed leaves it and its paid answers alone. One the
     repair did not mend is asked again, with the repair's files set aside too, and the run finishes."""
@@ -166,6 +173,7 @@ def test_retry_failed_judges_the_patch_the_predictions_take(tmp_path):
     assert all(predictions.values())
 
 
+@pytest.mark.workflow
 def test_a_repair_job_that_fails_after_a_paid_reply_keeps_it_for_the_rerun(tmp_path):
     """The second repair request fails after the first was answered and paid: Snakemake deletes the job's
     outputs, but the rerun takes that paid reply instead of asking again, and ends as an uninterrupted run."""

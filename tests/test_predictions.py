@@ -7,6 +7,8 @@ from scripts.select import write_selection
 
 from conftest import DATA, assert_valid, read_rows, write_rows
 
+pytestmark = pytest.mark.unit
+
 
 def test_load_jsonl_list_and_preds_dict(tmp_path):
     rows = [{"instance_id": "b", "model_patch": "pb", "model_name_or_path": "m"},

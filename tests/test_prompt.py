@@ -7,6 +7,8 @@ from scripts import context, prompt
 
 from conftest import assert_valid
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def row(lite_rows):

@@ -17,6 +17,9 @@ from scripts.evaluate import qualified
 import swebench_images
 from conftest import DATA, LITE_TEST, jobs_run, read_rows, snakemake, write_rows
 
+# the real instances' images: built with Docker once per module (about 10 minutes on a fresh machine)
+pytestmark = [pytest.mark.real_instances, pytest.mark.docker, pytest.mark.workflow, pytest.mark.timeout(1800)]
+
 REPOS = ("psf/requests", "pallets/flask")
 # Instances whose gold patch cannot resolve on this machine, and why (docs/testing.md names them too).
 CONNECT_TIMEOUT = ("TestTimeout::test_connect_timeout and test_total_timeout_connect expect a connection to the "
@@ -137,6 +140,7 @@ def test_rows_that_carry_their_eval_script_get_the_same_verdicts(classic_verdict
         assert (run / row["instance_id"] / "evaluation" / "eval.sh").read_text() == row["eval_script"].strip() + "\n"
 
 
+@pytest.mark.podman
 def test_podman_gives_the_same_verdicts_as_docker_on_the_real_instances(images, classic_verdicts, podman, tmp_path):
     """podman's Docker-compatible API, its images copied from Docker's: the classic psf/requests rows
     (harness 4.1.0's path) and the hub's pallets/flask rows (their own eval script) get Docker's verdicts

@@ -1,7 +1,11 @@
 """A run's records: the set aside of those that a rerun makes again."""
 import json
 
+import pytest
+
 from scripts.records import set_aside_failures
+
+pytestmark = pytest.mark.unit
 
 
 def test_set_aside_failures_renames_the_file_that_must_change(tmp_path):

@@ -11,6 +11,8 @@ import fixture_repos
 from conftest import assert_valid, run_config
 from fake_api import FakeModelServer
 
+pytestmark = pytest.mark.unit
+
 INSTANCE = "acme__geometry-1"
 
 

@@ -26,6 +26,7 @@ def source(tmp_path):
     return f"{tmp_path}/src/{{repo}}", first, second
 
 
+@pytest.mark.unit
 def test_clone_once_then_cached(tmp_path, source):
     url, first, second = source
     cache = tmp_path / "cache"
@@ -37,6 +38,7 @@ def test_clone_once_then_cached(tmp_path, source):
     assert repos.read_files(mirror, second, ["tool/core.py"]) == {"tool/core.py": "VERSION = 2\n"}
 
 
+@pytest.mark.unit
 def test_a_commit_made_after_the_clone_is_fetched(tmp_path, source):
     url, first, _ = source
     cache = tmp_path / "cache"
@@ -47,6 +49,7 @@ def test_a_commit_made_after_the_clone_is_fetched(tmp_path, source):
     assert repos.read_files(mirror, third, ["tool/core.py"])["tool/core.py"] == "VERSION = 3\n"
 
 
+@pytest.mark.unit
 def test_missing_commit_and_unreachable_repo_are_explained(tmp_path, source):
     url, first, _ = source
     cache = tmp_path / "cache"
@@ -63,6 +66,7 @@ def test_missing_commit_and_unreachable_repo_are_explained(tmp_path, source):
         repos.read_files(mirror, first, ["nowhere.py"])
 
 
+@pytest.mark.unit
 def test_concurrent_jobs_share_one_mirror(tmp_path, source):
     url, first, _ = source
     cache = tmp_path / "cache"
@@ -81,6 +85,7 @@ def test_concurrent_jobs_share_one_mirror(tmp_path, source):
     assert sorted(p.name for p in cache.iterdir()) == ["acme__tool.git", "acme__tool.git.lock"]
 
 
+@pytest.mark.unit
 def test_checkout_writes_the_tree_as_committed(tmp_path):
     path = tmp_path / "src" / "acme" / "attrs"
     path.mkdir(parents=True)
@@ -96,6 +101,7 @@ def test_checkout_writes_the_tree_as_committed(tmp_path):
         repos.checkout(mirror, "f" * 40, tmp_path / "other")
 
 
+@pytest.mark.unit
 def test_cli_reports_a_fetch_error(tmp_path, source):
     url, first, _ = source
     result = subprocess.run([sys.executable, "-m", "scripts.repos", "checkout", "--repo-cache", str(tmp_path / "c"),
@@ -125,6 +131,7 @@ def refs(repository):
     return git(repository, "for-each-ref", "--format=%(refname)").split()
 
 
+@pytest.mark.unit
 def test_real_repository_is_a_partial_clone_of_branches_and_tags(tmp_path, served):
     first, second = lite_rows_of("psf/requests")[:2]
     with GitServer(served) as server:
@@ -149,6 +156,7 @@ def test_real_repository_is_a_partial_clone_of_branches_and_tags(tmp_path, serve
     assert repos.missing_objects(mirror, second["base_commit"]) == []
 
 
+@pytest.mark.unit
 def test_a_commit_no_branch_holds_is_fetched_by_id(tmp_path, served):
     row = lite_rows_of("pallets/flask")[0]
     pull = git(served / "pallets/flask.git", "rev-parse", "refs/pull/2/head").strip()
@@ -164,18 +172,19 @@ def test_a_commit_no_branch_holds_is_fetched_by_id(tmp_path, served):
     assert not repos.has_commit(mirror, git(served / "pallets/flask.git", "rev-parse", "refs/pull/3/head").strip())
 
 
+@pytest.mark.unit
 def test_a_server_that_stops_answering_is_a_fetch_error_within_the_timeout(tmp_path, served):
     row = lite_rows_of("pallets/flask")[0]
     with GitServer(served) as server:
         server.hang.set()
-        started = time.monotonic()
+        # the error names the timeout git was given; a git that waited on would end in pytest's own timeout
         with pytest.raises(repos.RepoError, match=r"git clone --bare got no answer within 3 s \(GIT_TIMEOUT\)"):
             repos.ensure_commit(tmp_path / "cache", "pallets/flask", row["base_commit"], f"{server.url}/{{repo}}.git",
                                 timeout=3)
-        assert time.monotonic() - started < 10
     assert list((tmp_path / "cache").iterdir()) == [tmp_path / "cache" / "pallets__flask.git.lock"]
 
 
+@pytest.mark.workflow
 def test_an_unreachable_repository_fails_the_context_job_as_an_infrastructure_fault(tmp_path, served):
     rows = lite_rows_of("pallets/flask")[:2]
     dataset = write_rows(tmp_path / "rows.jsonl", rows)

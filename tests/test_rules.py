@@ -3,7 +3,11 @@ job's inputs, never when the workflow is read."""
 import ast
 import re
 
+import pytest
+
 from conftest import PROJECT
+
+pytestmark = pytest.mark.unit
 
 
 def test_common_rules_define_functions_and_run_nothing_when_read():

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from scripts import common, select
 from conftest import LITE_DEV, LITE_TEST, PROJECT, assert_valid, read_rows, write_rows
 
 
+@pytest.mark.unit
 def test_select_by_ids_filter_count(lite_rows):
     ids = [r["instance_id"] for r in lite_rows]
     chosen = select.select(lite_rows, instances=[ids[5], ids[2], ids[5]])
@@ -20,6 +22,7 @@ def test_select_by_ids_filter_count(lite_rows):
     assert len(select.select(lite_rows, count=10)) == 10
 
 
+@pytest.mark.unit
 def test_shuffle_is_seeded(lite_rows):
     first = [r["instance_id"] for r in select.select(lite_rows, shuffle=True, seed=3, count=5)]
     again = [r["instance_id"] for r in select.select(lite_rows, shuffle=True, seed=3, count=5)]
@@ -29,16 +32,19 @@ def test_shuffle_is_seeded(lite_rows):
     assert first != [r["instance_id"] for r in lite_rows[:5]]
 
 
+@pytest.mark.unit
 def test_unknown_ids_are_named(lite_rows):
     with pytest.raises(select.SelectionError, match="1 instance id.s. of `instances` not in the dataset: nope__nope-1"):
         select.select(lite_rows, instances=[lite_rows[0]["instance_id"], "nope__nope-1"])
 
 
+@pytest.mark.unit
 def test_empty_selection_stops(lite_rows):
     with pytest.raises(select.SelectionError, match="selection is empty"):
         select.select(lite_rows, id_filter="^zzz")
 
 
+@pytest.mark.unit
 def test_missing_fields_are_named(lite_rows):
     rows = [dict(lite_rows[0]), dict(lite_rows[1])]
     del rows[1]["base_commit"]
@@ -51,11 +57,13 @@ def test_missing_fields_are_named(lite_rows):
         select.select(rows, required=["patch"])
 
 
+@pytest.mark.unit
 def test_row_without_id_is_named():
     with pytest.raises(select.SelectionError, match="row 2"):
         select.select([{"instance_id": "a"}, {"id": "b"}])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet"])
 def test_load_file_formats(tmp_path, suffix):
     rows = read_rows(LITE_DEV)
@@ -69,6 +77,7 @@ def test_load_file_formats(tmp_path, suffix):
     assert select.load_rows(str(path), "test") == rows
 
 
+@pytest.mark.unit
 def test_load_file_errors(tmp_path):
     with pytest.raises(select.SelectionError, match="does not exist"):
         select.load_rows(str(tmp_path / "none.jsonl"), "test")
@@ -82,16 +91,22 @@ def test_load_file_errors(tmp_path):
         select.load_rows(str(obj), "test")
 
 
-def test_hub_dataset_goes_through_datasets_offline(tmp_path, monkeypatch):
-    # The real datasets code path: offline and with an empty cache it cannot load, and says so.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(select.SelectionError) as error:
-        select.load_rows("lite", "test")
-    assert "SWE-bench/SWE-bench_Lite" in str(error.value)
-    assert "HF_HUB_OFFLINE" in str(error.value)
+@pytest.mark.unit
+def test_hub_dataset_goes_through_datasets_offline(tmp_path):
+    # The real datasets code path: offline and with an empty cache it cannot load, and says so. In a process
+    # of its own, as a select job: the hub's client reads HF_HUB_OFFLINE and HF_HOME when first imported,
+    # which another test of this session may have done without them (it would then try the network).
+    out, index = tmp_path / "out.jsonl", tmp_path / "index.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    result = subprocess.run([sys.executable, "-m", "scripts.select", "--dataset", "lite", "--out", str(out),
+                             "--index", str(index)], cwd=PROJECT, capture_output=True, text=True,
+                            env={**env, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode != 0
+    assert "SWE-bench/SWE-bench_Lite" in result.stderr and "HF_HUB_OFFLINE" in result.stderr
+    assert not out.exists() and not index.exists()
 
 
+@pytest.mark.unit
 def test_written_selection_is_indexed(tmp_path, lite_rows):
     chosen = select.select(lite_rows, count=20)
     rows_path, index_path = tmp_path / "instances.jsonl", tmp_path / "index.json"
@@ -105,6 +120,7 @@ def test_written_selection_is_indexed(tmp_path, lite_rows):
         assert common.read_row(rows_path, index_path, row["instance_id"]) == row
 
 
+@pytest.mark.unit
 def test_cli_writes_selection_and_takes_prediction_ids(tmp_path):
     preds = tmp_path / "preds.jsonl"
     rows = read_rows(LITE_TEST)
@@ -115,6 +131,7 @@ def test_cli_writes_selection_and_takes_prediction_ids(tmp_path):
     assert [r["instance_id"] for r in read_rows(out)] == wanted
 
 
+@pytest.mark.unit
 def test_cli_error_exits_with_message(tmp_path, capsys):
     out, index = tmp_path / "out.jsonl", tmp_path / "index.json"
     with pytest.raises(SystemExit) as exit_:
@@ -123,6 +140,7 @@ def test_cli_error_exits_with_message(tmp_path, capsys):
     assert not out.exists() and not index.exists()
 
 
+@pytest.mark.unit
 def test_prediction_ids_not_in_the_dataset_name_the_predictions_file(tmp_path):
     preds = write_rows(tmp_path / "mine.jsonl", [{"instance_id": i, "model_patch": ""}
                                                  for i in (read_rows(LITE_DEV)[0]["instance_id"], "x__y-1", "x__y-2")])
@@ -134,6 +152,7 @@ def test_prediction_ids_not_in_the_dataset_name_the_predictions_file(tmp_path):
     assert not out.exists() and not index.exists()
 
 
+@pytest.mark.workflow
 def test_a_rejected_selection_leaves_the_run_as_it_was(tmp_path):
     from conftest import snakemake, snapshot
 

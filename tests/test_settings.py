@@ -4,6 +4,8 @@ from scripts import settings
 
 from conftest import run_config
 
+pytestmark = pytest.mark.unit
+
 
 def base_config(**changes):
     config = {

@@ -18,6 +18,8 @@ import fixture_repos
 from conftest import LITE_TEST, PROJECT, read_rows, write_rows
 from fake_api import FakeModelServer
 
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
+
 SETUP = "bash tests/slurm_cluster.sh"
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 

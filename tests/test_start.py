@@ -9,6 +9,8 @@ from scripts import settings, start
 
 from conftest import assert_valid, run_config
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path, monkeypatch):

@@ -1,9 +1,13 @@
 """The status command, on run folders written record by record (each valid against its schema)."""
 import json
 
+import pytest
+
 from scripts import costs, records, status
 
 from conftest import assert_valid
+
+pytestmark = pytest.mark.unit
 
 
 def write_record(run, instance_id, name, record, schema):

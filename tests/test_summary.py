@@ -1,8 +1,12 @@
 import json
 
+import pytest
+
 from scripts import summary
 
 from conftest import assert_valid
+
+pytestmark = pytest.mark.unit
 
 DIFF = "--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-a = 1\n+a = 2\n"
 RUN_INFO = {"run_id": "r", "mode": "generate", "dataset": "lite", "split": "test", "provider": "gold",

@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 
@@ -20,6 +21,8 @@ from conftest import (
     snakemake,
     write_rows,
 )
+
+pytestmark = pytest.mark.workflow
 
 
 def lite_sample(tmp_path, count=4, start=0):
@@ -129,12 +132,23 @@ def test_replay_of_real_answers_records_outcomes(tmp_path):
     snakemake(tmp_path, "--config", f"dataset={dataset}", "provider=replay", f"replay_file={replay_file}")
     run = tmp_path / "results" / "replay-preds_oracle_acecoder-qwen2.5-coder-7b_litesubset"
     summary = json.loads((run / "summary.json").read_text())
-    patch_counts = summary["counts"]["patch"]
-    assert patch_counts["valid"] + patch_counts["empty"] + patch_counts["invalid"] == 8
     predictions = {p["instance_id"]: p["model_patch"] for p in read_rows(run / "predictions.jsonl")}
-    for row in rows:
-        record = json.loads((run / "instances" / row["instance_id"] / "patch.json").read_text())
-        assert (predictions[row["instance_id"]] != "") == (record["status"] == "valid")
+    records = {}
+    for answer in answers:
+        folder = run / "instances" / answer["instance_id"]
+        assert json.loads((folder / "response.json").read_text())["answer"] == answer["full_output"]
+        records[answer["instance_id"]] = record = json.loads((folder / "patch.json").read_text())
+        # a valid patch is the prediction; another outcome gives an empty one, with its reason recorded
+        if record["status"] == "valid":
+            assert predictions[answer["instance_id"]] == (folder / "patch.diff").read_text() != ""
+        else:
+            assert predictions[answer["instance_id"]] == "" and record["reason"]
+    statuses = Counter(r["status"] for r in records.values())
+    assert statuses["valid"] and statuses["valid"] < 8  # these answers have both outcomes
+    patch_counts = summary["counts"]["patch"]
+    assert {status: patch_counts[status] for status in ("valid", "empty", "invalid")} == {
+        status: statuses[status] for status in ("valid", "empty", "invalid")}
+    assert patch_counts["by_reason"] == dict(Counter(r["reason"] for r in records.values() if r["status"] != "valid"))
 
 
 def test_existing_predictions_are_evaluated_as_given(tmp_path):

@@ -27,6 +27,7 @@ def config(server, dataset, *extra):
             "temperature=0.7", "repair_attempts=0", "evaluation=none", *extra]
 
 
+@pytest.mark.workflow
 def test_two_models_share_the_prompts_and_are_compared(rows, tmp_path):
     dataset = write_rows(tmp_path / "rows.jsonl", rows)
     ids = [r["instance_id"] for r in rows]
@@ -69,6 +70,7 @@ def test_two_models_share_the_prompts_and_are_compared(rows, tmp_path):
         assert len(server.requests) == 18 and jobs_run(again) == []
 
 
+@pytest.mark.workflow
 def test_the_estimate_of_every_model_stops_the_run_before_any_request(rows, tmp_path):
     dataset = write_rows(tmp_path / "rows.jsonl", rows)
     with FakeModelServer(rows) as server:
@@ -82,6 +84,7 @@ def test_the_estimate_of_every_model_stops_the_run_before_any_request(rows, tmp_
     assert not list((tmp_path / "results").glob("*/estimate.json"))
 
 
+@pytest.mark.workflow
 def test_max_cost_holds_across_the_models(rows, tmp_path):
     """The second model's requests alone would fit in max_cost, but not with what the first model spent."""
     dataset = write_rows(tmp_path / "rows.jsonl", rows)
@@ -98,6 +101,7 @@ def test_max_cost_holds_across_the_models(rows, tmp_path):
     assert "0.9950 USD spent" in result.stdout + result.stderr
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("setting, message", [
     ("models=[{provider: openai, modle: gpt-4o}]",
      "models.0: Additional properties are not allowed ('modle' was unexpected)"),
@@ -117,6 +121,7 @@ def test_a_bad_entry_stops_before_any_job(setting, message, rows, tmp_path):
     assert jobs_run(result) == [] and not (tmp_path / "results").exists()
 
 
+@pytest.mark.workflow
 def test_run_id_names_one_run(rows, tmp_path):
     dataset = write_rows(tmp_path / "rows.jsonl", rows)
     result = snakemake(tmp_path, "--config", f"dataset={dataset}", "run_id=mine",
@@ -124,6 +129,8 @@ def test_run_id_names_one_run(rows, tmp_path):
     assert result.returncode != 0 and "run_id=mine names one run folder" in result.stderr
 
 
+@pytest.mark.workflow
+@pytest.mark.docker
 def test_two_models_evaluated_by_the_harness_are_compared_on_its_verdicts(tmp_path):
     tag, base_commit = images.ensure_testbed_image()  # SWE-bench-shaped instance images (tests/swebench_images.py)
     chosen = [dict(images.row(i, base_commit), problem_statement=f"`calc.add` subtracts instead of adding ({i}).")

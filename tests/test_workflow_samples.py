@@ -28,6 +28,7 @@ def sample_files(run, instance_id, sample):
     return {name: folder / name for name in ("response.json", "patch.diff", "patch.json", "repair.diff", "repair.json")}
 
 
+@pytest.mark.workflow
 def test_more_samples_ask_only_the_new_ones_and_a_deleted_one_alone(rows, tmp_path):
     dataset = write_rows(tmp_path / "rows.jsonl", rows)
     ids = [r["instance_id"] for r in rows]
@@ -79,6 +80,7 @@ def test_more_samples_ask_only_the_new_ones_and_a_deleted_one_alone(rows, tmp_pa
         assert json.loads((run / "summary.json").read_text())["samples"] == 1
 
 
+@pytest.mark.workflow
 def test_each_sample_is_evaluated_and_merged_on_its_own(rows, tmp_path):
     dataset = write_rows(tmp_path / "rows.jsonl", rows)
     with FakeModelServer(rows) as server:
@@ -91,6 +93,7 @@ def test_each_sample_is_evaluated_and_merged_on_its_own(rows, tmp_path):
     assert "results/k/samples/1" not in output and "samples/3" not in output
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("setting, message", [
     ("batch=true", "samples=2 asks each instance several times, but batch=true asks one answer per instance: "
                    "leave samples at 1, or set batch=false."),
@@ -105,6 +108,7 @@ def test_bad_samples_stop_before_any_job(setting, message, rows, tmp_path):
     assert jobs_run(result) == [] and not (tmp_path / "results").exists()
 
 
+@pytest.mark.workflow
 def test_given_predictions_take_one_sample(rows, tmp_path):
     predictions = tmp_path / "preds.jsonl"
     write_rows(predictions, [{"instance_id": r["instance_id"], "model_name_or_path": "m", "model_patch": r["patch"]}
@@ -116,6 +120,8 @@ def test_given_predictions_take_one_sample(rows, tmp_path):
            "instance: leave samples at 1, or leave out predictions." in result.stderr
 
 
+@pytest.mark.workflow
+@pytest.mark.docker
 def test_samples_are_evaluated_by_the_harness_in_docker_each_in_its_own_containers(tmp_path):
     tag, base_commit = images.ensure_testbed_image()  # SWE-bench-shaped instance images (tests/swebench_images.py)
     chosen = [images.row(i, base_commit, images.TEST_PATCH, ["test_calc.py::test_add"])

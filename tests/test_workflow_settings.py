@@ -8,6 +8,8 @@ from scripts import costs
 from conftest import LITE_TEST, jobs_run, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
 
+pytestmark = pytest.mark.workflow
+
 
 def provider_config(provider, server, dataset, *extra):
     base_url = f"{server.url}/v1" if provider == "openai" else server.url

@@ -5,10 +5,14 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from scripts import costs
 
 from conftest import LITE_TEST, PROJECT, jobs_run, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
+
+pytestmark = pytest.mark.workflow
 
 ENV = {"OPENAI_API_KEY": "sk-test-user-view"}
 
