@@ -661,3 +661,17 @@ class FakeModelServer(LoopbackServer):
                 return True
 
         return Handler
+
+
+def interrupt_when_asked(server):
+    """Send SIGINT to the calling thread once the server has a request in hand, as Ctrl-C during a request."""
+    import signal
+
+    main = threading.get_ident()
+
+    def interrupt():
+        while not server.requests:
+            time.sleep(0.05)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()

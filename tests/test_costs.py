@@ -411,25 +411,16 @@ def test_a_request_that_never_connects_is_released_by_the_budget(tmp_path):
 def test_an_interrupted_request_keeps_its_worst_case(api, tmp_path):
     """Ctrl-C while the request is in flight: it may have been billed, so it counts at its worst case, settled at
     once rather than left open for a later request to find."""
-    import signal
-    import threading
-    import time
-
     from scripts import providers
+
+    from fake_api import interrupt_when_asked
 
     api.slow_seconds = 5.0
     settings = budget_settings(api, tmp_path, request_timeout=30.0)
     budget = costs.Budget(settings, "openai", "gpt-4o")
     row = api.rows[0]
     api.faults[row["instance_id"]] = ["slow"]
-    main = threading.get_ident()
-
-    def interrupt():
-        while not api.requests:
-            time.sleep(0.05)
-        signal.pthread_kill(main, signal.SIGINT)
-
-    threading.Thread(target=interrupt, daemon=True).start()
+    interrupt_when_asked(api)
     with pytest.raises(KeyboardInterrupt):
         with budget.request(row["instance_id"], problem_messages(row)) as paid:
             providers.ask("openai", problem_messages(row), "gpt-4o", settings)

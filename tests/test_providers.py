@@ -138,19 +138,11 @@ def test_timeout_is_retried(server, tmp_path):
 def test_an_interrupted_job_leaves_no_reservation_open(server, tmp_path):
     """Ctrl-C while an answer is awaited: the request may have been billed, so it is settled at its worst case
     then and there, not left open."""
-    import signal
-    import time
+    from fake_api import interrupt_when_asked
 
     server.slow_seconds = 5.0
     server.faults[ROWS[0]["instance_id"]] = ["slow"]
-    main = threading.get_ident()
-
-    def interrupt():
-        while not server.requests:
-            time.sleep(0.05)
-        signal.pthread_kill(main, signal.SIGINT)
-
-    threading.Thread(target=interrupt, daemon=True).start()
+    interrupt_when_asked(server)
     with pytest.raises(KeyboardInterrupt):
         ask("openai", server, tmp_path, request_timeout=30.0)
     [entry] = costs.read_ledger(tmp_path / "spend.jsonl")
