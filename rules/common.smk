@@ -97,11 +97,19 @@ def run_targets(wildcards):
 
 
 def failure_advice():
-    """What the user reads when jobs failed: the errors above name the rule, the instance and its log."""
+    """What the user reads when jobs failed: each cause of the faults of the machinery once, with its count and
+    fix; the errors above name the rule, the instance and its log."""
     from scripts.costs import budget_advice, quota_advice
+    from scripts.records import RecordError, cause_lines, failure_causes
 
+    try:
+        ids = list(read_json(INDEX)) if os.path.exists(INDEX) else []
+        causes = "".join(line + "\n" for line in cause_lines(failure_causes(RUN, ids)))
+    except RecordError:  # a record that cannot be read: the status command names it
+        causes = ""
     return (
-        quota_advice(RUN)
+        causes
+        + quota_advice(RUN)
         + budget_advice(RUN, config.get("max_cost"))
         + (
             f"Some jobs of run {RUN} failed; the errors above name each one's instance and log file, and all finished "

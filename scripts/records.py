@@ -4,12 +4,22 @@ answers cut off by a smaller output limit). Read by the status command, the run'
 import time
 from pathlib import Path
 
-from scripts.common import read_json, sample_folder, set_aside
+from scripts.common import infrastructure_fault, read_json, sample_folder, set_aside
+from scripts.evaluate import FIXES as EVALUATION_FIXES
 
 # each stage's file in instances/<id>/
 STAGE_FILES = {"context": "context.json", "prompt": "prompt.json", "generate": "response.json",
                "patch": "patch.json", "repair": "repair.json", "evaluate": "evaluation.json"}
 VERDICTS = ("resolved", "unresolved")
+# the fix of each cause of a fault line written by a stage other than evaluate (whose causes are scripts/evaluate.py's)
+FIXES = {
+    **EVALUATION_FIXES,
+    "repository_unreachable": "a git repository could not be fetched (the server refused or did not answer). "
+    "Check repo_url and the connection (`git ls-remote <url>`), and run again",
+    "provider_unreachable": "the provider gave no answer in max_attempts tries (network, server errors, rate "
+    "limits). Check the connection, base_url and the provider's status page, and run again",
+    "provider_asks_to_wait": "the provider asked to wait longer than a job waits (a rate limit). Run again later",
+}
 
 
 class RecordError(Exception):
@@ -137,3 +147,33 @@ def set_aside_cut_off(run_dir, instance_ids, limit, stamp=None):
             set_aside(batch_answer, "cut_off", stamp)
             (Path(run_dir) / "batch" / "done.json").unlink(missing_ok=True)
     return moved
+
+
+def failure_causes(run_dir, instance_ids):
+    """{cause: (count, one message, the instances)} of the instances whose first stage still to do failed on the
+    machinery: the cause and message of the fault line that ends that stage's latest log."""
+    run_dir = Path(run_dir)
+    stages, _ = run_stages(run_dir)
+    causes = {}
+    for instance_id in instance_ids:
+        status = instance_status(run_dir, instance_id, stages)
+        stage = next((stage for stage, s in status.items() if s[0] == "to do"), None)
+        fault = stage and infrastructure_fault(run_dir / "logs" / instance_id / f"{stage}.log")
+        if fault:
+            count, message, ids = causes.get(fault[0], (0, fault[1], []))
+            causes[fault[0]] = (count + 1, message, ids + [instance_id])
+    return causes
+
+
+def cause_lines(causes):
+    """One line per cause of failure_causes: how many instances, an example, the fix."""
+    lines = []
+    for cause, (count, message, _) in sorted(causes.items(), key=lambda item: -item[1][0]):
+        fix = FIXES.get(cause)
+        if fix and message.startswith(fix):  # an evaluation's message starts with the fix
+            message = message[len(fix):].strip(" ()")
+        message = message.removesuffix("; a rerun retries it")
+        noun = "instance" if count == 1 else "instances"
+        lines.append(f"{count} {noun} failed for one cause: {cause} ({message[:200]}). "
+                     + (f"Fix: {fix}. " if fix else "") + f"A rerun retries {'it' if count == 1 else 'them'}.")
+    return lines

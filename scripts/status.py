@@ -18,6 +18,8 @@ from scripts.predictions import not_diffs
 from scripts.records import (
     STAGE_FILES,
     RecordError,
+    cause_lines,
+    failure_causes,
     instance_status,
     read_record,
     run_samples,
@@ -104,6 +106,7 @@ def run_status(run_dir):
                   "a rerun keeps these, a rerun with --config retry_failed=true redoes them:"]
         lines += aligned(failed)
     if faults:
+        lines += [""] + cause_lines(failure_causes(run_dir, ids))
         lines += ["", f"Infrastructure faults ({len(faults)}): the last attempt failed on the machinery, not on the "
                   "model's work; nothing was recorded and a rerun retries it (the same command), once the cause "
                   "named is fixed:"] + aligned(faults)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from scripts.records import set_aside_failures
+from scripts.records import FIXES, set_aside_failures
 
 pytestmark = pytest.mark.unit
 
@@ -30,3 +30,37 @@ def test_set_aside_failures_renames_the_file_that_must_change(tmp_path):
     assert (tmp_path / "instances/crashed/evaluation.failed-T1.json").is_file()
     assert (tmp_path / "instances/no-diff/patch.json").is_file()  # remade from the new answer
     assert (tmp_path / "instances/fine/evaluation.json").is_file()
+
+
+def test_failure_causes_groups_the_failed_instances_by_the_cause_of_their_latest_log(tmp_path):
+    from scripts import common, evaluate
+    from scripts.records import cause_lines, failure_causes
+
+    def fail(instance_id, stage, line):
+        common.append_log(tmp_path / "logs" / instance_id / f"{stage}.log", line)
+
+    (tmp_path / "instances").mkdir()
+    unreachable = "cannot fetch http://127.0.0.1:9/pallets/flask.git: connection refused"
+    for instance_id in ("a", "b", "c"):  # as scripts/context.py writes it
+        fail(instance_id, "context", f"error: {instance_id}: {unreachable}")
+        fail(instance_id, "context", common.fault_line("repository_unreachable", f"{unreachable}; a rerun retries it"))
+    # an earlier fault of d, then the latest attempt's: the latest counts
+    fail("d", "context", common.fault_line("repository_unreachable", "earlier"))
+    (tmp_path / "instances" / "d").mkdir()
+    for stage, name in (("context", "context.json"), ("prompt", "prompt.json"), ("generate", "response.json"),
+                        ("patch", "patch.json")):
+        (tmp_path / "instances" / "d" / name).write_text(json.dumps({"status": "ok" if stage != "patch" else "valid"}))
+    error = evaluate.fault("network", "Error: dial tcp: lookup registry-1.docker.io: i/o timeout")
+    fail("d", "evaluate", common.fault_line(error.cause, error))
+    fail("e", "context", "a log without a fault line: a job still to do, no fault")
+
+    causes = failure_causes(tmp_path, ["a", "b", "c", "d", "e"])
+    assert {cause: (n, ids) for cause, (n, _, ids) in causes.items()} == {
+        "repository_unreachable": (3, ["a", "b", "c"]), "network": (1, ["d"])}
+    lines = cause_lines(causes)
+    assert lines == [
+        f"3 instances failed for one cause: repository_unreachable ({unreachable}). "
+        f"Fix: {FIXES['repository_unreachable']}. A rerun retries them.",
+        "1 instance failed for one cause: network (Error: dial tcp: lookup registry-1.docker.io: i/o timeout). "
+        f"Fix: {evaluate.FIXES['network']}. A rerun retries it."]
+    assert cause_lines({}) == []

@@ -186,12 +186,18 @@ def test_a_server_that_stops_answering_is_a_fetch_error_within_the_timeout(tmp_p
 
 @pytest.mark.workflow
 def test_an_unreachable_repository_fails_the_context_job_as_an_infrastructure_fault(tmp_path, served):
-    rows = lite_rows_of("pallets/flask")[:2]
+    rows = lite_rows_of("pallets/flask")[:3]
     dataset = write_rows(tmp_path / "rows.jsonl", rows)
     with GitServer(tmp_path / "empty") as nowhere:
         result = snakemake(tmp_path, "--config", f"dataset={dataset}", "context=oracle",
                            f"repo_url={nowhere.url}/{{repo}}.git", check=False)
     assert result.returncode != 0
+    # the end of the run says the one cause once, with the count and the fix
+    causes = [line for line in result.stderr.splitlines() if "failed for one cause" in line]
+    assert len(causes) == 1
+    assert causes[0].startswith(f"3 instances failed for one cause: repository_unreachable (cannot fetch {nowhere.url}")
+    assert causes[0].endswith("Check repo_url and the connection (`git ls-remote <url>`), and run again. "
+                              "A rerun retries them.")
     for row in rows:
         log = tmp_path / "results" / "gold" / "logs" / row["instance_id"] / "context.log"
         assert common.infrastructure_fault(log)[0] == "repository_unreachable"

@@ -141,6 +141,10 @@ def test_status_counts_and_lists_every_kind_of_outcome(tmp_path, capsys):
         line = next(line for line in failed.splitlines() if line.split()[:1] == [instance_id])
         assert line.split() == [instance_id, stage, reason, str(folder / instance_id / name)]
 
+    # each cause of the faults once, with its count and fix, before the instances it holds
+    assert ("1 instance failed for one cause: registry_rate_limit (the image registry limits pulls "
+            f"(toomanyrequests)). Fix: {records.FIXES['registry_rate_limit']}. A rerun retries it.\n\n"
+            "Infrastructure faults (1)") in out
     # apart from the model's failures: the instance whose evaluation failed on the machinery
     faults = out[out.index("Infrastructure faults (1)"):out.index("Still to do")]
     assert "not on the model's work" in faults and "a rerun retries it" in faults
