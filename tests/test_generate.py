@@ -49,15 +49,20 @@ def test_replay_of_real_answers(lite_rows):
     assert record["answer"] == recorded["full_output"]
 
 
+def stage_inputs(folder, rows):
+    """The generate stage's named inputs for rows: the selection, its index and the prompt, written in folder."""
+    rows_path, index_path = folder / "instances.jsonl", folder / "index.json"
+    write_selection(rows, rows_path, index_path)
+    prompt_path = folder / "prompt.json"
+    prompt_path.write_text(json.dumps(PROMPT))
+    return {"prompt": prompt_path, "instances": rows_path, "index": index_path}
+
+
 @pytest.mark.unit
 def test_run_writes_response_and_log(tmp_path, lite_rows):
-    rows_path, index_path = tmp_path / "instances.jsonl", tmp_path / "index.json"
-    write_selection(lite_rows[:2], rows_path, index_path)
-    prompt_path = tmp_path / "prompt.json"
-    prompt_path.write_text(json.dumps(PROMPT))
+    inputs = stage_inputs(tmp_path, lite_rows[:2])
     out, log = tmp_path / "response.json", tmp_path / "logs" / "generate.log"
     settings = api_settings("gold", run_config(), tmp_path)
-    inputs = {"prompt": prompt_path, "instances": rows_path, "index": index_path}
     generate.run(lite_rows[1]["instance_id"], inputs, "gold", "gold", settings, out, log)
     assert json.loads(out.read_text())["answer"] == lite_rows[1]["patch"]
     assert "ok gold" in log.read_text()
@@ -65,12 +70,8 @@ def test_run_writes_response_and_log(tmp_path, lite_rows):
 
 @pytest.mark.unit
 def test_the_stage_as_its_rule_calls_it(tmp_path, lite_rows):
-    rows_path, index_path = tmp_path / "instances.jsonl", tmp_path / "index.json"
-    write_selection(lite_rows[:2], rows_path, index_path)
-    prompt_path = tmp_path / "prompt.json"
-    prompt_path.write_text(json.dumps(PROMPT))
+    inputs = stage_inputs(tmp_path, lite_rows[:2])
     out, log = tmp_path / "response.json", tmp_path / "generate.log"
-    inputs = {"prompt": prompt_path, "instances": rows_path, "index": index_path}
     stage_settings = {"provider": "gold", "model": "gold", "settings": api_settings("gold", run_config(), tmp_path)}
     generate.run_stage(lite_rows[0]["instance_id"], inputs, [out], log, stage_settings)
     record = json.loads(out.read_text())
