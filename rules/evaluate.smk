@@ -28,6 +28,9 @@ if config["evaluation"] != "none":
     rule evaluate:
         input:
             **selection_inputs(),
+            # with validate_gold, after the instance's validation (rules/validate.smk), which may remove the image
+            # it pulled; ancient(): a validation made again does not evaluate again
+            **({"validation": ancient(f"{RUN}/instances/{{id}}/validation.json")} if config["validate_gold"] else {}),
             # Every job reads its prediction from the merged file, which is rewritten whenever
             # any patch changes: ancient() keeps that from re-evaluating every instance. What
             # re-evaluates one instance is its own patch: patch.diff, or given_patch.sha256.

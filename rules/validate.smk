@@ -1,0 +1,25 @@
+# With validate_gold=true: each instance's environment checked by its gold patch and an empty patch, once per
+# image for all runs (scripts/validate.py; the cache is validation_cache).
+if config["validate_gold"]:
+
+    rule validate:
+        input:
+            **selection_inputs(),
+        output:
+            f"{RUN}/instances/{{id}}/validation.json",
+        log:
+            f"{RUN}/logs/{{id}}/validate.log",
+        resources:
+            docker=1,
+        params:
+            run_id=DERIVED["run_id"],
+            cache=config["validation_cache"],
+            image_namespace=config["image_namespace"] or "",
+            settings=snakemake_patches.untracked(
+                f"--timeout {config['eval_timeout']}" + (" --keep-images" if config["keep_images"] else ""),
+                SNAKEMAKE_PATCHES,
+            ),
+        shell:
+            "python -m scripts.validate --instances {input.instances:q} --index {input.index:q} --id {wildcards.id:q}"
+            " --run-id {params.run_id:q} --cache {params.cache:q} --namespace={params.image_namespace:q}"
+            " {params.settings} --out {output:q} > {log:q} 2>&1"
