@@ -52,7 +52,8 @@ def run_stages(run_dir):
     instances = run_dir / "instances"
     given = summary.get("mode") == "predictions" or any(instances.glob("*/given_patch.sha256"))
     evaluated = (summary.get("evaluation", "none") != "none" or (run_dir / "evaluation.json").is_file()
-                 or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log")))
+                 or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log"))
+                 or any((run_dir / "logs").glob("*/validate.log")))  # validate_gold: validated before evaluated
     skipped = {}
     if not any(instances.glob("*/repair.json")):
         skipped["repair"] = "no repair stage (provider gold or replay, or repair_attempts=0), or not reached"
@@ -149,6 +150,17 @@ def set_aside_cut_off(run_dir, instance_ids, limit, stamp=None):
     return moved
 
 
+def stage_fault(run_dir, instance_id, stage):
+    """(log, (cause, message)) of the fault line that ends the latest log of the instance's stage, or None. With
+    validate_gold the evaluation waits for the gold validation (rules/validate.smk), whose log is read first."""
+    for name in (["validate"] if stage == "evaluate" else []) + [stage]:
+        log = Path(run_dir) / "logs" / instance_id / f"{name}.log"
+        fault = infrastructure_fault(log)
+        if fault:
+            return log, fault
+    return None
+
+
 def failure_causes(run_dir, instance_ids):
     """{cause: (count, one message, the instances)} of the instances whose first stage still to do failed on the
     machinery: the cause and message of the fault line that ends that stage's latest log."""
@@ -158,7 +170,7 @@ def failure_causes(run_dir, instance_ids):
     for instance_id in instance_ids:
         status = instance_status(run_dir, instance_id, stages)
         stage = next((stage for stage, s in status.items() if s[0] == "to do"), None)
-        fault = stage and infrastructure_fault(run_dir / "logs" / instance_id / f"{stage}.log")
+        fault = stage and (stage_fault(run_dir, instance_id, stage) or (None, None))[1]
         if fault:
             count, message, ids = causes.get(fault[0], (0, fault[1], []))
             causes[fault[0]] = (count + 1, message, ids + [instance_id])

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from scripts import costs
-from scripts.common import infrastructure_fault, read_jsonl
+from scripts.common import read_jsonl
 from scripts.predictions import not_diffs
 from scripts.records import (
     STAGE_FILES,
@@ -26,6 +26,7 @@ from scripts.records import (
     run_stages,
     sample_counts,
     sample_folders,
+    stage_fault,
 )
 
 
@@ -106,8 +107,8 @@ def run_status(run_dir):
             failed.append((instance_id, first_failed, reason, str(path)))
         first_to_do = next((stage for stage, s in status.items() if s[0] == "to do"), None)
         if first_to_do:
-            log = run_dir / "logs" / instance_id / f"{first_to_do}.log"
-            fault = infrastructure_fault(log)
+            log, fault = stage_fault(run_dir, instance_id, first_to_do) or (
+                run_dir / "logs" / instance_id / f"{first_to_do}.log", None)
             if fault:
                 faults.append((instance_id, first_to_do, fault[0], f"a rerun retries it; {log}: {fault[1][:200]}"))
             else:

@@ -85,7 +85,7 @@ def fetch_image(client, spec, row, scratch):
 def outcome(status, reason, report, duration_s, logs):
     tests = (report or {}).get("tests_status")
     return {"status": status, "reason": reason, "duration_s": round(duration_s, 3),
-            "fail_to_pass_failed": tests["FAIL_TO_PASS"]["failure"] if tests else None,
+            "failed_tests": tests["FAIL_TO_PASS"]["failure"] + tests["PASS_TO_PASS"]["failure"] if tests else None,
             "logs": str(logs) if logs.is_dir() else None}
 
 
@@ -102,11 +102,12 @@ def run_patch(row, patch, logs, harness_run, timeout, namespace):
 def verdict(gold, empty):
     """(validated, why not) from the two outcomes."""
     if gold["status"] != "resolved":
-        failed = f"; FAIL_TO_PASS tests that fail: {', '.join(gold['fail_to_pass_failed'])}" \
-            if gold.get("fail_to_pass_failed") else ""
-        return False, f"the gold patch does not resolve here ({gold['status']}{': ' + gold['reason'] if gold['reason'] else ''}{failed})"
+        why = gold["status"] + (f": {gold['reason']}" if gold["reason"] else "")
+        if gold["failed_tests"]:
+            why += f"; tests of FAIL_TO_PASS or PASS_TO_PASS that fail: {', '.join(gold['failed_tests'])}"
+        return False, f"the gold patch does not resolve here ({why})"
     if empty["status"] == "resolved":
-        return False, "the instance resolves without any patch: its FAIL_TO_PASS tests pass before the fix"
+        return False, "the instance resolves with no patch: its FAIL_TO_PASS tests pass before the fix"
     return True, None
 
 

@@ -1,0 +1,39 @@
+"""Gold validation's faults: an image registry that does not answer is a fault of the machinery, never an
+environment broken here (tests/test_real_instances.py validates real instances)."""
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import LITE_TEST, PROJECT, jobs_run, read_rows, snakemake, write_rows
+
+pytestmark = [pytest.mark.docker, pytest.mark.workflow]
+
+
+def test_a_registry_that_does_not_answer_is_a_fault_and_no_verdict(tmp_path):
+    with socket.socket() as closed:  # a loopback port where nothing listens
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    row = next(r for r in read_rows(LITE_TEST) if r["instance_id"] == "psf__requests-1963")
+    dataset = write_rows(tmp_path / "rows.jsonl", [row])
+    given = write_rows(tmp_path / "preds.jsonl", [{"instance_id": row["instance_id"], "model_name_or_path": "m",
+                                                   "model_patch": row["patch"]}])
+    cache = tmp_path / "cache"
+    command = ["--config", f"dataset={dataset}", f"predictions={given}", "evaluation=docker", "min_free_disk_gb=1",
+               "validate_gold=true", f"validation_cache={cache}", f"image_namespace=127.0.0.1:{port}/swebench"]
+    run = tmp_path / "results" / "predictions-preds"
+    log = run / "logs" / row["instance_id"] / "validate.log"
+    for _ in (1, 2):  # the same command again validates again
+        failed = snakemake(tmp_path, *command, check=False)
+        assert failed.returncode != 0 and "evaluate" not in jobs_run(failed)
+        assert "Error in rule validate" in failed.stderr
+        last = log.read_text().strip().splitlines()[-1]
+        assert last.startswith("infrastructure fault: network: ") and f"127.0.0.1:{port}" in last, last
+        assert not (run / "instances" / row["instance_id"] / "validation.json").exists()
+        assert not list(cache.rglob("*.json"))
+        assert not (run / "summary.json").exists()
+        status = subprocess.run([sys.executable, "-m", "scripts.status", "--run", str(run)], cwd=PROJECT,
+                                capture_output=True, text=True, check=True).stdout
+        assert "1 instance failed for one cause: network" in status and str(log) in status
+        log.unlink()
