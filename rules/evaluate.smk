@@ -4,6 +4,7 @@ if config["evaluation"] != "none":
     from pathlib import Path
 
     from scripts.evaluate import patch_sha256
+    from scripts.records import earlier_duration
     from scripts.predictions import load_predictions
 
     if config["predictions"]:
@@ -20,6 +21,8 @@ if config["evaluation"] != "none":
                 ancient(config["predictions"]),
             output:
                 f"{RUN}/instances/{{id}}/given_patch.sha256",
+            # its evaluation's priority: the evaluations become ready in the order they should start in
+            priority: lambda wildcards: earlier_duration(os.path.dirname(RUN), config["validation_cache"], wildcards.id)
             params:
                 sha256=lambda wildcards: GIVEN_PATCHES.get(wildcards.id, ""),
             run:
@@ -40,6 +43,8 @@ if config["evaluation"] != "none":
             f"{RUN}/instances/{{id}}/{{sample}}evaluation.json",
         log:
             f"{RUN}/logs/{{id}}/{{sample}}evaluate.log",
+        # longest first: the instance's longest earlier evaluation, of any run here (scripts/records.py)
+        priority: lambda wildcards: earlier_duration(os.path.dirname(RUN), config["validation_cache"], wildcards.id)
         resources:
             docker=1 if config["evaluation"] == "docker" else 0,
         params:

@@ -1,6 +1,7 @@
 # With validate_gold=true: each instance's environment checked by its gold patch and an empty patch, once per
 # image for all runs (scripts/validate.py; the cache is validation_cache).
 if config["validate_gold"]:
+    from scripts.records import earlier_duration
 
     rule validate:
         input:
@@ -9,6 +10,7 @@ if config["validate_gold"]:
             f"{RUN}/instances/{{id}}/validation.json",
         log:
             f"{RUN}/logs/{{id}}/validate.log",
+        priority: lambda wildcards: earlier_duration(os.path.dirname(RUN), config["validation_cache"], wildcards.id)
         resources:
             docker=1,
         params:

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from scripts.records import FIXES, set_aside_failures
+from scripts.records import FIXES, earlier_duration, set_aside_failures
 
 pytestmark = pytest.mark.unit
 
@@ -64,3 +64,20 @@ def test_failure_causes_groups_the_failed_instances_by_the_cause_of_their_latest
         "1 instance failed for one cause: network (Error: dial tcp: lookup registry-1.docker.io: i/o timeout). "
         f"Fix: {evaluate.FIXES['network']}. A rerun retries it."]
     assert cause_lines({}) == []
+
+
+def test_earlier_duration_is_the_longest_evaluation_of_any_run_or_of_the_gold_validation(tmp_path):
+    def write(path, record):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    write(results / "a" / "instances" / "x-1" / "evaluation.json", {"duration_s": 12.7})
+    write(results / "b" / "instances" / "x-1" / "samples" / "2" / "evaluation.json", {"duration_s": 40.2})
+    write(results / "b" / "instances" / "x-2" / "evaluation.json", {"duration_s": 3.0})
+    write(results / "b" / "instances" / "x-3" / "evaluation.json.tmp", {"duration_s": 99})
+    write(cache / "0123abcd" / "x-3.json", {"gold": {"duration_s": 61.5}})
+    write(cache / "0123abcd" / "x-2.json", {"gold": None})  # broken before any container ran
+    (cache / "0123abcd" / "x-4.json").write_text("{")  # being written
+    assert [earlier_duration(results, cache, i) for i in ("x-1", "x-2", "x-3", "x-4", "x-5")] == [40, 3, 61, 0, 0]
+    assert earlier_duration(tmp_path / "nothing", tmp_path / "none", "x-1") == 0
