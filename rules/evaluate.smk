@@ -29,6 +29,7 @@ if config["evaluation"] != "none":
                 Path(output[0]).write_text(f"{params.sha256}\n")
 
     rule evaluate:
+        # `python -m scripts.evaluate instance ... > {log} 2>&1`, forked from a process that imported the harness once
         input:
             **selection_inputs(),
             # with validate_gold, after the instance's validation (rules/validate.smk), which may remove the image
@@ -60,11 +61,16 @@ if config["evaluation"] != "none":
                 + f" --dataset {shlex.quote(config['dataset'])} --split {shlex.quote(config['split'])}",
                 SNAKEMAKE_PATCHES,
             ),
-        shell:
-            "python -m scripts.evaluate instance --backend {params.backend} --instances {input.instances:q}"
-            " --index {input.index:q} --predictions {input.predictions:q} --id {wildcards.id:q}"
-            " --run-id {params.run_id:q} --namespace={params.image_namespace:q} {params.settings}"
-            " --out {output:q} > {log:q} 2>&1"
+        run:
+            from scripts import forked
+
+            forked.run(
+                "scripts.evaluate",
+                ["instance", "--backend", params.backend, "--instances", input.instances, "--index", input.index]
+                + ["--predictions", input.predictions, "--id", wildcards.id, "--run-id", params.run_id]
+                + [f"--namespace={params.image_namespace}", *shlex.split(str(params.settings)), "--out", output[0]],
+                log[0],
+            )
 
     rule evaluation:
         input:

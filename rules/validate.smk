@@ -4,6 +4,7 @@ if config["validate_gold"]:
     from scripts.records import earlier_duration
 
     rule validate:
+        # `python -m scripts.validate ... > {log} 2>&1`, forked from a process that imported the harness once
         input:
             **selection_inputs(),
         output:
@@ -21,7 +22,27 @@ if config["validate_gold"]:
                 f"--timeout {config['eval_timeout']}" + (" --keep-images" if config["keep_images"] else ""),
                 SNAKEMAKE_PATCHES,
             ),
-        shell:
-            "python -m scripts.validate --instances {input.instances:q} --index {input.index:q} --id {wildcards.id:q}"
-            " --run-id {params.run_id:q} --cache {params.cache:q} --namespace={params.image_namespace:q}"
-            " {params.settings} --out {output:q} > {log:q} 2>&1"
+        run:
+            from scripts import forked
+
+            forked.run(
+                "scripts.validate",
+                [
+                    "--instances",
+                    input.instances,
+                    "--index",
+                    input.index,
+                    "--id",
+                    wildcards.id,
+                    "--run-id",
+                    params.run_id,
+                ]
+                + [
+                    "--cache",
+                    params.cache,
+                    f"--namespace={params.image_namespace}",
+                    *shlex.split(str(params.settings)),
+                ]
+                + ["--out", output[0]],
+                log[0],
+            )
