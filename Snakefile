@@ -45,6 +45,10 @@ rule all:
 
 onstart:
     snakemake_patches.start(workflow, SNAKEMAKE_PATCHES)
+    if config.get("evaluation") in ("docker", "modal", "sb-cli"):
+        from scripts import forked
+
+        forked.start()  # the evaluate jobs' fork server imports the harness while the first jobs run
 
 
 onerror:

@@ -2,19 +2,21 @@
 
 On the real psf/requests rows of SWE-bench Lite (their instance images are built from the git bundles in
 ../shared/data by tests/real_instances.py, or taken from the daemon when it has them), with the gold patch
-each, it times, with W workers:
+each, it times, with W workers, in turns:
   harness:  python -m swebench.harness.run_evaluation --max_workers W, on the same rows and predictions;
   workflow: snakemake --cores W --resources docker=W --config predictions=... evaluation=docker, a whole run
-            from an empty folder (select, the merged predictions, the evaluations, evaluation.json, the
-            summary and its figures);
-  workflow, longest first: the same again in a new folder, once the first run's evaluations are known (the
-            evaluate jobs start in the order of their earlier durations);
-and prints the wall times and the ratio workflow / harness. Both keep the images (they were there before).
+            in a new run folder (select, the merged predictions, the evaluations, evaluation.json, the
+            summary and its figures); from the second turn on, the evaluations start longest first, by the
+            durations of the earlier turns' runs in the same working folder;
+and prints each turn's wall times and the CPU seconds of each command's processes (the containers' are the
+Docker daemon's, counted in neither), then the shortest wall time of each and their ratio, workflow / harness.
+Both keep the images (they were there before).
 
-    .venv/bin/python benchmarks/throughput.py [--workers 1 2] [--repeat 1]
+    .venv/bin/python benchmarks/throughput.py [--workers 1 2] [--turns 3]
 """
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -29,35 +31,41 @@ from conftest import LITE_TEST, read_rows  # noqa: E402
 REPO = "psf/requests"
 
 
+def cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(command, cwd):
-    started = time.monotonic()
+    """(wall seconds, CPU seconds of the command's processes)."""
+    started, cpu = time.monotonic(), cpu_seconds()
     subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.monotonic() - started
+    return time.monotonic() - started, cpu_seconds() - cpu
 
 
 def harness(tmp, dataset, predictions, workers, run_id):
     folder = tmp / f"harness-{run_id}"
     folder.mkdir()
-    seconds = timed([sys.executable, "-m", "swebench.harness.run_evaluation", "--dataset_name", str(dataset),
+    seconds, cpu = timed([sys.executable, "-m", "swebench.harness.run_evaluation", "--dataset_name", str(dataset),
                      "--predictions_path", str(predictions), "--run_id", run_id, "--max_workers", str(workers),
                      "--cache_level", "instance", "--timeout", "600"], folder)
     report = json.loads((folder / f"gold.{run_id}.json").read_text())
-    return seconds, sorted(report["resolved_ids"])
+    return seconds, cpu, sorted(report["resolved_ids"])
 
 
-def workflow(workdir, dataset, predictions, workers, cache):
-    seconds = timed([sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"), "--directory",
-                     str(workdir), "--cores", str(workers), "--resources", f"docker={workers}", "--config",
-                     f"dataset={dataset}", f"predictions={predictions}", "evaluation=docker", "eval_timeout=600",
-                     "run_id=bench", "min_free_disk_gb=1", f"validation_cache={cache}"], PROJECT)
-    evaluation = json.loads((workdir / "results" / "bench" / "evaluation.json").read_text())
-    return seconds, sorted(evaluation["resolved_ids"])
+def workflow(workdir, dataset, predictions, workers, run_id):
+    seconds, cpu = timed([sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"),
+                          "--directory", str(workdir), "--cores", str(workers), "--resources", f"docker={workers}",
+                          "--config", f"dataset={dataset}", f"predictions={predictions}", "evaluation=docker",
+                          "eval_timeout=600", f"run_id={run_id}", "min_free_disk_gb=1"], PROJECT)
+    evaluation = json.loads((workdir / "results" / run_id / "evaluation.json").read_text())
+    return seconds, cpu, sorted(evaluation["resolved_ids"])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeat", type=int, default=1, help="measurements of each, the shortest is kept")
+    parser.add_argument("--turns", type=int, default=3, help="turns of the two commands; the shortest counts")
     args = parser.parse_args()
 
     import docker
@@ -75,22 +83,22 @@ def main():
         predictions.write_text("".join(json.dumps({"instance_id": r["instance_id"], "model_name_or_path": "gold",
                                                    "model_patch": r["patch"]}) + "\n" for r in rows))
         for workers in args.workers:
-            times = {"harness": [], "workflow": [], "longest first": []}
-            for n in range(args.repeat):
-                seconds, official = harness(tmp, dataset, predictions, workers, f"w{workers}n{n}")
-                times["harness"].append(seconds)
-                # a first run, which records each instance's duration; then a new folder, longest first
-                history = tmp / f"history-w{workers}n{n}"
-                seconds, ours = workflow(tmp / f"workflow-w{workers}n{n}", dataset, predictions, workers, history)
-                times["workflow"].append(seconds)
+            walls = {"harness": [], "workflow": []}
+            for turn in range(1, args.turns + 1):
+                name = f"w{workers}t{turn}"
+                harness_s, harness_cpu, official = harness(tmp, dataset, predictions, workers, name)
+                workflow_s, workflow_cpu, ours = workflow(tmp / f"workflow-w{workers}", dataset, predictions, workers,
+                                                          name)
                 assert ours == official, (ours, official)
-                seconds, ours = workflow(tmp / f"again-w{workers}n{n}", dataset, predictions, workers, history)
-                times["longest first"].append(seconds)
-                assert ours == official, (ours, official)
-            best = {name: min(values) for name, values in times.items()}
-            print(f"workers {workers}: resolved {len(official)} of {len(rows)} by both; harness {best['harness']:.1f} s, "
-                  f"workflow {best['workflow']:.1f} s (ratio {best['workflow'] / best['harness']:.2f}), "
-                  f"longest first {best['longest first']:.1f} s (ratio {best['longest first'] / best['harness']:.2f})")
+                walls["harness"].append(harness_s)
+                walls["workflow"].append(workflow_s)
+                print(f"workers {workers}, turn {turn}: harness {harness_s:.1f} s ({harness_cpu:.1f} s CPU), "
+                      f"workflow {workflow_s:.1f} s ({workflow_cpu:.1f} s CPU)"
+                      + (", longest first" if turn > 1 else ""), flush=True)
+            best = {name: min(values) for name, values in walls.items()}
+            print(f"workers {workers}: resolved {len(official)} of {len(rows)} by both; shortest: harness "
+                  f"{best['harness']:.1f} s, workflow {best['workflow']:.1f} s; ratio {best['workflow'] / best['harness']:.2f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,15 @@ def context():
         return _context
 
 
+def start():
+    """Start the fork server now (before the first job), so that it imports the harness while the first jobs
+    (the selection, the predictions) run."""
+    from multiprocessing import forkserver
+
+    context()
+    forkserver.ensure_running()
+
+
 def _main(module, argv, log, cwd):
     """In the forked process: `python -m module argv > log 2>&1` from cwd."""
     os.chdir(cwd)
