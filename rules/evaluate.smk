@@ -3,6 +3,7 @@
 if config["evaluation"] != "none":
     from pathlib import Path
 
+    from scripts import forked
     from scripts.evaluate import patch_sha256
     from scripts.records import earlier_duration
     from scripts.predictions import load_predictions
@@ -29,7 +30,6 @@ if config["evaluation"] != "none":
                 Path(output[0]).write_text(f"{params.sha256}\n")
 
     rule evaluate:
-        # `python -m scripts.evaluate instance ... > {log} 2>&1`, forked from a process that imported the harness once
         input:
             **selection_inputs(),
             # with validate_gold, after the instance's validation (rules/validate.smk), which may remove the image
@@ -62,15 +62,7 @@ if config["evaluation"] != "none":
                 SNAKEMAKE_PATCHES,
             ),
         run:
-            from scripts import forked
-
-            forked.run(
-                "scripts.evaluate",
-                ["instance", "--backend", params.backend, "--instances", input.instances, "--index", input.index]
-                + ["--predictions", input.predictions, "--id", wildcards.id, "--run-id", params.run_id]
-                + [f"--namespace={params.image_namespace}", *shlex.split(str(params.settings)), "--out", output[0]],
-                log[0],
-            )
+            forked.evaluate(wildcards.id, input, output, log[0], params)  # scripts/forked.py
 
     rule evaluation:
         input:

@@ -1,10 +1,10 @@
 # With validate_gold=true: each instance's environment checked by its gold patch and an empty patch, once per
 # image for all runs (scripts/validate.py; the cache is validation_cache).
 if config["validate_gold"]:
+    from scripts import forked
     from scripts.records import earlier_duration
 
     rule validate:
-        # `python -m scripts.validate ... > {log} 2>&1`, forked from a process that imported the harness once
         input:
             **selection_inputs(),
         output:
@@ -23,26 +23,4 @@ if config["validate_gold"]:
                 SNAKEMAKE_PATCHES,
             ),
         run:
-            from scripts import forked
-
-            forked.run(
-                "scripts.validate",
-                [
-                    "--instances",
-                    input.instances,
-                    "--index",
-                    input.index,
-                    "--id",
-                    wildcards.id,
-                    "--run-id",
-                    params.run_id,
-                ]
-                + [
-                    "--cache",
-                    params.cache,
-                    f"--namespace={params.image_namespace}",
-                    *shlex.split(str(params.settings)),
-                ]
-                + ["--out", output[0]],
-                log[0],
-            )
+            forked.validate(wildcards.id, input, output, log[0], params)  # scripts/forked.py
