@@ -3,6 +3,8 @@
 if config["evaluation"] != "none":
     from pathlib import Path
 
+    from snakemake.utils import format as snakemake_format
+
     from scripts import forked
     from scripts.evaluate import patch_sha256
     from scripts.records import earlier_duration
@@ -62,7 +64,16 @@ if config["evaluation"] != "none":
                 SNAKEMAKE_PATCHES,
             ),
         run:
-            forked.evaluate(wildcards.id, input, output, log[0], params)  # scripts/forked.py
+            # `shell: "python -m ... > {log} 2>&1"`, forked from a process that imported the harness once
+            forked.run_command(
+                snakemake_format(
+                    "python -m scripts.evaluate instance --backend {params.backend} --instances {input.instances:q}"
+                    " --index {input.index:q} --predictions {input.predictions:q} --id {wildcards.id:q}"
+                    " --run-id {params.run_id:q} --namespace={params.image_namespace:q} {params.settings}"
+                    " --out {output:q}"
+                ),
+                log[0],
+            )
 
     rule evaluation:
         input:

@@ -1,6 +1,8 @@
 # With validate_gold=true: each instance's environment checked by its gold patch and an empty patch, once per
 # image for all runs (scripts/validate.py; the cache is validation_cache).
 if config["validate_gold"]:
+    from snakemake.utils import format as snakemake_format
+
     from scripts import forked
     from scripts.records import earlier_duration
 
@@ -23,4 +25,12 @@ if config["validate_gold"]:
                 SNAKEMAKE_PATCHES,
             ),
         run:
-            forked.validate(wildcards.id, input, output, log[0], params)  # scripts/forked.py
+            # `shell: "python -m ... > {log} 2>&1"`, forked from a process that imported the harness once
+            forked.run_command(
+                snakemake_format(
+                    "python -m scripts.validate --instances {input.instances:q} --index {input.index:q}"
+                    " --id {wildcards.id:q} --run-id {params.run_id:q} --cache {params.cache:q}"
+                    " --namespace={params.image_namespace:q} {params.settings} --out {output:q}"
+                ),
+                log[0],
+            )

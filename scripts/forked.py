@@ -1,4 +1,4 @@
-"""The evaluate and validate jobs: their command line run in a process forked from one that has already imported it.
+"""A job's command line run in a process forked from one that has already imported it.
 
 The evaluate and validate jobs import the SWE-bench harness, about 2 s of CPU each (mostly its imports of
 `datasets` and `modal`), which a new interpreter per job (`python -m scripts.evaluate ...`) would spend again
@@ -64,17 +64,10 @@ def run(module, argv, log):
         raise JobFailed(f"python -m {module} exited with {process.exitcode}; its log: {log}")
 
 
-def evaluate(instance_id, input, output, log, params):
-    """An evaluate job (rules/evaluate.smk): `python -m scripts.evaluate instance ... > log 2>&1`."""
-    run("scripts.evaluate", [
-        "instance", "--backend", params.backend, "--instances", input.instances, "--index", input.index,
-        "--predictions", input.predictions, "--id", instance_id, "--run-id", params.run_id,
-        f"--namespace={params.image_namespace}", *shlex.split(str(params.settings)), "--out", output[0]], log)
-
-
-def validate(instance_id, input, output, log, params):
-    """A validate job (rules/validate.smk): `python -m scripts.validate ... > log 2>&1`."""
-    run("scripts.validate", [
-        "--instances", input.instances, "--index", input.index, "--id", instance_id, "--run-id", params.run_id,
-        "--cache", params.cache, f"--namespace={params.image_namespace}", *shlex.split(str(params.settings)),
-        "--out", output[0]], log)
+def run_command(command, log):
+    """Run a job's command line, `python -m <module> ARGS` (a rule's shell command without its redirection to the
+    log), as run() does."""
+    python, option, module, *argv = shlex.split(command)
+    if (python, option) != ("python", "-m"):
+        raise ValueError(f"not a command line `python -m <module> ...`: {command}")
+    run(module, argv, log)

@@ -27,3 +27,14 @@ def test_a_forked_job_writes_its_output_and_log_as_its_command_line_would(tmp_pa
                                         "--out", "out.json"], "logs/missing.log")
     assert "FileNotFoundError" in (tmp_path / "logs" / "missing.log").read_text()
     assert not (tmp_path / "out.json").exists()
+
+
+def test_a_rule_s_command_line_is_run_forked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"instance_id": "a 1", "repo": "o/a"}) + "\n")
+    (tmp_path / "preds.jsonl").write_text(json.dumps({"instance_id": "a 1", "model_patch": None}) + "\n")
+    forked.run_command("python -m scripts.evaluate merge --instances rows.jsonl --predictions preds.jsonl --run-dir . "
+                       "--backend docker --out 'with space.json'", "merge.log")
+    assert json.loads((tmp_path / "with space.json").read_text())["empty_patch_ids"] == ["a 1"]
+    with pytest.raises(ValueError, match="not a command line `python -m <module> ...`: bash -c true"):
+        forked.run_command("bash -c true", "other.log")
