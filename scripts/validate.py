@@ -164,7 +164,7 @@ def validate(row, cache, harness_run, timeout, namespace="swebench", keep_images
         raise KeyboardInterrupt
     validated, reason = verdict(gold, empty)
     record = {**base, "image": image, "digest": digest, "validated": validated, "reason": reason,
-              "gold": gold, "empty": empty, "validated_at": now(), "cache": str(path)}
+              "gold": gold, "empty": empty, "validated_at": now(), "cache": str(path) if digest else None}
     if digest:
         write_json_atomic(path, record)
     return {**record, "cached": False}
