@@ -1,7 +1,7 @@
 """Every use this workflow makes of Snakemake's internals, in one place. They are written for one
 Snakemake version (WRITTEN_FOR, the pin of requirements.txt); on any other, or with the setting
 snakemake_patches: false, none is used and the workflow runs on plain Snakemake: the same results,
-slower at thousands of instances (README, Scale), and a change of an evaluation setting
+slower at thousands of instances (docs/scale.md), and a change of an evaluation setting
 (eval_timeout, keep_images, dataset, split) evaluates again.
 
 - remaining_jobs: the list of every job still to run, made lazily (JobScheduler.remaining_jobs).
