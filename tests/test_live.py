@@ -34,7 +34,7 @@ def test_a_20_instance_run_prints_a_line_per_instance_stage_and_summaries(tmp_pa
         result = snakemake(tmp_path, "--logger", "swebench", "--logger-swebench-every", "1", "--cores", "4",
                            "--config", f"dataset={write_rows(tmp_path / 'rows.jsonl', rows)}", "provider=openai",
                            f"base_url={server.url}/v1", "model=gpt-4o", "max_attempts=3", "retry_backoff=0.1",
-                           "max_cost=1", env={"OPENAI_API_KEY": "sk-test"}, check=False)
+                           "max_cost=1", "context=none", env={"OPENAI_API_KEY": "sk-test"}, check=False)
     assert result.returncode != 0  # the failing instance
     lines = (result.stdout + result.stderr).splitlines()
     assert "\x1b" not in result.stdout + result.stderr

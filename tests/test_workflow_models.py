@@ -24,7 +24,7 @@ def models(server, *extra):
 
 def config(server, dataset, *extra):
     return ["--config", f"dataset={dataset}", models(server), "retry_backoff=0.01", "request_timeout=5",
-            "temperature=0.7", "repair_attempts=0", "evaluation=none", *extra]
+            "temperature=0.7", "repair_attempts=0", "evaluation=none", "context=none", *extra]
 
 
 @pytest.mark.workflow
