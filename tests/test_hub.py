@@ -155,7 +155,7 @@ def test_a_model_run_s_default_context_is_swe_bench_s_bm25_13K_and_gold_s_is_non
     with FakeHub(repos) as hub, FakeModelServer(rows) as server:
         env = {**hub_env(hub.url, tmp_path), "OPENAI_API_KEY": "sk-test"}
         # no context setting: the model is shown the retrieval set's files
-        snakemake(tmp_path, *config, "provider=openai", "model=gpt-4o", f"base_url={server.url}/v1", env=env)
+        result = snakemake(tmp_path, *config, "provider=openai", "model=gpt-4o", f"base_url={server.url}/v1", env=env)
         assert ("princeton-nlp/SWE-bench_bm25_13K", "data/dev-00000-of-00001.parquet") in hub.downloads
         asked = [request["body"]["messages"][-1]["content"] for request in server.requests]
         snakemake(tmp_path, *config, env=env)  # gold
@@ -175,6 +175,12 @@ def test_a_model_run_s_default_context_is_swe_bench_s_bm25_13K_and_gold_s_is_non
     assert (summary["context"], summary["context_why"]) == ("bm25_13K", why)
     assert f"- context bm25_13K: {why}\n" in (run / "summary.md").read_text()
     assert json.loads((run / "answer_settings.json").read_text())["context"] == "bm25_13K"
+    # the estimate says what the code costs: its tokens in each prompt and their share of the input's cost
+    estimate = json.loads((run / "estimate.json").read_text())
+    code = sum(json.loads((run / "instances" / i / "context.json").read_text())["tokens"]["files"] for i in ids)
+    assert estimate["context_tokens"] == code > 0 and 0 < estimate["context_usd"] < estimate["input_usd"]
+    assert (f"The code context: {round(code / 2):,} of {round(estimate['prompt_tokens'] / 2):,} input tokens per "
+            f"answer, {estimate['context_usd']:.2f} of {estimate['input_usd']:.2f} USD.") in result.stdout + result.stderr
     # gold shows no code: its answer is the reference patch
     gold = tmp_path / "results" / "gold"
     assert json.loads((gold / "run.json").read_text())["context"] == {
