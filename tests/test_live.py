@@ -286,3 +286,25 @@ def test_the_logger_shows_a_known_cause_in_one_line_and_an_unknown_one_in_full(t
     assert "Error in rule context:" in kept and "    output: results/gpt/instances/a__a-1/context.json" in kept
     assert kept[-1].startswith("infrastructure fault: repository_unreachable: ")
     assert logs["b__b-2"].read_text() == "b__b-2: something else went wrong\n"  # an unknown cause's log is left alone
+
+
+@pytest.mark.unit
+def test_a_known_cause_whose_log_cannot_be_written_is_shown_in_full(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "results/gpt/logs/a__a-1/context.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(common.fault_line("repository_unreachable", "cannot fetch it") + "\n")
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(live, "keep_in_log", full_disk)
+    common_settings = SimpleNamespace(stdout=True, quiet=None, verbose=False, dryrun=False, debug_dag=False,
+                                      nocolor=True, show_failed_logs=False, printshellcmds=False)
+    handler = LogHandler(common_settings, LogHandlerSettings(every=600))
+    job(handler, 1, "context", [], "a__a-1", ["results/gpt/logs/a__a-1/context.log"])
+    handler.handle(record(LogEvent.JOB_ERROR, jobid=1, rule_name="context", rule_msg=None, msg=None, input=[],
+                          output=[], log=["results/gpt/logs/a__a-1/context.log"], conda_env=None, shellcmd=None, aux={}))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["error: context a__a-1 failed: infrastructure fault: repository_unreachable: cannot fetch it",
+                         "  log: results/gpt/logs/a__a-1/context.log"]

@@ -187,14 +187,18 @@ class LogHandler(LogHandlerBase):
         logs = logs or list(record.log or [])
         run = self.running.pop(record.jobid, (None,))[0]
         known = live.known_cause(logs)
+        if known:
+            cause, log = known
+            kept = [self.formatter_.format(traceback)] if traceback else []
+            try:
+                live.keep_in_log(log, "\n".join([*kept, self.block_formatter.format(record).strip("\n")]))
+            except OSError:  # a log that cannot be written: all of it here instead
+                known = None
         if not known:
             if traceback:
                 self.write(self.formatter_.format(traceback))
             self.write(live.error_text(live.stage_of(rule), instance, logs, record.rule_msg))
             return
-        cause, log = known
-        kept = [self.formatter_.format(traceback)] if traceback else []
-        live.keep_in_log(log, "\n".join([*kept, self.block_formatter.format(record).strip("\n")]))
         self.causes[run][cause] += 1
         self.write(live.error_line(rule, instance, self.samples.pop(record.jobid, ""), cause, log))
 
