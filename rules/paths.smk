@@ -17,6 +17,9 @@ from scripts import snakemake_patches
 # selection, contexts and prompts, and every model's ledger (max_cost holds across them).
 SHARED = config.pop("shared", None)
 config.update(checked_config(config, SHARED and SHARED["entry"]))
+# context=auto: the strategy it stands for with this provider and dataset, and why (run.json, the summary). The
+# rules read the strategy from config["context"].
+config["context"], CONTEXT_WHY = settings.context_choice(config, SHARED and SHARED["providers"])
 
 # Snakemake's internals this workflow uses, all in scripts/snakemake_patches.py: only on the Snakemake
 # version they were written for, and only with snakemake_patches on.

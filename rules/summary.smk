@@ -28,6 +28,7 @@ rule summary:
                 **({"provider": f"predictions file {config['predictions']}"} if config["predictions"] else {}),
                 "model": MODEL,
                 "samples": SAMPLES,
+                "context_why": CONTEXT_WHY,
             }
         ),
     shell:

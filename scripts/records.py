@@ -64,9 +64,9 @@ def run_stages(run_dir):
     return [stage for stage in STAGE_FILES if stage not in skipped], skipped
 
 
-def instance_status(run_dir, instance_id, stages):
-    """{stage: (outcome, reason, file)} of one instance; outcome is done, failed or to do."""
-    folder = Path(run_dir) / "instances" / instance_id
+def instance_status(run_dir, instance_id, stages, sample=1):
+    """{stage: (outcome, reason, file)} of one instance (of one of its samples); outcome is done, failed or to do."""
+    folder = Path(run_dir) / "instances" / instance_id / sample_folder(sample)
     status = {}
     for stage in stages:
         path = folder / STAGE_FILES[stage]
@@ -150,30 +150,37 @@ def set_aside_cut_off(run_dir, instance_ids, limit, stamp=None):
 
 
 def failure_causes(run_dir, instance_ids):
-    """{cause: (count, one message, the instances)} of the instances whose first stage still to do failed on the
-    machinery: the cause and message of the fault line that ends that stage's latest log."""
+    """{cause: (count, one message, [(instance, sample)])} of the samples of the instances (samples=k: each of its
+    k) whose first stage still to do failed on the machinery: the cause and message of the fault line that ends
+    that stage's latest log. The samples after the first share the first's context and prompt."""
     run_dir = Path(run_dir)
     stages, _ = run_stages(run_dir)
     causes = {}
-    for instance_id in instance_ids:
-        status = instance_status(run_dir, instance_id, stages)
-        stage = next((stage for stage, s in status.items() if s[0] == "to do"), None)
-        fault = stage and infrastructure_fault(run_dir / "logs" / instance_id / f"{stage}.log")
-        if fault:
-            count, message, ids = causes.get(fault[0], (0, fault[1], []))
-            causes[fault[0]] = (count + 1, message, ids + [instance_id])
+    for sample in range(1, run_samples(run_dir) + 1):
+        own = [stage for stage in stages if sample == 1 or stage not in ("context", "prompt")]
+        for instance_id in instance_ids:
+            status = instance_status(run_dir, instance_id, own, sample)
+            stage = next((stage for stage, s in status.items() if s[0] == "to do"), None)
+            log = run_dir / "logs" / instance_id / sample_folder(sample) / f"{stage}.log"
+            fault = stage and infrastructure_fault(log)
+            if fault:
+                count, message, failed = causes.get(fault[0], (0, fault[1], []))
+                causes[fault[0]] = (count + 1, message, failed + [(instance_id, sample)])
     return causes
 
 
 def cause_lines(causes):
-    """One line per cause of failure_causes: how many instances, an example, the fix."""
+    """One line per cause of failure_causes: how many instances (and samples), an example, the fix."""
     lines = []
-    for cause, (count, message, _) in sorted(causes.items(), key=lambda item: -item[1][0]):
+    for cause, (count, message, failed) in sorted(causes.items(), key=lambda item: -item[1][0]):
         fix = FIXES.get(cause)
         if fix and message.startswith(fix):  # an evaluation's message starts with the fix
             message = message[len(fix):].strip(" ()")
         message = message.removesuffix("; a rerun retries it")
-        noun = "instance" if count == 1 else "instances"
-        lines.append(f"{count} {noun} failed for one cause: {cause} ({message[:200]}). "
+        instances = len({instance_id for instance_id, _ in failed})
+        what = f"{instances} instance{'s' * (instances != 1)}"
+        if any(sample > 1 for _, sample in failed):
+            what = f"{count} sample{'s' * (count != 1)} of {what}"
+        lines.append(f"{what} failed for one cause: {cause} ({message[:200]}). "
                      + (f"Fix: {fix}. " if fix else "") + f"A rerun retries {'it' if count == 1 else 'them'}.")
     return lines

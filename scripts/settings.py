@@ -12,6 +12,10 @@ from scripts.providers import ASK, DEFAULT_MODELS, KEY_VARIABLES
 DATASET_SUFFIXES = (".json", ".jsonl", ".parquet")
 # context strategies that read a SWE-bench retrieval dataset, and its name on the hub
 RETRIEVAL_DATASETS = {f"bm25_{size}": f"princeton-nlp/SWE-bench_bm25_{size}" for size in ("13K", "27K", "40K")}
+# The datasets whose test and dev splits SWE-bench's retrieval sets hold, by instance id (Lite and Verified are
+# subsets of SWE-bench's own test and dev splits).
+RETRIEVAL_COVERS = {f"{owner}/SWE-bench{name}" for owner in ("SWE-bench", "princeton-nlp")
+                    for name in ("", "_Lite", "_Verified")}
 PROVIDER_MODELS = {"gold": "gold", "replay": None, **DEFAULT_MODELS}  # replay: named after its file
 # The settings that make the answers of a run (its requests, and the prompts and patch verdicts that
 # repair requests are made from): a run folder holds paid answers made with one set of them.
@@ -143,6 +147,33 @@ def check(config):
     if config["retrieval_dataset"] and is_dataset_path(config["retrieval_dataset"]):
         _require_file(config["retrieval_dataset"], "retrieval_dataset",
                       "a .parquet, .jsonl or .json file with instance_id and text")
+
+
+def context_choice(config, run_providers=None):
+    """(strategy, why) of the run's context: for context=auto, what a run of this provider and dataset gets (the
+    strategy given, for any other). auto: no code for gold, replay and given predictions, which make no prompt of
+    their own; for a model, SWE-bench's own baseline, the bm25_13K retrieval set, where it holds the selected
+    instances (SWE-bench's test and dev splits, of which Lite and Verified are subsets with the same ids), else
+    BM25 over the repository at base_commit at the same size. run_providers: every model's provider, for
+    models=[...], whose first model makes the contexts of all."""
+    if config["context"] != "auto":
+        return config["context"], f"context={config['context']} was given"
+    providers = run_providers or [config["provider"]]
+    if config["predictions"]:
+        return "none", "context=auto: predictions are given, no model is asked"
+    if not any(provider in ASK for provider in providers):
+        return "none", f"context=auto: provider {'/'.join(providers)} asks no model"
+    if config["retrieval_dataset"]:
+        return "bm25_13K", f"context=auto: the retrieval set given, retrieval_dataset={config['retrieval_dataset']}"
+    from scripts.select import HUB_NAMES  # select reads settings: imported here
+
+    name = HUB_NAMES.get(config["dataset"], config["dataset"])
+    if name in RETRIEVAL_COVERS and config["split"] in ("test", "dev"):
+        return "bm25_13K", (f"context=auto: SWE-bench's own baseline, {RETRIEVAL_DATASETS['bm25_13K']}, holds "
+                            f"split {config['split']} of {name}")
+    return "bm25", (f"context=auto: {RETRIEVAL_DATASETS['bm25_13K']} does not hold dataset {config['dataset']} split "
+                    f"{config['split']}; BM25 over the repository at base_commit, within "
+                    f"{config['context_tokens'] or 13000:,} tokens")
 
 
 def retrieval_source(config):

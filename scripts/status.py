@@ -105,8 +105,10 @@ def run_status(run_dir):
         lines += ["", f"Failed for good ({len(failed)}), each at its first failed stage with the file that says why; "
                   "a rerun keeps these, a rerun with --config retry_failed=true redoes them:"]
         lines += aligned(failed)
+    causes = cause_lines(failure_causes(run_dir, ids))  # every sample's
+    if causes:
+        lines += [""] + causes
     if faults:
-        lines += [""] + cause_lines(failure_causes(run_dir, ids))
         lines += ["", f"Infrastructure faults ({len(faults)}): the last attempt failed on the machinery, not on the "
                   "model's work; nothing was recorded and a rerun retries it (the same command), once the cause "
                   "named is fixed:"] + aligned(faults)

@@ -236,6 +236,7 @@ def render_markdown(summary):
         "",
         f"- dataset: {summary['dataset']} ({summary['split']}), provider: {summary['provider']}, "
         f"model: {summary['model']}, context: {summary['context']}, evaluation: {summary['evaluation']}",
+        *([f"- context {summary['context']}: {summary['context_why']}"] if summary.get("context_why") else []),
         f"- selected: {counts['selected']}, predictions: {counts['predictions']['total']} "
         f"({counts['predictions']['non_empty']} with a patch"
         + (f", {counts['predictions']['not_a_diff']} not a diff)" if counts["predictions"]["not_a_diff"] else ")"),
