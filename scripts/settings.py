@@ -10,6 +10,14 @@ from scripts import costs, providers
 from scripts.providers import ASK, DEFAULT_MODELS, KEY_VARIABLES
 
 DATASET_SUFFIXES = (".json", ".jsonl", ".parquet")
+# The datasets' short names (dataset=lite).
+HUB_NAMES = {
+    "lite": "SWE-bench/SWE-bench_Lite",
+    "verified": "SWE-bench/SWE-bench_Verified",
+    "full": "SWE-bench/SWE-bench",
+    "multimodal": "SWE-bench/SWE-bench_Multimodal",
+    "multilingual": "SWE-bench/SWE-bench_Multilingual",
+}
 # context strategies that read a SWE-bench retrieval dataset, and its name on the hub
 RETRIEVAL_DATASETS = {f"bm25_{size}": f"princeton-nlp/SWE-bench_bm25_{size}" for size in ("13K", "27K", "40K")}
 # The datasets whose test and dev splits SWE-bench's retrieval sets hold, by instance id (Lite and Verified are
@@ -165,8 +173,6 @@ def context_choice(config, run_providers=None):
         return "none", f"context=auto: provider {'/'.join(providers)} asks no model"
     if config["retrieval_dataset"]:
         return "bm25_13K", f"context=auto: the retrieval set given, retrieval_dataset={config['retrieval_dataset']}"
-    from scripts.select import HUB_NAMES  # select reads settings: imported here
-
     name = HUB_NAMES.get(config["dataset"], config["dataset"])
     if name in RETRIEVAL_COVERS and config["split"] in ("test", "dev"):
         return "bm25_13K", (f"context=auto: SWE-bench's own baseline, {RETRIEVAL_DATASETS['bm25_13K']}, holds "
