@@ -4,7 +4,7 @@ answers cut off by a smaller output limit). Read by the status command, the run'
 import time
 from pathlib import Path
 
-from scripts.common import infrastructure_fault, read_json, sample_folder, set_aside
+from scripts.common import read_json, sample_folder, set_aside, stage_fault
 from scripts.evaluate import FIXES as EVALUATION_FIXES
 
 # each stage's file in instances/<id>/
@@ -158,7 +158,7 @@ def failure_causes(run_dir, instance_ids):
     for instance_id in instance_ids:
         status = instance_status(run_dir, instance_id, stages)
         stage = next((stage for stage, s in status.items() if s[0] == "to do"), None)
-        fault = stage and infrastructure_fault(run_dir / "logs" / instance_id / f"{stage}.log")
+        fault = stage and stage_fault(run_dir, instance_id, stage)
         if fault:
             count, message, ids = causes.get(fault[0], (0, fault[1], []))
             causes[fault[0]] = (count + 1, message, ids + [instance_id])

@@ -1,0 +1,42 @@
+# The instance images, pulled ahead of their evaluations (evaluation=docker with prebuilt images): first the
+# plan of the pulls, said once per run, then one pull job per instance, at the registry's pace and while the
+# disk keeps min_free_disk_gb (scripts/images.py). `--resources pulls=N` bounds the pulls at once.
+if PULLS:
+
+    rule pull_plan:
+        input:
+            instances=INSTANCES,
+            index=INDEX,
+        output:
+            f"{RUN}/images/plan.json",
+        log:
+            f"{RUN}/logs/images.log",
+        localrule: True
+        params:
+            settings=IMAGE_ARGUMENTS,
+        shell:
+            "python -m scripts.images plan --instances {input.instances:q} --index {input.index:q}"
+            " --run-dir {RUN:q} --out {output:q} {params.settings} 2> >(tee {log:q} >&2)"
+
+    rule pull:
+        input:
+            **selection_inputs(),
+            # said before the first pull; ancient(): a new plan (more instances) pulls nothing again
+            plan=ancient(f"{RUN}/images/plan.json"),
+        output:
+            f"{RUN}/instances/{{id}}/image.json",
+        log:
+            f"{RUN}/logs/{{id}}/pull.log",
+        # a pull waits on the network and the registry's pace, not on a core
+        threads: 0
+        resources:
+            pulls=1,
+        params:
+            # the image's name is made from these: another source is another image, evaluated again
+            source=IMAGE_SOURCE,
+            settings=snakemake_patches.untracked(
+                f"--min-free-disk-gb {config['min_free_disk_gb']} --pull-wait {config['pull_wait']}", SNAKEMAKE_PATCHES
+            ),
+        shell:
+            "python -m scripts.images pull --instances {input.instances:q} --index {input.index:q} --id {wildcards.id:q}"
+            " --run-dir {RUN:q} {params.source} {params.settings} --out {output:q} > {log:q} 2>&1"
