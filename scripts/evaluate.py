@@ -349,7 +349,7 @@ def named_image(spec, image):
         def is_remote_image(self):
             return True
 
-    return NamedImageSpec(**{field.name: getattr(spec, field.name) for field in dataclasses.fields(spec)},
+    return NamedImageSpec(**{field.name: getattr(spec, field.name) for field in dataclasses.fields(TestSpec)},
                           image=image)
 
 

@@ -197,8 +197,8 @@ class Registry:
 
     def download_size(self, name, arch):
         """The bytes of the image's layers for arch, from its manifests; None where reading a manifest counts as
-        a pull (Docker Hub) or the registry does not say."""
-        if self.registry == "docker.io":
+        a pull (Docker Hub, a registry that sends a rate limit) or the registry does not say."""
+        if self.registry == "docker.io" or self.head(name)["limit"] is not None:
             return None
         _, repository, reference = split(name)
         try:

@@ -1,0 +1,235 @@
+"""The pull stage in real Docker: the real snakemake pulls each instance's image from a loopback registry (Debian's
+docker-registry), through a loopback stand-in of Docker Hub's rate limit in front of it, ahead of its evaluation
+by the official harness."""
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import swebench_images as images
+from conftest import PROJECT, jobs_run, snakemake, write_rows
+from loopback import LoopbackServer, QuietHandler
+from test_evaluate_docker import serve_registry
+
+IDS = ["psf__requests-90011", "psf__requests-90012", "psf__requests-90013"]
+EPOCH_STYLE = "epoch-research/swe-bench.eval.{arch}.{id}:latest"
+
+
+class PacedRegistry(LoopbackServer):
+    """A registry on 127.0.0.1:port in front of the one at backend, as Docker Hub limits pulls: every manifest
+    answer carries `ratelimit-limit` and `ratelimit-remaining` (`N;w=SECONDS`); a pull (a GET of a repository's
+    manifest; the GETs of one repository within 10 s are one pull, as Docker Hub counts up to two GETs as one)
+    beyond `limit` in the last `window` seconds, or any while `refuse` is set, is answered with Docker Hub's 429."""
+
+    TOO_MANY = {"errors": [{"code": "TOOMANYREQUESTS", "message": "You have reached your pull rate limit. You may "
+                            "increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit"}]}
+
+    def __init__(self, port, backend, limit, window):
+        self.pulls, self.refused, self.refuse = [], [], False  # pulls: (time, repository)
+        registry = self
+
+        class Handler(QuietHandler):
+            def answer(self, method):
+                extra, now = {}, time.time()
+                if "/manifests/" in self.path:
+                    repository = self.path.split("/v2/", 1)[1].split("/manifests/", 1)[0]
+                    recent = [p for p in registry.pulls if p[0] > now - window]
+                    if method == "GET" and not any(r == repository and t > now - 10 for t, r in recent):
+                        if registry.refuse or len(recent) >= limit:
+                            registry.refused.append((now, repository))
+                            return self.send(429, {"Content-Type": "application/json",
+                                                   "ratelimit-limit": f"{limit};w={window}",
+                                                   "ratelimit-remaining": f"0;w={window}"},
+                                             json.dumps(self.TOO_MANY).encode(), method)
+                        registry.pulls.append((now, repository))
+                        recent.append((now, repository))
+                    extra = {"ratelimit-limit": f"{limit};w={window}",
+                             "ratelimit-remaining": f"{max(0, limit - len(recent))};w={window}"}
+                connection = http.client.HTTPConnection("127.0.0.1", backend, timeout=60)
+                connection.request(method, self.path, headers={k: v for k, v in self.headers.items()
+                                                               if k.lower() not in ("host", "connection")})
+                response = connection.getresponse()
+                body = response.read()
+                headers = {k: v for k, v in response.getheaders()
+                           if k.lower() not in ("transfer-encoding", "connection", "content-length")}
+                headers["Content-Length"] = response.getheader("Content-Length") if method == "HEAD" else str(len(body))
+                self.send(response.status, {**headers, **extra}, body, method)
+
+            def send(self, status, headers, body, method):
+                self.send_response(status)
+                headers.setdefault("Content-Length", str(len(body)))
+                for key, value in headers.items():
+                    if value is not None:
+                        self.send_header(key, value)
+                self.end_headers()
+                if method != "HEAD":
+                    self.wfile.write(body)
+
+            def do_GET(self):
+                self.answer("GET")
+
+            def do_HEAD(self):
+                self.answer("HEAD")
+
+        super().__init__(Handler, port)
+        # The daemon tries TLS first, then plain HTTP: the TLS hello is no HTTP request.
+        self.httpd.handle_error = lambda request, address: None
+
+    def most_in_a_window(self, window):
+        times = sorted(t for t, _ in self.pulls)
+        return max((sum(1 for u in times if t <= u < t + window) for t in times), default=0)
+
+
+@pytest.fixture(scope="module")
+def registry_ports():
+    """Two loopback ports of this module's own (Docker pulls from any loopback registry over plain HTTP)."""
+    with socket.socket() as first, socket.socket() as second:
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        return first.getsockname()[1], second.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory, registry_ports):
+    """The testbed image in a loopback registry under Epoch AI's names and the harness's Docker Hub names of the
+    rows of IDS; yields (the registry's storage, its port, the rows)."""
+    storage = tmp_path_factory.mktemp("registry") / "data"
+    port = registry_ports[0]
+    tag, base_commit = images.ensure_testbed_image()
+    client = images.client()
+    rows = [images.row(i, base_commit) for i in IDS]
+    with serve_registry(storage, port):
+        for row in rows:
+            for name in (f"127.0.0.1:{port}/" + EPOCH_STYLE.format(arch="x86_64", id=row["instance_id"]),
+                         images.instance_image(row, f"127.0.0.1:{port}/swebench")):
+                client.images.get(tag).tag(*name.rsplit(":", 1))
+                errors = [line["error"] for line in client.images.push(*name.rsplit(":", 1), stream=True, decode=True)
+                          if "error" in line]
+                assert not errors, errors
+                client.images.remove(name)
+        yield storage, port, rows
+
+
+def given(tmp_path, rows):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    predictions = write_rows(tmp_path / "preds.jsonl", [{"instance_id": r["instance_id"], "model_name_or_path": "m",
+                                                         "model_patch": images.GOLD_PATCH} for r in rows])
+    return ["--config", f"dataset={dataset}", f"predictions={predictions}", "evaluation=docker", "run_id=r"]
+
+
+def status(run, instance_id):
+    return json.loads((run / "instances" / instance_id / "evaluation.json").read_text())["status"]
+
+
+def absent(names):
+    client = images.client()
+    for name in names:
+        if images.image_exists(client, name):
+            client.images.remove(name, force=True)
+
+
+@pytest.mark.workflow
+@pytest.mark.docker
+def test_pulls_say_their_plan_keep_the_registry_pace_and_an_epoch_template_names_the_images(tmp_path, pushed,
+                                                                                           registry_ports):
+    storage, backend, rows = pushed
+    port = registry_ports[1]
+    template = f"127.0.0.1:{port}/{EPOCH_STYLE}"
+    names = [template.format(arch="x86_64", id=r["instance_id"]) for r in rows]
+    absent(names)
+    run = tmp_path / "results" / "r"
+    with serve_registry(storage, backend), PacedRegistry(port, backend, limit=2, window=12) as paced:
+        result = snakemake(tmp_path, *given(tmp_path, rows), f"image_source={template}", "min_free_disk_gb=0",
+                           "--resources", "pulls=3", "docker=2")
+    # the plan, before the pulls
+    assert "Images: 3 of 3 to pull (0 already here)" in result.stderr
+    assert (f"127.0.0.1:{port}: 3 images, size not told by the registry; it allows 2 pulls per 12 s, 2 left now: "
+            "the pulls take at least 12 s at that pace.") in result.stderr
+    # never more pulls than the registry allows in its window, none refused, and the third waited for its turn
+    assert len(paced.pulls) == 3 and not paced.refused and paced.most_in_a_window(12) == 2
+    assert any("waiting" in (run / "logs" / i / "pull.log").read_text() for i in IDS)
+    for row, name in zip(rows, names):
+        record = json.loads((run / "instances" / row["instance_id"] / "image.json").read_text())
+        assert record["image"] == name and record["pulled"] and record["digest"].startswith("sha256:")
+        assert status(run, row["instance_id"]) == "resolved"
+        assert not images.image_exists(images.client(), name)  # removed once its evaluation was done
+    assert sorted(jobs_run(result)).count("pull") == 3
+
+
+@pytest.mark.workflow
+@pytest.mark.docker
+def test_a_refused_pull_is_a_fault_and_a_rerun_resumes(tmp_path, pushed, registry_ports):
+    storage, backend, rows = pushed
+    port = registry_ports[1]
+    template = f"127.0.0.1:{port}/{EPOCH_STYLE}"
+    row = rows[0]
+    absent([template.format(arch="x86_64", id=row["instance_id"])])
+    run = tmp_path / "results" / "r"
+    config = [*given(tmp_path, [row]), f"image_source={template}", "min_free_disk_gb=0"]
+    with serve_registry(storage, backend), PacedRegistry(port, backend, limit=5, window=60) as paced:
+        paced.refuse = True
+        failed = snakemake(tmp_path, *config, check=False)
+        assert failed.returncode != 0 and paced.refused
+        assert not (run / "instances" / row["instance_id"] / "image.json").exists()
+        assert not (run / "instances" / row["instance_id"] / "evaluation.json").exists()
+        last = (run / "logs" / row["instance_id"] / "pull.log").read_text().strip().splitlines()[-1]
+        assert last.startswith("infrastructure fault: registry_rate_limit: ") and "toomanyrequests" in last, last
+        text = subprocess.run([sys.executable, "-m", "scripts.status", "--run", str(run)], cwd=PROJECT,
+                              capture_output=True, text=True, check=True).stdout
+        assert f"{row['instance_id']}  evaluate  registry_rate_limit" in text
+
+        paced.refuse = False
+        rerun = snakemake(tmp_path, *config)
+    assert "pull" in jobs_run(rerun) and status(run, row["instance_id"]) == "resolved"
+
+
+@pytest.mark.workflow
+@pytest.mark.docker
+def test_the_users_image_namespace_wins_over_the_rows_image(tmp_path, pushed, registry_ports):
+    """A row that carries its eval script and an image (as the hub's rows do) is evaluated in the image of the
+    namespace the user set."""
+    from swebench.harness.log_parsers import MAP_REPO_TO_PARSER
+    from swebench.harness.test_spec.test_spec import make_test_spec
+
+    storage, backend, rows = pushed
+    namespace = f"127.0.0.1:{backend}/swebench"
+    row = {**rows[1], "image": "docker.io/nobody/absent:latest", "eval_script": make_test_spec(rows[1]).eval_script,
+           "log_parser": MAP_REPO_TO_PARSER[images.REPO].__name__, "eval_type": "pass_and_fail"}
+    name = images.instance_image(row, namespace)
+    absent([name])
+    run = tmp_path / "results" / "r"
+    with serve_registry(storage, backend):
+        snakemake(tmp_path, *given(tmp_path, [row]), f"image_namespace={namespace}", "min_free_disk_gb=0")
+    assert json.loads((run / "instances" / row["instance_id"] / "image.json").read_text())["image"] == name
+    assert status(run, row["instance_id"]) == "resolved"
+
+
+@pytest.mark.workflow
+@pytest.mark.docker
+def test_pulls_stop_before_the_disk_fills_and_nothing_evaluated_is_lost(tmp_path, pushed):
+    storage, backend, rows = pushed
+    namespace = f"127.0.0.1:{backend}/swebench"
+    absent([images.instance_image(row, namespace) for row in rows[:2]])
+    run = tmp_path / "results" / "r"
+    first = run / "instances" / rows[0]["instance_id"] / "evaluation.json"
+    with serve_registry(storage, backend):
+        snakemake(tmp_path, *given(tmp_path, rows[:1]), f"image_namespace={namespace}", "min_free_disk_gb=5",
+                  env={"SWEBENCH_RUNNER_FREE_DISK_GB": "100"})
+        assert status(run, rows[0]["instance_id"]) == "resolved"
+        before = first.stat().st_mtime_ns
+        # 5.001 GB free: the run starts, but the download of an image would leave less than 5 GB
+        failed = snakemake(tmp_path, *given(tmp_path, rows[:2]), f"image_namespace={namespace}", "min_free_disk_gb=5",
+                           env={"SWEBENCH_RUNNER_FREE_DISK_GB": "5.001"}, check=False)
+    assert failed.returncode != 0
+    assert "size not told" not in failed.stderr and "GB to download (1 of 1 sized)" in failed.stderr
+    assert "The downloads alone would leave less than min_free_disk_gb" in failed.stderr
+    second = rows[1]["instance_id"]
+    last = (run / "logs" / second / "pull.log").read_text().strip().splitlines()[-1]
+    assert last.startswith("infrastructure fault: out_of_disk: ") and "stopped before it started: 5.0 GB" in last, last
+    assert not images.image_exists(images.client(), images.instance_image(rows[1], namespace))
+    assert not (run / "instances" / second / "image.json").exists()
+    assert first.stat().st_mtime_ns == before and status(run, rows[0]["instance_id"]) == "resolved"
