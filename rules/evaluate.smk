@@ -44,7 +44,7 @@ if config["evaluation"] != "none":
         params:
             backend=config["evaluation"],
             # the image: another source is another evaluation
-            source=IMAGE_SOURCE,
+            source=lambda wildcards: IMAGE_SOURCE,  # a function: the template's braces are no wildcards
             image_record=lambda wildcards, input: f"--image-record {shlex.quote(input.image)}" if PULLS else "",
             sample=lambda wildcards: f"--sample {sample_number(wildcards.sample)} --samples {SAMPLES}",
             # names the harness's containers: each sample its own (sample 1 as with one sample)

@@ -13,7 +13,7 @@ if PULLS:
             f"{RUN}/logs/images.log",
         localrule: True
         params:
-            settings=IMAGE_ARGUMENTS,
+            settings=lambda wildcards: IMAGE_ARGUMENTS,
         shell:
             "python -m scripts.images plan --instances {input.instances:q} --index {input.index:q}"
             " --run-dir {RUN:q} --out {output:q} {params.settings} 2> >(tee {log:q} >&2)"
@@ -33,7 +33,7 @@ if PULLS:
             pulls=1,
         params:
             # the image's name is made from these: another source is another image, evaluated again
-            source=IMAGE_SOURCE,
+            source=lambda wildcards: IMAGE_SOURCE,  # a function: the template's braces are no wildcards
             settings=snakemake_patches.untracked(
                 f"--min-free-disk-gb {config['min_free_disk_gb']} --pull-wait {config['pull_wait']}", SNAKEMAKE_PATCHES
             ),

@@ -309,13 +309,14 @@ def wait_turn(ledger, registry, name, max_wait, log, clock=time.time, sleep=time
 
 
 def mark_done(ledger, name, at_least):
-    """Mark the ledger's entry of name's pull done (a pull whose manifest was read)."""
+    """Mark the ledger's entry of name's pull done, at the time it ended: the registry counted it at some time
+    between its start and its end, so the run's window of pulls frees no sooner than the registry's."""
     with locked(ledger):
         lines = Path(ledger).read_text(encoding="utf-8").splitlines()
         entries = [json.loads(line) for line in lines]
         for entry in reversed(entries):
             if entry["image"] == name and not entry["done"] and entry["at"] >= at_least:
-                entry["done"] = True
+                entry.update(done=True, at=time.time())
                 break
         write_json_lines(ledger, entries)
 

@@ -52,7 +52,8 @@ def run_stages(run_dir):
     instances = run_dir / "instances"
     given = summary.get("mode") == "predictions" or any(instances.glob("*/given_patch.sha256"))
     evaluated = (summary.get("evaluation", "none") != "none" or (run_dir / "evaluation.json").is_file()
-                 or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log")))
+                 or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log"))
+                 or (run_dir / "images" / "plan.json").is_file())  # the pulls of the images ahead of it
     skipped = {}
     if not any(instances.glob("*/repair.json")):
         skipped["repair"] = "no repair stage (provider gold or replay, or repair_attempts=0), or not reached"

@@ -44,7 +44,7 @@ class PacedRegistry(LoopbackServer):
                             return self.send(429, {"Content-Type": "application/json",
                                                    "ratelimit-limit": f"{limit};w={window}",
                                                    "ratelimit-remaining": f"0;w={window}"},
-                                             json.dumps(self.TOO_MANY).encode(), method)
+                                             json.dumps(registry.TOO_MANY).encode(), method)
                         registry.pulls.append((now, repository))
                         recent.append((now, repository))
                     extra = {"ratelimit-limit": f"{limit};w={window}",
