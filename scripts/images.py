@@ -308,7 +308,7 @@ def wait_turn(ledger, registry, name, max_wait, log, clock=time.time, sleep=time
         sleep(wait)
 
 
-def mark_done(ledger, name, at_least):
+def mark_done(ledger, name, at_least, ended=None):
     """Mark the ledger's entry of name's pull done, at the time it ended: the registry counted it at some time
     between its start and its end, so the run's window of pulls frees no sooner than the registry's."""
     with locked(ledger):
@@ -316,7 +316,7 @@ def mark_done(ledger, name, at_least):
         entries = [json.loads(line) for line in lines]
         for entry in reversed(entries):
             if entry["image"] == name and not entry["done"] and entry["at"] >= at_least:
-                entry.update(done=True, at=time.time())
+                entry.update(done=True, at=ended or time.time())
                 break
         write_json_lines(ledger, entries)
 
@@ -401,11 +401,14 @@ def pull_stage(row, settings, run_dir, out):
 # --- the plan ---
 
 def plan(rows, settings, run_dir, client=None):
-    """What the run's pulls are: the images to pull (not on the daemon yet), their download size where the
-    registry tells it, the free disk, and the registry's limit and how long the pulls take at it."""
+    """What the run's pulls are: the images of the instances not pulled yet (no image.json) that the daemon does
+    not have, their download size where the registry tells it, the free disk, and the registry's limit and how
+    long the pulls take at it."""
     import docker
 
     client = client or docker.from_env(timeout=60)
+    # an instance whose image.json is written has had its pull: a rerun pulls only the others
+    rows = [row for row in rows if not os.path.exists(f"{run_dir}/instances/{row['instance_id']}/{RECORD}")]
     names = sorted({image_name(row, settings) for row in rows})
     to_pull = [name for name in names if local_image(client, name) is None]
     registries = {}

@@ -9,11 +9,11 @@ import sys
 import time
 
 import pytest
+from test_evaluate_docker import serve_registry
 
 import swebench_images as images
 from conftest import PROJECT, jobs_run, snakemake, write_rows
 from loopback import LoopbackServer, QuietHandler
-from test_evaluate_docker import serve_registry
 
 IDS = ["psf__requests-90011", "psf__requests-90012", "psf__requests-90013"]
 EPOCH_STYLE = "epoch-research/swe-bench.eval.{arch}.{id}:latest"
@@ -152,7 +152,7 @@ def test_pulls_say_their_plan_keep_the_registry_pace_and_an_epoch_template_names
     # never more pulls than the registry allows in its window, none refused, and the third waited for its turn
     assert len(paced.pulls) == 3 and not paced.refused and paced.most_in_a_window(12) == 2
     assert any("waiting" in (run / "logs" / i / "pull.log").read_text() for i in IDS)
-    for row, name in zip(rows, names):
+    for row, name in zip(rows, names, strict=True):
         record = json.loads((run / "instances" / row["instance_id"] / "image.json").read_text())
         assert record["image"] == name and record["pulled"] and record["digest"].startswith("sha256:")
         assert status(run, row["instance_id"]) == "resolved"
