@@ -1,6 +1,6 @@
 # The instance images, pulled ahead of their evaluations (evaluation=docker with prebuilt images): first the
-# plan of the pulls, said once per run, then one pull job per instance, at the registry's pace and while the
-# disk keeps min_free_disk_gb (scripts/images.py). `--resources pulls=N` bounds the pulls at once.
+# plan of the pulls, said once per run (scripts/images.py), then one pull job per instance (scripts/evaluate.py),
+# at the registry's pace and while the disk keeps min_free_disk_gb. `--resources pulls=N` bounds the pulls at once.
 if PULLS:
 
     rule pull_plan:
@@ -38,5 +38,5 @@ if PULLS:
                 f"--min-free-disk-gb {config['min_free_disk_gb']} --pull-wait {config['pull_wait']}", SNAKEMAKE_PATCHES
             ),
         shell:
-            "python -m scripts.images pull --instances {input.instances:q} --index {input.index:q} --id {wildcards.id:q}"
+            "python -m scripts.evaluate pull --instances {input.instances:q} --index {input.index:q} --id {wildcards.id:q}"
             " --run-dir {RUN:q} {params.source} {params.settings} --out {output:q} > {log:q} 2>&1"

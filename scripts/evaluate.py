@@ -33,6 +33,7 @@ from scripts import images
 from scripts.common import (
     fault_line,
     find_jsonl_row,
+    now,
     read_json,
     read_jsonl,
     read_row,
@@ -325,6 +326,53 @@ def pull(client, image):
         raise fault(found[0] if found else "network", f"pulling {image}: {message}") from e
 
 
+def pull_image(client, name, image_settings, run_dir, log):
+    """images.pull_image with this module's pull; its stops and the registry API's errors as the EvaluationFault
+    of their cause."""
+    import requests
+
+    try:
+        return images.pull_image(client, name, image_settings, run_dir, log, pull)
+    except images.PullStopped as e:
+        raise fault(e.cause, str(e)) from e
+    except requests.RequestException as e:  # the registry's API, before the daemon's pull
+        raise fault("network", f"asking {images.split(name)[0]} about {name}: {e}") from e
+
+
+def check_disk(client, min_free_gb, what):
+    try:
+        images.check_disk(client, min_free_gb, 0, what)
+    except images.PullStopped as e:
+        raise fault(e.cause, str(e)) from e
+
+
+def pull_stage(row, settings, run_dir, out):
+    """Pull the row's image and write its record to out; a fault fails the job with its cause and writes nothing.
+    What it does goes to stdout (the job's log)."""
+    import docker
+
+    def log(message):
+        print(f"{now()} {row['instance_id']}: {message}", flush=True)
+
+    try:
+        name = images.image_name(row, settings)
+    except images.ImageError as e:
+        sys.exit(f"pull {row['instance_id']}: {e}")
+    try:
+        try:
+            client = docker.from_env(timeout=600)
+        except docker.errors.DockerException as e:
+            raise fault("docker_daemon", str(e)) from e
+        image, pulled = pull_image(client, name, settings, run_dir, log)
+    except EvaluationFault as e:  # the last line of the log, which scripts.status reads
+        sys.exit(f"pull {row['instance_id']}: {name} not pulled; nothing written; a plain rerun retries it.\n"
+                 f"{fault_line(e.cause, e)}")
+    previous = read_json(out) if os.path.exists(out) else None
+    entry = images.record(image, name, pulled or bool(previous and previous["image"] == name and previous["pulled"]))
+    write_json_atomic(out, entry)
+    log(f"{name}: {'pulled' if pulled else 'already here'}, {entry['size_bytes'] / 1e9:.2f} GB, {entry['digest']}")
+
+
 def carries_eval_script(row, image="prebuilt"):
     """Whether row is evaluated as harness 5.x does, with its own eval_script and log_parser (the
     hub's rows carry them, with an image): unless images are to be built here (no image name),
@@ -431,8 +479,8 @@ def run_docker(row, prediction, harness_run, timeout, image_settings, keep_image
     except (docker.errors.DockerException, requests.RequestException) as e:
         raise fault("docker_daemon", str(e)) from e
     if name and not image_was_there:  # removed by the clean-up after another evaluation of it: pulled again
-        images.pull_image(client, name, image_settings, run_dir or str(logs.parents[2]), print)
-    images.check_disk(client, image_settings["min_free_disk_gb"], 0, f"the evaluation of {row['instance_id']}")
+        pull_image(client, name, image_settings, run_dir or str(logs.parents[2]), print)
+    check_disk(client, image_settings["min_free_disk_gb"], f"the evaluation of {row['instance_id']}")
     with scratch_directory(logs.parent) as scratch:
         try:
             if name is None:  # built here, as the harness's own run does before run_instance
@@ -628,6 +676,13 @@ def main(argv=None):
     one.add_argument("--keep-images", action="store_true")
     one.add_argument("--dataset", help="the run's dataset (sb-cli: gives the subset)")
     one.add_argument("--split", default="test")
+    pulled = commands.add_parser("pull", help="pull one instance's image ahead of its evaluation")
+    pulled.add_argument("--instances", required=True)
+    pulled.add_argument("--index", required=True)
+    pulled.add_argument("--id", required=True)
+    pulled.add_argument("--run-dir", required=True)
+    pulled.add_argument("--out", required=True)
+    images.settings_arguments(pulled)
     merged = commands.add_parser("merge", help="merge the instances' reports into evaluation.json")
     merged.add_argument("--instances", required=True)
     merged.add_argument("--predictions", required=True)
@@ -637,6 +692,9 @@ def main(argv=None):
     merged.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
+    if args.command == "pull":
+        pull_stage(read_row(args.instances, args.index, args.id), images.settings_of(args), args.run_dir, args.out)
+        return
     if args.command == "merge":
         rows = read_jsonl(args.instances)
         # with allow_partial, an instance whose evaluation failed on a fault has no evaluation yet

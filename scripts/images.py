@@ -3,9 +3,10 @@
 `image_name(row, settings)` is the one place that names an instance's image: from the setting image_source
 (a preset or a template) or, in its short form, image_namespace. `plan` says before the pulls how many images
 a run pulls, their size where the registry tells it, the free disk and how long the pulls take at the
-registry's limit. `pull` pulls one instance's image ahead of its evaluation and writes its image.json
-(the name, digest, size, and whether this run pulled it): at the registry's pace, read from its
-`ratelimit-limit` / `ratelimit-remaining` headers, and only while the disk keeps min_free_disk_gb.
+registry's limit. `pull_image` pulls one image (for scripts/evaluate.py's pull stage, which writes the
+instance's image.json, and its evaluations): at the registry's pace, read from its `ratelimit-limit` /
+`ratelimit-remaining` headers, and only while the disk keeps min_free_disk_gb. `release_image` removes it
+once no evaluation of the run needs it.
 """
 import argparse
 import contextlib
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.common import fault_line, now, read_json, read_row, sample_folder, write_json_atomic
+from scripts.common import now, read_json, read_jsonl, sample_folder, write_json_atomic
 
 # The image sources that have a name: Docker Hub's images, named as the harness names them, and Epoch AI's
 # re-layered ones on GitHub's registry (the same environments, with layers shared between instances).
@@ -46,6 +47,15 @@ REQUEST_TIMEOUT = 30
 
 class ImageError(Exception):
     """A setting or a row that names no image; its text says how to fix it."""
+
+
+class PullStopped(Exception):
+    """A pull that does not start: `cause` is the cause of scripts.evaluate's ENDINGS (out_of_disk,
+    registry_rate_limit), a fault of the machinery that a rerun retries."""
+
+    def __init__(self, cause, message):
+        super().__init__(message)
+        self.cause = cause
 
 
 # --- names ---
@@ -233,13 +243,11 @@ def free_disk_gb(client):
 
 
 def check_disk(client, min_free_gb, needed_bytes, what):
-    """Raise the out_of_disk fault when what (a pull, an evaluation) would leave less than min_free_gb."""
-    from scripts.evaluate import fault
-
+    """Raise PullStopped (out_of_disk) when what (a pull, an evaluation) would leave less than min_free_gb."""
     free = free_disk_gb(client)
     needed = (needed_bytes or 0) / 1e9
     if free is not None and free - needed < min_free_gb:
-        raise fault("out_of_disk", f"{what} stopped before it started: {free:.1f} GB are free"
+        raise PullStopped("out_of_disk", f"{what} stopped before it started: {free:.1f} GB are free"
                     + (f", it needs {needed:.1f} GB" if needed else "") + f", and min_free_disk_gb={min_free_gb} "
                     "are to stay free; evaluations remove the images they are done with (keep_images=false)")
 
@@ -283,15 +291,13 @@ def turn(entries, limit, window, remaining, at):
 
 def wait_turn(ledger, registry, name, max_wait, log, clock=time.time, sleep=time.sleep):
     """Wait for the registry's pace and reserve one pull in the ledger; its entry's index, to mark it done.
-    Raise the registry_rate_limit fault when the wait would be longer than max_wait."""
-    from scripts.evaluate import fault
-
+    Raise PullStopped (registry_rate_limit) when the wait would be longer than max_wait."""
     client = Registry(registry)
     while True:
         with locked(ledger):
             said = client.head(name)
             if said["status"] == 429:
-                raise fault("registry_rate_limit", f"toomanyrequests: the registry refused a HEAD of {name} (429)")
+                raise PullStopped("registry_rate_limit", f"toomanyrequests: the registry refused a HEAD of {name} (429)")
             at = clock()
             entries = ledger_entries(ledger, registry)
             wait = turn(entries, said["limit"], said["window"], said["remaining"], at)
@@ -301,7 +307,7 @@ def wait_turn(ledger, registry, name, max_wait, log, clock=time.time, sleep=time
                 return said
         if wait is None or wait > max_wait:
             after = "" if wait is None else f" ({math.ceil(wait)} s from now)"
-            raise fault("registry_rate_limit", f"pull rate limit: {registry} allows {said['limit']} pulls per "
+            raise PullStopped("registry_rate_limit", f"pull rate limit: {registry} allows {said['limit']} pulls per "
                         f"{said['window']} s and {said['remaining']} remain; the next pull of {name} could start "
                         f"later{after} than pull_wait={max_wait} s allows")
         log(f"the registry allows {said['limit']} pulls per {said['window']} s: waiting {wait:.1f} s")
@@ -338,11 +344,9 @@ def local_image(client, name):
         return None
 
 
-def pull_image(client, name, settings, run_dir, log):
-    """Pull name at the registry's pace, unless the daemon has it; (the image, whether it was pulled here).
-    Raise the EvaluationFault of a full disk, a registry's limit or a failed pull."""
-    from scripts.evaluate import pull
-
+def pull_image(client, name, settings, run_dir, log, pull):
+    """Pull name with pull(client, name) at the registry's pace, unless the daemon has it; (the image, whether it
+    was pulled here). Raise PullStopped for a disk too full or a registry's limit."""
     image = local_image(client, name)
     if image is not None:
         return image, False
@@ -363,39 +367,6 @@ def record(image, name, pulled):
     digests = [d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if "@" in d]
     return {"image": name, "id": image.id, "digest": digests[0] if digests else None,
             "size_bytes": image.attrs.get("Size"), "pulled": pulled, "at": now()}
-
-
-def pull_stage(row, settings, run_dir, out):
-    """Pull the row's image and write its record to out; a fault fails the job with its cause and writes nothing.
-    What it does goes to stdout (the job's log)."""
-    import docker
-    import requests
-
-    from scripts.evaluate import EvaluationFault, fault
-
-    def log(message):
-        print(f"{now()} {row['instance_id']}: {message}", flush=True)
-
-    try:
-        name = image_name(row, settings)
-    except ImageError as e:
-        sys.exit(f"pull {row['instance_id']}: {e}")
-    try:
-        try:
-            client = docker.from_env(timeout=600)
-        except docker.errors.DockerException as e:
-            raise fault("docker_daemon", str(e)) from e
-        try:
-            image, pulled = pull_image(client, name, settings, run_dir, log)
-        except requests.RequestException as e:  # the registry's API, before the daemon's pull
-            raise fault("network", f"asking {split(name)[0]} about {name}: {e}") from e
-    except EvaluationFault as e:  # the last line of the log, which scripts.status reads
-        sys.exit(f"pull {row['instance_id']}: {name} not pulled; nothing written; a plain rerun retries it.\n"
-                 f"{fault_line(e.cause, e)}")
-    previous = read_json(out) if os.path.exists(out) else None
-    entry = record(image, name, pulled or bool(previous and previous["image"] == name and previous["pulled"]))
-    write_json_atomic(out, entry)
-    log(f"{name}: {'pulled' if pulled else 'already here'}, {entry['size_bytes'] / 1e9:.2f} GB, {entry['digest']}")
 
 
 # --- the plan ---
@@ -534,22 +505,14 @@ def settings_of(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    one = commands.add_parser("pull", help="pull one instance's image")
-    planned = commands.add_parser("plan", help="say what the run's pulls are")
-    for command in (one, planned):
-        command.add_argument("--instances", required=True)
-        command.add_argument("--index", required=True)
-        command.add_argument("--run-dir", required=True)
-        command.add_argument("--out", required=True)
-        settings_arguments(command)
-    one.add_argument("--id", required=True)
+    planned = commands.add_parser("plan", help="say what the run's pulls are (each is `scripts.evaluate pull`)")
+    planned.add_argument("--instances", required=True)
+    planned.add_argument("--index", required=True)
+    planned.add_argument("--run-dir", required=True)
+    planned.add_argument("--out", required=True)
+    settings_arguments(planned)
     args = parser.parse_args(argv)
     settings = settings_of(args)
-    if args.command == "pull":
-        pull_stage(read_row(args.instances, args.index, args.id), settings, args.run_dir, args.out)
-        return
-    from scripts.common import read_jsonl
-
     record_ = plan(read_jsonl(args.instances), settings, args.run_dir)
     print(describe(record_), file=sys.stderr)
     write_json_atomic(args.out, record_)

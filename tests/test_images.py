@@ -75,15 +75,13 @@ def test_a_pull_waits_for_its_turn_in_the_window():
 
 @pytest.mark.unit
 def test_waiting_past_pull_wait_is_a_rate_limit_fault(tmp_path, monkeypatch):
-    from scripts.evaluate import EvaluationFault
-
     said = {"status": 200, "digest": None, "limit": 1, "window": 3600, "remaining": 1, "retry_after": None}
     monkeypatch.setattr(images.Registry, "__init__", lambda self, registry: None)
     monkeypatch.setattr(images.Registry, "head", lambda self, name: said)
     ledger = tmp_path / "pulls.jsonl"
     waits = []
     images.wait_turn(ledger, "r.example", "r.example/a:latest", 60, print, clock=lambda: 1000.0, sleep=waits.append)
-    with pytest.raises(EvaluationFault) as e:  # the one pull of the hour is taken, by us
+    with pytest.raises(images.PullStopped) as e:  # the one pull of the hour is taken, by us
         images.wait_turn(ledger, "r.example", "r.example/b:latest", 60, print, clock=lambda: 1001.0,
                          sleep=waits.append)
     assert e.value.cause == "registry_rate_limit" and "(3599 s from now)" in str(e.value) and waits == []
