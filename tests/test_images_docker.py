@@ -36,13 +36,19 @@ def pushed(tmp_path_factory, registry_ports):
     rows = [images.row(i, base_commit) for i in IDS]
     with serve_registry(storage, port):
         for row in rows:
-            for name in (f"127.0.0.1:{port}/" + EPOCH_STYLE.format(arch="x86_64", id=row["instance_id"]),
-                         images.instance_image(row, f"127.0.0.1:{port}/swebench")):
-                client.images.get(tag).tag(*name.rsplit(":", 1))
+            # an image of its own per instance (the testbed's layers, a label of its own), so that the daemon reads
+            # each one's manifest from the registry rather than from its own store
+            container = client.containers.create(tag, command="true")
+            own = container.commit(changes=f"LABEL instance={row['instance_id']}")
+            container.remove()
+            names = [f"127.0.0.1:{port}/" + EPOCH_STYLE.format(arch="x86_64", id=row["instance_id"]),
+                     images.instance_image(row, f"127.0.0.1:{port}/swebench")]
+            for name in names:
+                own.tag(*name.rsplit(":", 1))
                 errors = [line["error"] for line in client.images.push(*name.rsplit(":", 1), stream=True, decode=True)
                           if "error" in line]
                 assert not errors, errors
-                client.images.remove(name)
+            client.images.remove(own.id, force=True)
         yield storage, port, rows
 
 
