@@ -368,7 +368,11 @@ def pull_stage(row, settings, run_dir, out):
         sys.exit(f"pull {row['instance_id']}: {name} not pulled; nothing written; a plain rerun retries it.\n"
                  f"{fault_line(e.cause, e)}")
     previous = read_json(out) if os.path.exists(out) else None
-    entry = images.record(image, name, pulled or bool(previous and previous["image"] == name and previous["pulled"]))
+    # pulled by this run, earlier, or by another run beside it (a model of several): the workflow's to remove
+    earlier = ([previous] if previous else []) + [
+        read_json(folder / "instances" / row["instance_id"] / images.RECORD)
+        for folder in images.other_runs(run_dir, row["instance_id"], name)]
+    entry = images.record(image, name, pulled or any(e["image"] == name and e["pulled"] for e in earlier))
     write_json_atomic(out, entry)
     log(f"{name}: {'pulled' if pulled else 'already here'}, {entry['size_bytes'] / 1e9:.2f} GB, {entry['digest']}")
 
@@ -559,7 +563,7 @@ def run_sbcli(prediction, subset, split, cloud_run, api_key, logs, previous_subm
 
 
 def evaluate_instance(backend, row, prediction, logs, harness_run, timeout, image_settings=None, keep_images=False,
-                      subset=None, split=None, api_key=None, recorded=False):
+                      subset=None, split=None, api_key=None, recorded=False, run_dir=None):
     """The instance's report record; its logs go to the folder `logs`."""
     instance_id = row["instance_id"]
     previous = _read_optional(logs / "submission.json")
@@ -573,7 +577,7 @@ def evaluate_instance(backend, row, prediction, logs, harness_run, timeout, imag
         name = images.image_name(row, image_settings)
         known = use_row_grading(row) if carries_eval_script(row, name) else _known_environment(row)
         status, reason, verdict = known or run_docker(row, prediction, harness_run, timeout, image_settings,
-                                                      keep_images, logs, recorded=recorded)
+                                                      keep_images, logs, run_dir, recorded)
     elif backend == "modal":
         status, reason, verdict = _known_environment(row) or run_modal(row, prediction, harness_run, timeout, logs)
     else:
@@ -718,7 +722,8 @@ def main(argv=None):
         subset = sbcli_subset(args.dataset, args.split) if args.backend == "sb-cli" else None
         record = evaluate_instance(args.backend, row, prediction, out.parent / LOGS, harness_run, args.timeout,
                                    images.settings_of(args), args.keep_images, subset, args.split,
-                                   os.environ.get("SWEBENCH_API_KEY"), recorded=bool(args.image_record))
+                                   os.environ.get("SWEBENCH_API_KEY"), recorded=bool(args.image_record),
+                                   run_dir=str(Path(args.image_record).parents[2]) if args.image_record else None)
     except PreflightError as e:
         sys.exit(f"evaluate {args.id}: {e}")
     except EvaluationFault as e:  # the last line of the log, which scripts.status reads

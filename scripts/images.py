@@ -450,15 +450,33 @@ def duration(seconds):
 
 # --- clean-up ---
 
+def other_runs(run_dir, instance_id, name):
+    """The other run folders beside run_dir (results/*: the models of a run of several, other runs) whose
+    pull of the instance recorded the image name."""
+    runs = []
+    for folder in sorted(Path(run_dir).parent.iterdir()):
+        record_path = folder / "instances" / instance_id / RECORD
+        if folder != Path(run_dir) and record_path.is_file() and read_json(record_path)["image"] == name:
+            runs.append(folder)
+    return runs
+
+
 def pending_users(name, instance_id, sample, samples, run_dir, ids, settings):
     """The evaluations (instance, sample) other than this one that still need the image name: their
-    evaluation.json is not written yet."""
+    evaluation.json is not written yet. Of this run: the instance's samples, and the instances that share the
+    image; of the other runs beside it that pulled it for the instance: their first sample and the others begun."""
     others = [instance_id]
     if not names_each_instance(settings):  # images that instances may share
         others += [i for i in ids if i != instance_id and os.path.exists(f"{run_dir}/instances/{i}/{RECORD}")
                    and read_json(f"{run_dir}/instances/{i}/{RECORD}")["image"] == name]
-    return [(i, s) for i in others for s in range(1, samples + 1) if (i, s) != (instance_id, sample)
-            and not os.path.exists(f"{run_dir}/instances/{i}/{sample_folder(s)}evaluation.json")]
+    waiting = [(i, s) for i in others for s in range(1, samples + 1) if (i, s) != (instance_id, sample)
+               and not os.path.exists(f"{run_dir}/instances/{i}/{sample_folder(s)}evaluation.json")]
+    for folder in other_runs(run_dir, instance_id, name):
+        instance = folder / "instances" / instance_id
+        begun = [instance] + sorted((instance / "samples").glob("*"))
+        waiting += [(f"{folder.name}:{instance_id}", where.name) for where in begun
+                    if not (where / "evaluation.json").is_file()]
+    return waiting
 
 
 def release_image(record_path, index, instance_id, sample, samples, settings, log):

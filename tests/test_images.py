@@ -134,3 +134,20 @@ def test_an_image_is_removed_only_when_no_evaluation_still_needs_it(tmp_path):
     assert images.pending_users("x", "a__b-1", 1, 1, str(run), ids, shared) == [("a__b-2", 1)]
     (run / "instances" / "a__b-2" / "evaluation.json").write_text("{}")
     assert images.pending_users("x", "a__b-1", 1, 1, str(run), ids, shared) == []
+
+
+@pytest.mark.unit
+def test_another_run_that_pulled_the_image_for_the_instance_keeps_it(tmp_path):
+    """The models of a run of several each have a run folder, and pull the same images."""
+    first, second = tmp_path / "results" / "openai-a", tmp_path / "results" / "openai-b"
+    for run in (first, second):
+        (run / "instances" / "a__b-1").mkdir(parents=True)
+        (run / "instances" / "a__b-1" / "image.json").write_text(json.dumps({"image": "x", "pulled": True}))
+    each = {"image_source": "epoch"}
+    assert images.pending_users("x", "a__b-1", 1, 1, str(first), [], each) == [("openai-b:a__b-1", "a__b-1")]
+    (second / "instances" / "a__b-1" / "evaluation.json").write_text("{}")
+    assert images.pending_users("x", "a__b-1", 1, 1, str(first), [], each) == []
+    # a run whose pull recorded another image does not keep this one
+    (second / "instances" / "a__b-1" / "evaluation.json").unlink()
+    (second / "instances" / "a__b-1" / "image.json").write_text(json.dumps({"image": "y", "pulled": True}))
+    assert images.pending_users("x", "a__b-1", 1, 1, str(first), [], each) == []
