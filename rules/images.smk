@@ -13,10 +13,11 @@ if PULLS:
             f"{RUN}/logs/images.log",
         localrule: True
         params:
+            run_dir=RUN,
             settings=lambda wildcards: IMAGE_ARGUMENTS,
         shell:
             "python -m scripts.images plan --instances {input.instances:q} --index {input.index:q}"
-            " --run-dir {RUN:q} --out {output:q} {params.settings} 2> >(tee {log:q} >&2)"
+            " --run-dir {params.run_dir:q} --out {output:q} {params.settings} 2> >(tee {log:q} >&2)"
 
     rule pull:
         input:
@@ -32,6 +33,7 @@ if PULLS:
         resources:
             pulls=1,
         params:
+            run_dir=RUN,
             # the image's name is made from these: another source is another image, evaluated again
             source=lambda wildcards: IMAGE_SOURCE,  # a function: the template's braces are no wildcards
             settings=snakemake_patches.untracked(
@@ -39,4 +41,4 @@ if PULLS:
             ),
         shell:
             "python -m scripts.evaluate pull --instances {input.instances:q} --index {input.index:q} --id {wildcards.id:q}"
-            " --run-dir {RUN:q} {params.source} {params.settings} --out {output:q} > {log:q} 2>&1"
+            " --run-dir {params.run_dir:q} {params.source} {params.settings} --out {output:q} > {log:q} 2>&1"
