@@ -151,3 +151,54 @@ def test_another_run_that_pulled_the_image_for_the_instance_keeps_it(tmp_path):
     (second / "instances" / "a__b-1" / "evaluation.json").unlink()
     (second / "instances" / "a__b-1" / "image.json").write_text(json.dumps({"image": "y", "pulled": True}))
     assert images.pending_users("x", "a__b-1", 1, 1, str(first), [], each) == []
+
+
+@pytest.mark.unit
+def test_the_head_of_a_manifest_logs_in_as_docker_login_did_and_reads_the_limit(tmp_path, monkeypatch):
+    """A registry that answers 401 with a bearer challenge (as Docker Hub does): the token is asked from its
+    realm with the login `docker login` stored, and the HEAD's rate-limit headers are read."""
+    import base64
+
+    from loopback import LoopbackServer, QuietHandler
+
+    asked = []
+
+    class Handler(QuietHandler):
+        def do_GET(self):
+            asked.append((self.path, self.headers.get("Authorization")))
+            if self.path.startswith("/token?"):
+                good = self.headers.get("Authorization") == "Basic " + base64.b64encode(b"me:secret").decode()
+                body = json.dumps({"token": "t0k"} if good else {"details": "incorrect username or password"})
+                self.send_response(200 if good else 401)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+        def do_HEAD(self):
+            asked.append((self.path, self.headers.get("Authorization")))
+            if self.headers.get("Authorization") != "Bearer t0k":
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", f'Bearer realm="http://127.0.0.1:{port}/token",'
+                                 'service="registry.example",scope="repository:ns/img:pull"')
+            else:
+                self.send_response(200)
+                self.send_header("Docker-Content-Digest", "sha256:abc")
+                self.send_header("ratelimit-limit", "200;w=21600")
+                self.send_header("ratelimit-remaining", "199;w=21600")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with LoopbackServer(Handler) as server:
+        port = server.httpd.server_address[1]
+        registry = f"127.0.0.1:{port}"
+        (tmp_path / "config.json").write_text(json.dumps(
+            {"auths": {registry: {"auth": base64.b64encode(b"me:secret").decode()}}}))
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+        said = images.Registry(registry).head(f"{registry}/ns/img:latest")
+        assert said == {"status": 200, "digest": "sha256:abc", "limit": 200, "window": 21600, "remaining": 199,
+                        "retry_after": None}
+        assert asked[1][0] == "/token?service=registry.example&scope=repository%3Ans%2Fimg%3Apull"
+        # without a login: the token is refused, and so is the HEAD
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
+        with pytest.raises(Exception, match="401"):
+            images.Registry(registry).head(f"{registry}/ns/img:latest")
