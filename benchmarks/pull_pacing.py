@@ -3,7 +3,8 @@
 N SWE-bench-shaped instance images (tests/swebench_images.py builds the one they are tags of, which needs a Docker
 daemon and debootstrap) are pushed to a loopback docker-registry, behind the tests' stand-in of Docker Hub's rate
 limit (tests/registries.py: `ratelimit-limit: L;w=W`, a 429 for a pull beyond it). The real snakemake then runs the
-pulls alone (`--until pull`, `--resources pulls=P`) and the stand-in records when each pull reached it. Prints, for
+pulls alone (each instance's image.json as the target, `--resources pulls=P`) and the stand-in records when each
+pull reached it. Prints, for
 each pull, its time from the first; the most pulls in any window of W seconds (at most L when the pace holds); the
 429s; and the least time the limit allows (the first L at once, then L per window), against the time taken. With
 --figure, draws the pulls over time against the allowed rate.
@@ -50,24 +51,28 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         with serve_registry(tmp / "registry", backend):
-            for row in rows:
+            for row in rows:  # an image of its own each (a label), whose manifest the daemon has not seen
                 name = f"127.0.0.1:{backend}/" + TEMPLATE.format(arch="x86_64", id=row["instance_id"])
-                client.images.get(tag).tag(*name.rsplit(":", 1))
+                container = client.containers.create(tag, command="true")
+                own = container.commit(changes=f"LABEL instance={row['instance_id']}")
+                container.remove()
+                own.tag(*name.rsplit(":", 1))
                 for _ in client.images.push(*name.rsplit(":", 1), stream=True, decode=True):
                     pass
-                client.images.remove(name)
+                client.images.remove(own.id, force=True)
             (tmp / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             (tmp / "preds.jsonl").write_text("".join(json.dumps({"instance_id": r["instance_id"], "model_name_or_path": "m",
                                                                   "model_patch": images.GOLD_PATCH}) + "\n" for r in rows))
             with PacedRegistry(port, backend, args.limit, args.window) as paced:
                 started = time.time()
-                subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"),
-                                "--directory", str(tmp), "--cores", "2", "--until", "pull", "--resources",
-                                f"pulls={args.pulls}", "--config", f"dataset={tmp / 'rows.jsonl'}",
+                subprocess.run([sys.executable, "-m", "snakemake",
+                                *[f"results/bench/instances/{row['instance_id']}/image.json" for row in rows],
+                                "--snakefile", str(PROJECT / "Snakefile"), "--directory", str(tmp), "--cores", "2",
+                                "--resources", f"pulls={args.pulls}", "--config", "run_id=bench", f"dataset={tmp / 'rows.jsonl'}",
                                 f"predictions={tmp / 'preds.jsonl'}", "evaluation=docker", "min_free_disk_gb=0",
                                 f"image_source=127.0.0.1:{port}/{TEMPLATE}"], check=True, capture_output=True)
                 taken = time.time() - started
-        for row in rows:  # the pulled images: --until pull evaluates none, so none was removed
+        for row in rows:  # the pulled images: no evaluation ran, so none was removed
             name = f"127.0.0.1:{port}/" + TEMPLATE.format(arch="x86_64", id=row["instance_id"])
             if images.image_exists(client, name):
                 client.images.remove(name)
@@ -88,7 +93,7 @@ def main():
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.step(offsets, range(1, len(offsets) + 1), where="post", label="pulls (the registry's count)")
         edge = [0]
-        while edge[-1] < offsets[-1] + args.window:
+        while edge[-1] <= offsets[-1]:
             edge.append(edge[-1] + args.window)
         ax.step(edge, [min(args.limit * (i + 1), args.instances) for i in range(len(edge))], where="post",
                 linestyle="--", label=f"allowed: {args.limit} per {args.window} s")
