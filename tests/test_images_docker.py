@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import swebench_images as images
-from conftest import PROJECT, jobs_run, snakemake, write_rows
+from conftest import PROJECT, assert_valid, jobs_run, snakemake, write_rows
 from registries import PacedRegistry, serve_registry
 
 IDS = ["psf__requests-90011", "psf__requests-90012", "psf__requests-90013"]
@@ -93,6 +93,7 @@ def test_pulls_say_their_plan_keep_the_registry_pace_and_an_epoch_template_names
     for row, name in zip(rows, names, strict=True):
         record = json.loads((run / "instances" / row["instance_id"] / "image.json").read_text())
         assert record["image"] == name and record["pulled"] and record["digest"].startswith("sha256:")
+        assert_valid(record, "image")
         assert status(run, row["instance_id"]) == "resolved"
         assert not images.image_exists(images.client(), name)  # removed once its evaluation was done
     assert sorted(jobs_run(result)).count("pull") == 3
@@ -165,6 +166,9 @@ def test_pulls_stop_before_the_disk_fills_and_nothing_evaluated_is_lost(tmp_path
     assert failed.returncode != 0
     assert "size not told" not in failed.stderr and "GB to download (1 of 1 sized)" in failed.stderr
     assert "The downloads alone would leave less than min_free_disk_gb" in failed.stderr
+    plan = json.loads((run / "images" / "plan.json").read_text())
+    assert_valid(plan, "image_plan")
+    assert plan["to_pull"] == 1 and plan["registries"][0]["sized"] == 1 and plan["registries"][0]["limit"] is None
     second = rows[1]["instance_id"]
     last = (run / "logs" / second / "pull.log").read_text().strip().splitlines()[-1]
     assert last.startswith("infrastructure fault: out_of_disk: ") and "stopped before it started: 5.0 GB" in last, last
