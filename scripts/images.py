@@ -509,7 +509,7 @@ def release_image(record_path, index, instance_id, sample, samples, settings, lo
 
 def settings_arguments(parser):
     parser.add_argument("--image-source", default="")
-    parser.add_argument("--namespace", default="", help="image namespace; empty to build images locally")
+    parser.add_argument("--namespace", default="swebench", help="image namespace; empty to build images locally")
     parser.add_argument("--arch", default="x86_64", choices=ARCHES)
     parser.add_argument("--min-free-disk-gb", type=float, default=0)
     parser.add_argument("--pull-wait", type=float, default=900)
