@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.common import now, read_json, read_jsonl, sample_folder, write_json_atomic
+from scripts.common import now, read_json, read_jsonl, sample_folder, write_json_atomic, write_jsonl_atomic
 
 # The image sources that have a name: Docker Hub's images, named as the harness names them, and Epoch AI's
 # re-layered ones on GitHub's registry (the same environments, with layers shared between instances).
@@ -324,13 +324,7 @@ def mark_done(ledger, name, at_least, ended=None):
             if entry["image"] == name and not entry["done"] and entry["at"] >= at_least:
                 entry.update(done=True, at=ended or time.time())
                 break
-        write_json_lines(ledger, entries)
-
-
-def write_json_lines(path, entries):
-    from scripts.common import write_jsonl_atomic
-
-    write_jsonl_atomic(path, entries)
+        write_jsonl_atomic(ledger, entries)
 
 
 # --- one instance's pull ---
