@@ -32,6 +32,7 @@ else:
     include: "rules/patch.smk"
     include: "rules/repair.smk"
     include: "rules/predictions.smk"
+    include: "rules/images.smk"
     include: "rules/evaluate.smk"
     include: "rules/summary.smk"
     include: "rules/figures.smk"

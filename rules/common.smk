@@ -3,7 +3,7 @@ import functools
 import os
 import sys
 
-from scripts.common import infrastructure_fault, read_json, read_jsonl
+from scripts.common import read_json, read_jsonl, stage_fault
 
 
 def selected_ids():
@@ -71,7 +71,7 @@ def merged_reports(wildcards, sample=None):
         for i in merged_ids(folder)
         if not config["allow_partial"]
         or os.path.exists(f"{RUN}/instances/{i}/{folder}evaluation.json")
-        or not infrastructure_fault(f"{RUN}/logs/{i}/{folder}evaluate.log")
+        or not stage_fault(RUN, i, "evaluate", folder)
     ]
     return [f"{RUN}/instances/{i}/{folder}evaluation.json" for i in ids]
 

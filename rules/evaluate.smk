@@ -31,8 +31,10 @@ if config["evaluation"] != "none":
             # Every job reads its prediction from the merged file, which is rewritten whenever
             # any patch changes: ancient() keeps that from re-evaluating every instance. What
             # re-evaluates one instance is its own patch: patch.diff, or given_patch.sha256.
+            **({"image": f"{RUN}/instances/{{id}}/image.json"} if PULLS else {}),
             predictions=ancient(f"{RUN}/{{sample}}predictions.jsonl"),
             patch=f"{RUN}/instances/{{id}}/{{sample}}{'given_patch.sha256' if config['predictions'] else PATCH}",
+            # the instance's image, pulled ahead (rules/images.smk)
         output:
             f"{RUN}/instances/{{id}}/{{sample}}evaluation.json",
         log:
@@ -41,7 +43,10 @@ if config["evaluation"] != "none":
             docker=1 if config["evaluation"] == "docker" else 0,
         params:
             backend=config["evaluation"],
-            image_namespace=config["image_namespace"] or "",
+            # the image: another source is another evaluation
+            source=lambda wildcards: IMAGE_SOURCE,  # a function: the template's braces are no wildcards
+            image_record=lambda wildcards, input: f"--image-record {shlex.quote(input.image)}" if PULLS else "",
+            sample=lambda wildcards: f"--sample {sample_number(wildcards.sample)} --samples {SAMPLES}",
             # names the harness's containers: each sample its own (sample 1 as with one sample)
             run_id=lambda wildcards: DERIVED["run_id"]
             + (f".s{sample_number(wildcards.sample)}" if wildcards.sample else ""),
@@ -49,13 +54,14 @@ if config["evaluation"] != "none":
             settings=snakemake_patches.untracked(
                 f"--timeout {config['eval_timeout']}"
                 + (" --keep-images" if config["keep_images"] else "")
+                + f" --min-free-disk-gb {config['min_free_disk_gb']} --pull-wait {config['pull_wait']}"
                 + f" --dataset {shlex.quote(config['dataset'])} --split {shlex.quote(config['split'])}",
                 SNAKEMAKE_PATCHES,
             ),
         shell:
             "python -m scripts.evaluate instance --backend {params.backend} --instances {input.instances:q}"
             " --index {input.index:q} --predictions {input.predictions:q} --id {wildcards.id:q}"
-            " --run-id {params.run_id:q} --namespace={params.image_namespace:q} {params.settings}"
+            " --run-id {params.run_id:q} {params.source} {params.image_record} {params.sample} {params.settings}"
             " --out {output:q} > {log:q} 2>&1"
 
     rule evaluation:

@@ -11,7 +11,7 @@ include: "config.smk"
 from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
 from scripts.common import sample_number
 from scripts.costs import price_for
-from scripts import snakemake_patches
+from scripts import images, snakemake_patches
 
 # A model's module of a run of several models (rules/models.smk): its number, the run folder that makes the
 # selection, contexts and prompts, and every model's ledger (max_cost holds across them).
@@ -78,6 +78,15 @@ ESTIMATE = (
     is not None
     else None
 )
+
+# Where the instance images come from (scripts/images.py): with prebuilt images, each is pulled by a job of its own
+# ahead of its evaluation (rules/images.smk); the arguments that name it, and those of the pulls.
+PULLS = config["evaluation"] == "docker" and images.template(config) is not None
+IMAGE_SOURCE = (
+    f"--image-source={shlex.quote(config['image_source'] or '')}"
+    f" --namespace={shlex.quote(config['image_namespace'] or '')} --arch {config['image_arch']}"
+)
+IMAGE_ARGUMENTS = f"{IMAGE_SOURCE} --min-free-disk-gb {config['min_free_disk_gb']} --pull-wait {config['pull_wait']}"
 
 # With batch=true, the batch job's mark that every instance still without an answer was asked (rules/batch.smk).
 BATCH_DONE = (

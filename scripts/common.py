@@ -146,6 +146,16 @@ def infrastructure_fault(log):
     return cause, message
 
 
+def stage_fault(run_dir, instance_id, stage, sample=""):
+    """infrastructure_fault of the stage's latest log of the instance; for evaluate, its image's pull's too
+    (logs/<id>/pull.log, a stage of its own that runs ahead of the evaluation), whichever was written last."""
+    logs = [Path(run_dir) / "logs" / instance_id / f"{sample}{stage}.log"]
+    if stage == "evaluate":
+        logs.append(Path(run_dir) / "logs" / instance_id / "pull.log")
+    logs = sorted((log for log in logs if log.is_file()), key=lambda log: log.stat().st_mtime_ns)
+    return infrastructure_fault(logs[-1]) if logs else None
+
+
 def sample_folder(sample):
     """Where sample s of an instance (or of the merged files) lives, relative to its folder: sample 1
     where a run with one sample keeps it, sample s in samples/<s>/."""

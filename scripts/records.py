@@ -4,7 +4,7 @@ answers cut off by a smaller output limit). Read by the status command, the run'
 import time
 from pathlib import Path
 
-from scripts.common import infrastructure_fault, read_json, sample_folder, set_aside
+from scripts.common import read_json, sample_folder, set_aside, stage_fault
 from scripts.evaluate import FIXES as EVALUATION_FIXES
 
 # each stage's file in instances/<id>/
@@ -52,7 +52,8 @@ def run_stages(run_dir):
     instances = run_dir / "instances"
     given = summary.get("mode") == "predictions" or any(instances.glob("*/given_patch.sha256"))
     evaluated = (summary.get("evaluation", "none") != "none" or (run_dir / "evaluation.json").is_file()
-                 or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log")))
+                 or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log"))
+                 or (run_dir / "images" / "plan.json").is_file())  # the pulls of the images ahead of it
     skipped = {}
     if not any(instances.glob("*/repair.json")):
         skipped["repair"] = "no repair stage (provider gold or replay, or repair_attempts=0), or not reached"
@@ -161,8 +162,7 @@ def failure_causes(run_dir, instance_ids):
         for instance_id in instance_ids:
             status = instance_status(run_dir, instance_id, own, sample)
             stage = next((stage for stage, s in status.items() if s[0] == "to do"), None)
-            log = run_dir / "logs" / instance_id / sample_folder(sample) / f"{stage}.log"
-            fault = stage and infrastructure_fault(log)
+            fault = stage and stage_fault(run_dir, instance_id, stage, sample_folder(sample))
             if fault:
                 count, message, failed = causes.get(fault[0], (0, fault[1], []))
                 causes[fault[0]] = (count + 1, message, failed + [(instance_id, sample)])

@@ -6,7 +6,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from scripts import costs, providers
+from scripts import costs, images, providers
 from scripts.providers import ASK, DEFAULT_MODELS, KEY_VARIABLES
 
 DATASET_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -152,6 +152,10 @@ def check(config):
                           f"leave samples at 1, or {way}")
     if config["prompt_template"]:
         _require_file(config["prompt_template"], "prompt_template", "a YAML prompt template")
+    try:
+        images.check_template(config)
+    except images.ImageError as e:
+        raise ConfigError(str(e)) from None
     if config["retrieval_dataset"] and is_dataset_path(config["retrieval_dataset"]):
         _require_file(config["retrieval_dataset"], "retrieval_dataset",
                       "a .parquet, .jsonl or .json file with instance_id and text")

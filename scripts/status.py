@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from scripts import costs
-from scripts.common import infrastructure_fault, read_jsonl
+from scripts.common import read_jsonl, stage_fault
 from scripts.predictions import not_diffs
 from scripts.records import (
     STAGE_FILES,
@@ -90,7 +90,11 @@ def run_status(run_dir):
         first_to_do = next((stage for stage, s in status.items() if s[0] == "to do"), None)
         if first_to_do:
             log = run_dir / "logs" / instance_id / f"{first_to_do}.log"
-            fault = infrastructure_fault(log)
+            pull_log = run_dir / "logs" / instance_id / "pull.log"
+            if first_to_do == "evaluate" and pull_log.is_file() and (
+                    not log.is_file() or pull_log.stat().st_mtime_ns > log.stat().st_mtime_ns):
+                log = pull_log  # the image's pull, ahead of the evaluation
+            fault = stage_fault(run_dir, instance_id, first_to_do)
             if fault:
                 faults.append((instance_id, first_to_do, fault[0], f"a rerun retries it; {log}: {fault[1][:200]}"))
             else:

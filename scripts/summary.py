@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from scripts import compare, costs
-from scripts.common import infrastructure_fault, read_json, read_jsonl, write_json_atomic, write_text_atomic
+from scripts.common import read_json, read_jsonl, stage_fault, write_json_atomic, write_text_atomic
 from scripts.predictions import not_diffs
 
 LATENCY_PERCENTILES = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
@@ -51,7 +51,7 @@ def missing_files(rows, records, run_dir, generated, evaluated):
         first = next(((stage, name) for stage, name, present in stages if not present), None)
         if first:
             missing.append({"instance_id": row["instance_id"], "stage": first[0], "file": str(folder / f"{first[1]}.json")})
-            fault = infrastructure_fault(Path(run_dir) / "logs" / row["instance_id"] / f"{first[0]}.log")
+            fault = stage_fault(run_dir, row["instance_id"], first[0])
             if fault:
                 missing[-1]["infrastructure_fault"] = fault[0]
     return missing
