@@ -12,7 +12,7 @@ import docker
 import pytest
 import real_instances
 
-from scripts.evaluate import qualified
+from scripts.images import qualified
 
 import swebench_images
 from conftest import DATA, LITE_TEST, jobs_run, read_rows, snakemake, write_rows
