@@ -59,9 +59,17 @@ wildcard_constraints:
     sample=r"(samples/([2-9]|[1-9][0-9]+)/)?",
 
 
-# The files of each instance, in the order of its stages.
-INSTANCE_FILES = ["context.json", "prompt.json", "response.json", "patch.diff", "patch.json"]
-INSTANCE_FILES += ["repair.diff", "repair.json"] if REPAIR_ATTEMPTS else []
+# agent=<config>: an agent's trajectory in place of context, prompt and generate (rules/agent.smk).
+AGENT = config["agent"] if config["provider"] in MODEL_PROVIDERS and not config["predictions"] else None
+
+# The files of each instance, in the order of its stages, and those that each sample has of its own.
+if AGENT:
+    INSTANCE_FILES = ["trajectory.json", "response.json", "patch.diff", "patch.json"]
+    SAMPLE_FILES = INSTANCE_FILES
+else:
+    INSTANCE_FILES = ["context.json", "prompt.json", "response.json", "patch.diff", "patch.json"]
+    INSTANCE_FILES += ["repair.diff", "repair.json"] if REPAIR_ATTEMPTS else []
+    SAMPLE_FILES = INSTANCE_FILES[2:]
 
 # The cost estimate, which every request waits for. Only for a model with a price: for one without (a
 # local server) it could stop nothing, and requests start while other prompts are still being built.
@@ -69,6 +77,7 @@ ESTIMATE = (
     f"{RUN}/estimate.json"
     if config["provider"] in MODEL_PROVIDERS
     and not config["predictions"]
+    and not AGENT
     and price_for(
         config["provider"], MODEL, DERIVED["api"]["prices"], config["batch"], DERIVED["api"]["database_prices"]
     )
@@ -79,7 +88,7 @@ ESTIMATE = (
 # With batch=true, the batch job's mark that every instance still without an answer was asked (rules/batch.smk).
 BATCH_DONE = (
     f"{RUN}/batch/done.json"
-    if config["batch"] and config["provider"] in MODEL_PROVIDERS and not config["predictions"]
+    if config["batch"] and config["provider"] in MODEL_PROVIDERS and not config["predictions"] and not AGENT
     else None
 )
 
@@ -138,3 +147,21 @@ def repair_settings(sample):
 def batch_settings():
     """What the batch job (rules/batch.smk) reads from the config, besides its instances."""
     return {"provider": config["provider"], "model": MODEL, "settings": DERIVED["api"], "poll_s": config["batch_poll"]}
+
+
+def agent_settings(sample):
+    """What an agent job reads from the config ({sample}: "" or samples/<s>/)."""
+    return {
+        **generate_settings(sample),
+        "agent": {
+            "config": AGENT,
+            "limits": {
+                "step_limit": config["agent_step_limit"],
+                "cost_limit": config["agent_cost_limit"],
+                "wall_time_limit_seconds": config["agent_wall_time_limit"],
+            },
+            "engine": config["agent_engine"],
+            "namespace": config["image_namespace"] or None,
+            "run_id": DERIVED["run_id"],
+        },
+    }

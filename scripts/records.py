@@ -9,7 +9,8 @@ from scripts.evaluate import FIXES as EVALUATION_FIXES
 
 # each stage's file in instances/<id>/
 STAGE_FILES = {"context": "context.json", "prompt": "prompt.json", "generate": "response.json",
-               "patch": "patch.json", "repair": "repair.json", "evaluate": "evaluation.json"}
+               "agent": "trajectory.json", "patch": "patch.json", "repair": "repair.json",
+               "evaluate": "evaluation.json"}
 VERDICTS = ("resolved", "unresolved")
 # the fix of each cause of a fault line written by a stage other than evaluate (whose causes are scripts/evaluate.py's)
 FIXES = {
@@ -35,6 +36,8 @@ def read_record(path):
 
 def failure_reason(stage, record):
     """Why the stage's record is a permanent failure; None when the stage is done."""
+    if stage == "agent" and record.get("info", {}).get("exit_status") != "Submitted":
+        return record.get("info", {}).get("exit_status") or "failed"
     if stage == "generate" and record.get("status") == "failed":
         return record.get("failure_reason") or "failed"
     if stage in ("patch", "repair") and record.get("status") != "valid":
@@ -54,6 +57,11 @@ def run_stages(run_dir):
     evaluated = (summary.get("evaluation", "none") != "none" or (run_dir / "evaluation.json").is_file()
                  or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log")))
     skipped = {}
+    info = read_record(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    if "agent" in info.get("stages", ()):
+        skipped.update(dict.fromkeys(["context", "prompt", "generate"], "an agent run: its trajectory instead"))
+    else:
+        skipped["agent"] = "not an agent run"
     if not any(instances.glob("*/repair.json")):
         skipped["repair"] = "no repair stage (provider gold or replay, or repair_attempts=0), or not reached"
     if given:

@@ -85,8 +85,9 @@ def record_answer_settings(config, environ, run_dir, write):
 def write_run_info(config, run_dir, repair):
     """run.json: the stages of the run, its budget and its samples."""
     asks = not config["predictions"]
-    stages = {"context": asks, "prompt": asks, "generate": asks, "patch": asks, "repair": repair and asks,
-              "evaluate": config["evaluation"] != "none"}
+    agent = asks and bool(config.get("agent")) and config["provider"] in ASK
+    stages = {"context": asks and not agent, "prompt": asks and not agent, "generate": asks and not agent,
+              "agent": agent, "patch": asks, "repair": repair and asks, "evaluate": config["evaluation"] != "none"}
     write_json_atomic(f"{run_dir}/run.json", {"stages": [stage for stage, used in stages.items() if used],
                                               "max_cost": config.get("max_cost"), "samples": config["samples"]})
 
