@@ -363,7 +363,7 @@ def run_agent(row, provider, model, settings, agent, partial, log):
     env_config = {k: v for k, v in config.get("environment", {}).items() if k != "environment_class"}
     env = Container(container_name(agent["run_id"], row["instance_id"], settings.get("sample", 1)),
                     **{**env_config, "image": image, "executable": engine})
-    started = time.monotonic()
+    started, started_at = time.monotonic(), now()
     try:
         model_config = {k: v for k, v in config.get("model", {}).items()
                         if k in ("observation_template", "format_error_template")}
@@ -393,7 +393,9 @@ def run_agent(row, provider, model, settings, agent, partial, log):
         "cost_usd": round(loop.cost, 8) if project_model.budget.price else None,
         "price_per_million": project_model.budget.price, "max_output_tokens": providers.output_limit(
             provider, model, settings), "latency_s": round(time.monotonic() - started, 3),
-        "attempts": [], "dropped_context_files": [], "dropped_parameters": [],
+        # the job's one attempt (each step's own retries are in the log)
+        "attempts": [{"started_at": started_at, "latency_s": round(time.monotonic() - started, 3), "error": None,
+                      "status": None, "wait_s": 0.0}], "dropped_context_files": [], "dropped_parameters": [],
         "agent": {"exit_status": info.get("exit_status"), "steps": loop.n_calls, "config": agent["config"]},
         "created_at": now()}
     return record, trajectory

@@ -22,12 +22,16 @@ MESSAGES_PARAMS = {"model", "messages", "max_tokens", "system", "metadata", "sto
                    "tools", "tool_choice", "service_tier"}
 
 
-def submit_steps(fix_patch, test_command, files):
-    """The steps of an agent that looks around, writes a fix (a patch applied with git), runs the failing test,
-    writes patch.txt and submits, as mini-swe-agent's swebench config asks."""
+def apply_command(patch):
+    return f"git apply <<'EOF'\n{patch}EOF"
+
+
+def submit_steps(fix_command, test_command, files):
+    """The steps of an agent that looks around, writes a fix (fix_command), runs the failing test, writes patch.txt
+    and submits, as mini-swe-agent's swebench config asks."""
     return [
         ["git status --short && ls", "git log --oneline -1"],
-        [f"git apply <<'EOF'\n{fix_patch}EOF"],
+        [fix_command],
         [test_command],
         [f"git diff -- {' '.join(files)} > patch.txt"],
         ["echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT && cat patch.txt"],
@@ -160,7 +164,7 @@ class AgentServer(LoopbackServer):
                 if anthropic:
                     content = [{"type": "text", "text": thought}] + [
                         {"type": "tool_use", "id": i.replace("call", "toolu"), "name": name, "input": args}
-                        for i, (name, args) in zip(ids, calls)]
+                        for i, (name, args) in zip(ids, calls, strict=True)]
                     payload = {"id": f"msg_{step}", "type": "message", "role": "assistant", "model": body["model"],
                                "content": content, "stop_reason": "tool_use" if calls else "end_turn",
                                "stop_sequence": None,
@@ -169,7 +173,7 @@ class AgentServer(LoopbackServer):
                 else:
                     message = {"role": "assistant", "content": thought, "refusal": None, "annotations": [],
                                **({"tool_calls": [{"id": i, "type": "function", "function": {
-                                   "name": name, "arguments": json.dumps(args)}} for i, (name, args) in zip(ids, calls)]}
+                                   "name": name, "arguments": json.dumps(args)}} for i, (name, args) in zip(ids, calls, strict=True)]}
                                   if calls else {})}
                     payload = {"id": f"chatcmpl-{step}", "object": "chat.completion", "created": int(time.time()),
                                "model": body["model"],

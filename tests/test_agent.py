@@ -1,0 +1,198 @@
+"""agent=swebench: mini-swe-agent's loop in the instance's real image, its model asked through the project's clients
+(the real openai and anthropic libraries) at the scripted loopback server of tests/agent_server.py, run by the real
+snakemake. The images are the real psf/requests instance images of tests/real_instances.py."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import docker
+import pytest
+import real_instances
+from agent_server import AgentServer, apply_command, submit_steps
+
+from conftest import LITE_TEST, PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
+
+INSTANCE = "psf__requests-863"
+TEST = "python -m pytest tests/test_requests.py -x -q -k hook 2>&1 | tail -3"
+FIXED = ["requests/models.py"]
+PRICE = "prices={m: {input: 1.0, output: 2.0}}"  # USD per million tokens
+pytestmark = [pytest.mark.real_instances, pytest.mark.docker, pytest.mark.workflow, pytest.mark.timeout(1200)]
+
+
+@pytest.fixture(scope="module")
+def row(tmp_path_factory):
+    """The row of INSTANCE, its real instance image built where the daemon lacks it."""
+    found = [r for r in read_rows(LITE_TEST) if r["instance_id"] == INSTANCE][0]
+    real_instances.ensure_instances(docker.from_env(timeout=3600), [found], tmp_path_factory.mktemp("mirrors"))
+    return found
+
+
+# a change of requests/models.py that breaks it (any change resolves this row: its FAIL_TO_PASS tests fail at the
+# base commit on the test patch's account, not on the issue's)
+WRONG_FIX = "printf 'raise ImportError(1)\\n' >> requests/models.py"
+
+
+def agent_run(tmp_path, server, rows, *extra, env=None, check=True, popen=False):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    config = ["--config", f"dataset={dataset}", "provider=openai", "model=m", f"base_url={server.url}/v1",
+              "agent=swebench", PRICE, "provider_prices=false", *extra]
+    env = {"OPENAI_API_KEY": "sk-agent-test-key", **(env or {})}
+    if popen:  # the same command as conftest.snakemake, left running
+        command = [sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"), "--directory",
+                   str(tmp_path), "--cores", "2", "--logger-swebench-jobs", *config]
+        full = {k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}
+        full.update(SWEBENCH_EVALUATION="none", SWEBENCH_APPLY_CHECK="false", **env)
+        return subprocess.Popen(command, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    return snakemake(tmp_path, *config, env=env, check=check)
+
+
+def folder(tmp_path, run="openai-m"):
+    return tmp_path / "results" / run / "instances" / INSTANCE
+
+
+def answered_steps(server):
+    return sorted(r["step"] for r in server.requests_for(INSTANCE) if r["answered"])
+
+
+def containers(name_part):
+    return [c.name for c in docker.from_env().containers.list(all=True) if name_part in c.name]
+
+
+@pytest.mark.parametrize("fix, verdict", [("right", "resolved"), ("wrong", "unresolved")])
+@pytest.mark.usefixtures("row")
+def test_an_agent_run_is_evaluated_by_the_harness(tmp_path, row, fix, verdict):
+    steps = submit_steps(apply_command(row["patch"]) if fix == "right" else WRONG_FIX, TEST, FIXED)
+    with AgentServer({INSTANCE: steps}, [row]) as server:
+        result = agent_run(tmp_path, server, [row], "evaluation=docker", "min_free_disk_gb=1", "eval_timeout=600")
+    assert jobs_run(result).count("agent") == 1
+    here = folder(tmp_path)
+    evaluation = json.loads((here / "evaluation.json").read_text())
+    assert evaluation["status"] == verdict
+    trajectory = json.loads((here / "trajectory.json").read_text())
+    assert trajectory["trajectory_format"] == "mini-swe-agent-1.1"
+    assert trajectory["info"]["exit_status"] == "Submitted"
+    assert "register_hook" in trajectory["info"]["submission"]
+    assert_valid(trajectory, "agent")
+    response = json.loads((here / "response.json").read_text())
+    assert_valid(response, "response")
+    assert response["agent"] == {"exit_status": "Submitted", "steps": 5, "config": "swebench"}
+    prediction = json.loads((tmp_path / "results" / "openai-m" / "predictions.jsonl").read_text().splitlines()[0])
+    assert "a/requests/models.py" in prediction["model_patch"]
+    assert answered_steps(server) == [0, 1, 2, 3, 4]
+    # the messages mini-swe-agent's own model sends with this config: its system and instance templates, its bash
+    # tool, parallel tool calls, and tool messages that answer each call with its observation template
+    first, last = server.requests[0]["body"], server.requests[-1]["body"]
+    from minisweagent.models.utils.actions_toolcall import BASH_TOOL
+
+    assert first["tools"] == [BASH_TOOL] and first["parallel_tool_calls"] is True
+    assert [m["role"] for m in first["messages"]] == ["system", "user"]
+    assert first["messages"][0]["content"].startswith("You are a helpful assistant that can interact with a computer")
+    assert "<pr_description>" in first["messages"][1]["content"] and row["problem_statement"][:100] in \
+        first["messages"][1]["content"]
+    tool = [m for m in last["messages"] if m["role"] == "tool"][-1]
+    assert tool["tool_call_id"] == "call_3_0" and tool["content"].startswith("<returncode>0</returncode>\n<output>")
+    assert all("extra" not in m for m in last["messages"])
+    # no key in any file of the run
+    for path in (tmp_path / "results").rglob("*"):
+        assert not path.is_file() or b"sk-agent-test-key" not in path.read_bytes(), path
+    assert not containers(f"-{INSTANCE}-s1")  # removed when the job ended
+
+
+@pytest.mark.usefixtures("row")
+def test_a_killed_agent_resumes_from_its_last_step_without_asking_again(tmp_path, row):
+    steps = submit_steps(apply_command(row["patch"]), TEST, FIXED)
+    steps.insert(2, ["sleep 30"])  # step 3: a long command, during which snakemake is killed
+    with AgentServer({INSTANCE: steps}, [row]) as server:
+        partial = folder(tmp_path) / "agent.partial.json"
+        process = agent_run(tmp_path, server, [row], popen=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not (partial.exists() and json.loads(partial.read_text())["n_calls"] == 3):
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+            time.sleep(1)  # the command of step 3 runs
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        assert answered_steps(server) == [0, 1, 2]
+        assert not (folder(tmp_path) / "trajectory.json").exists()
+        assert containers(f"-{INSTANCE}-s1")  # the killed job's container is still there
+        saved = json.loads(partial.read_text())
+        assert saved["messages"][-1]["role"] == "assistant" and "register_hook" in saved["diff"]
+        agent_run(tmp_path, server, [row], "--rerun-incomplete")
+        assert answered_steps(server) == [0, 1, 2, 3, 4, 5]  # every step asked once
+        # an uninterrupted run of the same script, for its diff
+        agent_run(tmp_path / "whole", server, [row])
+    resumed = json.loads((folder(tmp_path) / "response.json").read_text())
+    whole = json.loads((folder(tmp_path / "whole") / "response.json").read_text())
+    assert resumed["answer"] == whole["answer"] and "register_hook" in resumed["answer"]
+    trajectory = json.loads((folder(tmp_path) / "trajectory.json").read_text())
+    assert trajectory["info"]["exit_status"] == "Submitted" and trajectory["info"]["model_stats"]["api_calls"] == 6
+    assert [m["role"] for m in trajectory["messages"]] == [
+        m["role"] for m in json.loads((folder(tmp_path / "whole") / "trajectory.json").read_text())["messages"]]
+    assert not partial.exists()
+    assert not containers(f"-{INSTANCE}-s1")  # the stale one removed by the rerun, its own when it ended
+
+
+@pytest.mark.usefixtures("row")
+def test_max_cost_stops_an_agent_mid_trajectory_and_a_higher_one_goes_on(tmp_path, row):
+    with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
+        stopped = agent_run(tmp_path, server, [row], "max_cost=0.05", "max_output_tokens=8000", check=False)
+        assert stopped.returncode != 0
+        asked = answered_steps(server)
+        assert 1 <= len(asked) < 5 and len(server.requests_for(INSTANCE)) == len(asked)  # none sent past it
+        ledger = [json.loads(line) for line in (tmp_path / "results/openai-m/spend.jsonl").read_text().splitlines()]
+        assert ledger[-1]["state"] == "refused"
+        partial = json.loads((folder(tmp_path) / "agent.partial.json").read_text())
+        assert partial["n_calls"] == len(asked)
+        assert not (folder(tmp_path) / "trajectory.json").exists()
+        assert "The budget max_cost=0.05 USD stopped the run" in stopped.stderr
+        agent_run(tmp_path, server, [row], "max_cost=1", "max_output_tokens=8000")
+        assert answered_steps(server) == [0, 1, 2, 3, 4]
+    assert json.loads((folder(tmp_path) / "trajectory.json").read_text())["info"]["exit_status"] == "Submitted"
+
+
+@pytest.mark.usefixtures("row")
+def test_the_step_limit_and_repeated_format_errors_are_the_agents_result(tmp_path, row):
+    script = {INSTANCE: [["echo one"], [apply_command(row["patch"])], ["echo three"]]}
+    with AgentServer(script, [row]) as server:
+        result = agent_run(tmp_path, server, [row], "agent_step_limit=2")
+        assert jobs_run(result).count("patch") == 1
+        assert answered_steps(server) == [0, 1]
+    trajectory = json.loads((folder(tmp_path) / "trajectory.json").read_text())
+    assert trajectory["info"]["exit_status"] == "LimitsExceeded"
+    patch = json.loads((folder(tmp_path) / "patch.json").read_text())
+    assert patch["status"] == "valid" and patch["files"] == FIXED  # the diff it left goes on
+
+    with AgentServer({INSTANCE: ["no_tool_call", "unknown_tool", "no_tool_call"]}, [row]) as server:
+        agent_run(tmp_path / "format", server, [row])
+        assert answered_steps(server) == [0, 1, 2]
+        third = server.requests[2]["body"]["messages"]
+    trajectory = json.loads((folder(tmp_path / "format") / "trajectory.json").read_text())
+    assert trajectory["info"]["exit_status"] == "RepeatedFormatError"
+    # mini-swe-agent's format error messages go back to the model as user messages
+    assert [m["role"] for m in third] == ["system", "user", "user", "user"]
+    assert "No tool calls found in the response" in third[2]["content"]
+    assert "Unknown tool 'python'" in third[3]["content"]
+    patch = json.loads((folder(tmp_path / "format") / "patch.json").read_text())
+    assert patch["reason"] == "empty_answer"
+
+
+@pytest.mark.usefixtures("row")
+def test_anthropic_messages_carry_the_same_conversation(tmp_path, row):
+    with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
+        dataset = write_rows(tmp_path / "rows.jsonl", [row])
+        snakemake(tmp_path, "--config", f"dataset={dataset}", "provider=anthropic", "model=m",
+                  f"base_url={server.url}", "agent=swebench", PRICE, "provider_prices=false",
+                  env={"ANTHROPIC_API_KEY": "sk-ant-test"})
+        assert answered_steps(server) == [0, 1, 2, 3, 4]
+        last = server.requests[-1]["body"]
+    assert last["system"].startswith("You are a helpful assistant") and last["tools"][0]["name"] == "bash"
+    assert last["messages"][-1]["content"][0]["type"] == "tool_result"
+    response = json.loads((folder(tmp_path, "anthropic-m") / "response.json").read_text())
+    assert "register_hook" in response["answer"] and response["agent"]["exit_status"] == "Submitted"
+
