@@ -23,16 +23,22 @@ pytestmark = [pytest.mark.real_instances, pytest.mark.docker, pytest.mark.workfl
 
 
 @pytest.fixture(scope="module")
-def row(tmp_path_factory):
-    """The row of INSTANCE, its real instance image built where the daemon lacks it."""
-    found = [r for r in read_rows(LITE_TEST) if r["instance_id"] == INSTANCE][0]
-    real_instances.ensure_instances(docker.from_env(timeout=3600), [found], tmp_path_factory.mktemp("mirrors"))
+def rows(tmp_path_factory):
+    """The rows of INSTANCE and EVALUATED, their real instance images built where the daemon lacks them."""
+    found = {r["instance_id"]: r for r in read_rows(LITE_TEST) if r["instance_id"] in (INSTANCE, EVALUATED)}
+    real_instances.ensure_instances(docker.from_env(timeout=3600), list(found.values()),
+                                    tmp_path_factory.mktemp("mirrors"))
     return found
 
 
-# a change of requests/models.py that breaks it (any change resolves this row: its FAIL_TO_PASS tests fail at the
-# base commit on the test patch's account, not on the issue's)
-WRONG_FIX = "printf 'raise ImportError(1)\\n' >> requests/models.py"
+@pytest.fixture(scope="module")
+def row(rows):
+    return rows[INSTANCE]
+
+
+# psf__requests-1963's fix is in requests/sessions.py; a change of a comment there fixes nothing
+EVALUATED = "psf__requests-1963"
+COMMENT_FIX = "sed -i 's/            # Release the connection back into the pool./            # Release the connection./' requests/sessions.py"
 
 
 def agent_run(tmp_path, server, rows, *extra, env=None, check=True, popen=False):
@@ -63,26 +69,27 @@ def containers(name_part):
 
 
 @pytest.mark.parametrize("fix, verdict", [("right", "resolved"), ("wrong", "unresolved")])
-@pytest.mark.usefixtures("row")
-def test_an_agent_run_is_evaluated_by_the_harness(tmp_path, row, fix, verdict):
-    steps = submit_steps(apply_command(row["patch"]) if fix == "right" else WRONG_FIX, TEST, FIXED)
-    with AgentServer({INSTANCE: steps}, [row]) as server:
+def test_an_agent_run_is_evaluated_by_the_harness(tmp_path, rows, fix, verdict):
+    row = rows[EVALUATED]
+    steps = submit_steps(apply_command(row["patch"]) if fix == "right" else COMMENT_FIX,
+                         "python -m pytest test_requests.py -x -q -k redirect 2>&1 | tail -3", ["requests/sessions.py"])
+    with AgentServer({EVALUATED: steps}, [row]) as server:
         result = agent_run(tmp_path, server, [row], "evaluation=docker", "min_free_disk_gb=1", "eval_timeout=600")
     assert jobs_run(result).count("agent") == 1
-    here = folder(tmp_path)
+    here = tmp_path / "results" / "openai-m" / "instances" / EVALUATED
     evaluation = json.loads((here / "evaluation.json").read_text())
     assert evaluation["status"] == verdict
     trajectory = json.loads((here / "trajectory.json").read_text())
     assert trajectory["trajectory_format"] == "mini-swe-agent-1.1"
     assert trajectory["info"]["exit_status"] == "Submitted"
-    assert "register_hook" in trajectory["info"]["submission"]
+    assert "requests/sessions.py" in trajectory["info"]["submission"]
     assert_valid(trajectory, "agent")
     response = json.loads((here / "response.json").read_text())
     assert_valid(response, "response")
     assert response["agent"] == {"exit_status": "Submitted", "steps": 5, "config": "swebench"}
     prediction = json.loads((tmp_path / "results" / "openai-m" / "predictions.jsonl").read_text().splitlines()[0])
-    assert "a/requests/models.py" in prediction["model_patch"]
-    assert answered_steps(server) == [0, 1, 2, 3, 4]
+    assert "a/requests/sessions.py" in prediction["model_patch"]
+    assert sorted(r["step"] for r in server.requests if r["answered"]) == [0, 1, 2, 3, 4]
     # the messages mini-swe-agent's own model sends with this config: its system and instance templates, its bash
     # tool, parallel tool calls, and tool messages that answer each call with its observation template
     first, last = server.requests[0]["body"], server.requests[-1]["body"]
@@ -99,7 +106,7 @@ def test_an_agent_run_is_evaluated_by_the_harness(tmp_path, row, fix, verdict):
     # no key in any file of the run
     for path in (tmp_path / "results").rglob("*"):
         assert not path.is_file() or b"sk-agent-test-key" not in path.read_bytes(), path
-    assert not containers(f"-{INSTANCE}-s1")  # removed when the job ended
+    assert not containers(f"-{EVALUATED}-s1")  # removed when the job ended
 
 
 @pytest.mark.usefixtures("row")
