@@ -57,7 +57,7 @@ def before_jobs(config, environ, derived, runs_jobs, dry_run, estimate_path=None
             print(f"{path} was cut off by a smaller output limit: set aside, asked again.", file=sys.stderr)
     if estimate_path:
         estimate_before_jobs(run_dir, index, model, estimate_settings, estimate_path, starts, dry_run)
-    elif asks_model:
+    elif asks_model and not config.get("agent"):  # an agent's steps are not known before it runs
         print(f"No cost estimate: no price is known for model {model}, so requests start as soon as their prompt is "
               "built and their cost is unknown; to have one, give the price with "
               f"--config 'prices={{{model}: {{input: X, output: Y}}}}' (USD per million tokens).", file=sys.stderr)
