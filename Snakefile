@@ -36,7 +36,6 @@ else:
         include: "rules/estimate.smk"
         include: "rules/batch.smk"
         include: "rules/generate.smk"
-
     include: "rules/patch.smk"
     include: "rules/repair.smk"
     include: "rules/predictions.smk"
