@@ -207,3 +207,20 @@ def test_anthropic_messages_carry_the_same_conversation(tmp_path, row):
     response = json.loads((folder(tmp_path, "anthropic-m") / "response.json").read_text())
     assert "register_hook" in response["answer"] and response["agent"]["exit_status"] == "Submitted"
 
+
+
+def test_a_registry_that_refuses_the_image_is_a_fault_and_asks_nothing(tmp_path, row, registry_ports):
+    from test_evaluate_docker import FailingRegistry
+
+    port = registry_ports[1]
+    with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
+        with FailingRegistry(port, 429) as failing:
+            failed = agent_run(tmp_path, server, [row], f"image_namespace=127.0.0.1:{port}/swebench", check=False)
+        assert failed.returncode != 0 and failing.pulls  # the daemon asked, and was refused
+        assert not server.requests  # no model request before the container runs
+    here = folder(tmp_path)
+    assert not (here / "trajectory.json").exists() and not (here / "response.json").exists()
+    log = tmp_path / "results" / "openai-m" / "logs" / INSTANCE / "agent.log"
+    last = log.read_text().strip().splitlines()[-1]
+    assert "infrastructure fault: registry_rate_limit: " in last and "toomanyrequests" in last, last
+    assert "1 instance failed for one cause: registry_rate_limit" in failed.stderr
