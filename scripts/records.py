@@ -58,10 +58,9 @@ def run_stages(run_dir):
                  or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log")))
     skipped = {}
     info = read_record(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
-    if "agent" in info.get("stages", ()):
+    agent = "agent" in info.get("stages", ())
+    if agent:
         skipped.update(dict.fromkeys(["context", "prompt", "generate"], "an agent run: its trajectory instead"))
-    else:
-        skipped["agent"] = "not an agent run"
     if not any(instances.glob("*/repair.json")):
         skipped["repair"] = "no repair stage (provider gold or replay, or repair_attempts=0), or not reached"
     if given:
@@ -69,7 +68,7 @@ def run_stages(run_dir):
     if not evaluated:
         skipped["evaluate"] = ("not part of this run (evaluation=none)" if summary
                                else "no report yet (evaluation=none, or not reached)")
-    return [stage for stage in STAGE_FILES if stage not in skipped], skipped
+    return [stage for stage in STAGE_FILES if stage not in skipped and (agent or stage != "agent")], skipped
 
 
 def instance_status(run_dir, instance_id, stages):

@@ -138,7 +138,7 @@ def check(config):
             if config["predictions"] else ("batch=true", "asks one answer per instance", "set batch=false."))
         raise ConfigError(f"samples={config['samples']} asks each instance several times, but {setting} {takes}: "
                           f"leave samples at 1, or {way}")
-    if config["agent"] and not config["predictions"]:
+    if config.get("agent") and not config["predictions"]:
         check_agent(config)
     if config["prompt_template"]:
         _require_file(config["prompt_template"], "prompt_template", "a YAML prompt template")
@@ -306,7 +306,7 @@ def derived(config):
                 "prompt_cache": asks_model and config["provider"] == "anthropic" and config["prompt_cache"]},
         "repos": {"repo_cache": config["repo_cache"], "repo_url": config["repo_url"]} if config["apply_check"] else None,
         # an agent's diff goes to the predictions as the agent left it: no repair stage
-        "repair_attempts": config["repair_attempts"] if asks_model and not config["agent"] else 0,
+        "repair_attempts": config["repair_attempts"] if asks_model and not config.get("agent") else 0,
     }
 
 
