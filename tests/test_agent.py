@@ -91,6 +91,10 @@ def test_an_agent_run_is_evaluated_by_the_harness(tmp_path, rows, fix, verdict):
     prediction = json.loads((tmp_path / "results" / "openai-m" / "predictions.jsonl").read_text().splitlines()[0])
     assert "a/requests/sessions.py" in prediction["model_patch"]
     assert sorted(r["step"] for r in server.requests if r["answered"]) == [0, 1, 2, 3, 4]
+    summary = json.loads((tmp_path / "results" / "openai-m" / "summary.json").read_text())
+    assert summary["agent"]["exit_statuses"] == {"Submitted": 1} and summary["agent"]["steps"]["p90"] == 5
+    assert summary["agent"]["cost_usd"]["p50"] == response["cost_usd"] > 0
+    assert "- agent: Submitted 1; steps per instance p50 5" in (tmp_path / "results/openai-m/summary.md").read_text()
     # the messages mini-swe-agent's own model sends with this config: its system and instance templates, its bash
     # tool, parallel tool calls, and tool messages that answer each call with its observation template
     first, last = server.requests[0]["body"], server.requests[-1]["body"]
