@@ -27,7 +27,8 @@ from scripts.common import fault_line, instance_log, now, read_json, read_row, w
 # folder when it is imported, and prints a banner: neither is wanted in a run, so it reads an empty folder of
 # its own and stays quiet. Set before the first import of minisweagent.
 os.environ.setdefault("MSWEA_SILENT_STARTUP", "1")
-os.environ.setdefault("MSWEA_GLOBAL_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "swebench-runner-mswea"))
+if "MSWEA_GLOBAL_CONFIG_DIR" not in os.environ:
+    os.environ["MSWEA_GLOBAL_CONFIG_DIR"] = tempfile.mkdtemp(prefix="swebench-runner-mswea-")
 
 from minisweagent.agents.default import DefaultAgent  # noqa: E402
 from minisweagent.config import get_config_from_spec, get_config_path  # noqa: E402

@@ -19,7 +19,13 @@ INSTANCE = "psf__requests-863"
 TEST = "python -m pytest tests/test_requests.py -x -q -k hook 2>&1 | tail -3"
 FIXED = ["requests/models.py"]
 PRICE = "prices={m: {input: 1.0, output: 2.0}}"  # USD per million tokens
-pytestmark = [pytest.mark.real_instances, pytest.mark.docker, pytest.mark.workflow, pytest.mark.timeout(1200)]
+
+
+def real(test):
+    """A test of the real snakemake on a real instance image in Docker."""
+    for mark in (pytest.mark.real_instances, pytest.mark.docker, pytest.mark.workflow, pytest.mark.timeout(1200)):
+        test = mark(test)
+    return test
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +75,7 @@ def containers(name_part):
     return [c.name for c in docker.from_env().containers.list(all=True) if name_part in c.name]
 
 
+@real
 @pytest.mark.parametrize("fix, verdict", [("right", "resolved"), ("wrong", "unresolved")])
 def test_an_agent_run_is_evaluated_by_the_harness(tmp_path, rows, fix, verdict):
     row = rows[EVALUATED]
@@ -114,6 +121,7 @@ def test_an_agent_run_is_evaluated_by_the_harness(tmp_path, rows, fix, verdict):
     assert not containers(f"-{EVALUATED}-s1")  # removed when the job ended
 
 
+@real
 @pytest.mark.usefixtures("row")
 def test_a_killed_agent_resumes_from_its_last_step_without_asking_again(tmp_path, row):
     steps = submit_steps(apply_command(row["patch"]), TEST, FIXED)
@@ -151,6 +159,7 @@ def test_a_killed_agent_resumes_from_its_last_step_without_asking_again(tmp_path
     assert not containers(f"-{INSTANCE}-s1")  # the stale one removed by the rerun, its own when it ended
 
 
+@real
 @pytest.mark.usefixtures("row")
 def test_max_cost_stops_an_agent_mid_trajectory_and_a_higher_one_goes_on(tmp_path, row):
     with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
@@ -171,6 +180,7 @@ def test_max_cost_stops_an_agent_mid_trajectory_and_a_higher_one_goes_on(tmp_pat
     assert json.loads((folder(tmp_path) / "trajectory.json").read_text())["info"]["exit_status"] == "Submitted"
 
 
+@real
 @pytest.mark.usefixtures("row")
 def test_the_step_limit_and_repeated_format_errors_are_the_agents_result(tmp_path, row):
     script = {INSTANCE: [["echo one"], [apply_command(row["patch"])], ["echo three"]]}
@@ -197,6 +207,7 @@ def test_the_step_limit_and_repeated_format_errors_are_the_agents_result(tmp_pat
     assert patch["reason"] == "empty_answer"
 
 
+@real
 @pytest.mark.usefixtures("row")
 def test_anthropic_messages_carry_the_same_conversation(tmp_path, row):
     with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
@@ -213,6 +224,7 @@ def test_anthropic_messages_carry_the_same_conversation(tmp_path, row):
 
 
 
+@real
 def test_a_registry_that_refuses_the_image_is_a_fault_and_asks_nothing(tmp_path, row, registry_ports):
     from test_evaluate_docker import FailingRegistry
 
@@ -228,3 +240,52 @@ def test_a_registry_that_refuses_the_image_is_a_fault_and_asks_nothing(tmp_path,
     last = log.read_text().strip().splitlines()[-1]
     assert "infrastructure fault: registry_rate_limit: " in last and "toomanyrequests" in last, last
     assert "1 instance failed for one cause: registry_rate_limit" in failed.stderr
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("change, message", [
+    ({"provider": "gold"}, "asks a model at every step, and provider=gold asks none"),
+    ({"provider": "openai", "batch": True}, "set batch=false"),
+    ({"provider": "openai", "agent": "no-such-config"}, "agent=no-such-config: no such mini-swe-agent config"),
+])
+def test_a_bad_agent_setting_stops_the_run_before_any_job(tmp_path, change, message):
+    dataset = write_rows(tmp_path / "rows.jsonl", read_rows(LITE_TEST, 1))
+    config = {"dataset": dataset, "agent": "swebench", "provider": "openai", "model": "m", "evaluation": "none"}
+    result = snakemake(tmp_path, "-n", "--config", *(f"{k}={v}" for k, v in {**config, **change}.items()),
+                       check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.unit
+def test_importing_the_agent_stage_loads_no_litellm_and_leaves_home_alone(tmp_path):
+    """mini-swe-agent prints a banner and reads (and makes) a config folder in the user's home when it is imported;
+    the stage keeps both out, and imports no litellm."""
+    code = "import sys, scripts.agent; print(sorted(m for m in ('litellm', 'openai') if m in sys.modules))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MSWEA_", "XDG_"))}
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env={**env, "HOME": str(tmp_path)},
+                            capture_output=True, text=True, check=True)
+    assert result.stdout == "[]\n" and result.stderr == ""
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.unit
+def test_a_chat_conversation_becomes_anthropic_messages_with_tool_blocks():
+    from scripts.providers import anthropic_messages
+
+    calls = [{"id": "c1", "type": "function", "function": {"name": "bash", "arguments": '{"command": "ls"}'}},
+             {"id": "c2", "type": "function", "function": {"name": "bash", "arguments": '{"command": "pwd"}'}}]
+    system, messages = anthropic_messages([
+        {"role": "system", "content": "S"}, {"role": "user", "content": "task"},
+        {"role": "assistant", "content": "thinking", "tool_calls": calls, "extra": {"cost": 1}},
+        {"role": "tool", "tool_call_id": "c1", "content": "a"}, {"role": "tool", "tool_call_id": "c2", "content": "b"},
+        {"role": "user", "content": "format error"}])
+    assert system == "S"
+    assert messages == [
+        {"role": "user", "content": "task"},
+        {"role": "assistant", "content": [{"type": "text", "text": "thinking"},
+                                          {"type": "tool_use", "id": "c1", "name": "bash", "input": {"command": "ls"}},
+                                          {"type": "tool_use", "id": "c2", "name": "bash", "input": {"command": "pwd"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": "a"},
+                                     {"type": "tool_result", "tool_use_id": "c2", "content": "b"}]},
+        {"role": "user", "content": "format error"}]
