@@ -45,7 +45,7 @@ class AgentServer(LoopbackServer):
         self.requests = []  # every request: {"path", "body", "instance_id", "step", "answered"}
         self.lock = threading.Lock()
         self.hold = {}  # instance_id -> threading.Event the answer of a step waits for (step number: the key's)
-        self.faults = {}  # instance_id -> list of faults, one per request ("429", "500")
+        self.faults = {}  # (instance_id, step) -> list of faults, one per request of that step ("429", "500")
         super().__init__(self._handler())
 
     def instance_for(self, text):
@@ -138,7 +138,7 @@ class AgentServer(LoopbackServer):
                           "answered": False, "at": time.monotonic()}
                 with server.lock:
                     server.requests.append(logged)
-                    faults = server.faults.get(instance_id) or []
+                    faults = server.faults.get((instance_id, step)) or []
                     fault = faults.pop(0) if faults else None
                 if problem:
                     message, param = problem if isinstance(problem, tuple) else (problem, None)

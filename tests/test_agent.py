@@ -289,3 +289,52 @@ def test_a_chat_conversation_becomes_anthropic_messages_with_tool_blocks():
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": "a"},
                                      {"type": "tool_result", "tool_use_id": "c2", "content": "b"}]},
         {"role": "user", "content": "format error"}]
+
+
+@real
+def test_a_lost_container_or_provider_is_a_fault_and_the_rerun_resumes(tmp_path, row):
+    steps = submit_steps(apply_command(row["patch"]), TEST, FIXED)
+    steps.insert(2, ["sleep 20"])  # step 3: its container is removed while it runs
+    with AgentServer({INSTANCE: steps}, [row]) as server:
+        partial = folder(tmp_path) / "agent.partial.json"
+        log = tmp_path / "results" / "openai-m" / "logs" / INSTANCE / "agent.log"
+
+        def remove_the_container():
+            deadline = time.monotonic() + 300
+            while not (partial.exists() and json.loads(partial.read_text())["n_calls"] == 3):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            time.sleep(1)
+            for name in containers(f"-{INSTANCE}-s1"):
+                docker.from_env().containers.get(name).remove(force=True)
+
+        import threading
+
+        remover = threading.Thread(target=remove_the_container)
+        remover.start()
+        failed = agent_run(tmp_path, server, [row], check=False)
+        remover.join()
+        assert failed.returncode != 0 and not (folder(tmp_path) / "trajectory.json").exists()
+        assert "infrastructure fault: docker_daemon: " in log.read_text().strip().splitlines()[-1]
+        assert json.loads(partial.read_text())["n_calls"] == 3  # the lost step's answer is kept
+        # the provider fails twice on step 5, the most a job tries: a fault, then the rerun goes on from step 5
+        server.faults[(INSTANCE, 4)] = ["500", "500"]
+        failed = agent_run(tmp_path, server, [row], "max_attempts=2", "retry_backoff=0.01", check=False)
+        assert failed.returncode != 0
+        assert "infrastructure fault: provider_unreachable: " in log.read_text().strip().splitlines()[-1]
+        assert json.loads(partial.read_text())["n_calls"] == 4
+        agent_run(tmp_path, server, [row], "max_attempts=2")
+        assert answered_steps(server) == [0, 1, 2, 3, 4, 5]  # every answer asked once
+        assert [r["step"] for r in server.requests_for(INSTANCE) if not r["answered"]] == [4, 4]
+    trajectory = json.loads((folder(tmp_path) / "trajectory.json").read_text())
+    assert trajectory["info"]["exit_status"] == "Submitted" and "register_hook" in trajectory["info"]["diff"]
+
+
+@real
+def test_the_wall_time_limit_ends_a_trajectory(tmp_path, row):
+    with AgentServer({INSTANCE: [["sleep 3"], ["echo two"]]}, [row]) as server:
+        agent_run(tmp_path, server, [row], "agent_wall_time_limit=2")
+        assert answered_steps(server) == [0]
+    trajectory = json.loads((folder(tmp_path) / "trajectory.json").read_text())
+    assert trajectory["info"]["exit_status"] == "TimeExceeded"
+    assert trajectory["info"]["config"]["agent"]["wall_time_limit_seconds"] == 2
