@@ -3,6 +3,7 @@
 snakemake. The images are the real psf/requests instance images of tests/real_instances.py."""
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -338,3 +339,28 @@ def test_the_wall_time_limit_ends_a_trajectory(tmp_path, row):
     trajectory = json.loads((folder(tmp_path) / "trajectory.json").read_text())
     assert trajectory["info"]["exit_status"] == "TimeExceeded"
     assert trajectory["info"]["config"]["agent"]["wall_time_limit_seconds"] == 2
+
+
+@pytest.mark.podman
+@pytest.mark.real_instances
+@pytest.mark.workflow
+@pytest.mark.timeout(1200)
+def test_podman_runs_the_agents_containers(tmp_path, row):
+    image = "docker.io/swebench/sweb.eval.x86_64.psf_1776_requests-863:latest"
+    if subprocess.run(["podman", "image", "exists", image]).returncode != 0:  # podman's own storage lacks it
+        saved = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
+        subprocess.run(["podman", "load"], input=saved, capture_output=True, check=True)
+    # containers get the limits of this machine (rootful podman's own are more than a container here may set), as
+    # tests/swebench_images.py's podman service gives them
+    nofile, nproc = resource.getrlimit(resource.RLIMIT_NOFILE)[1], min(resource.getrlimit(resource.RLIMIT_NPROC)[1], 16384)
+    conf = tmp_path / "containers.conf"
+    conf.write_text(f'[containers]\ndefault_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n')
+    with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
+        agent_run(tmp_path / "run", server, [row], "agent_engine=podman", env={"CONTAINERS_CONF": str(conf)})
+        assert answered_steps(server) == [0, 1, 2, 3, 4]
+    trajectory = json.loads((folder(tmp_path / "run") / "trajectory.json").read_text())
+    assert trajectory["info"]["exit_status"] == "Submitted" and "register_hook" in trajectory["info"]["diff"]
+    assert trajectory["info"]["config"]["environment"]["executable"] == "podman"
+    names = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
+                           check=True).stdout
+    assert f"-{INSTANCE}-s1" not in names
