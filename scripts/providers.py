@@ -420,7 +420,7 @@ def ask_tools_openai(messages, model, settings, tools, options):
     except (openai.OpenAIError, json.JSONDecodeError) as error:
         raise (classify(error, openai) or error) from error
     answer = read_completion(completion)
-    message = completion.choices[0].message.model_dump(exclude_none=True, exclude={"refusal", "annotations", "audio"})
+    message = completion.choices[0].message.model_dump(exclude_none=True)  # as the API sent it, as LitellmModel keeps it
     message.setdefault("content", None)
     return Answer(answer.text, answer.stop_reason, answer.raw_stop_reason, answer.usage, message=message,
                   raw=completion.model_dump(mode="json"))

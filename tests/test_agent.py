@@ -364,3 +364,41 @@ def test_podman_runs_the_agents_containers(tmp_path, row):
     names = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
                            check=True).stdout
     assert f"-{INSTANCE}-s1" not in names
+
+
+# mini-swe-agent's own batch runner on one instance, its LitellmModel pointed at the loopback server: litellm offline
+MINI_RUNNER = """
+import json, sys
+from pathlib import Path
+from minisweagent.config import get_config_from_spec
+from minisweagent.run.benchmarks.swebench import DEFAULT_CONFIG_FILE, process_instance
+from minisweagent.run.benchmarks.utils.batch_progress import RunBatchProgressManager
+from minisweagent.utils.serialize import recursive_merge
+
+row, url, out = json.loads(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+config = recursive_merge(get_config_from_spec(DEFAULT_CONFIG_FILE), {"model": {
+    "model_name": "openai/m", "model_kwargs": {"api_base": url, "api_key": "sk-mini"}}})
+process_instance(row, out, config, RunBatchProgressManager(1, out / "exit_statuses.yaml"))
+"""
+
+
+@real
+def test_minis_own_batch_runner_sends_the_same_conversation(tmp_path, row):
+    steps = submit_steps(apply_command(row["patch"]), TEST, FIXED)
+    with AgentServer({INSTANCE: steps}, [row]) as server:
+        env = {**os.environ, "HOME": str(tmp_path), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+               "MSWEA_COST_TRACKING": "ignore_errors", "MSWEA_SILENT_STARTUP": "1",
+               "MSWEA_GLOBAL_CONFIG_DIR": str(tmp_path / "mswea")}
+        subprocess.run([sys.executable, "-c", MINI_RUNNER, json.dumps(row), f"{server.url}/v1", str(tmp_path)],
+                       env=env, check=True, capture_output=True)
+        theirs = [r["body"] for r in server.requests]
+        server.requests.clear()
+        agent_run(tmp_path / "ours", server, [row])
+        ours = [r["body"] for r in server.requests]
+    mini = json.loads((tmp_path / INSTANCE / f"{INSTANCE}.traj.json").read_text())
+    assert mini["info"]["exit_status"] == "Submitted" and len(theirs) == len(ours) == 5
+    for mine, its in zip(ours, theirs, strict=True):  # message for message, every request of the trajectory
+        assert mine["messages"] == its["messages"]
+        assert mine["tools"] == its["tools"] and mine["parallel_tool_calls"] == its["parallel_tool_calls"]
+        # what differs: the run's output limit (which the budget's worst case needs) and temperature
+        assert set(mine) - set(its) == {"max_tokens", "temperature"} and set(its) - set(mine) == set()
