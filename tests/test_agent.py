@@ -402,3 +402,22 @@ def test_minis_own_batch_runner_sends_the_same_conversation(tmp_path, row):
         assert mine["tools"] == its["tools"] and mine["parallel_tool_calls"] == its["parallel_tool_calls"]
         # what differs: the run's output limit (which the budget's worst case needs) and temperature
         assert set(mine) - set(its) == {"max_tokens", "temperature"} and set(its) - set(mine) == set()
+
+
+@real
+def test_samples_and_several_models_each_run_their_own_agents(tmp_path, row):
+    with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
+        dataset = write_rows(tmp_path / "rows.jsonl", [row])
+        result = snakemake(tmp_path, "--config", f"dataset={dataset}", "agent=swebench", f"base_url={server.url}/v1",
+                           "provider=openai", "models=[{provider: openai, model: m}, {provider: openai, model: m2}]",
+                           "samples=2", "prices={m: {input: 1, output: 2}, m2: {input: 1, output: 2}}",
+                           "provider_prices=false", env={"OPENAI_API_KEY": "sk-test"})
+        assert len(server.requests) == 4 * 5  # two models, two samples, five steps each
+    assert "compare" in jobs_run(result)
+    for run in ("openai-m", "openai-m2"):
+        for sample in ("", "samples/2/"):
+            here = folder(tmp_path, run) / sample
+            assert json.loads((here / "trajectory.json").read_text())["info"]["exit_status"] == "Submitted"
+            assert json.loads((here / "patch.json").read_text())["status"] == "valid"
+        assert (tmp_path / "results" / run / "samples/2/predictions.jsonl").exists()
+    assert (tmp_path / "results/compare/openai-m-vs-openai-m2/compare.json").exists()
