@@ -18,9 +18,10 @@ rule agent:
         api=1,
         docker=1,
     params:
+        # The settings that change an answer: a change makes the trajectories again (the limits do not: a trajectory
+        # in progress takes the new ones, a finished one stays).
         **settings.generate_params(config),
         agent=config["agent"],
-        limits=lambda wildcards: agent_settings(wildcards.sample)["agent"]["limits"],
     run:
         from scripts import agent
 

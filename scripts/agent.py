@@ -336,6 +336,13 @@ def run_stage(instance_id, input, output, log_path, settings):
 def run(instance_id, input, provider, model, settings, agent, trajectory_path, response_path, log_path):
     with instance_log(log_path, instance_id) as log:
         partial = Path(trajectory_path).with_name(PARTIAL)
+        if Path(trajectory_path).exists():  # a paid trajectory asked again: kept, or set aside with overwrite
+            from scripts.generate import GenerationFailed, keep_paid_answers
+
+            try:
+                keep_paid_answers([trajectory_path, response_path], settings["overwrite"], log)
+            except GenerationFailed as error:
+                raise AgentFault(None, str(error)) from None
         try:
             record, trajectory = run_agent(read_row(input["instances"], input["index"], instance_id), provider,
                                            model, settings, agent, partial, log)

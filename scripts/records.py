@@ -126,7 +126,7 @@ def set_aside_failures(run_dir, instance_ids, repair=False, stamp=None):
                 continue
             paths = [path]
             if stage != "evaluate" or reason in ("patch_failed", "empty_patch"):
-                paths = [folder / STAGE_FILES["generate"]]
+                paths = [folder / STAGE_FILES["generate"], folder / STAGE_FILES["agent"]]  # an agent run's too
                 paths += [folder / name for name in ("repair.json", "repair.diff", "repair")] if repair else []
             for path in paths:
                 if path.exists():

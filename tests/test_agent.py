@@ -421,3 +421,22 @@ def test_samples_and_several_models_each_run_their_own_agents(tmp_path, row):
             assert json.loads((here / "patch.json").read_text())["status"] == "valid"
         assert (tmp_path / "results" / run / "samples/2/predictions.jsonl").exists()
     assert (tmp_path / "results/compare/openai-m-vs-openai-m2/compare.json").exists()
+
+
+@real
+def test_a_changed_agent_config_keeps_the_paid_trajectory_unless_overwrite(tmp_path, row):
+    from minisweagent.config import get_config_path
+
+    own = tmp_path / "my-swebench.yaml"
+    own.write_text(get_config_path("swebench").read_text())
+    with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
+        agent_run(tmp_path, server, [row])
+        first = (folder(tmp_path) / "trajectory.json").read_bytes()
+        stopped = agent_run(tmp_path, server, [row], f"agent={own}", check=False)
+        assert stopped.returncode != 0 and "holds answers paid for with agent='swebench'" in stopped.stderr
+        assert len(server.requests) == 5  # nothing asked
+        agent_run(tmp_path, server, [row], f"agent={own}", "overwrite=true")
+        assert len(server.requests) == 10
+    aside = list(folder(tmp_path).glob("trajectory.overwritten-*.json"))
+    assert len(aside) == 1 and aside[0].read_bytes() == first
+    assert json.loads((folder(tmp_path) / "response.json").read_text())["agent"]["config"] == str(own)
