@@ -3,6 +3,7 @@
 snakemake. The images are the real psf/requests instance images of tests/real_instances.py."""
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -440,3 +441,28 @@ def test_a_changed_agent_config_keeps_the_paid_trajectory_unless_overwrite(tmp_p
     aside = list(folder(tmp_path).glob("trajectory.overwritten-*.json"))
     assert len(aside) == 1 and aside[0].read_bytes() == first
     assert json.loads((folder(tmp_path) / "response.json").read_text())["agent"]["config"] == str(own)
+
+
+@pytest.mark.unit
+def test_the_live_view_shows_an_agents_steps(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from scripts import live
+
+    run = tmp_path / "results" / "r"
+    (run / "instances" / "b__b-2").mkdir(parents=True)
+    (run / "instances.index.json").write_text(json.dumps({"a__a-1": 0, "b__b-2": 1}))
+    (run / "run.json").write_text(json.dumps({"stages": ["agent", "patch"], "max_cost": None, "samples": 1}))
+    (run / "spend.jsonl").write_text("".join(json.dumps(
+        {"instance_id": "a__a-1", "request": f"r{n}", "state": "settled", "reserved_usd": 0.1, "cost_usd": 0.01,
+         "at": "2026-01-01T00:00:00+00:00"}) + "\n" for n in range(3)))
+    (run / "instances" / "b__b-2" / "trajectory.json").write_text(json.dumps(
+        {"info": {"exit_status": "LimitsExceeded", "model_stats": {"api_calls": 250, "instance_cost": 1.5}}}))
+    snap = live.snapshot(run)
+    assert snap["stages"] == {"agent": {"LimitsExceeded": 1}, "patch": {}}
+    screen = Console(file=io.StringIO(), width=200)
+    screen.print(live.view(snap, "ETA measuring", 10, jobs=[("agent", "a__a-1", time.time())]))
+    assert re.search(r"^ agent +a__a-1 +\d+ s +step 3", screen.file.getvalue(), re.M), screen.file.getvalue()
+    assert live.stage_outcome(run, "agent", "b__b-2") == "agent b__b-2: LimitsExceeded after 250 steps, 1.5000 USD"
