@@ -41,8 +41,6 @@ from minisweagent.models.utils.actions_toolcall import (  # noqa: E402
 )
 
 PARTIAL = "agent.partial.json"
-# the trajectory's info.exit_status values that are the agent's result (anything else fails the job)
-EXIT_STATUSES = ("Submitted", "LimitsExceeded", "TimeExceeded", "RepeatedFormatError")
 
 
 class AgentFault(Exception):
@@ -273,9 +271,9 @@ class ResumableAgent(DefaultAgent):
     """DefaultAgent that writes its state after every step and every paid answer (save_partial), and that picks
     up a saved state: restored, it starts from the saved conversation instead of a new one."""
 
-    def __init__(self, model, env, *, partial_path, base_commit, restored=None, **kwargs):
+    def __init__(self, model, env, *, partial_path, restored=None, **kwargs):
         super().__init__(model, env, **kwargs)
-        self.partial_path, self.base_commit, self.restored = Path(partial_path), base_commit, restored
+        self.partial_path, self.restored = Path(partial_path), restored
         self.fault, self.diff, self.pending = None, "", None
         self.untracked = env.untracked()  # before the saved diff is applied: the image's own
         if restored:
@@ -379,8 +377,7 @@ def run_agent(row, provider, model, settings, agent, partial, log):
                    if k == "parallel_tool_calls"}
         project_model = ProjectModel(provider, model, settings, row["instance_id"], settings.get("sample", 1), log,
                                      options, **model_config)
-        loop = ResumableAgent(project_model, env, partial_path=partial, base_commit=row["base_commit"],
-                              restored=restored, **{k: v for k, v in config["agent"].items() if k != "output_path"})
+        loop = ResumableAgent(project_model, env, partial_path=partial, restored=restored, **{k: v for k, v in config["agent"].items() if k != "output_path"})
         if restored:
             env.apply(restored["diff"])
             project_model.usage = restored["usage"]

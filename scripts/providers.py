@@ -479,15 +479,63 @@ def ask_tools_anthropic(messages, model, settings, tools, options):
                   raw=reply.model_dump(mode="json"))
 
 
+def responses_input(messages):
+    """(instructions, input items) of a Chat Completions conversation in the Responses API's form: tool calls as
+    function_call items, the tool messages that answer them as function_call_output items."""
+    system, items = [], []
+    for message in map(chat_message, messages):
+        role, content = message["role"], message.get("content")
+        if role == "system":
+            system.append(content)
+        elif role == "tool":
+            items.append({"type": "function_call_output", "call_id": message["tool_call_id"], "output": content or ""})
+        elif role == "assistant":
+            items += [{"role": "assistant", "content": content}] if content else []
+            items += [{"type": "function_call", "call_id": call["id"], "name": call["function"]["name"],
+                       "arguments": call["function"]["arguments"]} for call in message.get("tool_calls") or []]
+        else:
+            items.append({"role": "user", "content": content})
+    return "\n\n".join(system), items
+
+
+def ask_tools_responses(messages, model, settings, tools, options):
+    """One Responses API request with tools (store=false: the whole conversation is sent each time); its answer as a
+    Chat Completions assistant message."""
+    import openai
+
+    instructions, items = responses_input(messages)
+    request = {"model": model, "input": items, "store": False,
+               "tools": [{"type": "function", **t["function"]} for t in tools],
+               "max_output_tokens": output_limit("openai", model, settings), **options}
+    if instructions:
+        request["instructions"] = instructions
+    if settings.get("temperature") is not None:
+        request["temperature"] = settings["temperature"]
+    if settings.get("reasoning_effort"):
+        request["reasoning"] = {"effort": settings["reasoning_effort"]}
+    try:
+        response = client_for("openai", settings).responses.create(**request)
+    except (openai.OpenAIError, json.JSONDecodeError) as error:
+        raise (classify(error, openai) or error) from error
+    answer = read_response(response)
+    calls = [{"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+             for item in response.output if item.type == "function_call"]
+    message = {"role": "assistant", "content": answer.text or None, **({"tool_calls": calls} if calls else {})}
+    # the stop reason as Chat Completions names it, which the agent's format error template reads
+    stop = "length" if answer.stop_reason == "max_tokens" else "tool_calls" if calls else "stop"
+    return Answer(answer.text, answer.stop_reason, stop, answer.usage, message=message,
+                  raw=response.model_dump(mode="json"))
+
+
 ASK_TOOLS = {"openai": ask_tools_openai, "anthropic": ask_tools_anthropic}
 
 
 def ask_tools(provider, messages, model, settings, tools, options=None):
     """One request of a conversation with tools (Chat Completions form, tools as Chat Completions function tools),
-    with the errors of ask(); the Answer's message is the assistant's reply in the same form."""
+    with the errors of ask(); the Answer's message is the assistant's reply in the same form. OpenAI models go to the
+    Responses API as ask() sends them (openai_api)."""
     if provider == "openai" and uses_responses(model, settings):
-        raise Rejected(f"{model} is served only by the Responses API, which the agent stage does not speak yet: use a "
-                       "Chat Completions model (or openai_api=chat)")
+        return ask_tools_responses(messages, model, settings, tools, options or {})
     return ASK_TOOLS[provider](messages, model, settings, tools, options or {})
 
 

@@ -1,5 +1,6 @@
 """A loopback model server that plays a scripted agent over tool calls: OpenAI Chat Completions (`tools`,
-`tool_calls`, `tool` messages) and Anthropic Messages (`tools`, `tool_use`, `tool_result`). It rejects what the real
+`tool_calls`, `tool` messages), the OpenAI Responses API (`function_call` and `function_call_output` items) and
+Anthropic Messages (`tools`, `tool_use`, `tool_result`). It rejects what the real
 APIs reject (a tool message that answers no earlier call, a call left unanswered, a missing required field), with
 their error bodies, and counts every request per instance.
 
@@ -18,6 +19,8 @@ CHAT_PARAMS = {"model", "messages", "tools", "tool_choice", "parallel_tool_calls
                "max_completion_tokens", "temperature", "top_p", "stop", "seed", "reasoning_effort", "user", "n",
                "response_format", "metadata", "store", "stream", "stream_options", "service_tier"}
 CHAT_ROLES = {"system", "developer", "user", "assistant", "tool"}
+RESPONSES_PARAMS = {"model", "input", "instructions", "max_output_tokens", "reasoning", "temperature", "top_p", "store",
+                    "metadata", "text", "tools", "tool_choice", "parallel_tool_calls", "truncation", "user", "stream"}
 MESSAGES_PARAMS = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "thinking",
                    "tools", "tool_choice", "service_tier"}
 
@@ -93,6 +96,27 @@ class AgentServer(LoopbackServer):
         return None
 
     @staticmethod
+    def responses_problem(body):
+        """The 400 api.openai.com gives this Responses API body, or None."""
+        for name in ("model", "input"):
+            if name not in body:
+                return f"Missing required parameter: '{name}'.", name
+        unknown = sorted(set(body) - RESPONSES_PARAMS)
+        if unknown:
+            return f"Unknown parameter: '{unknown[0]}'.", unknown[0]
+        for index, tool in enumerate(body.get("tools") or []):
+            if "name" not in tool:
+                return f"Missing required parameter: 'tools[{index}].name'.", f"tools[{index}].name"
+        calls = set()
+        for index, item in enumerate(body["input"]):
+            if item.get("type") == "function_call":
+                calls.add(item["call_id"])
+            elif item.get("type") == "function_call_output" and item.get("call_id") not in calls:
+                return (f"No tool call found for function call output with call_id {item.get('call_id')}.",
+                        f"input[{index}]")
+        return None
+
+    @staticmethod
     def messages_problem(body):
         """The 400 api.anthropic.com gives this body, or None."""
         for name in ("model", "messages", "max_tokens"):
@@ -124,15 +148,17 @@ class AgentServer(LoopbackServer):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 anthropic = self.path.endswith("/messages")
-                problem = server.messages_problem(body) if anthropic else server.chat_problem(body)
-                messages = body.get("messages") or []
+                responses = self.path.endswith("/responses")
+                problem = (server.messages_problem(body) if anthropic else server.responses_problem(body) if responses
+                           else server.chat_problem(body))
+                messages = body.get("input" if responses else "messages") or []
                 first_user = next((m for m in messages if m.get("role") == "user"), {})
                 text = first_user.get("content") if isinstance(first_user.get("content"), str) else json.dumps(
                     first_user.get("content"))
                 instance_id = server.instance_for(text or "")
                 # the steps taken: the conversation after the task, one assistant reply or format error each
-                after = messages[1:] if anthropic else messages[2:]
-                step = sum(m["role"] == "assistant" or (m["role"] == "user" and isinstance(m["content"], str))
+                after = messages[1:] if anthropic or responses else messages[2:]
+                step = sum(m.get("role") == "assistant" or (m.get("role") == "user" and isinstance(m["content"], str))
                            for m in after)
                 logged = {"path": self.path, "body": body, "instance_id": instance_id, "step": step,
                           "answered": False, "at": time.monotonic()}
@@ -161,7 +187,22 @@ class AgentServer(LoopbackServer):
                 usage_out = 20 + sum(len(json.dumps(args)) for _, args in calls) // 4
                 logged["answered"] = True
                 ids = [f"call_{step}_{n}" for n in range(len(calls))]
-                if anthropic:
+                if responses:
+                    output = [{"type": "message", "id": f"msg_{step}", "status": "completed", "role": "assistant",
+                               "content": [{"type": "output_text", "text": thought, "annotations": []}]}]
+                    output += [{"type": "function_call", "id": f"fc_{i}", "call_id": i, "name": name,
+                                "arguments": json.dumps(args), "status": "completed"}
+                               for i, (name, args) in zip(ids, calls, strict=True)]
+                    payload = {"id": f"resp_{step}", "object": "response", "created_at": time.time(),
+                               "model": body["model"], "status": "completed", "incomplete_details": None,
+                               "error": None, "instructions": body.get("instructions"), "output": output,
+                               "parallel_tool_calls": body.get("parallel_tool_calls", True), "tool_choice": "auto",
+                               "tools": body.get("tools") or [], "temperature": body.get("temperature"),
+                               "top_p": 1.0, "usage": {"input_tokens": usage_in, "output_tokens": usage_out,
+                                                       "total_tokens": usage_in + usage_out,
+                                                       "input_tokens_details": {"cached_tokens": 0},
+                                                       "output_tokens_details": {"reasoning_tokens": 0}}}
+                elif anthropic:
                     content = [{"type": "text", "text": thought}] + [
                         {"type": "tool_use", "id": i.replace("call", "toolu"), "name": name, "input": args}
                         for i, (name, args) in zip(ids, calls, strict=True)]

@@ -466,3 +466,18 @@ def test_the_live_view_shows_an_agents_steps(tmp_path):
     screen.print(live.view(snap, "ETA measuring", 10, jobs=[("agent", "a__a-1", time.time())]))
     assert re.search(r"^ agent +a__a-1 +\d+ s +step 3", screen.file.getvalue(), re.M), screen.file.getvalue()
     assert live.stage_outcome(run, "agent", "b__b-2") == "agent b__b-2: LimitsExceeded after 250 steps, 1.5000 USD"
+
+
+@real
+def test_the_responses_api_carries_the_same_conversation(tmp_path, row):
+    with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
+        agent_run(tmp_path, server, [row], "openai_api=responses")
+        assert answered_steps(server) == [0, 1, 2, 3, 4]
+        last = server.requests[-1]
+    assert last["path"] == "/v1/responses" and last["body"]["store"] is False
+    assert last["body"]["instructions"].startswith("You are a helpful assistant")
+    assert last["body"]["tools"][0]["name"] == "bash" and last["body"]["parallel_tool_calls"] is True
+    kinds = [item.get("type") or item["role"] for item in last["body"]["input"]]
+    assert kinds[:5] == ["user", "assistant", "function_call", "function_call", "function_call_output"]
+    response = json.loads((folder(tmp_path) / "response.json").read_text())
+    assert "register_hook" in response["answer"] and response["agent"]["exit_status"] == "Submitted"
