@@ -163,5 +163,7 @@ def agent_settings(sample):
             "engine": config["agent_engine"],
             "namespace": config["image_namespace"] or None,
             "run_id": DERIVED["run_id"],
+            # what makes a trajectory (the rule's params): a saved state made otherwise is not resumed
+            "made_with": {**settings.generate_params(config), "agent": AGENT},
         },
     }

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from scripts import costs, providers
-from scripts.common import fault_line, instance_log, now, read_json, read_row, write_json_atomic
+from scripts.common import fault_line, instance_log, now, read_json, read_row, set_aside, write_json_atomic
 
 # mini-swe-agent reads a global config (an .env file that sets environment variables) from the user's config
 # folder when it is imported, and prints a banner: neither is wanted in a run, so it reads an empty folder of
@@ -271,9 +271,9 @@ class ResumableAgent(DefaultAgent):
     """DefaultAgent that writes its state after every step and every paid answer (save_partial), and that picks
     up a saved state: restored, it starts from the saved conversation instead of a new one."""
 
-    def __init__(self, model, env, *, partial_path, restored=None, **kwargs):
+    def __init__(self, model, env, *, partial_path, restored=None, made_with=None, **kwargs):
         super().__init__(model, env, **kwargs)
-        self.partial_path, self.restored = Path(partial_path), restored
+        self.partial_path, self.restored, self.made_with = Path(partial_path), restored, made_with
         self.fault, self.diff, self.pending = None, "", None
         self.untracked = env.untracked()  # before the saved diff is applied: the image's own
         if restored:
@@ -321,7 +321,7 @@ class ResumableAgent(DefaultAgent):
             "messages": self.messages, "cost": self.cost, "n_calls": self.n_calls,
             "n_consecutive_format_errors": self.n_consecutive_format_errors,
             "elapsed_s": time.time() - self._start_time, "diff": self.diff, "usage": self.model.usage,
-            "saved_at": now()})
+            "made_with": self.made_with, "saved_at": now()})
 
 
 def run_stage(instance_id, input, output, log_path, settings):
@@ -362,6 +362,11 @@ def run_agent(row, provider, model, settings, agent, partial, log):
     config = load_config(agent["config"], agent["limits"])
     engine = agent["engine"]
     restored = read_json(partial) if partial.exists() else None
+    if restored and restored.get("made_with") != agent.get("made_with"):
+        # made with other settings (overwrite=true lets such a run start): kept aside, the trajectory starts anew
+        aside = set_aside(partial, "overwritten", time.strftime("%Y%m%dT%H%M%S"))
+        log(f"the saved state of step {restored['n_calls']} was made with other settings: kept as {aside.name}")
+        restored = None
     if restored:
         log(f"resuming from step {restored['n_calls']} ({partial})")
     image = instance_image(row, agent["namespace"])
@@ -377,7 +382,9 @@ def run_agent(row, provider, model, settings, agent, partial, log):
                    if k == "parallel_tool_calls"}
         project_model = ProjectModel(provider, model, settings, row["instance_id"], settings.get("sample", 1), log,
                                      options, **model_config)
-        loop = ResumableAgent(project_model, env, partial_path=partial, restored=restored, **{k: v for k, v in config["agent"].items() if k != "output_path"})
+        loop = ResumableAgent(project_model, env, partial_path=partial, restored=restored,
+                              made_with=agent.get("made_with"),
+                              **{k: v for k, v in config["agent"].items() if k != "output_path"})
         if restored:
             env.apply(restored["diff"])
             project_model.usage = restored["usage"]

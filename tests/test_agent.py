@@ -443,6 +443,23 @@ def test_a_changed_agent_config_keeps_the_paid_trajectory_unless_overwrite(tmp_p
     assert json.loads((folder(tmp_path) / "response.json").read_text())["agent"]["config"] == str(own)
 
 
+@real
+def test_a_saved_state_of_other_settings_is_set_aside_not_resumed(tmp_path, row):
+    from minisweagent.config import get_config_path
+
+    own = tmp_path / "my-swebench.yaml"
+    own.write_text(get_config_path("swebench").read_text())
+    with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
+        # max_cost stops it after three steps (test_max_cost_stops_an_agent_mid_trajectory_and_a_higher_one_goes_on)
+        agent_run(tmp_path, server, [row], "max_cost=0.028", "max_output_tokens=8000", check=False)
+        assert answered_steps(server) == [0, 1, 2]
+        agent_run(tmp_path, server, [row], f"agent={own}", "overwrite=true", "max_output_tokens=8000")
+        assert answered_steps(server) == [0, 0, 1, 1, 2, 2, 3, 4]  # the new config's trajectory from its start
+    aside = list(folder(tmp_path).glob("agent.partial.overwritten-*.json"))
+    assert len(aside) == 1 and json.loads(aside[0].read_text())["n_calls"] == 3
+    assert json.loads((folder(tmp_path) / "trajectory.json").read_text())["info"]["model_stats"]["api_calls"] == 5
+
+
 @pytest.mark.unit
 def test_the_live_view_shows_an_agents_steps(tmp_path):
     import io
