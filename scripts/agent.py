@@ -12,8 +12,10 @@ job killed mid-trajectory resumes from there on its rerun, in a fresh container 
 answer it already has again. A limit (steps, cost, wall time, format errors) is the agent's result; a container
 or provider that fails, or the run's max_cost, fails the job and keeps the partial state.
 """
+import atexit
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -29,6 +31,7 @@ from scripts.common import fault_line, instance_log, now, read_json, read_row, s
 os.environ.setdefault("MSWEA_SILENT_STARTUP", "1")
 if "MSWEA_GLOBAL_CONFIG_DIR" not in os.environ:
     os.environ["MSWEA_GLOBAL_CONFIG_DIR"] = tempfile.mkdtemp(prefix="swebench-runner-mswea-")
+    atexit.register(shutil.rmtree, os.environ["MSWEA_GLOBAL_CONFIG_DIR"], True)
 
 from minisweagent.agents.default import DefaultAgent  # noqa: E402
 from minisweagent.config import get_config_from_spec, get_config_path  # noqa: E402

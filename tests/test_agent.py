@@ -263,12 +263,15 @@ def test_a_bad_agent_setting_stops_the_run_before_any_job(tmp_path, change, mess
 def test_importing_the_agent_stage_loads_no_litellm_and_leaves_home_alone(tmp_path):
     """mini-swe-agent prints a banner and reads (and makes) a config folder in the user's home when it is imported;
     the stage keeps both out, and imports no litellm."""
-    code = "import sys, scripts.agent; print(sorted(m for m in ('litellm', 'openai') if m in sys.modules))"
+    code = ("import os, sys, scripts.agent; print(sorted(m for m in ('litellm', 'openai') if m in sys.modules)); "
+            "print(os.environ['MSWEA_GLOBAL_CONFIG_DIR'])")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MSWEA_", "XDG_"))}
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env={**env, "HOME": str(tmp_path)},
                             capture_output=True, text=True, check=True)
-    assert result.stdout == "[]\n" and result.stderr == ""
+    loaded, config_dir = result.stdout.splitlines()
+    assert loaded == "[]" and result.stderr == ""
     assert not any(tmp_path.iterdir())
+    assert not os.path.exists(config_dir)  # an empty folder of its own, removed when the process ends
 
 
 @pytest.mark.unit
