@@ -89,7 +89,7 @@ def run_targets(wildcards):
         if config["predictions"]:
             targets += merged("given_patch.sha256")(wildcards)
     for sample in (f"samples/{s}/" for s in range(2, SAMPLES + 1)):  # each sample's own files and merges
-        targets += [path for name in INSTANCE_FILES[2:] for path in merged(name, sample)(wildcards)]
+        targets += [path for name in SAMPLE_FILES for path in merged(name, sample)(wildcards)]
         targets.append(f"{RUN}/{sample}predictions.jsonl")
         if config["evaluation"] != "none":
             targets += merged_reports(wildcards, sample) + [f"{RUN}/{sample}evaluation.json"]

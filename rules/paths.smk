@@ -62,9 +62,17 @@ wildcard_constraints:
     sample=r"(samples/([2-9]|[1-9][0-9]+)/)?",
 
 
-# The files of each instance, in the order of its stages.
-INSTANCE_FILES = ["context.json", "prompt.json", "response.json", "patch.diff", "patch.json"]
-INSTANCE_FILES += ["repair.diff", "repair.json"] if REPAIR_ATTEMPTS else []
+# agent=<config>: an agent's trajectory in place of context, prompt and generate (rules/agent.smk).
+AGENT = config["agent"] if config["provider"] in MODEL_PROVIDERS and not config["predictions"] else None
+
+# The files of each instance, in the order of its stages, and those that each sample has of its own.
+if AGENT:
+    INSTANCE_FILES = ["trajectory.json", "response.json", "patch.diff", "patch.json"]
+    SAMPLE_FILES = INSTANCE_FILES
+else:
+    INSTANCE_FILES = ["context.json", "prompt.json", "response.json", "patch.diff", "patch.json"]
+    INSTANCE_FILES += ["repair.diff", "repair.json"] if REPAIR_ATTEMPTS else []
+    SAMPLE_FILES = INSTANCE_FILES[2:]
 
 # The cost estimate, which every request waits for. Only for a model with a price: for one without (a
 # local server) it could stop nothing, and requests start while other prompts are still being built.
@@ -72,6 +80,7 @@ ESTIMATE = (
     f"{RUN}/estimate.json"
     if config["provider"] in MODEL_PROVIDERS
     and not config["predictions"]
+    and not AGENT
     and price_for(
         config["provider"], MODEL, DERIVED["api"]["prices"], config["batch"], DERIVED["api"]["database_prices"]
     )
@@ -91,7 +100,7 @@ IMAGE_ARGUMENTS = f"{IMAGE_SOURCE} --min-free-disk-gb {config['min_free_disk_gb'
 # With batch=true, the batch job's mark that every instance still without an answer was asked (rules/batch.smk).
 BATCH_DONE = (
     f"{RUN}/batch/done.json"
-    if config["batch"] and config["provider"] in MODEL_PROVIDERS and not config["predictions"]
+    if config["batch"] and config["provider"] in MODEL_PROVIDERS and not config["predictions"] and not AGENT
     else None
 )
 
@@ -150,3 +159,23 @@ def repair_settings(sample):
 def batch_settings():
     """What the batch job (rules/batch.smk) reads from the config, besides its instances."""
     return {"provider": config["provider"], "model": MODEL, "settings": DERIVED["api"], "poll_s": config["batch_poll"]}
+
+
+def agent_settings(sample):
+    """What an agent job reads from the config ({sample}: "" or samples/<s>/)."""
+    return {
+        **generate_settings(sample),
+        "agent": {
+            "config": AGENT,
+            "limits": {
+                "step_limit": config["agent_step_limit"],
+                "cost_limit": config["agent_cost_limit"],
+                "wall_time_limit_seconds": config["agent_wall_time_limit"],
+            },
+            "engine": config["agent_engine"],
+            "images": {key: config[key] for key in ("image_source", "image_namespace", "image_arch")},
+            "run_id": DERIVED["run_id"],
+            # what makes a trajectory (the rule's params): a saved state made otherwise is not resumed
+            "made_with": {**settings.generate_params(config), "agent": AGENT},
+        },
+    }

@@ -14,7 +14,8 @@ from scripts import costs, records
 from scripts.common import FAULT_PREFIX, infrastructure_fault, read_json, sample_number, write_text_atomic
 
 # what a stage's record says when it is done (not failed for good)
-DONE = {"context": "built", "prompt": "built", "generate": "answered", "patch": "valid", "repair": "valid"}
+DONE = {"context": "built", "prompt": "built", "generate": "answered", "agent": "Submitted", "patch": "valid",
+        "repair": "valid"}
 
 
 def run_of(path):
@@ -161,8 +162,10 @@ def view(snap, eta, elapsed, jobs=(), api=None, title=None, causes=None):
             running.add_column(column, no_wrap=True)
         now = time.time()
         for stage, instance_id, started in sorted(jobs, key=lambda job: job[2])[:12]:
-            requests = snap["requests"].get(instance_id, 0) if stage in ("generate", "repair") else 0
-            running.add_row(stage, instance_id or "", f"{now - started:.0f} s", f"attempt {requests}" if requests else "")
+            requests = snap["requests"].get(instance_id, 0) if stage in ("generate", "repair", "agent") else 0
+            # an agent's requests are its steps (those of all its samples, retries included)
+            word = "step" if stage == "agent" else "attempt"
+            running.add_row(stage, instance_id or "", f"{now - started:.0f} s", f"{word} {requests}" if requests else "")
         parts.append(running)
         if len(jobs) > 12:
             parts.append(Text(f"... and {len(jobs) - 12} more jobs running"))
@@ -184,6 +187,9 @@ def stage_outcome(run_dir, stage, instance_id, sample=""):
     line = f"{job}: {records.failure_reason(stage, record) or DONE.get(stage) or record.get('status')}"
     if stage == "generate":
         line += f" in {record.get('latency_s') or 0:.1f} s, {record.get('cost_usd') or 0:.4f} USD"
+    if stage == "agent":
+        stats = record.get("info", {}).get("model_stats", {})
+        line += f" after {stats.get('api_calls', 0)} steps, {stats.get('instance_cost') or 0:.4f} USD"
     return line
 
 

@@ -9,7 +9,8 @@ from scripts.evaluate import FIXES as EVALUATION_FIXES
 
 # each stage's file in instances/<id>/
 STAGE_FILES = {"context": "context.json", "prompt": "prompt.json", "generate": "response.json",
-               "patch": "patch.json", "repair": "repair.json", "evaluate": "evaluation.json"}
+               "agent": "trajectory.json", "patch": "patch.json", "repair": "repair.json",
+               "evaluate": "evaluation.json"}
 VERDICTS = ("resolved", "unresolved")
 # the fix of each cause of a fault line written by a stage other than evaluate (whose causes are scripts/evaluate.py's)
 FIXES = {
@@ -35,6 +36,8 @@ def read_record(path):
 
 def failure_reason(stage, record):
     """Why the stage's record is a permanent failure; None when the stage is done."""
+    if stage == "agent" and record.get("info", {}).get("exit_status") != "Submitted":
+        return record.get("info", {}).get("exit_status") or "failed"
     if stage == "generate" and record.get("status") == "failed":
         return record.get("failure_reason") or "failed"
     if stage in ("patch", "repair") and record.get("status") != "valid":
@@ -55,6 +58,10 @@ def run_stages(run_dir):
                  or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log"))
                  or (run_dir / "images" / "plan.json").is_file())  # the pulls of the images ahead of it
     skipped = {}
+    info = read_record(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    agent = "agent" in info.get("stages", ())
+    if agent:
+        skipped.update(dict.fromkeys(["context", "prompt", "generate"], "an agent run: its trajectory instead"))
     if not any(instances.glob("*/repair.json")):
         skipped["repair"] = "no repair stage (provider gold or replay, or repair_attempts=0), or not reached"
     if given:
@@ -62,7 +69,7 @@ def run_stages(run_dir):
     if not evaluated:
         skipped["evaluate"] = ("not part of this run (evaluation=none)" if summary
                                else "no report yet (evaluation=none, or not reached)")
-    return [stage for stage in STAGE_FILES if stage not in skipped], skipped
+    return [stage for stage in STAGE_FILES if stage not in skipped and (agent or stage != "agent")], skipped
 
 
 def instance_status(run_dir, instance_id, stages, sample=1):
@@ -120,7 +127,7 @@ def set_aside_failures(run_dir, instance_ids, repair=False, stamp=None):
                 continue
             paths = [path]
             if stage != "evaluate" or reason in ("patch_failed", "empty_patch"):
-                paths = [folder / STAGE_FILES["generate"]]
+                paths = [folder / STAGE_FILES["generate"], folder / STAGE_FILES["agent"]]  # an agent run's too
                 paths += [folder / name for name in ("repair.json", "repair.diff", "repair")] if repair else []
             for path in paths:
                 if path.exists():

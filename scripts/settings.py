@@ -31,7 +31,7 @@ PROVIDER_MODELS = {"gold": "gold", "replay": None, **DEFAULT_MODELS}  # replay: 
 # one the limit cut off is asked again (records.set_aside_cut_off).
 ANSWER_SETTINGS = ("provider", "model", "base_url", "temperature", "replay_file",
                    "prompt_style", "prompt_template", "context", "context_tokens", "tokenizer", "retrieval_dataset",
-                   "apply_check", "repair_attempts", "openai_api", "reasoning_effort")
+                   "apply_check", "repair_attempts", "openai_api", "reasoning_effort", "agent")
 # Request settings that only these providers send: for another one they change no answer. The Anthropic API
 # version of the pinned client (2026-10-21) refuses temperature, and reasoning_effort is OpenAI's.
 SENT_ONLY_BY = {"temperature": ("openai",), "openai_api": ("openai",), "reasoning_effort": ("openai",)}
@@ -150,6 +150,8 @@ def check(config):
             if config["predictions"] else ("batch=true", "asks one answer per instance", "set batch=false."))
         raise ConfigError(f"samples={config['samples']} asks each instance several times, but {setting} {takes}: "
                           f"leave samples at 1, or {way}")
+    if config.get("agent") and not config["predictions"]:
+        check_agent(config)
     if config["prompt_template"]:
         _require_file(config["prompt_template"], "prompt_template", "a YAML prompt template")
     try:
@@ -173,6 +175,8 @@ def context_choice(config, run_providers=None):
     providers = run_providers or [config["provider"]]
     if config["predictions"]:
         return "none", "context=auto: predictions are given, no model is asked"
+    if config.get("agent"):
+        return "none", f"context=auto: agent={config['agent']} reads the repository in its container"
     if not any(provider in ASK for provider in providers):
         return "none", f"context=auto: provider {'/'.join(providers)} asks no model"
     if config["retrieval_dataset"]:
@@ -184,6 +188,22 @@ def context_choice(config, run_providers=None):
     return "bm25", (f"context=auto: {RETRIEVAL_DATASETS['bm25_13K']} does not hold dataset {config['dataset']} split "
                     f"{config['split']}; BM25 over the repository at base_commit, within "
                     f"{config['context_tokens'] or 13000:,} tokens")
+
+
+def check_agent(config):
+    """agent=<config>: a mini-swe-agent config, a model provider, one request at a time (no batch)."""
+    if config["provider"] not in ASK:
+        raise ConfigError(f"agent={config['agent']} asks a model at every step, and provider={config['provider']} "
+                          f"asks none: set provider to one of {', '.join(sorted(ASK))} (with model).")
+    if config["batch"]:
+        raise ConfigError(f"agent={config['agent']} needs each answer before its next request, and batch=true "
+                          "answers within hours: set batch=false.")
+    from scripts.agent import AgentConfigError, load_config
+
+    try:
+        load_config(config["agent"], {})
+    except AgentConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 def retrieval_source(config):
@@ -328,7 +348,8 @@ def derived(config):
         "api": {**api_settings(config["provider"], config, run_dir),
                 "prompt_cache": asks_model and config["provider"] == "anthropic" and config["prompt_cache"]},
         "repos": {"repo_cache": config["repo_cache"], "repo_url": config["repo_url"]} if config["apply_check"] else None,
-        "repair_attempts": config["repair_attempts"] if asks_model else 0,
+        # an agent's diff goes to the predictions as the agent left it: no repair stage
+        "repair_attempts": config["repair_attempts"] if asks_model and not config.get("agent") else 0,
     }
 
 

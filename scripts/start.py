@@ -58,7 +58,7 @@ def before_jobs(config, environ, derived, runs_jobs, dry_run, estimate_path=None
             print(f"{path} was cut off by a smaller output limit: set aside, asked again.", file=sys.stderr)
     if estimate_path:
         estimate_before_jobs(run_dir, index, model, estimate_settings, estimate_path, starts, dry_run)
-    elif asks_model:
+    elif asks_model and not config.get("agent"):  # an agent's steps are not known before it runs
         print(f"No cost estimate: no price is known for model {model}, so requests start as soon as their prompt is "
               "built and their cost is unknown; to have one, give the price with "
               f"--config 'prices={{{model}: {{input: X, output: Y}}}}' (USD per million tokens).", file=sys.stderr)
@@ -86,8 +86,9 @@ def record_answer_settings(config, environ, run_dir, write):
 def write_run_info(config, run_dir, repair, context_why=None):
     """run.json: the stages of the run, its budget, its samples and its context (the strategy, and why)."""
     asks = not config["predictions"]
-    stages = {"context": asks, "prompt": asks, "generate": asks, "patch": asks, "repair": repair and asks,
-              "evaluate": config["evaluation"] != "none"}
+    agent = asks and bool(config.get("agent")) and config["provider"] in ASK
+    stages = {"context": asks and not agent, "prompt": asks and not agent, "generate": asks and not agent,
+              "agent": agent, "patch": asks, "repair": repair and asks, "evaluate": config["evaluation"] != "none"}
     write_json_atomic(f"{run_dir}/run.json", {"stages": [stage for stage, used in stages.items() if used],
                                               "max_cost": config.get("max_cost"), "samples": config["samples"],
                                               "context": {"strategy": config["context"],

@@ -66,6 +66,8 @@ def run_status(run_dir):
         if stage in skipped:
             lines.append(f"{stage:<10}{'-':>7}{'-':>8}{'-':>7}   {skipped[stage]}")
             continue
+        if stage not in stages:  # the agent stage of a run without one
+            continue
         outcomes = Counter(s[stage][0] for s in statuses.values())
         reasons = Counter(s[stage][1] for s in statuses.values() if s[stage][0] == "failed")
         by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))

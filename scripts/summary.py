@@ -169,6 +169,7 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
         },
         "latency_s": {name: percentile(latencies, q) for name, q in LATENCY_PERCENTILES} | {"max": max(latencies)}
         if latencies else None,
+        "agent": agent_summary(responses),
         "per_instance": [
             {"instance_id": r["instance_id"], "status": r["status"], "stop_reason": r.get("stop_reason"),
              "cost_usd": round((r["cost_usd"] or 0.0) + repair_usd.get(r["instance_id"], 0.0), 8), "input_tokens": r["usage"]["input_tokens"],
@@ -191,6 +192,19 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
         "missing": missing,
         "funnel": funnel(rows, responses, patches, patch_by_id, evaluation, generated),
     }
+
+
+def agent_summary(responses):
+    """An agent run's exit statuses, and its steps and cost per instance (median, p90, max); None for another run."""
+    agents = [r for r in responses if r.get("agent")]
+    if not agents:
+        return None
+    steps = [r["agent"]["steps"] for r in agents]
+    usd = [r["cost_usd"] or 0.0 for r in agents]
+    return {"exit_statuses": dict(Counter(r["agent"]["exit_status"] for r in agents)),
+            "steps": {"p50": percentile(steps, 0.5), "p90": percentile(steps, 0.9), "max": max(steps)},
+            "cost_usd": {"p50": round(percentile(usd, 0.5), 6), "p90": round(percentile(usd, 0.9), 6),
+                         "max": round(max(usd), 6)}}
 
 
 def samples_pass_at_k(rows, run_dir, samples):
@@ -261,6 +275,12 @@ def render_markdown(summary):
         lat = summary["latency_s"]
         lines.append(f"- latency per instance: p50 {lat['p50']} s, p90 {lat['p90']} s, p99 {lat['p99']} s, "
                      f"max {lat['max']} s")
+    if summary.get("agent"):
+        agent = summary["agent"]
+        statuses = ", ".join(f"{status} {n}" for status, n in sorted(agent["exit_statuses"].items()))
+        lines.append(f"- agent: {statuses}; steps per instance p50 {agent['steps']['p50']}, p90 "
+                     f"{agent['steps']['p90']}, max {agent['steps']['max']}; cost per instance p50 "
+                     f"{agent['cost_usd']['p50']} USD, p90 {agent['cost_usd']['p90']} USD")
     lines += ["", "## Stages", "", "| stage | outcome | instances |", "|---|---|---|"]
     if counts["generation"]:
         lines.append(f"| generate | answered | {counts['generation']['ok']} |")
