@@ -24,14 +24,22 @@ else:
     include: "rules/common.smk"
     include: "rules/start.smk"
     include: "rules/select.smk"
-    include: "rules/context.smk"
-    include: "rules/prompt.smk"
-    include: "rules/estimate.smk"
-    include: "rules/batch.smk"
-    include: "rules/generate.smk"
+
+    if AGENT:  # an agent in each instance's container, in place of context, prompt and generate
+
+        include: "rules/agent.smk"
+
+    else:
+
+        include: "rules/context.smk"
+        include: "rules/prompt.smk"
+        include: "rules/estimate.smk"
+        include: "rules/batch.smk"
+        include: "rules/generate.smk"
     include: "rules/patch.smk"
     include: "rules/repair.smk"
     include: "rules/predictions.smk"
+    include: "rules/images.smk"
     include: "rules/validate.smk"
     include: "rules/evaluate.smk"
     include: "rules/summary.smk"

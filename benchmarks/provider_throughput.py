@@ -43,7 +43,7 @@ def main():
         dataset = Path(workdir) / "rows.jsonl"
         dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
         config = [f"dataset={dataset}", "provider=openai", f"base_url={server.url}/v1", "model=gpt-4o",
-                  "evaluation=none"]
+                  "evaluation=none", "context=none"]
         snakemake(workdir, args.jobs, config, "--until", "prompt")
         started = time.monotonic()
         snakemake(workdir, args.jobs, config)

@@ -65,7 +65,7 @@ def main():
         snakemake = [sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"), "--cores", "4",
                      "--config", f"dataset={dataset}", "provider=openai", f"base_url={server.url}/v1",
                      "model=gpt-4o", "evaluation=none", "apply_check=false", "max_attempts=3",
-                     "retry_backoff=0.2", "max_cost=1",
+                     "retry_backoff=0.2", "max_cost=1", "context=none",  # the repositories are not reachable here
                      "provider_prices=true"]  # the loopback server stands for OpenAI's API and its prices
         show("snakemake --cores 4 --config provider=openai model=gpt-4o ... max_cost=1", snakemake, workdir, env)
         show("python -m scripts.status", [sys.executable, "-m", "scripts.status", "--results",

@@ -34,6 +34,7 @@ def main():
                    str(workdir), "--cores", "4", "--config", f"dataset={dataset}", "provider=openai",
                    f"base_url={server.url}/v1", "model=gpt-4o", "evaluation=none", "apply_check=false",
                    "max_attempts=3", "retry_backoff=0.5", "max_cost=1",
+                   "context=none",  # the issue alone: the repositories are not reachable offline
                    "provider_prices=true"]  # the loopback server stands for OpenAI's API and its prices
         return subprocess.run(command, env=dict(os.environ, OPENAI_API_KEY="sk-demo")).returncode
 

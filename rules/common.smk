@@ -3,7 +3,7 @@ import functools
 import os
 import sys
 
-from scripts.common import infrastructure_fault, read_json, read_jsonl
+from scripts.common import read_json, read_jsonl, stage_fault
 
 
 def selected_ids():
@@ -71,14 +71,14 @@ def merged_reports(wildcards, sample=None):
         for i in merged_ids(folder)
         if not config["allow_partial"]
         or os.path.exists(f"{RUN}/instances/{i}/{folder}evaluation.json")
-        or not infrastructure_fault(f"{RUN}/logs/{i}/{folder}evaluate.log")
+        or not stage_fault(RUN, i, "evaluate", folder)
     ]
     return [f"{RUN}/instances/{i}/{folder}evaluation.json" for i in ids]
 
 
 def validations(wildcards):
     """Every merged instance's gold validation, with validate_gold (rules/validate.smk). With allow_partial, not
-    those whose last validation failed on a fault of the machinery."""
+    those whose last validation (or their image's pull ahead of it) failed on a fault of the machinery."""
     if not config["validate_gold"]:
         return []
     return [
@@ -86,7 +86,7 @@ def validations(wildcards):
         for i in merged_ids()
         if not config["allow_partial"]
         or os.path.exists(f"{RUN}/instances/{i}/validation.json")
-        or not infrastructure_fault(f"{RUN}/logs/{i}/validate.log")
+        or not stage_fault(RUN, i, "validate")
     ]
 
 
@@ -104,7 +104,7 @@ def run_targets(wildcards):
         if config["predictions"]:
             targets += merged("given_patch.sha256")(wildcards)
     for sample in (f"samples/{s}/" for s in range(2, SAMPLES + 1)):  # each sample's own files and merges
-        targets += [path for name in INSTANCE_FILES[2:] for path in merged(name, sample)(wildcards)]
+        targets += [path for name in SAMPLE_FILES for path in merged(name, sample)(wildcards)]
         targets.append(f"{RUN}/{sample}predictions.jsonl")
         if config["evaluation"] != "none":
             targets += merged_reports(wildcards, sample) + [f"{RUN}/{sample}evaluation.json"]

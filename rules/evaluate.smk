@@ -34,12 +34,14 @@ if config["evaluation"] != "none":
     rule evaluate:
         input:
             **selection_inputs(),
-            # with validate_gold, after the instance's validation (rules/validate.smk), which may remove the image
-            # it pulled; ancient(): a validation made again does not evaluate again
+            # with validate_gold, after the instance's validation (rules/validate.smk), in the same image; ancient():
+            # a validation made again does not evaluate again
             **({"validation": ancient(f"{RUN}/instances/{{id}}/validation.json")} if config["validate_gold"] else {}),
             # Every job reads its prediction from the merged file, which is rewritten whenever
             # any patch changes: ancient() keeps that from re-evaluating every instance. What
             # re-evaluates one instance is its own patch: patch.diff, or given_patch.sha256.
+            # the instance's image, pulled ahead (rules/images.smk)
+            **({"image": f"{RUN}/instances/{{id}}/image.json"} if PULLS else {}),
             predictions=ancient(f"{RUN}/{{sample}}predictions.jsonl"),
             patch=f"{RUN}/instances/{{id}}/{{sample}}{'given_patch.sha256' if config['predictions'] else PATCH}",
         output:
@@ -52,7 +54,10 @@ if config["evaluation"] != "none":
             docker=1 if config["evaluation"] == "docker" else 0,
         params:
             backend=config["evaluation"],
-            image_namespace=config["image_namespace"] or "",
+            # the image: another source is another evaluation
+            source=lambda wildcards: IMAGE_SOURCE,  # a function: the template's braces are no wildcards
+            image_record=lambda wildcards, input: f"--image-record {shlex.quote(input.image)}" if PULLS else "",
+            sample=lambda wildcards: f"--sample {sample_number(wildcards.sample)} --samples {SAMPLES}",
             # names the harness's containers: each sample its own (sample 1 as with one sample)
             run_id=lambda wildcards: DERIVED["run_id"]
             + (f".s{sample_number(wildcards.sample)}" if wildcards.sample else ""),
@@ -60,6 +65,7 @@ if config["evaluation"] != "none":
             settings=snakemake_patches.untracked(
                 f"--timeout {config['eval_timeout']}"
                 + (" --keep-images" if config["keep_images"] else "")
+                + f" --min-free-disk-gb {config['min_free_disk_gb']} --pull-wait {config['pull_wait']}"
                 + f" --dataset {shlex.quote(config['dataset'])} --split {shlex.quote(config['split'])}",
                 SNAKEMAKE_PATCHES,
             ),
@@ -69,8 +75,8 @@ if config["evaluation"] != "none":
                 snakemake_format(
                     "python -m scripts.evaluate instance --backend {params.backend} --instances {input.instances:q}"
                     " --index {input.index:q} --predictions {input.predictions:q} --id {wildcards.id:q}"
-                    " --run-id {params.run_id:q} --namespace={params.image_namespace:q} {params.settings}"
-                    " --out {output:q}"
+                    " --run-id {params.run_id:q} {params.source} {params.image_record} {params.sample}"
+                    " {params.settings} --out {output:q}"
                 ),
                 log[0],
             )

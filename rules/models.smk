@@ -24,6 +24,8 @@ def model_configs(config):
             "entry": number,
             "prep_run": folders[0],
             "ledgers": [f"{folder}/spend.jsonl" for folder in folders],
+            # context=auto chooses for the run of all: the first model makes every model's contexts
+            "providers": [c["provider"] for c in configs],
         }
     return configs
 

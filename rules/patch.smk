@@ -5,10 +5,9 @@
 rule patch:
     input:
         **(selection_inputs() if config["apply_check"] else {}),
+        # the files that search/replace edits are applied to without the apply check (an agent run has none)
+        **({} if AGENT else {"context": f"{RUN}/instances/{{id}}/context.json"}),
         response=f"{RUN}/instances/{{id}}/{{sample}}response.json",
-        # the files that search/replace edits are applied to without the apply check
-        context=f"{RUN}/instances/{{id}}/context.json",
-        # the instance's repository and base commit, for the apply check
     output:
         diff=f"{RUN}/instances/{{id}}/{{sample}}patch.diff",
         record=f"{RUN}/instances/{{id}}/{{sample}}patch.json",

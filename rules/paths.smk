@@ -11,12 +11,15 @@ include: "config.smk"
 from scripts.providers import ASK as MODEL_PROVIDERS  # the providers that ask a model (not gold or replay)
 from scripts.common import sample_number
 from scripts.costs import price_for
-from scripts import snakemake_patches
+from scripts import images, snakemake_patches
 
 # A model's module of a run of several models (rules/models.smk): its number, the run folder that makes the
 # selection, contexts and prompts, and every model's ledger (max_cost holds across them).
 SHARED = config.pop("shared", None)
 config.update(checked_config(config, SHARED and SHARED["entry"]))
+# context=auto: the strategy it stands for with this provider and dataset, and why (run.json, the summary). The
+# rules read the strategy from config["context"].
+config["context"], CONTEXT_WHY = settings.context_choice(config, SHARED and SHARED["providers"])
 
 # Snakemake's internals this workflow uses, all in scripts/snakemake_patches.py: only on the Snakemake
 # version they were written for, and only with snakemake_patches on.
@@ -59,9 +62,17 @@ wildcard_constraints:
     sample=r"(samples/([2-9]|[1-9][0-9]+)/)?",
 
 
-# The files of each instance, in the order of its stages.
-INSTANCE_FILES = ["context.json", "prompt.json", "response.json", "patch.diff", "patch.json"]
-INSTANCE_FILES += ["repair.diff", "repair.json"] if REPAIR_ATTEMPTS else []
+# agent=<config>: an agent's trajectory in place of context, prompt and generate (rules/agent.smk).
+AGENT = config["agent"] if config["provider"] in MODEL_PROVIDERS and not config["predictions"] else None
+
+# The files of each instance, in the order of its stages, and those that each sample has of its own.
+if AGENT:
+    INSTANCE_FILES = ["trajectory.json", "response.json", "patch.diff", "patch.json"]
+    SAMPLE_FILES = INSTANCE_FILES
+else:
+    INSTANCE_FILES = ["context.json", "prompt.json", "response.json", "patch.diff", "patch.json"]
+    INSTANCE_FILES += ["repair.diff", "repair.json"] if REPAIR_ATTEMPTS else []
+    SAMPLE_FILES = INSTANCE_FILES[2:]
 
 # The cost estimate, which every request waits for. Only for a model with a price: for one without (a
 # local server) it could stop nothing, and requests start while other prompts are still being built.
@@ -69,6 +80,7 @@ ESTIMATE = (
     f"{RUN}/estimate.json"
     if config["provider"] in MODEL_PROVIDERS
     and not config["predictions"]
+    and not AGENT
     and price_for(
         config["provider"], MODEL, DERIVED["api"]["prices"], config["batch"], DERIVED["api"]["database_prices"]
     )
@@ -76,10 +88,19 @@ ESTIMATE = (
     else None
 )
 
+# Where the instance images come from (scripts/images.py): with prebuilt images, each is pulled by a job of its own
+# ahead of its evaluation (rules/images.smk); the arguments that name it, and those of the pulls.
+PULLS = config["evaluation"] == "docker" and images.template(config) is not None
+IMAGE_SOURCE = (
+    f"--image-source={shlex.quote(config['image_source'] or '')}"
+    f" --namespace={shlex.quote(config['image_namespace'] or '')} --arch {config['image_arch']}"
+)
+IMAGE_ARGUMENTS = f"{IMAGE_SOURCE} --min-free-disk-gb {config['min_free_disk_gb']} --pull-wait {config['pull_wait']}"
+
 # With batch=true, the batch job's mark that every instance still without an answer was asked (rules/batch.smk).
 BATCH_DONE = (
     f"{RUN}/batch/done.json"
-    if config["batch"] and config["provider"] in MODEL_PROVIDERS and not config["predictions"]
+    if config["batch"] and config["provider"] in MODEL_PROVIDERS and not config["predictions"] and not AGENT
     else None
 )
 
@@ -138,3 +159,23 @@ def repair_settings(sample):
 def batch_settings():
     """What the batch job (rules/batch.smk) reads from the config, besides its instances."""
     return {"provider": config["provider"], "model": MODEL, "settings": DERIVED["api"], "poll_s": config["batch_poll"]}
+
+
+def agent_settings(sample):
+    """What an agent job reads from the config ({sample}: "" or samples/<s>/)."""
+    return {
+        **generate_settings(sample),
+        "agent": {
+            "config": AGENT,
+            "limits": {
+                "step_limit": config["agent_step_limit"],
+                "cost_limit": config["agent_cost_limit"],
+                "wall_time_limit_seconds": config["agent_wall_time_limit"],
+            },
+            "engine": config["agent_engine"],
+            "images": {key: config[key] for key in ("image_source", "image_namespace", "image_arch")},
+            "run_id": DERIVED["run_id"],
+            # what makes a trajectory (the rule's params): a saved state made otherwise is not resumed
+            "made_with": {**settings.generate_params(config), "agent": AGENT},
+        },
+    }

@@ -11,6 +11,7 @@ if workflow.is_main_process:
             DERIVED,
             runs_jobs=settings.runs_jobs(sys.argv[1:]),
             dry_run=workflow.output_settings.dryrun,
+            context_why=CONTEXT_WHY,
             estimate_path=ESTIMATE,
             estimate_settings=estimate_settings() if ESTIMATE else None,
             batch_done=BATCH_DONE,

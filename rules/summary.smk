@@ -29,6 +29,7 @@ rule summary:
                 **({"provider": f"predictions file {config['predictions']}"} if config["predictions"] else {}),
                 "model": MODEL,
                 "samples": SAMPLES,
+                "context_why": CONTEXT_WHY,
             }
         ),
     shell:

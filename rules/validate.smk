@@ -9,6 +9,8 @@ if config["validate_gold"]:
     rule validate:
         input:
             **selection_inputs(),
+            # the instance's image, pulled ahead (rules/images.smk): its record gives the digest
+            **({"image": f"{RUN}/instances/{{id}}/image.json"} if PULLS else {}),
         output:
             f"{RUN}/instances/{{id}}/validation.json",
         log:
@@ -19,9 +21,12 @@ if config["validate_gold"]:
         params:
             run_id=DERIVED["run_id"],
             cache=config["validation_cache"],
-            image_namespace=config["image_namespace"] or "",
+            # the image validated: the evaluation's
+            source=lambda wildcards: IMAGE_SOURCE,  # a function: the template's braces are no wildcards
+            image_record=lambda wildcards, input: f"--image-record {shlex.quote(input.image)}" if PULLS else "",
             settings=snakemake_patches.untracked(
-                f"--timeout {config['eval_timeout']}" + (" --keep-images" if config["keep_images"] else ""),
+                f"--timeout {config['eval_timeout']}"
+                + f" --min-free-disk-gb {config['min_free_disk_gb']} --pull-wait {config['pull_wait']}",
                 SNAKEMAKE_PATCHES,
             ),
         run:
@@ -30,7 +35,7 @@ if config["validate_gold"]:
                 snakemake_format(
                     "python -m scripts.validate --instances {input.instances:q} --index {input.index:q}"
                     " --id {wildcards.id:q} --run-id {params.run_id:q} --cache {params.cache:q}"
-                    " --namespace={params.image_namespace:q} {params.settings} --out {output:q}"
+                    " {params.source} {params.image_record} {params.settings} --out {output:q}"
                 ),
                 log[0],
             )

@@ -146,6 +146,27 @@ def infrastructure_fault(log):
     return cause, message
 
 
+# The stages of their own that run ahead of a stage of an instance, whose faults stop it: the pull of its image
+# (rules/images.smk) and, with validate_gold, its gold validation (rules/validate.smk).
+AHEAD = {"evaluate": ("pull", "validate"), "validate": ("pull",)}
+
+
+def stage_log(run_dir, instance_id, stage, sample=""):
+    """The instance's latest log of the stage or of a stage ahead of it (AHEAD), whichever was written last;
+    None when there is none."""
+    folder = Path(run_dir) / "logs" / instance_id
+    logs = [folder / f"{sample}{stage}.log"] + [folder / f"{ahead}.log" for ahead in AHEAD.get(stage, ())]
+    logs = sorted((log for log in logs if log.is_file()), key=lambda log: log.stat().st_mtime_ns)
+    return logs[-1] if logs else None
+
+
+def stage_fault(run_dir, instance_id, stage, sample=""):
+    """infrastructure_fault of stage_log: the stage's own, or the image's pull's or the gold validation's ahead of
+    it."""
+    log = stage_log(run_dir, instance_id, stage, sample)
+    return infrastructure_fault(log) if log else None
+
+
 def sample_folder(sample):
     """Where sample s of an instance (or of the merged files) lives, relative to its folder: sample 1
     where a run with one sample keeps it, sample s in samples/<s>/."""

@@ -5,7 +5,8 @@ an answer of `answer_tokens` (a typical single-call answer with a diff), `high` 
 of max_output_tokens, the most a request may write. With samples=k each instance is asked k
 times; a sample that already has a response.json newer than its prompt is not counted: it will not
 be asked again. Self-repair requests
-(repair_attempts) come on top of these, and only for patches that do not apply.
+(repair_attempts) come on top of these, and only for patches that do not apply. The code context's share of
+the prompts (its files' tokens, as the prompts show them) and of their cost is given beside.
 """
 from pathlib import Path
 
@@ -17,27 +18,52 @@ class CostAboveWarning(Exception):
     """The estimate is above cost_warn and the user has not confirmed: nothing is sent."""
 
 
-def estimate(prompt_tokens, model, price, answer_tokens, max_output_tokens, instances=None, prompt_cache=False):
+def estimate(prompt_tokens, model, price, answer_tokens, max_output_tokens, instances=None, prompt_cache=False,
+             context_tokens=None):
     """The estimate record for a list of prompt token counts (one per request to make) of instances
-    (default: one request each). prompt_cache: each prompt is written to the prompt cache, at its write price."""
+    (default: one request each). prompt_cache: each prompt is written to the prompt cache, at its write price.
+    context_tokens: the code context's tokens in each of those prompts (default: none)."""
+    context_tokens = context_tokens or [0] * len(prompt_tokens)
     record = {
         "model": model,
         "instances": len(prompt_tokens) if instances is None else instances,
         "answers": len(prompt_tokens),
         "prompt_tokens": sum(prompt_tokens),
+        "context_tokens": sum(context_tokens),
         "answer_tokens": {"low": answer_tokens, "high": max_output_tokens},
         "price": price,
         "prompt_cache": prompt_cache,
         "low_usd": None,
         "high_usd": None,
+        "input_usd": None,
+        "context_usd": None,
     }
     if price is not None:
+        inputs = [costs.cost_usd({"input_tokens": tokens, "output_tokens": 0,
+                                  "cache_write_tokens": tokens if prompt_cache else 0}, price) for tokens in prompt_tokens]
+        record["input_usd"] = round(sum(inputs), 8)
+        # a request's input cost split by its tokens (a long-context tier prices all of them alike)
+        record["context_usd"] = round(sum(cost * context / tokens for cost, context, tokens
+                                          in zip(inputs, context_tokens, prompt_tokens, strict=True) if tokens), 8)
         for name, per_answer in record["answer_tokens"].items():
             # request by request: a long-context tier prices a whole request by its own size
             record[f"{name}_usd"] = round(sum(costs.cost_usd({"input_tokens": tokens, "output_tokens": per_answer,
                                                               "cache_write_tokens": tokens if prompt_cache else 0}, price)
                                               for tokens in prompt_tokens), 8)
     return record
+
+
+def context_text(record):
+    """The code context's share of the prompts: " The code context: 11,800 of 13,200 input tokens per answer,
+    0.31 of 0.36 USD." ("" for a record without it, or with no request to make)."""
+    answers = record.get("answers", record["instances"])
+    if "context_tokens" not in record or not answers:
+        return ""
+    text = (f" The code context: {round(record['context_tokens'] / answers):,} of "
+            f"{round(record['prompt_tokens'] / answers):,} input tokens per answer")
+    if record.get("context_usd") is not None:
+        text += f", {record['context_usd']:.2f} of {record['input_usd']:.2f} USD"
+    return text + "."
 
 
 def describe(record):
@@ -47,13 +73,14 @@ def describe(record):
     head = f"Cost estimate for {asked} to ask ({record['prompt_tokens']:,} prompt tokens"
     if record["low_usd"] is None:
         return (f"{head}): no price is known for model {record['model']}, so it cannot be estimated and its "
-                f"cost is unknown; give one with --config 'prices={{{record['model']}: {{input: X, output: Y}}}}'.")
+                f"cost is unknown; give one with --config 'prices={{{record['model']}: {{input: X, output: Y}}}}'."
+                + context_text(record))
     return (f"{head}, answers of {record['answer_tokens']['low']:,} to {record['answer_tokens']['high']:,} tokens "
             f"at {record['price']['input']:g}/{record['price']['output']:g} USD per million in/out, "
             + (f"each prompt written to the prompt cache at {record['price'].get('cache_write', record['price']['input']):g}, "
                if record.get("prompt_cache") else "")
             + f"{record['price'].get('source', 'the prices setting')}): "
-            f"{record['low_usd']:.2f} to {record['high_usd']:.2f} USD.")
+            f"{record['low_usd']:.2f} to {record['high_usd']:.2f} USD." + context_text(record))
 
 
 def check(record, cost_warn, confirmed, text=None):
@@ -67,11 +94,19 @@ def check(record, cost_warn, confirmed, text=None):
     )
 
 
+def context_tokens(context_path, prompt):
+    """The tokens of the code context's files that the prompt shows (not those it dropped); 0 with no context."""
+    if not context_path.exists():
+        return 0
+    dropped = set(prompt.get("dropped_files") or [])
+    return sum(f["tokens"] for f in read_json(context_path)["files"] if f["path"] not in dropped)
+
+
 def prompts_to_ask(run_dir, instance_ids, samples=1, prompts_dir=None):
-    """Token counts of the prompts of the samples that have no response yet (one per request), the number of
-    instances they belong to, and the ids whose prompt is missing. prompts_dir: the run folder that holds the
-    prompts, when another one does (models=[...])."""
-    tokens, instances, missing = [], 0, []
+    """Token counts of the prompts of the samples that have no response yet (one per request), of the code
+    context in each, the number of instances they belong to, and the ids whose prompt is missing. prompts_dir: the
+    run folder that holds the prompts and contexts, when another one does (models=[...])."""
+    tokens, context, instances, missing = [], [], 0, []
     for instance_id in instance_ids:
         folder = Path(run_dir) / "instances" / instance_id
         prompt = Path(prompts_dir or run_dir) / "instances" / instance_id / "prompt.json"
@@ -83,19 +118,22 @@ def prompts_to_ask(run_dir, instance_ids, samples=1, prompts_dir=None):
                   if not ((response := folder / sample_folder(s) / "response.json").exists()
                           and response.stat().st_mtime >= prompt.stat().st_mtime)]
         if to_ask:
-            tokens += [read_json(prompt)["tokens"]] * len(to_ask)
+            record = read_json(prompt)
+            tokens += [record["tokens"]] * len(to_ask)
+            context += [context_tokens(prompt.with_name("context.json"), record)] * len(to_ask)
             instances += 1
-    return tokens, instances, missing
+    return tokens, context, instances, missing
 
 
 def for_run(run_dir, instance_ids, model, settings, prompts_dir=None):
     """The estimate of the instances still to ask, and the ids whose prompt is not built yet."""
-    tokens, instances, missing = prompts_to_ask(run_dir, instance_ids, settings.get("samples", 1), prompts_dir)
+    tokens, context, instances, missing = prompts_to_ask(run_dir, instance_ids, settings.get("samples", 1),
+                                                         prompts_dir)
     price = costs.price_for(settings["provider"], model, settings["prices"], batch=settings.get("batch", False),
                             database=settings["database_prices"])
     record = estimate(tokens, model, price, settings["answer_tokens"],
                       providers.output_limit(settings["provider"], model, settings), instances,
-                      settings.get("prompt_cache", False))
+                      settings.get("prompt_cache", False), context)
     return record, missing
 
 

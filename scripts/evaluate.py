@@ -15,6 +15,7 @@ format (what make_run_report writes), with the failures split by reason.
 """
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -28,9 +29,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scripts import images
 from scripts.common import (
     fault_line,
     find_jsonl_row,
+    now,
     read_json,
     read_jsonl,
     read_row,
@@ -51,6 +54,9 @@ SBCLI_SUBSETS = {
                     ("dev", "test")),
 }
 SBCLI_WAIT = 3 * 3600  # seconds to wait for the cloud to finish one instance
+# The image settings (images.image_name) of a call that gives none: Docker Hub's images, as the config's defaults.
+IMAGE_DEFAULTS = {"image_source": None, "image_namespace": "swebench", "image_arch": "x86_64", "min_free_disk_gb": 0,
+                  "pull_wait": 900}
 
 
 class PreflightError(Exception):
@@ -177,8 +183,8 @@ def docker_preflight(min_free_gb, environ):
             "Start it (`sudo systemctl start docker`, or `sudo dockerd &`); for podman, start its API service "
             "(`podman system service --time=0 unix:///run/podman/podman.sock &`) and set DOCKER_HOST to that "
             "address; or choose another backend: evaluation=modal, sb-cli or none.") from None
-    if os.path.isdir(root):  # a remote daemon's disk cannot be seen from here
-        free_gb = shutil.disk_usage(root).free / 1e9
+    free_gb = images.free_disk_gb(client)
+    if free_gb is not None:  # a remote daemon's disk cannot be seen from here
         if free_gb < min_free_gb:
             raise PreflightError(
                 f"only {free_gb:.1f} GB are free at {root}, below min_free_disk_gb={min_free_gb}; SWE-bench "
@@ -320,30 +326,71 @@ def pull(client, image):
         raise fault(found[0] if found else "network", f"pulling {image}: {message}") from e
 
 
-def qualified(namespace):
-    """namespace with its registry, docker.io when it names none (as Docker reads it). Podman
-    takes an unqualified name for any image whose name ends the same (localhost/swebench/...,
-    another registry's); a qualified name is the one image on both engines."""
-    if not namespace:
-        return None
-    first = namespace.split("/", 1)[0]
-    return namespace if "." in first or ":" in first or first == "localhost" else f"docker.io/{namespace}"
+def pull_image(client, name, image_settings, run_dir, log):
+    """images.pull_image with this module's pull; its stops and the registry API's errors as the EvaluationFault
+    of their cause."""
+    import requests
+
+    try:
+        return images.pull_image(client, name, image_settings, run_dir, log, pull)
+    except images.PullStopped as e:
+        raise fault(e.cause, str(e)) from e
+    except requests.RequestException as e:  # the registry's API, before the daemon's pull
+        raise fault("network", f"asking {images.split(name)[0]} about {name}: {e}") from e
 
 
-def carries_eval_script(row, namespace="swebench"):
-    """Whether row is evaluated as harness 5.x does, with its own eval_script, image and
-    log_parser (the hub's rows carry them): unless images are to be built here (no
-    namespace), which takes the 4.1.0 specification's scripts."""
-    return bool(row.get("eval_script") and row.get("image")) and namespace is not None
+def check_disk(client, min_free_gb, what):
+    try:
+        images.check_disk(client, min_free_gb, 0, what)
+    except images.PullStopped as e:
+        raise fault(e.cause, str(e)) from e
 
 
-def row_test_spec(row, namespace="swebench"):
-    """The harness's TestSpec of a row that carries its eval script: the row's script and image
-    name, nothing computed from the harness's specifications and nothing downloaded."""
+def pull_stage(row, settings, run_dir, out):
+    """Pull the row's image and write its record to out; a fault fails the job with its cause and writes nothing.
+    What it does goes to stdout (the job's log)."""
+    import docker
+
+    def log(message):
+        print(f"{now()} {row['instance_id']}: {message}", flush=True)
+
+    try:
+        name = images.image_name(row, settings)
+    except images.ImageError as e:
+        sys.exit(f"pull {row['instance_id']}: {e}")
+    try:
+        try:
+            client = docker.from_env(timeout=600)
+        except docker.errors.DockerException as e:
+            raise fault("docker_daemon", str(e)) from e
+        image, pulled = pull_image(client, name, settings, run_dir, log)
+    except EvaluationFault as e:  # the last line of the log, which scripts.status reads
+        sys.exit(f"pull {row['instance_id']}: {name} not pulled; nothing written; a plain rerun retries it.\n"
+                 f"{fault_line(e.cause, e)}")
+    previous = read_json(out) if os.path.exists(out) else None
+    # pulled by this run, earlier, or by another run beside it (a model of several): the workflow's to remove
+    earlier = ([previous] if previous else []) + [
+        read_json(folder / "instances" / row["instance_id"] / images.RECORD)
+        for folder in images.other_runs(run_dir, row["instance_id"], name)]
+    entry = images.record(image, name, pulled or any(e["image"] == name and e["pulled"] for e in earlier))
+    write_json_atomic(out, entry)
+    log(f"{name}: {'pulled' if pulled else 'already here'}, {entry['size_bytes'] / 1e9:.2f} GB, {entry['digest']}")
+
+
+def carries_eval_script(row, image="prebuilt"):
+    """Whether row is evaluated as harness 5.x does, with its own eval_script and log_parser (the
+    hub's rows carry them, with an image): unless images are to be built here (no image name),
+    which takes the 4.1.0 specification's scripts."""
+    return bool(row.get("eval_script") and row.get("image")) and image is not None
+
+
+def named_image(spec, image):
+    """The harness's TestSpec spec evaluated in the image of that name (images.image_name), which the
+    harness would otherwise name from its namespace and the instance id."""
     from swebench.harness.test_spec.test_spec import TestSpec
 
     @dataclass
-    class RowTestSpec(TestSpec):
+    class NamedImageSpec(TestSpec):
         image: str = ""
 
         @property
@@ -354,15 +401,24 @@ def row_test_spec(row, namespace="swebench"):
         def is_remote_image(self):
             return True
 
+    return NamedImageSpec(**{field.name: getattr(spec, field.name) for field in dataclasses.fields(TestSpec)},
+                          image=image)
+
+
+def row_test_spec(row, image=None, arch="x86_64"):
+    """The harness's TestSpec of a row that carries its eval script: the row's script, in image (by
+    default the row's own), nothing computed from the harness's specifications and nothing downloaded."""
+    from swebench.harness.test_spec.test_spec import TestSpec
+
     def tests(value):
         return json.loads(value) if isinstance(value, str) else list(value or [])
 
     lines = [line for line in row["eval_script"].strip().split("\n") if line not in ("#!/bin/bash", "set -uxo pipefail")]
-    return RowTestSpec(
+    spec = TestSpec(
         instance_id=row["instance_id"], repo=row["repo"], version=row.get("version"), repo_script_list=[],
-        eval_script_list=lines, env_script_list=[], arch="x86_64", FAIL_TO_PASS=tests(row["FAIL_TO_PASS"]),
-        PASS_TO_PASS=tests(row["PASS_TO_PASS"]), language="", docker_specs={}, namespace=namespace,
-        image=qualified(row["image"]))
+        eval_script_list=lines, env_script_list=[], arch=arch, FAIL_TO_PASS=tests(row["FAIL_TO_PASS"]),
+        PASS_TO_PASS=tests(row["PASS_TO_PASS"]), language="", docker_specs={}, namespace=None)
+    return named_image(spec, image or images.qualified_name(row["image"]))
 
 
 def use_row_grading(row):
@@ -387,20 +443,28 @@ def use_row_grading(row):
     return None
 
 
-def run_docker(row, prediction, harness_run, timeout, namespace, keep_images, logs):
-    """Evaluate with the harness's run_instance; returns (status, reason, harness report)."""
+def run_docker(row, prediction, harness_run, timeout, image_settings, keep_images, logs, run_dir=None,
+               recorded=False):
+    """Evaluate with the harness's run_instance in the image that image_settings name (images.image_name),
+    pulled at the registry's pace when it is not on the daemon, or built here; returns (status, reason,
+    harness report). recorded: the pull stage recorded the image (its clean-up is the run's, not the harness's)."""
     import docker
     import requests
     from swebench.harness.docker_build import BuildImageError, build_env_images
     from swebench.harness.run_evaluation import run_instance
     from swebench.harness.test_spec.test_spec import make_test_spec
 
+    image_settings = {**IMAGE_DEFAULTS, **image_settings}
+    name = images.image_name(row, image_settings)
+    arch = image_settings["image_arch"]
     try:
         spec = (
-            row_test_spec(row, qualified(namespace))
-            if carries_eval_script(row, namespace)
-            else make_test_spec(row, namespace=qualified(namespace))
+            row_test_spec(row, name, arch)
+            if carries_eval_script(row, name)
+            else make_test_spec(row, namespace=None, arch=arch)
         )
+        if name:
+            spec = named_image(spec, name)
     except (requests.RequestException, ValueError) as e:  # for some repos it reads requirements files from GitHub
         if isinstance(e, ValueError) and not find_fault(str(e)):
             raise
@@ -418,18 +482,21 @@ def run_docker(row, prediction, harness_run, timeout, namespace, keep_images, lo
             image_was_there = False
     except (docker.errors.DockerException, requests.RequestException) as e:
         raise fault("docker_daemon", str(e)) from e
-    if spec.is_remote_image and not image_was_there:
-        pull(client, spec.instance_image_key)
+    if name and not image_was_there:  # removed by the clean-up after another evaluation of it: pulled again
+        pull_image(client, name, image_settings, run_dir or str(logs.parents[2]), print)
+    check_disk(client, image_settings["min_free_disk_gb"], f"the evaluation of {row['instance_id']}")
     with scratch_directory(logs.parent) as scratch:
         try:
-            if namespace is None:  # built here, as the harness's own run does before run_instance
+            if name is None:  # built here, as the harness's own run does before run_instance
                 build_env_images(client, [row], False, 1, None, spec.instance_image_tag, spec.env_image_tag)
         except BuildImageError as e:
             collect_logs(scratch, prediction, harness_run, logs)
             raise_on_fault(str(e) + "\n" + failed_builds(logs))
             return "build_failed", f"the environment could not be built: {_one_line(str(e))}", None
-        # Images that were here before are the user's; the others go unless keep_images.
-        run_instance(spec, prediction, not keep_images and not image_was_there, False, client, harness_run, timeout)
+        # Images that were here before are the user's; the others go unless keep_images: a pulled one that the
+        # pull stage recorded once no evaluation of the run needs it any more (release_image).
+        run_instance(spec, prediction, not keep_images and not image_was_there and not recorded, False, client,
+                     harness_run, timeout)
         collect_logs(scratch, prediction, harness_run, logs)
     outcome = classify(logs, row["instance_id"], timeout)
     if outcome[0] == "error":
@@ -495,8 +562,8 @@ def run_sbcli(prediction, subset, split, cloud_run, api_key, logs, previous_subm
     return "error", f"the cloud evaluation lists the instance {where}; see its report in {LOGS}/", None
 
 
-def evaluate_instance(backend, row, prediction, logs, harness_run, timeout, namespace="swebench", keep_images=False,
-                      subset=None, split=None, api_key=None):
+def evaluate_instance(backend, row, prediction, logs, harness_run, timeout, image_settings=None, keep_images=False,
+                      subset=None, split=None, api_key=None, recorded=False, run_dir=None):
     """The instance's report record; its logs go to the folder `logs`."""
     instance_id = row["instance_id"]
     previous = _read_optional(logs / "submission.json")
@@ -506,9 +573,11 @@ def evaluate_instance(backend, row, prediction, logs, harness_run, timeout, name
     if not prediction.get("model_patch"):
         status, reason = "empty_patch", "the prediction has no patch; nothing to evaluate"
     elif backend == "docker":
-        known = use_row_grading(row) if carries_eval_script(row, namespace) else _known_environment(row)
-        status, reason, verdict = known or run_docker(row, prediction, harness_run, timeout, namespace, keep_images,
-                                                      logs)
+        image_settings = {**IMAGE_DEFAULTS, **(image_settings or {})}
+        name = images.image_name(row, image_settings)
+        known = use_row_grading(row) if carries_eval_script(row, name) else _known_environment(row)
+        status, reason, verdict = known or run_docker(row, prediction, harness_run, timeout, image_settings,
+                                                      keep_images, logs, run_dir, recorded)
     elif backend == "modal":
         status, reason, verdict = _known_environment(row) or run_modal(row, prediction, harness_run, timeout, logs)
     else:
@@ -604,10 +673,20 @@ def main(argv=None):
     one.add_argument("--run-id", required=True)
     one.add_argument("--out", required=True)
     one.add_argument("--timeout", type=int, default=1800)
-    one.add_argument("--namespace", default="swebench", help="image namespace; empty to build images locally")
+    images.settings_arguments(one)
+    one.add_argument("--image-record", help="the instance's image.json, written by the pull stage (images.py)")
+    one.add_argument("--samples", type=int, default=1, help="the run's samples, which all evaluate in the image")
+    one.add_argument("--sample", type=int, default=1)
     one.add_argument("--keep-images", action="store_true")
     one.add_argument("--dataset", help="the run's dataset (sb-cli: gives the subset)")
     one.add_argument("--split", default="test")
+    pulled = commands.add_parser("pull", help="pull one instance's image ahead of its evaluation")
+    pulled.add_argument("--instances", required=True)
+    pulled.add_argument("--index", required=True)
+    pulled.add_argument("--id", required=True)
+    pulled.add_argument("--run-dir", required=True)
+    pulled.add_argument("--out", required=True)
+    images.settings_arguments(pulled)
     merged = commands.add_parser("merge", help="merge the instances' reports into evaluation.json")
     merged.add_argument("--instances", required=True)
     merged.add_argument("--predictions", required=True)
@@ -617,6 +696,9 @@ def main(argv=None):
     merged.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
+    if args.command == "pull":
+        pull_stage(read_row(args.instances, args.index, args.id), images.settings_of(args), args.run_dir, args.out)
+        return
     if args.command == "merge":
         rows = read_jsonl(args.instances)
         # with allow_partial, an instance whose evaluation failed on a fault has no evaluation yet
@@ -639,8 +721,9 @@ def main(argv=None):
     try:
         subset = sbcli_subset(args.dataset, args.split) if args.backend == "sb-cli" else None
         record = evaluate_instance(args.backend, row, prediction, out.parent / LOGS, harness_run, args.timeout,
-                                   args.namespace or None, args.keep_images, subset, args.split,
-                                   os.environ.get("SWEBENCH_API_KEY"))
+                                   images.settings_of(args), args.keep_images, subset, args.split,
+                                   os.environ.get("SWEBENCH_API_KEY"), recorded=bool(args.image_record),
+                                   run_dir=str(Path(args.image_record).parents[2]) if args.image_record else None)
     except PreflightError as e:
         sys.exit(f"evaluate {args.id}: {e}")
     except EvaluationFault as e:  # the last line of the log, which scripts.status reads
@@ -649,6 +732,9 @@ def main(argv=None):
         sys.exit(f"evaluate {args.id}: stopped by signal {_stop_on_signal.received}; nothing written")
     write_json_atomic(out, record)
     print(f"{args.id}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
+    if args.backend == "docker" and args.image_record and not args.keep_images:
+        images.release_image(args.image_record, args.index, args.id, args.sample, args.samples,
+                             images.settings_of(args), print)
 
 
 if __name__ == "__main__":

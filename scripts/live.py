@@ -11,10 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 from scripts import costs, records
-from scripts.common import infrastructure_fault, read_json, sample_number
+from scripts.common import FAULT_PREFIX, infrastructure_fault, read_json, sample_number, write_text_atomic
 
 # what a stage's record says when it is done (not failed for good)
-DONE = {"context": "built", "prompt": "built", "generate": "answered", "patch": "valid", "repair": "valid"}
+DONE = {"context": "built", "prompt": "built", "generate": "answered", "agent": "Submitted", "patch": "valid",
+        "repair": "valid"}
 
 
 def run_of(path):
@@ -126,16 +127,22 @@ def samples_text(snap):
     return f"{len(samples)} samples: {answered}/{len(samples) * snap['selected']} answered"
 
 
-def summary_line(snap, eta, api=None, running=0):
-    """The view as one plain line (logs, CI, SLURM)."""
+def summary_line(snap, eta, api=None, running=0, causes=None):
+    """The view as one plain line (logs, CI, SLURM); causes: the jobs failed for each known cause."""
     stages = " ".join(f"{stage} {sum(c.values())}/{snap['selected']}" for stage, c in snap["stages"].items())
     samples = f"; {samples_text(snap)}" if snap.get("samples") else ""
     return (f"{time.strftime('%H:%M:%S')} progress: {stages}{samples}; {running} jobs running; "
-            f"{spend_text(snap, api)}; {eta}")
+            f"{spend_text(snap, api)}; {eta}" + (f"; {causes_text(causes)}" if causes else ""))
 
 
-def view(snap, eta, elapsed, jobs=(), api=None, title=None):
-    """The view for a terminal: jobs are (stage, instance, started at) of the jobs running."""
+def causes_text(causes):
+    """The jobs failed for each known cause (a Counter): "jobs failed: repository_unreachable 3, network 1"."""
+    return "jobs failed: " + outcome_text(causes)
+
+
+def view(snap, eta, elapsed, jobs=(), api=None, title=None, causes=None):
+    """The view for a terminal: jobs are (stage, instance, started at) of the jobs running; causes: the jobs
+    failed for each known cause, said on its closing line."""
     done, total = cells_done(snap)
     head = Text.assemble((title or snap["run"], "bold"), f"  {snap['selected']} instances  elapsed {clock(elapsed)}  ",
                          (eta, "bold cyan"))
@@ -155,12 +162,15 @@ def view(snap, eta, elapsed, jobs=(), api=None, title=None):
             running.add_column(column, no_wrap=True)
         now = time.time()
         for stage, instance_id, started in sorted(jobs, key=lambda job: job[2])[:12]:
-            requests = snap["requests"].get(instance_id, 0) if stage in ("generate", "repair") else 0
-            running.add_row(stage, instance_id or "", f"{now - started:.0f} s", f"attempt {requests}" if requests else "")
+            requests = snap["requests"].get(instance_id, 0) if stage in ("generate", "repair", "agent") else 0
+            # an agent's requests are its steps (those of all its samples, retries included)
+            word = "step" if stage == "agent" else "attempt"
+            running.add_row(stage, instance_id or "", f"{now - started:.0f} s", f"{word} {requests}" if requests else "")
         parts.append(running)
         if len(jobs) > 12:
             parts.append(Text(f"... and {len(jobs) - 12} more jobs running"))
-    parts.append(Text(f"{done} of {total} instance stages done", "dim"))
+    parts.append(Text(f"{done} of {total} instance stages done" + (f"; {causes_text(causes)}" if causes else ""),
+                      "dim"))
     return Group(*parts)
 
 
@@ -177,6 +187,9 @@ def stage_outcome(run_dir, stage, instance_id, sample=""):
     line = f"{job}: {records.failure_reason(stage, record) or DONE.get(stage) or record.get('status')}"
     if stage == "generate":
         line += f" in {record.get('latency_s') or 0:.1f} s, {record.get('cost_usd') or 0:.4f} USD"
+    if stage == "agent":
+        stats = record.get("info", {}).get("model_stats", {})
+        line += f" after {stats.get('api_calls', 0)} steps, {stats.get('instance_cost') or 0:.4f} USD"
     return line
 
 
@@ -199,3 +212,28 @@ def error_text(stage, instance_id, logs, message=None):
             text += f"\n    ({len(lines) - 40} earlier lines in the log)"
         text += "".join(f"\n    {line}" for line in lines[-40:])
     return text
+
+
+def known_cause(logs):
+    """(cause, log) of the first of a failed job's logs whose fault line names a cause with a known fix
+    (records.FIXES); None when none does."""
+    for log in logs:
+        fault = infrastructure_fault(log)
+        if fault and fault[0] in records.FIXES:
+            return fault[0], log
+    return None
+
+
+def error_line(rule, instance_id, sample, cause, log):
+    """A failed job of a known cause in one line: the rule, the instance (and its sample after the first, sample
+    "" or samples/<s>/), the cause and the log that holds the rest."""
+    job = rule + (f" {instance_id}" if instance_id else "") + (f" sample {sample_number(sample)}" if sample else "")
+    return f"error: {job}: {cause} (log: {log})"
+
+
+def keep_in_log(log, text):
+    """Add to a failed job's log what the terminal leaves out (Snakemake's error block, the traceback), above the
+    fault line that ends it: the status reads the last fault line of a log, and some readers its last line."""
+    lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    at = len(lines) - 1 if lines and FAULT_PREFIX in lines[-1] else len(lines)
+    write_text_atomic(log, "".join(lines[:at]) + text.rstrip("\n") + "\n" + "".join(lines[at:]))

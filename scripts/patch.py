@@ -218,7 +218,8 @@ def run_stage(instance_id, input, output, log_path, repos):
             row = read_row(input["instances"], input["index"], instance_id)
             repository = apply.Repository(repos["repo_cache"], repos["repo_url"], row["repo"], row["base_commit"])
         try:
-            text, record, _ = judge(read_json(input["response"]), read_json(input["context"]), repository)
+            context = read_json(input["context"]) if input.get("context") else None  # none in an agent run
+            text, record, _ = judge(read_json(input["response"]), context, repository)
         except repos_module.RepoError as error:
             message = (f"{instance_id}: cannot check the patch at {repository.repo}@{repository.commit}: "
                        f"{str(error).rstrip('.')}. To fix it, set repo_url (and repo_cache) to where the repository can be fetched, or "

@@ -31,6 +31,8 @@ class Answer:
     usage: dict = field(default_factory=dict)  # input_tokens, output_tokens, cached_input_tokens, cache_write_tokens,
     # reasoning_tokens (within output_tokens)
     dropped_parameters: list = field(default_factory=list)  # answer settings the model refused, left out of the request
+    message: dict = None  # with tools (ask_tools): the assistant's message in Chat Completions form, tool_calls included
+    raw: dict = None  # with tools: the provider's whole response, as JSON
 
 
 class Transient(Exception):
@@ -391,6 +393,150 @@ def read_message(message):
 
 
 ASK = {"openai": ask_openai, "anthropic": ask_anthropic}
+
+
+# --- requests with tools (the agent stage): the conversation is kept in Chat Completions form, as mini-swe-agent's
+# LitellmModel keeps it, and turned into each provider's own form when sent.
+
+
+def chat_message(message):
+    """A message of the conversation as the Chat Completions API takes it: without the keys only the agent keeps."""
+    return {key: value for key, value in message.items() if key != "extra"}
+
+
+def ask_tools_openai(messages, model, settings, tools, options):
+    """One Chat Completions request with tools, not streamed; its assistant message and usage."""
+    import openai
+
+    request = {"model": model, "messages": [chat_message(m) for m in messages], "tools": tools, **options}
+    limit = "max_tokens" if settings.get("base_url") else "max_completion_tokens"
+    request[limit] = output_limit("openai", model, settings)
+    if settings.get("temperature") is not None:
+        request["temperature"] = settings["temperature"]
+    if settings.get("reasoning_effort"):
+        request["reasoning_effort"] = settings["reasoning_effort"]
+    try:
+        completion = client_for("openai", settings).chat.completions.create(**request)
+    except (openai.OpenAIError, json.JSONDecodeError) as error:
+        raise (classify(error, openai) or error) from error
+    answer = read_completion(completion)
+    message = completion.choices[0].message.model_dump(exclude_none=True)  # as the API sent it, as LitellmModel keeps it
+    message.setdefault("content", None)
+    return Answer(answer.text, answer.stop_reason, answer.raw_stop_reason, answer.usage, message=message,
+                  raw=completion.model_dump(mode="json"))
+
+
+def anthropic_messages(messages):
+    """(system, messages) of a Chat Completions conversation in the Messages API's form: tool calls as tool_use
+    blocks, and the tool messages that answer them as tool_result blocks of one user message."""
+    system, converted = [], []
+    for message in map(chat_message, messages):
+        role, content = message["role"], message.get("content")
+        if role == "system":
+            system.append(content)
+        elif role == "tool":
+            block = {"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": content or ""}
+            if converted and converted[-1]["role"] == "user" and isinstance(converted[-1]["content"], list) and all(
+                    b.get("type") == "tool_result" for b in converted[-1]["content"]):
+                converted[-1]["content"].append(block)
+            else:
+                converted.append({"role": "user", "content": [block]})
+        elif role == "assistant":
+            blocks = [{"type": "text", "text": content}] if content else []
+            blocks += [{"type": "tool_use", "id": call["id"], "name": call["function"]["name"],
+                        "input": json.loads(call["function"]["arguments"] or "{}")}
+                       for call in message.get("tool_calls") or []]
+            converted.append({"role": "assistant", "content": blocks})
+        else:
+            converted.append({"role": "user", "content": content})
+    return "\n\n".join(system), converted
+
+
+def ask_tools_anthropic(messages, model, settings, tools, options):
+    """One Messages API request with tools; its answer as a Chat Completions assistant message."""
+    import anthropic
+
+    system, converted = anthropic_messages(messages)
+    request = {"model": model, "max_tokens": output_limit("anthropic", model, settings), "messages": converted,
+               "tools": [{"name": t["function"]["name"], "description": t["function"]["description"],
+                          "input_schema": t["function"]["parameters"]} for t in tools]}
+    if system:
+        request["system"] = system
+    if options.get("parallel_tool_calls") is False:
+        request["tool_choice"] = {"type": "auto", "disable_parallel_tool_use": True}
+    try:
+        reply = client_for("anthropic", settings).messages.create(**request)
+    except (anthropic.AnthropicError, json.JSONDecodeError) as error:
+        raise (classify(error, anthropic) or error) from error
+    answer = read_message(reply)
+    calls = [{"id": block.id, "type": "function", "function": {"name": block.name, "arguments": json.dumps(block.input)}}
+             for block in reply.content if block.type == "tool_use"]
+    message = {"role": "assistant", "content": answer.text or None, **({"tool_calls": calls} if calls else {})}
+    # the stop reason as Chat Completions names it, which the agent's format error template reads
+    stop = {"tool_use": "tool_calls", "max_tokens": "length", "end_turn": "stop"}.get(answer.raw_stop_reason,
+                                                                                     answer.raw_stop_reason)
+    return Answer(answer.text, answer.stop_reason, stop, answer.usage, message=message,
+                  raw=reply.model_dump(mode="json"))
+
+
+def responses_input(messages):
+    """(instructions, input items) of a Chat Completions conversation in the Responses API's form: tool calls as
+    function_call items, the tool messages that answer them as function_call_output items."""
+    system, items = [], []
+    for message in map(chat_message, messages):
+        role, content = message["role"], message.get("content")
+        if role == "system":
+            system.append(content)
+        elif role == "tool":
+            items.append({"type": "function_call_output", "call_id": message["tool_call_id"], "output": content or ""})
+        elif role == "assistant":
+            items += [{"role": "assistant", "content": content}] if content else []
+            items += [{"type": "function_call", "call_id": call["id"], "name": call["function"]["name"],
+                       "arguments": call["function"]["arguments"]} for call in message.get("tool_calls") or []]
+        else:
+            items.append({"role": "user", "content": content})
+    return "\n\n".join(system), items
+
+
+def ask_tools_responses(messages, model, settings, tools, options):
+    """One Responses API request with tools (store=false: the whole conversation is sent each time); its answer as a
+    Chat Completions assistant message."""
+    import openai
+
+    instructions, items = responses_input(messages)
+    request = {"model": model, "input": items, "store": False,
+               "tools": [{"type": "function", **t["function"]} for t in tools],
+               "max_output_tokens": output_limit("openai", model, settings), **options}
+    if instructions:
+        request["instructions"] = instructions
+    if settings.get("temperature") is not None:
+        request["temperature"] = settings["temperature"]
+    if settings.get("reasoning_effort"):
+        request["reasoning"] = {"effort": settings["reasoning_effort"]}
+    try:
+        response = client_for("openai", settings).responses.create(**request)
+    except (openai.OpenAIError, json.JSONDecodeError) as error:
+        raise (classify(error, openai) or error) from error
+    answer = read_response(response)
+    calls = [{"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+             for item in response.output if item.type == "function_call"]
+    message = {"role": "assistant", "content": answer.text or None, **({"tool_calls": calls} if calls else {})}
+    # the stop reason as Chat Completions names it, which the agent's format error template reads
+    stop = "length" if answer.stop_reason == "max_tokens" else "tool_calls" if calls else "stop"
+    return Answer(answer.text, answer.stop_reason, stop, answer.usage, message=message,
+                  raw=response.model_dump(mode="json"))
+
+
+ASK_TOOLS = {"openai": ask_tools_openai, "anthropic": ask_tools_anthropic}
+
+
+def ask_tools(provider, messages, model, settings, tools, options=None):
+    """One request of a conversation with tools (Chat Completions form, tools as Chat Completions function tools),
+    with the errors of ask(); the Answer's message is the assistant's reply in the same form. OpenAI models go to the
+    Responses API as ask() sends them (openai_api)."""
+    if provider == "openai" and uses_responses(model, settings):
+        return ask_tools_responses(messages, model, settings, tools, options or {})
+    return ASK_TOOLS[provider](messages, model, settings, tools, options or {})
 
 
 def ask(provider, messages, model, settings):

@@ -6,12 +6,13 @@ import glob
 import time
 from pathlib import Path
 
-from scripts.common import infrastructure_fault, read_json, sample_folder, set_aside
+from scripts.common import read_json, sample_folder, set_aside, stage_fault
 from scripts.evaluate import FIXES as EVALUATION_FIXES
 
 # each stage's file in instances/<id>/
 STAGE_FILES = {"context": "context.json", "prompt": "prompt.json", "generate": "response.json",
-               "patch": "patch.json", "repair": "repair.json", "evaluate": "evaluation.json"}
+               "agent": "trajectory.json", "patch": "patch.json", "repair": "repair.json",
+               "evaluate": "evaluation.json"}
 VERDICTS = ("resolved", "unresolved")
 # the fix of each cause of a fault line written by a stage other than evaluate (whose causes are scripts/evaluate.py's)
 FIXES = {
@@ -37,6 +38,8 @@ def read_record(path):
 
 def failure_reason(stage, record):
     """Why the stage's record is a permanent failure; None when the stage is done."""
+    if stage == "agent" and record.get("info", {}).get("exit_status") != "Submitted":
+        return record.get("info", {}).get("exit_status") or "failed"
     if stage == "generate" and record.get("status") == "failed":
         return record.get("failure_reason") or "failed"
     if stage in ("patch", "repair") and record.get("status") != "valid":
@@ -55,8 +58,13 @@ def run_stages(run_dir):
     given = summary.get("mode") == "predictions" or any(instances.glob("*/given_patch.sha256"))
     evaluated = (summary.get("evaluation", "none") != "none" or (run_dir / "evaluation.json").is_file()
                  or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log"))
+                 or (run_dir / "images" / "plan.json").is_file()  # the pulls of the images ahead of it
                  or any((run_dir / "logs").glob("*/validate.log")))  # validate_gold: validated before evaluated
     skipped = {}
+    info = read_record(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    agent = "agent" in info.get("stages", ())
+    if agent:
+        skipped.update(dict.fromkeys(["context", "prompt", "generate"], "an agent run: its trajectory instead"))
     if not any(instances.glob("*/repair.json")):
         skipped["repair"] = "no repair stage (provider gold or replay, or repair_attempts=0), or not reached"
     if given:
@@ -64,12 +72,12 @@ def run_stages(run_dir):
     if not evaluated:
         skipped["evaluate"] = ("not part of this run (evaluation=none)" if summary
                                else "no report yet (evaluation=none, or not reached)")
-    return [stage for stage in STAGE_FILES if stage not in skipped], skipped
+    return [stage for stage in STAGE_FILES if stage not in skipped and (agent or stage != "agent")], skipped
 
 
-def instance_status(run_dir, instance_id, stages):
-    """{stage: (outcome, reason, file)} of one instance; outcome is done, failed or to do."""
-    folder = Path(run_dir) / "instances" / instance_id
+def instance_status(run_dir, instance_id, stages, sample=1):
+    """{stage: (outcome, reason, file)} of one instance (of one of its samples); outcome is done, failed or to do."""
+    folder = Path(run_dir) / "instances" / instance_id / sample_folder(sample)
     status = {}
     for stage in stages:
         path = folder / STAGE_FILES[stage]
@@ -122,7 +130,7 @@ def set_aside_failures(run_dir, instance_ids, repair=False, stamp=None):
                 continue
             paths = [path]
             if stage != "evaluate" or reason in ("patch_failed", "empty_patch"):
-                paths = [folder / STAGE_FILES["generate"]]
+                paths = [folder / STAGE_FILES["generate"], folder / STAGE_FILES["agent"]]  # an agent run's too
                 paths += [folder / name for name in ("repair.json", "repair.diff", "repair")] if repair else []
             for path in paths:
                 if path.exists():
@@ -152,43 +160,38 @@ def set_aside_cut_off(run_dir, instance_ids, limit, stamp=None):
     return moved
 
 
-def stage_fault(run_dir, instance_id, stage):
-    """(log, (cause, message)) of the fault line that ends the latest log of the instance's stage, or None. With
-    validate_gold the evaluation waits for the gold validation (rules/validate.smk), whose log is read first."""
-    for name in (["validate"] if stage == "evaluate" else []) + [stage]:
-        log = Path(run_dir) / "logs" / instance_id / f"{name}.log"
-        fault = infrastructure_fault(log)
-        if fault:
-            return log, fault
-    return None
-
-
 def failure_causes(run_dir, instance_ids):
-    """{cause: (count, one message, the instances)} of the instances whose first stage still to do failed on the
-    machinery: the cause and message of the fault line that ends that stage's latest log."""
+    """{cause: (count, one message, [(instance, sample)])} of the samples of the instances (samples=k: each of its
+    k) whose first stage still to do failed on the machinery: the cause and message of the fault line that ends
+    that stage's latest log. The samples after the first share the first's context and prompt."""
     run_dir = Path(run_dir)
     stages, _ = run_stages(run_dir)
     causes = {}
-    for instance_id in instance_ids:
-        status = instance_status(run_dir, instance_id, stages)
-        stage = next((stage for stage, s in status.items() if s[0] == "to do"), None)
-        fault = stage and (stage_fault(run_dir, instance_id, stage) or (None, None))[1]
-        if fault:
-            count, message, ids = causes.get(fault[0], (0, fault[1], []))
-            causes[fault[0]] = (count + 1, message, ids + [instance_id])
+    for sample in range(1, run_samples(run_dir) + 1):
+        own = [stage for stage in stages if sample == 1 or stage not in ("context", "prompt")]
+        for instance_id in instance_ids:
+            status = instance_status(run_dir, instance_id, own, sample)
+            stage = next((stage for stage, s in status.items() if s[0] == "to do"), None)
+            fault = stage and stage_fault(run_dir, instance_id, stage, sample_folder(sample))
+            if fault:
+                count, message, failed = causes.get(fault[0], (0, fault[1], []))
+                causes[fault[0]] = (count + 1, message, failed + [(instance_id, sample)])
     return causes
 
 
 def cause_lines(causes):
-    """One line per cause of failure_causes: how many instances, an example, the fix."""
+    """One line per cause of failure_causes: how many instances (and samples), an example, the fix."""
     lines = []
-    for cause, (count, message, _) in sorted(causes.items(), key=lambda item: -item[1][0]):
+    for cause, (count, message, failed) in sorted(causes.items(), key=lambda item: -item[1][0]):
         fix = FIXES.get(cause)
         if fix and message.startswith(fix):  # an evaluation's message starts with the fix
             message = message[len(fix):].strip(" ()")
         message = message.removesuffix("; a rerun retries it")
-        noun = "instance" if count == 1 else "instances"
-        lines.append(f"{count} {noun} failed for one cause: {cause} ({message[:200]}). "
+        instances = len({instance_id for instance_id, _ in failed})
+        what = f"{instances} instance{'s' * (instances != 1)}"
+        if any(sample > 1 for _, sample in failed):
+            what = f"{count} sample{'s' * (count != 1)} of {what}"
+        lines.append(f"{what} failed for one cause: {cause} ({message[:200]}). "
                      + (f"Fix: {fix}. " if fix else "") + f"A rerun retries {'it' if count == 1 else 'them'}.")
     return lines
 

@@ -15,15 +15,8 @@ import sys
 from pathlib import Path
 
 from scripts.common import open_atomic, read_json, write_json_atomic
-from scripts.settings import instance_list, is_dataset_path
+from scripts.settings import HUB_NAMES, instance_list, is_dataset_path
 
-HUB_NAMES = {
-    "lite": "SWE-bench/SWE-bench_Lite",
-    "verified": "SWE-bench/SWE-bench_Verified",
-    "full": "SWE-bench/SWE-bench",
-    "multimodal": "SWE-bench/SWE-bench_Multimodal",
-    "multilingual": "SWE-bench/SWE-bench_Multilingual",
-}
 REQUIRED_FIELDS = ("instance_id", "repo", "base_commit", "problem_statement")
 
 

@@ -6,12 +6,24 @@ from urllib.parse import urlparse
 
 import yaml
 
-from scripts import costs, providers
+from scripts import costs, images, providers
 from scripts.providers import ASK, DEFAULT_MODELS, KEY_VARIABLES
 
 DATASET_SUFFIXES = (".json", ".jsonl", ".parquet")
+# The datasets' short names (dataset=lite).
+HUB_NAMES = {
+    "lite": "SWE-bench/SWE-bench_Lite",
+    "verified": "SWE-bench/SWE-bench_Verified",
+    "full": "SWE-bench/SWE-bench",
+    "multimodal": "SWE-bench/SWE-bench_Multimodal",
+    "multilingual": "SWE-bench/SWE-bench_Multilingual",
+}
 # context strategies that read a SWE-bench retrieval dataset, and its name on the hub
 RETRIEVAL_DATASETS = {f"bm25_{size}": f"princeton-nlp/SWE-bench_bm25_{size}" for size in ("13K", "27K", "40K")}
+# The datasets whose test and dev splits SWE-bench's retrieval sets hold, by instance id (Lite and Verified are
+# subsets of SWE-bench's own test and dev splits).
+RETRIEVAL_COVERS = {f"{owner}/SWE-bench{name}" for owner in ("SWE-bench", "princeton-nlp")
+                    for name in ("", "_Lite", "_Verified")}
 PROVIDER_MODELS = {"gold": "gold", "replay": None, **DEFAULT_MODELS}  # replay: named after its file
 # The settings that make the answers of a run (its requests, and the prompts and patch verdicts that
 # repair requests are made from): a run folder holds paid answers made with one set of them.
@@ -19,7 +31,7 @@ PROVIDER_MODELS = {"gold": "gold", "replay": None, **DEFAULT_MODELS}  # replay: 
 # one the limit cut off is asked again (records.set_aside_cut_off).
 ANSWER_SETTINGS = ("provider", "model", "base_url", "temperature", "replay_file",
                    "prompt_style", "prompt_template", "context", "context_tokens", "tokenizer", "retrieval_dataset",
-                   "apply_check", "repair_attempts", "openai_api", "reasoning_effort")
+                   "apply_check", "repair_attempts", "openai_api", "reasoning_effort", "agent")
 # Request settings that only these providers send: for another one they change no answer. The Anthropic API
 # version of the pinned client (2026-10-21) refuses temperature, and reasoning_effort is OpenAI's.
 SENT_ONLY_BY = {"temperature": ("openai",), "openai_api": ("openai",), "reasoning_effort": ("openai",)}
@@ -142,11 +154,60 @@ def check(config):
         raise ConfigError(f"validate_gold=true runs the gold and empty patches in the instance images on the Docker "
                           f"engine, and evaluation={config['evaluation']} does not use it: set evaluation=docker, or "
                           "leave validate_gold at false.")
+    if config.get("agent") and not config["predictions"]:
+        check_agent(config)
     if config["prompt_template"]:
         _require_file(config["prompt_template"], "prompt_template", "a YAML prompt template")
+    try:
+        images.check_template(config)
+    except images.ImageError as e:
+        raise ConfigError(str(e)) from None
     if config["retrieval_dataset"] and is_dataset_path(config["retrieval_dataset"]):
         _require_file(config["retrieval_dataset"], "retrieval_dataset",
                       "a .parquet, .jsonl or .json file with instance_id and text")
+
+
+def context_choice(config, run_providers=None):
+    """(strategy, why) of the run's context: for context=auto, what a run of this provider and dataset gets (the
+    strategy given, for any other). auto: no code for gold, replay and given predictions, which make no prompt of
+    their own; for a model, SWE-bench's own baseline, the bm25_13K retrieval set, where it holds the selected
+    instances (SWE-bench's test and dev splits, of which Lite and Verified are subsets with the same ids), else
+    BM25 over the repository at base_commit at the same size. run_providers: every model's provider, for
+    models=[...], whose first model makes the contexts of all."""
+    if config["context"] != "auto":
+        return config["context"], f"context={config['context']} was given"
+    providers = run_providers or [config["provider"]]
+    if config["predictions"]:
+        return "none", "context=auto: predictions are given, no model is asked"
+    if config.get("agent"):
+        return "none", f"context=auto: agent={config['agent']} reads the repository in its container"
+    if not any(provider in ASK for provider in providers):
+        return "none", f"context=auto: provider {'/'.join(providers)} asks no model"
+    if config["retrieval_dataset"]:
+        return "bm25_13K", f"context=auto: the retrieval set given, retrieval_dataset={config['retrieval_dataset']}"
+    name = HUB_NAMES.get(config["dataset"], config["dataset"])
+    if name in RETRIEVAL_COVERS and config["split"] in ("test", "dev"):
+        return "bm25_13K", (f"context=auto: SWE-bench's own baseline, {RETRIEVAL_DATASETS['bm25_13K']}, holds "
+                            f"split {config['split']} of {name}")
+    return "bm25", (f"context=auto: {RETRIEVAL_DATASETS['bm25_13K']} does not hold dataset {config['dataset']} split "
+                    f"{config['split']}; BM25 over the repository at base_commit, within "
+                    f"{config['context_tokens'] or 13000:,} tokens")
+
+
+def check_agent(config):
+    """agent=<config>: a mini-swe-agent config, a model provider, one request at a time (no batch)."""
+    if config["provider"] not in ASK:
+        raise ConfigError(f"agent={config['agent']} asks a model at every step, and provider={config['provider']} "
+                          f"asks none: set provider to one of {', '.join(sorted(ASK))} (with model).")
+    if config["batch"]:
+        raise ConfigError(f"agent={config['agent']} needs each answer before its next request, and batch=true "
+                          "answers within hours: set batch=false.")
+    from scripts.agent import AgentConfigError, load_config
+
+    try:
+        load_config(config["agent"], {})
+    except AgentConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 def retrieval_source(config):
@@ -291,7 +352,8 @@ def derived(config):
         "api": {**api_settings(config["provider"], config, run_dir),
                 "prompt_cache": asks_model and config["provider"] == "anthropic" and config["prompt_cache"]},
         "repos": {"repo_cache": config["repo_cache"], "repo_url": config["repo_url"]} if config["apply_check"] else None,
-        "repair_attempts": config["repair_attempts"] if asks_model else 0,
+        # an agent's diff goes to the predictions as the agent left it: no repair stage
+        "repair_attempts": config["repair_attempts"] if asks_model and not config.get("agent") else 0,
     }
 
 

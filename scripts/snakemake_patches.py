@@ -1,7 +1,7 @@
 """Every use this workflow makes of Snakemake's internals, in one place. They are written for one
 Snakemake version (WRITTEN_FOR, the pin of requirements.txt); on any other, or with the setting
 snakemake_patches: false, none is used and the workflow runs on plain Snakemake: the same results,
-slower at thousands of instances (README, Scale), and a change of an evaluation setting
+slower at thousands of instances (docs/scale.md), and a change of an evaluation setting
 (eval_timeout, keep_images, dataset, split) evaluates again.
 
 - remaining_jobs: the list of every job still to run, made lazily (JobScheduler.remaining_jobs).
@@ -99,12 +99,12 @@ def widen_thread_pool(workflow):
     """With force-use-threads every local job runs on a thread of one pool of cores + 5 threads, and a
     model request (generate, repair) holds its thread while it waits on the network: with few cores
     that pool, not `--resources api=N`, would bound the requests in flight. Called before the first
-    job (onstart), it gives the pool a thread for each api unit and each docker unit on top."""
+    job (onstart), it gives the pool a thread for each api, docker and pulls unit on top."""
     executor = getattr(workflow.scheduler, "_executor", None)
     if not workflow.execution_settings.use_threads or not hasattr(executor, "pool"):
         return  # subprocess jobs, or a cluster executor
     # a resource not given is unbounded (sys.maxsize): no thread for it
-    limits = [workflow.scheduler.global_resources.get(name, 0) for name in ("api", "docker")]
+    limits = [workflow.scheduler.global_resources.get(name, 0) for name in ("api", "docker", "pulls")]
     waiting = sum(n for n in limits if n < sys.maxsize)
     if waiting:
         executor.workers += waiting

@@ -24,10 +24,11 @@ class StartError(Exception):
 
 
 def before_jobs(config, environ, derived, runs_jobs, dry_run, estimate_path=None, estimate_settings=None,
-                batch_done=None):
+                batch_done=None, context_why=None):
     """Everything above for the checked config and derived its settings (settings.derived). runs_jobs: snakemake
     was called to run jobs (settings.runs_jobs), possibly as a dry run; estimate_path and batch_done: the
-    run's estimate.json and batch/done.json when it has them (rules/paths.smk)."""
+    run's estimate.json and batch/done.json when it has them (rules/paths.smk); context_why: why the run has
+    its context (settings.context_choice)."""
     starts = runs_jobs and not dry_run  # what writes to the run folder, or needs what only a run needs
     run_dir, model, repair = derived["run_dir"], derived["model"], derived["repair_attempts"] > 0
     index = f"{run_dir}/instances.index.json"
@@ -42,7 +43,7 @@ def before_jobs(config, environ, derived, runs_jobs, dry_run, estimate_path=None
     if not config["predictions"] and runs_jobs:
         record_answer_settings(config, environ, run_dir, starts)
     if starts:
-        write_run_info(config, run_dir, repair)
+        write_run_info(config, run_dir, repair, context_why)
     if config["retry_failed"] and starts and os.path.exists(index):
         from scripts.records import set_aside_failures
 
@@ -57,7 +58,7 @@ def before_jobs(config, environ, derived, runs_jobs, dry_run, estimate_path=None
             print(f"{path} was cut off by a smaller output limit: set aside, asked again.", file=sys.stderr)
     if estimate_path:
         estimate_before_jobs(run_dir, index, model, estimate_settings, estimate_path, starts, dry_run)
-    elif asks_model:
+    elif asks_model and not config.get("agent"):  # an agent's steps are not known before it runs
         print(f"No cost estimate: no price is known for model {model}, so requests start as soon as their prompt is "
               "built and their cost is unknown; to have one, give the price with "
               f"--config 'prices={{{model}: {{input: X, output: Y}}}}' (USD per million tokens).", file=sys.stderr)
@@ -82,13 +83,16 @@ def record_answer_settings(config, environ, run_dir, write):
         os.replace(f"{run_dir}/quota_exhausted.json", f"{run_dir}/quota_exhausted.earlier.json")
 
 
-def write_run_info(config, run_dir, repair):
-    """run.json: the stages of the run, its budget and its samples."""
+def write_run_info(config, run_dir, repair, context_why=None):
+    """run.json: the stages of the run, its budget, its samples and its context (the strategy, and why)."""
     asks = not config["predictions"]
-    stages = {"context": asks, "prompt": asks, "generate": asks, "patch": asks, "repair": repair and asks,
-              "evaluate": config["evaluation"] != "none"}
+    agent = asks and bool(config.get("agent")) and config["provider"] in ASK
+    stages = {"context": asks and not agent, "prompt": asks and not agent, "generate": asks and not agent,
+              "agent": agent, "patch": asks, "repair": repair and asks, "evaluate": config["evaluation"] != "none"}
     write_json_atomic(f"{run_dir}/run.json", {"stages": [stage for stage, used in stages.items() if used],
-                                              "max_cost": config.get("max_cost"), "samples": config["samples"]})
+                                              "max_cost": config.get("max_cost"), "samples": config["samples"],
+                                              "context": {"strategy": config["context"],
+                                                          "why": context_why or f"context={config['context']}"}})
 
 
 def estimate_before_jobs(run_dir, index, model, estimate_settings, path, starts, dry_run):

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from scripts import costs
-from scripts.common import read_jsonl
+from scripts.common import read_jsonl, stage_fault, stage_log
 from scripts.predictions import not_diffs
 from scripts.records import (
     STAGE_FILES,
@@ -26,7 +26,6 @@ from scripts.records import (
     run_stages,
     sample_counts,
     sample_folders,
-    stage_fault,
 )
 
 
@@ -83,6 +82,8 @@ def run_status(run_dir):
         if stage in skipped:
             lines.append(f"{stage:<10}{'-':>7}{'-':>8}{'-':>7}   {skipped[stage]}")
             continue
+        if stage not in stages:  # the agent stage of a run without one
+            continue
         outcomes = Counter(s[stage][0] for s in statuses.values())
         reasons = Counter(s[stage][1] for s in statuses.values() if s[stage][0] == "failed")
         by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
@@ -107,8 +108,9 @@ def run_status(run_dir):
             failed.append((instance_id, first_failed, reason, str(path)))
         first_to_do = next((stage for stage, s in status.items() if s[0] == "to do"), None)
         if first_to_do:
-            log, fault = stage_fault(run_dir, instance_id, first_to_do) or (
-                run_dir / "logs" / instance_id / f"{first_to_do}.log", None)
+            # the image's pull or the gold validation ahead of an evaluation, where it was the last to run
+            log = stage_log(run_dir, instance_id, first_to_do) or run_dir / "logs" / instance_id / f"{first_to_do}.log"
+            fault = stage_fault(run_dir, instance_id, first_to_do)
             if fault:
                 faults.append((instance_id, first_to_do, fault[0], f"a rerun retries it; {log}: {fault[1][:200]}"))
             else:
@@ -123,8 +125,10 @@ def run_status(run_dir):
         lines += ["", f"Failed for good ({len(failed)}), each at its first failed stage with the file that says why; "
                   "a rerun keeps these, a rerun with --config retry_failed=true redoes them:"]
         lines += aligned(failed)
+    causes = cause_lines(failure_causes(run_dir, ids))  # every sample's
+    if causes:
+        lines += [""] + causes
     if faults:
-        lines += [""] + cause_lines(failure_causes(run_dir, ids))
         lines += ["", f"Infrastructure faults ({len(faults)}): the last attempt failed on the machinery, not on the "
                   "model's work; nothing was recorded and a rerun retries it (the same command), once the cause "
                   "named is fixed:"] + aligned(faults)

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from scripts import compare, costs
-from scripts.common import infrastructure_fault, read_json, read_jsonl, write_json_atomic, write_text_atomic
+from scripts.common import read_json, read_jsonl, stage_fault, write_json_atomic, write_text_atomic
 from scripts.predictions import not_diffs
 
 LATENCY_PERCENTILES = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
@@ -76,7 +76,7 @@ def missing_files(rows, records, run_dir, generated, evaluated):
         first = next(((stage, name) for stage, name, present in stages if not present), None)
         if first:
             missing.append({"instance_id": row["instance_id"], "stage": first[0], "file": str(folder / f"{first[1]}.json")})
-            fault = infrastructure_fault(Path(run_dir) / "logs" / row["instance_id"] / f"{first[0]}.log")
+            fault = stage_fault(run_dir, row["instance_id"], first[0])
             if fault:
                 missing[-1]["infrastructure_fault"] = fault[0]
     return missing
@@ -194,6 +194,7 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
         },
         "latency_s": {name: percentile(latencies, q) for name, q in LATENCY_PERCENTILES} | {"max": max(latencies)}
         if latencies else None,
+        "agent": agent_summary(responses),
         "per_instance": [
             {"instance_id": r["instance_id"], "status": r["status"], "stop_reason": r.get("stop_reason"),
              "cost_usd": round((r["cost_usd"] or 0.0) + repair_usd.get(r["instance_id"], 0.0), 8), "input_tokens": r["usage"]["input_tokens"],
@@ -217,6 +218,19 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
         "missing": missing,
         "funnel": funnel(rows, responses, patches, patch_by_id, evaluation, generated),
     }
+
+
+def agent_summary(responses):
+    """An agent run's exit statuses, and its steps and cost per instance (median, p90, max); None for another run."""
+    agents = [r for r in responses if r.get("agent")]
+    if not agents:
+        return None
+    steps = [r["agent"]["steps"] for r in agents]
+    usd = [r["cost_usd"] or 0.0 for r in agents]
+    return {"exit_statuses": dict(Counter(r["agent"]["exit_status"] for r in agents)),
+            "steps": {"p50": percentile(steps, 0.5), "p90": percentile(steps, 0.9), "max": max(steps)},
+            "cost_usd": {"p50": round(percentile(usd, 0.5), 6), "p90": round(percentile(usd, 0.9), 6),
+                         "max": round(max(usd), 6)}}
 
 
 def samples_pass_at_k(rows, run_dir, samples):
@@ -262,6 +276,7 @@ def render_markdown(summary):
         "",
         f"- dataset: {summary['dataset']} ({summary['split']}), provider: {summary['provider']}, "
         f"model: {summary['model']}, context: {summary['context']}, evaluation: {summary['evaluation']}",
+        *([f"- context {summary['context']}: {summary['context_why']}"] if summary.get("context_why") else []),
         f"- selected: {counts['selected']}, predictions: {counts['predictions']['total']} "
         f"({counts['predictions']['non_empty']} with a patch"
         + (f", {counts['predictions']['not_a_diff']} not a diff)" if counts["predictions"]["not_a_diff"] else ")"),
@@ -293,6 +308,12 @@ def render_markdown(summary):
         lat = summary["latency_s"]
         lines.append(f"- latency per instance: p50 {lat['p50']} s, p90 {lat['p90']} s, p99 {lat['p99']} s, "
                      f"max {lat['max']} s")
+    if summary.get("agent"):
+        agent = summary["agent"]
+        statuses = ", ".join(f"{status} {n}" for status, n in sorted(agent["exit_statuses"].items()))
+        lines.append(f"- agent: {statuses}; steps per instance p50 {agent['steps']['p50']}, p90 "
+                     f"{agent['steps']['p90']}, max {agent['steps']['max']}; cost per instance p50 "
+                     f"{agent['cost_usd']['p50']} USD, p90 {agent['cost_usd']['p90']} USD")
     lines += ["", "## Stages", "", "| stage | outcome | instances |", "|---|---|---|"]
     if counts["generation"]:
         lines.append(f"| generate | answered | {counts['generation']['ok']} |")

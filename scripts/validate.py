@@ -7,7 +7,9 @@ nothing about a model, and the summary lists it apart. The outcome is kept in a 
 runs, under the digest of the image (<cache>/<digest>/<id>.json, the harness's logs beside it in
 <id>/gold/ and <id>/empty/), so another run, or another model's, on the same image reads it
 instead of evaluating again. The run's own copy is instances/<id>/validation.json
-(schemas/validation.schema.json).
+(schemas/validation.schema.json). The image is the one the settings name (scripts/images.py's image_name), the
+pull stage's (its instances/<id>/image.json gives the digest), or built here when images are built locally;
+validation removes none: the evaluation after it needs it, and the evaluations' clean-up removes it.
 
 A fault of the machinery (daemon, registry, network, disk) is no outcome: the job fails, nothing
 is written or cached, and a plain rerun retries it.
@@ -23,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from scripts import evaluate
+from scripts import evaluate, images
 from scripts.common import fault_line, now, read_json, read_row, write_json_atomic
 
 # The row's fields that decide its evaluation: a cached outcome holds for the same image and these.
@@ -35,51 +37,35 @@ def row_sha256(row):
     return hashlib.sha256(json.dumps([row.get(k) for k in GRADED_FIELDS], sort_keys=True).encode()).hexdigest()
 
 
-def test_spec(row, namespace):
-    """The harness's TestSpec of row, as the evaluate stage makes it (scripts/evaluate.py: run_docker)."""
-    from swebench.harness.test_spec.test_spec import make_test_spec
-
-    if evaluate.carries_eval_script(row, namespace):
-        return evaluate.row_test_spec(row, evaluate.qualified(namespace))
-    return make_test_spec(row, namespace=evaluate.qualified(namespace))
-
-
 def local_digest(client, name):
-    """The digest of the image name on the daemon: the registry's digest of a pulled image, the id of one
-    built here; None when the daemon does not have it."""
+    """The id of a locally built image name on the daemon; None when the daemon does not have it."""
     import docker
 
     try:
-        image = client.images.get(name)
+        return client.images.get(name).id
     except docker.errors.ImageNotFound:
         return None
-    digests = [d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or []]
-    return digests[0] if digests else image.id
 
 
-def registry_digest(client, name):
-    """The registry's digest of a remote image, read without pulling it."""
-    import docker
+def build_image(client, row, arch, scratch):
+    """The harness's instance image of row built here (images built locally: no image name), as the evaluation
+    would build it; (its name, its id). A failed build is left to run_docker, which builds again and records it
+    or raises its fault: the id is then None."""
     import requests
+    from swebench.harness.docker_build import build_instance_images
+    from swebench.harness.test_spec.test_spec import make_test_spec
 
     try:
-        return client.images.get_registry_data(name).id
-    except (docker.errors.DockerException, requests.RequestException) as e:
-        message = getattr(e, "explanation", None) or str(e)
-        found = evaluate.find_fault(message)
-        raise evaluate.fault(found[0] if found else "network", f"reading the digest of {name}: {message}") from e
-
-
-def fetch_image(client, spec, row, scratch):
-    """Pull or build (image_namespace empty) the instance image, as the evaluation would. A failed build is
-    left to run_docker, which builds again and records it or raises its fault."""
-    if spec.is_remote_image:
-        evaluate.pull(client, spec.instance_image_key)
-        return
-    from swebench.harness.docker_build import build_instance_images
-
-    with evaluate.scratch_directory(scratch):  # the harness writes its build logs under the working directory
-        build_instance_images(client, [row], False, 1, None, spec.instance_image_tag, spec.env_image_tag)
+        spec = make_test_spec(row, namespace=None, arch=arch)
+    except (requests.RequestException, ValueError) as e:  # for some repos it reads requirements files from GitHub
+        if isinstance(e, ValueError) and not evaluate.find_fault(str(e)):
+            raise
+        raise evaluate.fault("github_download", str(e)) from e
+    image = spec.instance_image_key
+    if local_digest(client, image) is None:
+        with evaluate.scratch_directory(scratch):  # the harness writes its build logs under the working directory
+            build_instance_images(client, [row], False, 1, None, spec.instance_image_tag, spec.env_image_tag)
+    return image, local_digest(client, image)
 
 
 def outcome(status, reason, report, duration_s, logs):
@@ -89,13 +75,14 @@ def outcome(status, reason, report, duration_s, logs):
             "logs": str(logs) if logs.is_dir() else None}
 
 
-def run_patch(row, patch, logs, harness_run, timeout, namespace):
-    """The harness's outcome of one patch ("" for none: GNU patch applies an empty file) on the instance's image,
-    which is on the daemon; the image is kept."""
+def run_patch(row, patch, logs, harness_run, timeout, image_settings, run_dir):
+    """The harness's outcome of one patch ("" for none: GNU patch applies an empty file) on the instance's image;
+    the image is kept (its clean-up is the evaluations', scripts/images.py's release_image)."""
     shutil.rmtree(logs, ignore_errors=True)
     started = time.monotonic()
     prediction = {"instance_id": row["instance_id"], "model_name_or_path": "validation", "model_patch": patch}
-    status, reason, report = evaluate.run_docker(row, prediction, harness_run, timeout, namespace, True, logs)
+    status, reason, report = evaluate.run_docker(row, prediction, harness_run, timeout, image_settings, True, logs,
+                                                 run_dir, recorded=True)
     return outcome(status, reason, report, time.monotonic() - started, logs)
 
 
@@ -111,55 +98,46 @@ def verdict(gold, empty):
     return True, None
 
 
-def validate(row, cache, harness_run, timeout, namespace="swebench", keep_images=False):
-    """The validation record of row (from the cache when it holds one for the image and row); raises
-    EvaluationFault on a fault of the machinery."""
+def validate(row, cache, harness_run, timeout, image_settings, image_record=None, run_dir=None):
+    """The validation record of row in the image image_settings name (images.image_name), whose pull's record
+    (image.json) is image_record, or built here when they name none; from the cache when it holds one for the
+    image's digest and row. Raises EvaluationFault on a fault of the machinery."""
     import docker
     import requests
 
+    image_settings = {**evaluate.IMAGE_DEFAULTS, **image_settings}
     harness = f"swebench {importlib.metadata.version('swebench')}"
     base = {"instance_id": row["instance_id"], "harness": harness, "row_sha256": row_sha256(row)}
-    known = evaluate.use_row_grading(row) if evaluate.carries_eval_script(row, namespace) else \
+    name = images.image_name(row, image_settings)
+    known = evaluate.use_row_grading(row) if evaluate.carries_eval_script(row, name) else \
         evaluate._known_environment(row)
     if known:  # no environment to run: nothing to key a cache by
         return {**base, "image": None, "digest": None, "validated": False,
                 "reason": f"the harness cannot evaluate it: {known[1]}", "gold": None, "empty": None,
                 "validated_at": now(), "cache": None, "cached": False}
-    try:
-        spec = test_spec(row, namespace)
-    except (requests.RequestException, ValueError) as e:
-        if isinstance(e, ValueError) and not evaluate.find_fault(str(e)):
-            raise
-        raise evaluate.fault("github_download", str(e)) from e
-    image = spec.instance_image_key
-    try:
-        client = docker.from_env(timeout=evaluate.DOCKER_TIMEOUT)
-        digest = local_digest(client, image)
-    except (docker.errors.DockerException, requests.RequestException) as e:
-        raise evaluate.fault("docker_daemon", str(e)) from e
-    fetched = digest is None
-    if fetched and spec.is_remote_image:
-        digest = registry_digest(client, image)
-    if digest is None:  # built here: known once built
-        fetch_image(client, spec, row, cache)
-        digest = local_digest(client, image)
+    if name:  # pulled by the pull stage (rules/images.smk): its record names the image and its digest
+        if image_record is None:
+            raise ValueError(f"the image {name} of {row['instance_id']} is pulled by the pull stage: give its "
+                             "record (--image-record instances/<id>/image.json)")
+        pulled = read_json(image_record)
+        if pulled["image"] != name:
+            raise ValueError(f"{image_record} records {pulled['image']}, not {name}: pull it again (delete it)")
+        image, digest = name, pulled["digest"] or pulled["id"]  # an image tagged here has no registry digest
+    else:
+        try:
+            client = docker.from_env(timeout=evaluate.DOCKER_TIMEOUT)
+            image, digest = build_image(client, row, image_settings["image_arch"], cache)
+        except (docker.errors.DockerException, requests.RequestException) as e:
+            raise evaluate.fault("docker_daemon", str(e)) from e
     folder = Path(cache) / (digest.split(":", 1)[-1] if digest else "unbuilt")
     path = folder / f"{row['instance_id']}.json"
     if digest and path.is_file():
         record = read_json(path)
         if record.get("row_sha256") == base["row_sha256"]:
             return {**record, "cached": True}
-    if fetched and local_digest(client, image) is None:
-        fetch_image(client, spec, row, cache)
-    try:
-        gold = run_patch(row, row["patch"], folder / row["instance_id"] / "gold", harness_run, timeout, namespace)
-        empty = run_patch(row, "", folder / row["instance_id"] / "empty", harness_run, timeout, namespace)
-    finally:
-        if fetched and not keep_images:  # as the evaluation does: images that were here before are kept
-            try:
-                client.images.remove(image)
-            except docker.errors.APIError:  # in use by another job's container, or gone
-                pass
+    gold = run_patch(row, row["patch"], folder / row["instance_id"] / "gold", harness_run, timeout, image_settings,
+                     run_dir)
+    empty = run_patch(row, "", folder / row["instance_id"] / "empty", harness_run, timeout, image_settings, run_dir)
     if getattr(evaluate._stop_on_signal, "received", None):  # the harness swallows the interrupt: no outcome
         raise KeyboardInterrupt
     validated, reason = verdict(gold, empty)
@@ -178,8 +156,8 @@ def main(argv=None):
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--cache", required=True, help="the validation cache folder, shared by runs")
     parser.add_argument("--timeout", type=int, default=1800)
-    parser.add_argument("--namespace", default="swebench", help="image namespace; empty to build images locally")
-    parser.add_argument("--keep-images", action="store_true")
+    images.settings_arguments(parser)
+    parser.add_argument("--image-record", help="the instance's image.json, written by the pull stage (images.py)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -191,8 +169,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, evaluate._stop_on_signal)
     signal.signal(signal.SIGINT, evaluate._stop_on_signal)
     try:
-        record = validate(row, os.path.abspath(args.cache), harness_run, args.timeout, args.namespace or None,
-                          args.keep_images)
+        record = validate(row, os.path.abspath(args.cache), harness_run, args.timeout, images.settings_of(args),
+                          args.image_record, str(out.parents[2]))
     except evaluate.EvaluationFault as e:  # the last line of the log, which scripts.status reads
         sys.exit(f"validate {args.id}: nothing written; a plain rerun retries it.\n{fault_line(e.cause, e)}")
     if evaluate._stop_on_signal.received:

@@ -37,6 +37,8 @@ def snakemake(workdir, *args, env=None, check=True, umask=-1):
     # The loopback model server stands for the providers' own APIs, priced from the database; tests of a
     # server that is not ask for provider_prices=false with --config.
     full_env["SWEBENCH_PROVIDER_PRICES"] = "true"
+    # the logger plugin of this checkout, before any installed from another one
+    full_env["PYTHONPATH"] = os.pathsep.join([str(PROJECT / "logger" / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
     full_env.update(env or {})
     result = subprocess.run(command, capture_output=True, text=True, env=full_env, umask=umask)
     if check and result.returncode != 0:

@@ -36,6 +36,7 @@ JOBS = {
                                                        "figures")},
     "samples": {"context", "prompt", "generate", "patch", "repair", "predictions", "evaluate", "evaluation",
                 "summary", "figures"},
+    "agent": {"agent", "patch", "predictions", "evaluate", "evaluation", "summary", "figures"},
 }
 
 

@@ -10,6 +10,7 @@ from scripts import repos
 
 import fixture_repos
 from conftest import assert_valid, jobs_run, read_rows, snakemake, write_rows
+from fake_api import FakeModelServer
 
 pytestmark = pytest.mark.workflow
 
@@ -64,6 +65,24 @@ def test_bm25_and_oracle_contexts_in_a_real_run(tmp_path):
         record = json.loads((run / "instances" / row["instance_id"] / "context.json").read_text())
         prompt = json.loads((run / "instances" / row["instance_id"] / "prompt.json").read_text())
         assert record["tokens"]["total"] <= 700 - record["budget"]["template_reserve"] and prompt["tokens"] <= 700
+
+
+def test_a_model_run_on_a_dataset_no_retrieval_set_holds_gets_bm25_by_default(tmp_path):
+    dataset, rows, url = chosen_rows(tmp_path)
+    with FakeModelServer(rows) as server:
+        snakemake(tmp_path, "--config", f"dataset={dataset}", f"repo_url={url}", f"repo_cache={tmp_path / 'cache'}",
+                  "provider=openai", "model=gpt-4o", f"base_url={server.url}/v1", "run_id=acme",
+                  env={"OPENAI_API_KEY": "sk-test"})
+        asked = {request["body"]["messages"][-1]["content"] for request in server.requests}
+    run = tmp_path / "results" / "acme"
+    for row in rows:
+        record = json.loads((run / "instances" / row["instance_id"] / "context.json").read_text())
+        assert record["strategy"] == "bm25" and record["budget"]["context_tokens"] == 13000
+        assert record["files"][0]["path"] in patch_files(row)
+        assert any(f"[start of {record['files'][0]['path']}]" in prompt for prompt in asked)
+    assert json.loads((run / "run.json").read_text())["context"] == {"strategy": "bm25", "why": (
+        f"context=auto: princeton-nlp/SWE-bench_bm25_13K does not hold dataset {dataset} split test; BM25 over the "
+        "repository at base_commit, within 13,000 tokens")}
 
 
 def test_retrieval_dataset_and_search_replace_answers(tmp_path):

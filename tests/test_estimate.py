@@ -67,8 +67,8 @@ def test_only_instances_still_to_ask_are_counted(tmp_path):
     write_instance(tmp_path, "a", 1000)
     write_instance(tmp_path, "b", 2000, answered=True)
     write_instance(tmp_path, "c", 4000)
-    tokens, instances, missing = estimate.prompts_to_ask(tmp_path, ["a", "b", "c", "d"])
-    assert sorted(tokens) == [1000, 4000] and instances == 2 and missing == ["d"]
+    tokens, context, instances, missing = estimate.prompts_to_ask(tmp_path, ["a", "b", "c", "d"])
+    assert sorted(tokens) == [1000, 4000] and context == [0, 0] and instances == 2 and missing == ["d"]
 
 
 def test_each_sample_still_to_ask_is_counted(tmp_path):
@@ -76,7 +76,7 @@ def test_each_sample_still_to_ask_is_counted(tmp_path):
     write_instance(tmp_path, "b", 2000)
     (tmp_path / "instances" / "a" / "samples" / "3").mkdir(parents=True)
     (tmp_path / "instances" / "a" / "samples" / "3" / "response.json").write_text("{}")
-    tokens, instances, missing = estimate.prompts_to_ask(tmp_path, ["a", "b"], samples=3)
+    tokens, _, instances, missing = estimate.prompts_to_ask(tmp_path, ["a", "b"], samples=3)
     # a: samples 2 (1 and 3 answered); b: samples 1, 2 and 3
     assert sorted(tokens) == [1000, 2000, 2000, 2000] and instances == 2 and missing == []
     record, _ = estimate.for_run(tmp_path, ["a", "b"], "my-model", settings(samples=3))
@@ -138,3 +138,28 @@ def test_one_estimate_of_several_models_stops_on_their_sum(tmp_path, capsys):
     assert log.read_text().splitlines() == [f"{first}: {estimate.describe(records[0])}",
                                             f"{second}: {estimate.describe(records[1])}",
                                             "Cost estimate of the 2 models: 0.42 to 0.66 USD."]
+
+
+def test_the_estimate_gives_the_code_context_s_share_of_the_input_tokens_and_cost(tmp_path, capsys):
+    # a: 13,200 prompt tokens of which 11,800 are its context's files; b: its second file dropped by the prompt
+    write_instance(tmp_path, "a", 13_200)
+    (tmp_path / "instances/a/context.json").write_text(json.dumps({"files": [
+        {"path": "src/one.py", "tokens": 10_000}, {"path": "src/two.py", "tokens": 1_800}]}))
+    write_instance(tmp_path, "b", 6_000)
+    (tmp_path / "instances/b/prompt.json").write_text(json.dumps({"instance_id": "b", "tokens": 6_000,
+                                                                  "dropped_files": ["src/big.py"]}))
+    (tmp_path / "instances/b/context.json").write_text(json.dumps({"files": [
+        {"path": "src/small.py", "tokens": 4_000}, {"path": "src/big.py", "tokens": 9_000}]}))
+    write_instance(tmp_path, "c", 800)  # the issue alone (context=none)
+    (tmp_path / "instances/c/context.json").write_text(json.dumps({"files": []}))
+    record = estimate.run(tmp_path, ["a", "b", "c"], "my-model", settings(), tmp_path / "estimate.json")
+    assert_valid(record, "estimate")
+    assert (record["prompt_tokens"], record["context_tokens"]) == (20_000, 15_800)
+    # 20,000 prompt tokens at 3 USD/M, of which the context's 15,800
+    assert record["input_usd"] == pytest.approx(0.06) and record["context_usd"] == pytest.approx(0.0474)
+    assert capsys.readouterr().out.strip().endswith(
+        "The code context: 5,267 of 6,667 input tokens per answer, 0.05 of 0.06 USD.")
+    # without a price: the tokens alone
+    unpriced, _ = estimate.for_run(tmp_path, ["a"], "local-model", settings(prices={}, database_prices=False))
+    assert unpriced["context_usd"] is None and unpriced["input_usd"] is None
+    assert estimate.describe(unpriced).endswith("The code context: 11,800 of 13,200 input tokens per answer.")

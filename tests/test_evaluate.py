@@ -116,17 +116,6 @@ def test_preflight_names_a_docker_daemon_that_does_not_answer(tmp_path):
 
 
 @pytest.mark.unit
-def test_image_namespaces_are_qualified_with_their_registry():
-    # Docker Hub's names, as Docker reads a name without a registry; the others as they are
-    assert evaluate.qualified("swebench") == "docker.io/swebench"
-    assert evaluate.qualified("someone/mirror") == "docker.io/someone/mirror"
-    for namespace in ("docker.io/swebench", "127.0.0.1:5000/swebench", "ghcr.io/org/swebench", "localhost/swebench",
-                      "registry:5000/swebench"):
-        assert evaluate.qualified(namespace) == namespace
-    assert evaluate.qualified(None) is None and evaluate.qualified("") is None
-
-
-@pytest.mark.unit
 def test_preflight_stops_below_the_free_disk_floor():
     with pytest.raises(evaluate.PreflightError, match=r"GB are free at .*, below min_free_disk_gb=1000000"):
         evaluate.preflight({"evaluation": "docker", "min_free_disk_gb": 1_000_000}, dict(os.environ))
@@ -534,7 +523,7 @@ def test_the_harness_github_downloads_are_faults(monkeypatch, answer):
     monkeypatch.setattr(harness_python.requests, "get", get)
     harness_python.get_requirements_by_commit.cache_clear()
     with pytest.raises(evaluate.EvaluationFault) as e:  # before any Docker call: the client is never made
-        evaluate.run_docker(row, given(row["instance_id"], "diff"), "r.1", 60, "swebench", False, None)
+        evaluate.run_docker(row, given(row["instance_id"], "diff"), "r.1", 60, {"image_namespace": "swebench"}, False, None)
     harness_python.get_requirements_by_commit.cache_clear()
     assert urls and urls[0].startswith("https://raw.githubusercontent.com/django/django/")
     assert e.value.cause == "github_download" and "raw.githubusercontent.com" in str(e.value)
@@ -559,7 +548,7 @@ def test_a_row_with_its_eval_script_downloads_nothing_from_github(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     harness_python.get_requirements_by_commit.cache_clear()
     with pytest.raises(evaluate.EvaluationFault) as e:  # past the spec, at the first Docker call
-        evaluate.run_docker(row, given(row["instance_id"], "diff"), "r.1", 60, "swebench", False, None)
+        evaluate.run_docker(row, given(row["instance_id"], "diff"), "r.1", 60, {"image_namespace": "swebench"}, False, None)
     assert urls == [] and e.value.cause == "docker_daemon"
 
     spec = evaluate.row_test_spec(row)

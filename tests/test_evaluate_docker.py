@@ -1,13 +1,11 @@
 """The evaluate stage in real Docker, and in podman through its Docker-compatible API: the real
 snakemake runs the official SWE-bench harness on SWE-bench-shaped instance images that
 tests/swebench_images.py builds. The tests that take `engine` run on both and expect the same."""
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 
 import docker
 import pytest
@@ -17,6 +15,7 @@ from scripts.evaluate import harness_run_id
 import swebench_images as images
 from conftest import PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
 from loopback import LoopbackServer, QuietHandler
+from registries import serve_registry
 
 EVAL_TIMEOUT = 15  # seconds; the slow instance's test sleeps far longer, the others take 1 or 2
 # instance id -> (predicted patch, test patch); each has its own image name, all of the one testbed image
@@ -187,27 +186,6 @@ def test_generated_patches_are_evaluated_and_a_redone_one_alone_again(tmp_path, 
     assert report(run, "psf__requests-90002")["status"] == "resolved"
 
 
-@contextlib.contextmanager
-def serve_registry(storage, port):
-    """Debian's docker-registry on 127.0.0.1:port, serving what storage holds."""
-    config = storage.parent / f"config-{port}.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {storage}\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
-    process = subprocess.Popen(["docker-registry", "serve", str(config)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):  # until the registry answers
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()
-        process.wait()
-
-
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory, registry_ports):
     """A local image registry (Debian's docker-registry) holding the testbed image under the
@@ -283,7 +261,7 @@ def test_a_registry_fault_writes_no_verdict_and_a_rerun_pulls_again(tmp_path, en
               f"image_namespace=127.0.0.1:{port}/swebench", "min_free_disk_gb=1"]
     run = tmp_path / "results" / "predictions-preds"
     verdict = run / "instances" / row["instance_id"] / "evaluation.json"
-    log = run / "logs" / row["instance_id"] / "evaluate.log"
+    log = run / "logs" / row["instance_id"] / "pull.log"  # pulled ahead of its evaluation (rules/images.smk)
 
     for status, cause, fix in [(429, "registry_rate_limit", "log in (`docker login`)"),
                                (503, "registry_unavailable", "answered with a server error")]:

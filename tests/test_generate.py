@@ -106,7 +106,7 @@ def test_a_changed_setting_never_discards_paid_answers(tmp_path):
     with FakeModelServer(rows) as server:
         def config(*extra):
             return ["--config", f"dataset={dataset}", "provider=openai", f"base_url={server.url}/v1",
-                    "model=gpt-4o", "run_id=paid", *extra]
+                    "model=gpt-4o", "run_id=paid", "context=none", *extra]
 
         snakemake(tmp_path, *config(), env=env)
         assert len(server.requests) == 3

@@ -8,6 +8,7 @@ import pytest
 from fake_hub import DATA, FakeHub, parquet_repo, swe_bench_repos
 
 from conftest import assert_valid, jobs_run, read_rows, snakemake, write_rows
+from fake_api import FakeModelServer
 
 EXTRA_COLUMNS = ("image", "eval_script", "log_parser", "eval_type")
 
@@ -142,6 +143,49 @@ def test_retrieval_set_downloads_only_the_split_the_run_needs(tmp_path):
     for instance_id in ids:
         context = json.loads((run / "instances" / instance_id / "context.json").read_text())
         assert [(f["path"], f["content"]) for f in context["files"]] == [("src/app.py", "# dev")]
+
+
+@pytest.mark.workflow
+def test_a_model_run_s_default_context_is_swe_bench_s_bm25_13K_and_gold_s_is_none(tmp_path):
+    rows = hub_rows("SWE-bench_Lite", "dev")[:2]
+    ids = [r["instance_id"] for r in rows]
+    files = {"dev": retrieval_split(tmp_path / "dev.parquet", ids, {"src/app.py": "def app(): pass"})}
+    repos = {**swe_bench_repos(), "princeton-nlp/SWE-bench_bm25_13K": parquet_repo(files, "bm25")}
+    config = ["--config", "dataset=lite", "split=dev", f"instances={','.join(ids)}"]
+    with FakeHub(repos) as hub, FakeModelServer(rows) as server:
+        env = {**hub_env(hub.url, tmp_path), "OPENAI_API_KEY": "sk-test"}
+        # no context setting: the model is shown the retrieval set's files
+        result = snakemake(tmp_path, *config, "provider=openai", "model=gpt-4o", f"base_url={server.url}/v1", env=env)
+        assert ("princeton-nlp/SWE-bench_bm25_13K", "data/dev-00000-of-00001.parquet") in hub.downloads
+        asked = [request["body"]["messages"][-1]["content"] for request in server.requests]
+        snakemake(tmp_path, *config, env=env)  # gold
+    assert len(asked) == 2 and all("[start of src/app.py]\n1 def app(): pass" in prompt for prompt in asked)
+    why = ("context=auto: SWE-bench's own baseline, princeton-nlp/SWE-bench_bm25_13K, holds split dev of "
+           "SWE-bench/SWE-bench_Lite")
+    run = tmp_path / "results" / "openai-gpt-4o"
+    for instance_id in ids:
+        context = json.loads((run / "instances" / instance_id / "context.json").read_text())
+        assert context["strategy"] == "bm25_13K" and [f["path"] for f in context["files"]] == ["src/app.py"]
+    # the choice and its reason are recorded: run.json, the summary, the answers' settings
+    info = json.loads((run / "run.json").read_text())
+    assert_valid(info, "run")
+    assert info["context"] == {"strategy": "bm25_13K", "why": why}
+    summary = json.loads((run / "summary.json").read_text())
+    assert_valid(summary, "summary")
+    assert (summary["context"], summary["context_why"]) == ("bm25_13K", why)
+    assert f"- context bm25_13K: {why}\n" in (run / "summary.md").read_text()
+    assert json.loads((run / "answer_settings.json").read_text())["context"] == "bm25_13K"
+    # the estimate says what the code costs: its tokens in each prompt and their share of the input's cost
+    estimate = json.loads((run / "estimate.json").read_text())
+    code = sum(json.loads((run / "instances" / i / "context.json").read_text())["tokens"]["files"] for i in ids)
+    assert estimate["context_tokens"] == code > 0 and 0 < estimate["context_usd"] < estimate["input_usd"]
+    assert (f"The code context: {round(code / 2):,} of {round(estimate['prompt_tokens'] / 2):,} input tokens per "
+            f"answer, {estimate['context_usd']:.2f} of {estimate['input_usd']:.2f} USD.") in result.stdout + result.stderr
+    # gold shows no code: its answer is the reference patch
+    gold = tmp_path / "results" / "gold"
+    assert json.loads((gold / "run.json").read_text())["context"] == {
+        "strategy": "none", "why": "context=auto: provider gold asks no model"}
+    assert all(json.loads((gold / "instances" / i / "context.json").read_text())["strategy"] == "none" for i in ids)
 
 
 @pytest.mark.workflow

@@ -15,7 +15,7 @@ from rich.console import Console
 from snakemake_interface_logger_plugins.common import LogEvent
 from snakemake_logger_plugin_swebench import LogHandler, LogHandlerSettings
 
-from scripts import live
+from scripts import common, live
 
 from conftest import PROJECT, read_rows, snakemake, write_rows
 from fake_api import FakeModelServer
@@ -34,7 +34,7 @@ def test_a_20_instance_run_prints_a_line_per_instance_stage_and_summaries(tmp_pa
         result = snakemake(tmp_path, "--logger", "swebench", "--logger-swebench-every", "1", "--cores", "4",
                            "--config", f"dataset={write_rows(tmp_path / 'rows.jsonl', rows)}", "provider=openai",
                            f"base_url={server.url}/v1", "model=gpt-4o", "max_attempts=3", "retry_backoff=0.1",
-                           "max_cost=1", env={"OPENAI_API_KEY": "sk-test"}, check=False)
+                           "max_cost=1", "context=none", env={"OPENAI_API_KEY": "sk-test"}, check=False)
     assert result.returncode != 0  # the failing instance
     lines = (result.stdout + result.stderr).splitlines()
     assert "\x1b" not in result.stdout + result.stderr
@@ -55,16 +55,22 @@ def test_a_20_instance_run_prints_a_line_per_instance_stage_and_summaries(tmp_pa
     summaries = [line for line in lines if " progress: " in line]
     assert summaries and all(SUMMARY.match(line) for line in summaries), summaries
     assert any(re.search(r"; ETA \d:\d\d:\d\d$", line) for line in summaries), summaries
-    assert re.search(r"; ended with \d+ jobs not done$", summaries[-1]), summaries[-1]
+    assert re.search(r"; ended with \d+ jobs not done; jobs failed: provider_unreachable 1$", summaries[-1]), summaries[-1]
     # never two messages on one line
     assert not [line for line in lines if len(re.findall(r"\d\d:\d\d:\d\d (progress|context|prompt|generate|patch)",
                                                          line)) > 1]
 
-    # the failing instance: its error with the cause and the log file, and the log's lines
-    error = next(i for i, line in enumerate(lines) if line.startswith(f"error: generate {failing} failed: "))
-    assert "no answer after 3 attempt(s); last error: InternalServerError 500" in lines[error]
-    assert lines[error + 1] == f"  log: results/openai-gpt-4o/logs/{failing}/generate.log"
-    assert "attempt 1: InternalServerError 500" in lines[error + 2]
+    # the failing instance, of a known cause: one line with the rule, the cause and the log file, no traceback;
+    # the log holds the attempts, the traceback and Snakemake's error block
+    log = f"results/openai-gpt-4o/logs/{failing}/generate.log"
+    assert [line for line in lines if line.startswith("error: ")] == [
+        f"error: generate {failing}: provider_unreachable (log: {log})"]
+    assert not [line for line in lines if "Traceback" in line or "Error in rule" in line or "GenerationFailed" in line]
+    text = (tmp_path / log).read_text()
+    assert "attempt 1: InternalServerError 500" in text and "no answer after 3 attempt(s)" in text
+    assert "GenerationFailed in file" in text and "Error in rule generate:" in text
+    assert [line for line in lines if "failed for one cause" in line] == [
+        next(line for line in lines if line.startswith("1 instance failed for one cause: provider_unreachable ("))]
 
 
 def watch(run, *args, timeout=None):
@@ -223,3 +229,82 @@ def test_the_logger_with_two_runs_names_each_line_s_run_and_stage(tmp_path, monk
     ends = [line for line in lines if "progress: " in line][-2:]
     assert re.match(r"gpt: \S+ progress: context 1/2 prompt 0/2 generate 1/2 patch 0/2; 0 jobs running; ", ends[0])
     assert re.match(r"claude: \S+ progress: generate 1/2 patch 1/2; 0 jobs running; .*; ended$", ends[1]), ends
+
+
+@pytest.mark.unit
+def test_the_logger_shows_a_known_cause_in_one_line_and_an_unknown_one_in_full(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results/gpt"
+    (run / "instances").mkdir(parents=True)
+    (run / "instances.index.json").write_text(json.dumps({"a__a-1": 0, "b__b-2": 0}))
+    (run / "run.json").write_text(json.dumps({"stages": ["context", "prompt"], "samples": 2}))
+    logs = {instance: run / "logs" / instance / "context.log" for instance in ("a__a-1", "b__b-2")}
+    for log in logs.values():
+        log.parent.mkdir(parents=True)
+    logs["a__a-1"].write_text("a__a-1: cannot fetch http://127.0.0.1:9/a/a.git\n"
+                              + common.fault_line("repository_unreachable", "cannot fetch it; a rerun retries it") + "\n")
+    logs["b__b-2"].write_text("b__b-2: something else went wrong\n")
+    common_settings = SimpleNamespace(stdout=True, quiet=None, verbose=False, dryrun=False, debug_dag=False,
+                                      nocolor=True, show_failed_logs=False, printshellcmds=False)
+    handler = LogHandler(common_settings, LogHandlerSettings(every=600))
+    for jobid, instance in ((1, "a__a-1"), (2, "b__b-2")):
+        job(handler, jobid, "context", [f"results/gpt/instances/{instance}/context.json"], instance,
+            [f"results/gpt/logs/{instance}/context.log"])
+
+    def fail(jobid, instance, exception):
+        """A job's exception, then its error, as Snakemake logs them (from the thread that ran the job)."""
+        traceback = record(LogEvent.ERROR, exception=exception, msg=f"{exception} in file rules/context.smk:\n"
+                                                                   f"  File \"scripts/context.py\", line 1, in run")
+        traceback.levelno, traceback.thread = logging.ERROR, 100 + jobid
+        error = record(LogEvent.JOB_ERROR, jobid=jobid, rule_name="context", rule_msg=None, msg=None, indent=False,
+                       input=["results/gpt/instances.jsonl"], output=[f"results/gpt/instances/{instance}/context.json"],
+                       log=[f"results/gpt/logs/{instance}/context.log"], conda_env=None, shellcmd=None, aux={})
+        error.thread = 100 + jobid
+        handler.handle(traceback)
+        handler.handle(error)
+
+    fail(1, "a__a-1", "RepoError")
+    fail(2, "b__b-2", "ValueError")
+    handler.close()
+    out = capsys.readouterr().out
+    # the known cause: one line; the unknown one: its traceback and its error in full, with the log's lines
+    assert "RepoError" not in out
+    lines = out.splitlines()
+    assert lines[0] == "error: context a__a-1: repository_unreachable (log: results/gpt/logs/a__a-1/context.log)"
+    assert lines[1:5] == ["ValueError in file rules/context.smk:", '  File "scripts/context.py", line 1, in run',
+                          "error: context b__b-2 failed: the job failed", "  log: results/gpt/logs/b__b-2/context.log"]
+    assert lines[5] == "    b__b-2: something else went wrong"
+    # the closing line counts the jobs failed for a known cause
+    assert re.search(r"progress: .*; ended; jobs failed: repository_unreachable 1$", lines[-1]), lines
+    screen = Console(file=io.StringIO(), width=200)  # in a terminal: the view's closing line
+    screen.print(handler.render())
+    assert screen.file.getvalue().rstrip().splitlines()[-1] == \
+        "0 of 4 instance stages done; jobs failed: repository_unreachable 1"
+    # the known cause's log keeps the traceback and Snakemake's error block, above its fault line
+    kept = logs["a__a-1"].read_text().splitlines()
+    assert kept[1:3] == ["RepoError in file rules/context.smk:", '  File "scripts/context.py", line 1, in run']
+    assert "Error in rule context:" in kept and "    output: results/gpt/instances/a__a-1/context.json" in kept
+    assert kept[-1].startswith("infrastructure fault: repository_unreachable: ")
+    assert logs["b__b-2"].read_text() == "b__b-2: something else went wrong\n"  # an unknown cause's log is left alone
+
+
+@pytest.mark.unit
+def test_a_known_cause_whose_log_cannot_be_written_is_shown_in_full(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "results/gpt/logs/a__a-1/context.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(common.fault_line("repository_unreachable", "cannot fetch it") + "\n")
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(live, "keep_in_log", full_disk)
+    common_settings = SimpleNamespace(stdout=True, quiet=None, verbose=False, dryrun=False, debug_dag=False,
+                                      nocolor=True, show_failed_logs=False, printshellcmds=False)
+    handler = LogHandler(common_settings, LogHandlerSettings(every=600))
+    job(handler, 1, "context", [], "a__a-1", ["results/gpt/logs/a__a-1/context.log"])
+    handler.handle(record(LogEvent.JOB_ERROR, jobid=1, rule_name="context", rule_msg=None, msg=None, input=[],
+                          output=[], log=["results/gpt/logs/a__a-1/context.log"], conda_env=None, shellcmd=None, aux={}))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["error: context a__a-1 failed: infrastructure fault: repository_unreachable: cannot fetch it",
+                         "  log: results/gpt/logs/a__a-1/context.log"]

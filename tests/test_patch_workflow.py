@@ -73,7 +73,7 @@ def test_self_repair_in_the_workflow_keeps_its_files_and_pays_from_the_budget(tm
                                                            "-        return math.tau * self.radius\n")]
         snakemake(tmp_path, "--config", f"dataset={dataset}", "provider=openai", "model=gpt-4o",
                   f"base_url={server.url}/v1", "apply_check=true", f"repo_url={url}", f"repo_cache={tmp_path / 'cache'}",
-                  "run_id=repair", "max_cost=5", env={"OPENAI_API_KEY": "sk-test-key"})
+                  "run_id=repair", "max_cost=5", "context=none", env={"OPENAI_API_KEY": "sk-test-key"})
         run = tmp_path / "results" / "repair"
         folder = run / "instances" / broken
         assert json.loads((folder / "patch.json").read_text())["reason"] == "does_not_apply"
@@ -106,7 +106,7 @@ def test_self_repair_in_the_workflow_keeps_its_files_and_pays_from_the_budget(tm
         asked = len(server.requests)
         config = ["--config", f"dataset={dataset}", "provider=openai", "model=gpt-4o", f"base_url={server.url}/v1",
                   "apply_check=true", f"repo_url={url}", f"repo_cache={tmp_path / 'cache'}", "run_id=repair",
-                  "max_cost=5"]
+                  "max_cost=5", "context=none"]
         kept = snakemake(tmp_path, *config, env={"OPENAI_API_KEY": "sk-test-key"}, check=False)
         assert kept.returncode != 0 and "holds a paid answer" in kept.stderr + kept.stdout
         assert len(server.requests) == asked
@@ -140,7 +140,8 @@ def test_retry_failed_judges_the_patch_the_predictions_take(tmp_path):
     mended, unmended = (r["instance_id"] for r in rows)
     run = tmp_path / "results" / "retry"
     config = ["--config", f"dataset={dataset}", "provider=openai", "model=gpt-4o", "apply_check=true",
-              f"repo_url={url}", f"repo_cache={tmp_path / 'cache'}", "run_id=retry", "retry_backoff=0.01"]
+              f"repo_url={url}", f"repo_cache={tmp_path / 'cache'}", "run_id=retry", "retry_backoff=0.01",
+              "context=none"]
     with FakeModelServer(rows) as server:
         config.append(f"base_url={server.url}/v1")
         server.answers[mended] = [not_applying(rows[0])]  # then the repair request gets the reference patch
@@ -185,7 +186,7 @@ def test_a_repair_job_that_fails_after_a_paid_reply_keeps_it_for_the_rerun(tmp_p
     def config(server, run_id):
         return ["--config", f"dataset={dataset}", "provider=openai", "model=gpt-4o", f"base_url={server.url}/v1",
                 "apply_check=true", f"repo_url={url}", f"repo_cache={tmp_path / 'cache'}", f"run_id={run_id}",
-                "repair_attempts=2", "max_attempts=2", "retry_backoff=0.01"]
+                "repair_attempts=2", "max_attempts=2", "retry_backoff=0.01", "context=none"]
 
     def first_repairs(server):  # the requests that carry the first repair request (system, user, answer, repair)
         return [r for r in server.requests_for(broken) if len(r["body"]["messages"]) == 4]

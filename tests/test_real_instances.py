@@ -15,7 +15,7 @@ import docker
 import pytest
 import real_instances
 
-from scripts.evaluate import qualified
+from scripts.images import qualified
 
 import swebench_images
 from conftest import DATA, LITE_TEST, PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows

@@ -56,7 +56,7 @@ def test_failure_causes_groups_the_failed_instances_by_the_cause_of_their_latest
 
     causes = failure_causes(tmp_path, ["a", "b", "c", "d", "e"])
     assert {cause: (n, ids) for cause, (n, _, ids) in causes.items()} == {
-        "repository_unreachable": (3, ["a", "b", "c"]), "network": (1, ["d"])}
+        "repository_unreachable": (3, [("a", 1), ("b", 1), ("c", 1)]), "network": (1, [("d", 1)])}
     lines = cause_lines(causes)
     assert lines == [
         f"3 instances failed for one cause: repository_unreachable ({unreachable}). "

@@ -189,19 +189,33 @@ def test_an_unreachable_repository_fails_the_context_job_as_an_infrastructure_fa
     rows = lite_rows_of("pallets/flask")[:3]
     dataset = write_rows(tmp_path / "rows.jsonl", rows)
     with GitServer(tmp_path / "empty") as nowhere:
-        result = snakemake(tmp_path, "--config", f"dataset={dataset}", "context=oracle",
+        # the run's own view (not in a terminal: plain lines), as a user gets it
+        result = snakemake(tmp_path, "--logger", "swebench", "--config", f"dataset={dataset}", "context=oracle",
                            f"repo_url={nowhere.url}/{{repo}}.git", check=False)
     assert result.returncode != 0
-    # the end of the run says the one cause once, with the count and the fix
+    printed = result.stdout + result.stderr
+    # each failed job is one line: the rule, the instance, the cause and the log; no error block, no traceback
+    errors = sorted(line for line in printed.splitlines() if line.startswith("error: "))
+    assert errors == [f"error: context {row['instance_id']}: repository_unreachable "
+                      f"(log: results/gold/logs/{row['instance_id']}/context.log)" for row in sorted(
+                          rows, key=lambda row: row["instance_id"])], printed
+    assert "Error in rule" not in printed and "RuleException" not in printed and "File \"" not in printed
+    # the end of the run says the one cause once, with the count and the fix; the closing line counts it too
     causes = [line for line in result.stderr.splitlines() if "failed for one cause" in line]
     assert len(causes) == 1
     assert causes[0].startswith(f"3 instances failed for one cause: repository_unreachable (cannot fetch {nowhere.url}")
     assert causes[0].endswith("Check repo_url and the connection (`git ls-remote <url>`), and run again. "
                               "A rerun retries them.")
+    assert printed.strip().splitlines()[-1].endswith("; jobs failed: repository_unreachable 3")
     for row in rows:
         log = tmp_path / "results" / "gold" / "logs" / row["instance_id"] / "context.log"
         assert common.infrastructure_fault(log)[0] == "repository_unreachable"
-        assert f"cannot fetch {nowhere.url}/pallets/flask.git" in log.read_text()
+        text = log.read_text()
+        assert f"cannot fetch {nowhere.url}/pallets/flask.git" in text
+        # the log keeps what the terminal left out: the traceback and Snakemake's error block, above the fault line
+        assert "RepoError in file" in text and 'in ensure_commit' in text
+        assert "Error in rule context:" in text and f"output: results/gold/instances/{row['instance_id']}/context.json" in text
+        assert text.strip().splitlines()[-1].startswith("infrastructure fault: repository_unreachable: ")
     # A rerun, with the repository reachable, retries them.
     with GitServer(served) as server:
         snakemake(tmp_path, "--config", f"dataset={dataset}", "context=oracle", f"repo_url={server.url}/{{repo}}.git")

@@ -31,6 +31,6 @@ def test_each_rule_is_in_the_file_of_its_name_or_of_its_stage():
 def test_every_per_instance_stage_is_called_the_same_way():
     text = "".join(path.read_text(encoding="utf-8") for path in sorted((PROJECT / "rules").glob("*.smk")))
     calls = re.findall(r"\b([a-z]+)\.(\w+)\(\s*wildcards\.id,\s*([^\n]*)", text)
-    assert sorted(module for module, _, _ in calls) == ["context", "generate", "patch", "prompt", "repair"]
+    assert sorted(module for module, _, _ in calls) == ["agent", "context", "generate", "patch", "prompt", "repair"]
     for module, function, args in calls:
         assert (function, args[:len("input, output, log[0]")]) == ("run_stage", "input, output, log[0]"), module

@@ -134,3 +134,39 @@ def test_a_setting_the_provider_does_not_send_is_no_answer_setting():
         settings.check_answer_settings(settings.answer_settings(openai, {}),
                                        settings.answer_settings(dict(openai, temperature=0.7), {}), "results/x")
     assert settings.generate_params(dict(openai, temperature=0.7)) != settings.generate_params(openai)
+
+
+@pytest.mark.parametrize("changes, strategy", [
+    ({"provider": "openai"}, "bm25_13K"),  # Lite's test split: in SWE-bench's test split, ids and all
+    ({"provider": "anthropic", "dataset": "verified"}, "bm25_13K"),
+    ({"provider": "openai", "dataset": "full", "split": "dev"}, "bm25_13K"),
+    ({"provider": "openai", "dataset": "princeton-nlp/SWE-bench_Lite", "split": "dev"}, "bm25_13K"),
+    ({"provider": "openai", "dataset": "full", "split": "train"}, "bm25"),  # not SWE-bench's own instances
+    ({"provider": "openai", "dataset": "multimodal"}, "bm25"),
+    ({"provider": "openai", "dataset": "rows.jsonl"}, "bm25"),
+    ({"provider": "openai", "dataset": "rows.jsonl", "retrieval_dataset": "bm25.parquet"}, "bm25_13K"),
+    ({"provider": "gold"}, "none"),
+    ({"provider": "replay"}, "none"),
+    ({"provider": "openai", "predictions": "preds.jsonl"}, "none"),
+    ({"provider": "openai", "context": "oracle"}, "oracle"),  # given: kept
+    ({"provider": "gold", "context": "bm25"}, "bm25"),
+])
+def test_context_auto_gives_a_model_code_and_says_why(changes, strategy):
+    config = run_config(**changes)
+    assert config["context"] == "auto" or "context" in changes  # the default
+    chosen, why = settings.context_choice(config)
+    assert chosen == strategy
+    assert why.startswith("context=auto: " if "context" not in changes else f"context={strategy} was given")
+
+
+def test_context_auto_says_what_it_chose_and_why():
+    assert settings.context_choice(run_config(provider="openai", dataset="verified")) == (
+        "bm25_13K", "context=auto: SWE-bench's own baseline, princeton-nlp/SWE-bench_bm25_13K, holds split test of "
+        "SWE-bench/SWE-bench_Verified")
+    assert settings.context_choice(run_config(provider="openai", dataset="rows.jsonl", context_tokens=27000)) == (
+        "bm25", "context=auto: princeton-nlp/SWE-bench_bm25_13K does not hold dataset rows.jsonl split test; BM25 over "
+        "the repository at base_commit, within 27,000 tokens")
+    assert settings.context_choice(run_config(provider="replay")) == ("none", "context=auto: provider replay asks no model")
+    # models=[...]: the first model makes every model's contexts, so a model among them gets code for all
+    assert settings.context_choice(run_config(provider="gold"), ["gold", "openai"])[0] == "bm25_13K"
+    assert settings.context_choice(run_config(provider="gold"), ["gold", "replay"])[0] == "none"

@@ -163,7 +163,7 @@ def test_slurm_model_run_repairs_on_the_cluster_and_keeps_paid_answers(tmp_path,
                                                            "-        return math.tau * self.radius\n")]
         config = [f"dataset={dataset}", "evaluation=none", "provider=openai", "model=gpt-4o-mini",
                   f"base_url={server.url}/v1", "provider_prices=true", "max_attempts=2", "retry_backoff=0.01", "request_timeout=5",
-                  "apply_check=true", "repair_attempts=1", f"repo_cache={tmp_path / 'cache'}"]
+                  "apply_check=true", "repair_attempts=1", f"repo_cache={tmp_path / 'cache'}", "context=none"]
         env = {"OPENAI_API_KEY": "sk-test-slurm"}
 
         # 1. The repositories cannot be fetched: each instance's check job fails, a fault of the

@@ -18,8 +18,12 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def before_jobs(config, environ=None, runs_jobs=True, dry_run=False, **paths):
+    """start.before_jobs as rules/start.smk calls it, with the config as rules/paths.smk makes it (context=auto
+    resolved)."""
+    context, why = settings.context_choice(config)
+    config = {**config, "context": context}
     derived = settings.derived(config)
-    start.before_jobs(config, environ or {}, derived, runs_jobs, dry_run, **paths)
+    start.before_jobs(config, environ or {}, derived, runs_jobs, dry_run, context_why=why, **paths)
     return Path(derived["run_dir"])
 
 
@@ -34,8 +38,11 @@ OPENAI = {"provider": "openai", "model": "gpt-4o", "evaluation": "none", "apply_
 def test_a_run_records_its_stages_and_answer_settings():
     run = before_jobs(run_config(**OPENAI, samples=2, max_cost=3.0))
     assert json.loads((run / "run.json").read_text()) == {
-        "stages": ["context", "prompt", "generate", "patch", "repair"], "max_cost": 3.0, "samples": 2}
+        "stages": ["context", "prompt", "generate", "patch", "repair"], "max_cost": 3.0, "samples": 2,
+        "context": {"strategy": "bm25_13K", "why": "context=auto: SWE-bench's own baseline, "
+                    "princeton-nlp/SWE-bench_bm25_13K, holds split test of SWE-bench/SWE-bench_Lite"}}
     assert json.loads((run / "answer_settings.json").read_text())["model"] == "gpt-4o"
+    assert json.loads((run / "answer_settings.json").read_text())["context"] == "bm25_13K"
     assert_valid(json.loads((run / "run.json").read_text()), "run")
     assert_valid(json.loads((run / "answer_settings.json").read_text()), "answer_settings")
 

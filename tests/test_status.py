@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from scripts import costs, records, status
+from scripts import common, costs, records, status
 
 from conftest import assert_valid
 
@@ -240,8 +240,18 @@ def test_status_and_the_view_count_the_answers_of_every_sample(tmp_path, capsys)
     write_record(run, "o__r-1", "samples/2/evaluation.json", report("o__r-1", "unresolved"), "evaluate")
     for _ in range(5):  # what the five answers cost
         costs.record_spend(run / "spend.jsonl", "o__r-1", 0.01)
+    # faults of the machinery in samples 1 and 2 (the patch stage) and 3 (o__r-2's answer), each in its own log
+    unreachable = common.fault_line("repository_unreachable", "cannot fetch http://127.0.0.1:9/o/r.git; a rerun retries it")
+    for log in ("o__r-1/patch.log", "o__r-1/samples/2/patch.log", "o__r-2/samples/2/patch.log"):
+        common.append_log(run / "logs" / log, unreachable)
+    common.append_log(run / "logs/o__r-2/samples/3/generate.log",
+                      common.fault_line("provider_unreachable", "no answer after 3 attempt(s); a rerun retries it"))
     assert status.main(["--run", str(run)]) == 0
     out = capsys.readouterr().out
+    assert (f"3 samples of 2 instances failed for one cause: repository_unreachable (cannot fetch http://127.0.0.1:9/o/r.git). "
+            f"Fix: {records.FIXES['repository_unreachable']}. A rerun retries them.\n") in out
+    assert (f"1 sample of 1 instance failed for one cause: provider_unreachable (no answer after 3 attempt(s)). "
+            f"Fix: {records.FIXES['provider_unreachable']}. A rerun retries it.\n") in out
     assert "3 samples: 5/6 answered" in out
     assert "answers 0.0500, self-repair 0.0000, requests of jobs that wrote nothing 0.0000" in out
     assert "  sample 1   answered 2/2, evaluated 2, resolved 2\n" in out

@@ -24,7 +24,7 @@ def models(server, *extra):
 
 def config(server, dataset, *extra):
     return ["--config", f"dataset={dataset}", models(server), "retry_backoff=0.01", "request_timeout=5",
-            "temperature=0.7", "repair_attempts=0", "evaluation=none", *extra]
+            "temperature=0.7", "repair_attempts=0", "evaluation=none", "context=none", *extra]
 
 
 @pytest.mark.workflow
@@ -143,7 +143,7 @@ def test_two_models_evaluated_by_the_harness_are_compared_on_its_verdicts(tmp_pa
         server.model_answers["gpt-4o-mini"] = {"psf__requests-90012": f"<patch>\n{images.WRONG_PATCH}</patch>\n"}
         snakemake(tmp_path, "--config", f"dataset={dataset}", models(server), "retry_backoff=0.01", "request_timeout=5",
                   "repair_attempts=0", "apply_check=false", "evaluation=docker", "min_free_disk_gb=1", "samples=2",
-                  env=ENV)
+                  "context=none", env=ENV)
         assert len(server.requests) == 8
     for model, resolved in (("gpt-4o", ["psf__requests-90011", "psf__requests-90012"]),
                             ("gpt-4o-mini", ["psf__requests-90011"])):

@@ -19,8 +19,9 @@ def rows():
 
 
 def config(server, dataset, *extra):
+    # context=none: the issue alone (the rows' repositories are not reachable offline)
     return ["--config", f"dataset={dataset}", "provider=openai", f"base_url={server.url}/v1", "retry_backoff=0.01",
-            "request_timeout=5", "temperature=0.7", "run_id=k", *extra]
+            "request_timeout=5", "temperature=0.7", "run_id=k", "context=none", *extra]
 
 
 def sample_files(run, instance_id, sample):
@@ -91,6 +92,27 @@ def test_each_sample_is_evaluated_and_merged_on_its_own(rows, tmp_path):
         assert f"results/k/instances/{instance_id}/samples/2/evaluation.json" in output
     assert "results/k/samples/2/evaluation.json" in output and "results/k/samples/2/predictions.jsonl" in output
     assert "results/k/samples/1" not in output and "samples/3" not in output
+
+
+@pytest.mark.workflow
+def test_the_samples_that_failed_on_the_machinery_are_grouped_by_cause(rows, tmp_path):
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    failing = rows[1]["instance_id"]
+    with FakeModelServer(rows) as server:
+        server.faults[failing] = ["500"] * 4  # both samples' two attempts
+        result = snakemake(tmp_path, "--logger", "swebench", *config(server, dataset, "samples=2", "max_attempts=2",
+                                                                       "repair_attempts=0"), env=ENV, check=False)
+    assert result.returncode != 0
+    printed = result.stdout + result.stderr
+    # a line per failed job, its sample named after the first; the cause once at the end, with its count and fix
+    assert sorted(line for line in printed.splitlines() if line.startswith("error: ")) == sorted([
+        f"error: generate {failing}: provider_unreachable (log: results/k/logs/{failing}/generate.log)",
+        f"error: generate {failing} sample 2: provider_unreachable (log: results/k/logs/{failing}/samples/2/generate.log)"])
+    causes = [line for line in printed.splitlines() if "failed for one cause" in line]
+    assert len(causes) == 1 and causes[0].startswith(
+        "2 samples of 1 instance failed for one cause: provider_unreachable (no answer after 2 attempt(s)"), causes
+    assert causes[0].endswith("A rerun retries them.")
+    assert "Traceback" not in printed and "Error in rule" not in printed
 
 
 @pytest.mark.workflow

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.workflow
 def provider_config(provider, server, dataset, *extra):
     base_url = f"{server.url}/v1" if provider == "openai" else server.url
     return ["--config", f"dataset={dataset}", f"provider={provider}", f"base_url={base_url}",
-            "retry_backoff=0.01", "request_timeout=5", *extra]
+            "retry_backoff=0.01", "request_timeout=5", "context=none", *extra]
 
 
 def env_for(provider):

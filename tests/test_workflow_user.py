@@ -19,7 +19,7 @@ ENV = {"OPENAI_API_KEY": "sk-test-user-view"}
 
 def config(server, dataset, *extra):
     return ["--config", f"dataset={dataset}", "provider=openai", f"base_url={server.url}/v1", "model=gpt-4o",
-            "retry_backoff=0.01", "request_timeout=5", "run_id=view", *extra]
+            "retry_backoff=0.01", "request_timeout=5", "run_id=view", "context=none", *extra]
 
 
 def test_an_estimate_above_cost_warn_stops_before_any_request(tmp_path):

@@ -1,14 +1,17 @@
 """The workflow's terminal view, a Snakemake logger plugin (`--logger swebench`).
 
-In a terminal: a live view of the run (scripts/live.py) and, above it, errors in full. Not in a
+In a terminal: a live view of the run (scripts/live.py) and, above it, errors. Not in a
 terminal (CI, SLURM logs, a pipe): one plain line per finished instance stage and a one-line
-summary every `--logger-swebench-every` seconds. Several runs in one invocation (models=[...], whose rules
+summary every `--logger-swebench-every` seconds. A failed job whose log ends with a fault of a known cause
+(scripts/records.py FIXES) is one line, its traceback and Snakemake's error block go into its log; any other
+failed job is shown in full. Several runs in one invocation (models=[...], whose rules
 are model<k>_<rule>): a view per run folder, and lines that name their run. With `--verbose`, a dry run
 or `--logger-swebench-jobs`, Snakemake's own output (its job blocks) instead.
 """
 import sys
 import threading
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -39,6 +42,7 @@ class LogHandler(LogHandlerBase):
         common = self.common_settings
         self.stream = sys.stdout if common.stdout else sys.stderr
         self.formatter_ = DefaultFormatter(common.quiet, True)
+        self.block_formatter = DefaultFormatter(common.quiet, False)  # Snakemake's error block, without the log
         self.passthrough = None
         if (self.settings and self.settings.jobs) or common.verbose or common.dryrun or common.debug_dag:
             self.passthrough = ColorizingTextHandler(nocolor=common.nocolor, stream=self.stream)
@@ -60,6 +64,9 @@ class LogHandler(LogHandlerBase):
         self.runs, self.snaps = {}, {}
         self.api = self.live = None
         self.first_start = 0.0
+        # thread -> the traceback Snakemake logs just before the error of a job that thread ran;
+        # run folder -> Counter of the jobs failed for a known cause
+        self.held, self.causes = {}, defaultdict(Counter)
         self.progress = (0, 0)
         self.closed = threading.Event()
         if not self.terminal:
@@ -77,7 +84,16 @@ class LogHandler(LogHandlerBase):
 
     def handle_record(self, record):
         event = getattr(record, "event", None)
-        if event == LogEvent.RESOURCES_INFO and getattr(record, "provided_resources", None):
+        held = self.held.pop(record.thread, None)
+        if event == LogEvent.JOB_ERROR:
+            self.write_job_error(record, held)
+            return
+        if held:
+            self.write(self.formatter_.format(held))
+        if event == LogEvent.ERROR and getattr(record, "exception", None):
+            # a job's exception: Snakemake logs the job's error next, from the same thread
+            self.held[record.thread] = record
+        elif event == LogEvent.RESOURCES_INFO and getattr(record, "provided_resources", None):
             api = record.provided_resources.get("api")
             self.api = getattr(api, "value", api)
         elif event == LogEvent.JOB_STARTED:  # before the JOB_INFO of each of its jobs
@@ -98,9 +114,6 @@ class LogHandler(LogHandlerBase):
                 self.write(self.stage_line(*job[:3], self.samples.pop(record.job_id, "")))
         elif event == LogEvent.PROGRESS:
             self.progress = (record.done, record.total)
-        elif event == LogEvent.JOB_ERROR:
-            self.running.pop(record.jobid, None)
-            self.write(self.job_error(record))
         elif str(record.msg or "").startswith("Cannot restore") and str(record.msg).endswith("no backup found."):
             pass  # an update() output (a paid answer) that did not exist before its job failed: nothing to put back
         elif getattr(record, "swebench", None) == "notice" or (
@@ -154,7 +167,7 @@ class LogHandler(LogHandlerBase):
         views = []
         for run in list(self.runs):
             own = [(live.stage_of(rule), instance, start) for folder, rule, instance, start in jobs if folder == run]
-            views.append(live.view(self.look(run), eta, elapsed, own, self.api))
+            views.append(live.view(self.look(run), eta, elapsed, own, self.api, causes=self.causes.get(run)))
         return Group(*views)
 
     def stage_line(self, run, rule, instance, sample=""):
@@ -165,11 +178,29 @@ class LogHandler(LogHandlerBase):
         name = f"{run.name}: " if run and stage != rule else ""
         return f"{name}{time.strftime('%H:%M:%S')} {live.stage_outcome(run, stage, instance, sample)}"
 
-    def job_error(self, record):
+    def write_job_error(self, record, traceback=None):
+        """A failed job of a known cause in one line, the rest kept in its log; any other in full, with the
+        traceback logged before it."""
         from scripts import live
 
-        rule, instance, logs = self.info.get(record.jobid, (record.rule_name, None, list(record.log or [])))
-        return live.error_text(live.stage_of(rule), instance, logs or list(record.log or []), record.rule_msg)
+        rule, instance, logs = self.info.get(record.jobid, (record.rule_name, None, []))
+        logs = logs or list(record.log or [])
+        run = self.running.pop(record.jobid, (None,))[0]
+        known = live.known_cause(logs)
+        if known:
+            cause, log = known
+            kept = [self.formatter_.format(traceback)] if traceback else []
+            try:
+                live.keep_in_log(log, "\n".join([*kept, self.block_formatter.format(record).strip("\n")]))
+            except OSError:  # a log that cannot be written: all of it here instead
+                known = None
+        if not known:
+            if traceback:
+                self.write(self.formatter_.format(traceback))
+            self.write(live.error_text(live.stage_of(rule), instance, logs, record.rule_msg))
+            return
+        self.causes[run][cause] += 1
+        self.write(live.error_line(rule, instance, self.samples.pop(record.jobid, ""), cause, log))
 
     def summaries(self, every):
         while not self.closed.wait(every):
@@ -183,7 +214,8 @@ class LogHandler(LogHandlerBase):
         for run in runs:
             name = f"{run.name}: " if len(self.runs) > 1 else ""
             running = sum(job[0] == run for job in jobs)
-            self.write(name + live.summary_line(self.look(run, force=True), self.eta(), self.api, running))
+            self.write(name + live.summary_line(self.look(run, force=True), self.eta(), self.api, running,
+                                                self.causes.get(run)))
 
     def write(self, text):
         """Whole lines, one message at a time."""
@@ -197,6 +229,8 @@ class LogHandler(LogHandlerBase):
     def close(self):
         if not self.passthrough and not self.closed.is_set():
             self.closed.set()
+            for held in self.held.values():
+                self.write(self.formatter_.format(held))
             if self.live:
                 for run in list(self.runs):
                     self.look(run, force=True)
