@@ -13,7 +13,7 @@ if PULLS:
             f"{RUN}/logs/images.log",
         localrule: True
         params:
-            run_dir=RUN,
+            run_dir=lambda wildcards, output: Path(output[0]).parents[1],
             settings=lambda wildcards: IMAGE_ARGUMENTS,
         shell:
             "python -m scripts.images plan --instances {input.instances:q} --index {input.index:q}"
@@ -33,7 +33,7 @@ if PULLS:
         resources:
             pulls=1,
         params:
-            run_dir=RUN,
+            run_dir=lambda wildcards, output: Path(output[0]).parents[2],
             # the image's name is made from these: another source is another image, evaluated again
             source=lambda wildcards: IMAGE_SOURCE,  # a function: the template's braces are no wildcards
             settings=snakemake_patches.untracked(

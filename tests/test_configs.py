@@ -25,18 +25,18 @@ SOFTWARE = "Specify a conda environment or container for each rule."
 GIVEN_PATCH_LOG = ("rule given_patch", "No log directive defined")
 # The jobs each configuration's run has, once the selection is made.
 JOBS = {
-    "gold": {"context", "prompt", "generate", "patch", "predictions", "evaluate", "evaluation", "summary", "figures"},
+    "gold": {"pull_plan", "pull", "context", "prompt", "generate", "patch", "predictions", "evaluate", "evaluation", "summary", "figures"},
     "openai_repair": {"context", "prompt", "estimate", "generate", "patch", "repair", "predictions", "summary",
                       "figures"},
     "anthropic_batch": {"context", "prompt", "estimate", "batch", "generate", "patch", "repair", "predictions",
                         "summary", "figures"},
-    "predictions": {"given_patch", "predictions", "evaluate", "evaluation", "summary", "figures"},
+    "predictions": {"pull_plan", "pull", "given_patch", "predictions", "evaluate", "evaluation", "summary", "figures"},
     "models": {"model1_context", "model1_prompt", "model2_prompt", "estimate", "compare"} | {
         f"model{k}_{rule}" for k in (1, 2) for rule in ("generate", "patch", "repair", "predictions", "summary",
                                                        "figures")},
-    "samples": {"context", "prompt", "generate", "patch", "repair", "predictions", "evaluate", "evaluation",
+    "samples": {"pull_plan", "pull", "context", "prompt", "generate", "patch", "repair", "predictions", "evaluate", "evaluation",
                 "summary", "figures"},
-    "agent": {"agent", "patch", "predictions", "evaluate", "evaluation", "summary", "figures"},
+    "agent": {"pull_plan", "pull", "agent", "patch", "predictions", "evaluate", "evaluation", "summary", "figures"},
 }
 
 
