@@ -63,7 +63,9 @@ def test_evaluations_start_longest_first_by_the_durations_of_an_earlier_run(tmp_
                                                    "model_patch": images.GOLD_PATCH} for r in rows])
     client = docker.from_env()
     started = time.time()
-    snakemake(tmp_path, "--cores", "1", "--resources", "docker=1", "--config", f"dataset={dataset}",
+    # one pull at a time too (the images are here: each pull job only records its image), so that the evaluations
+    # become ready in the order of the pulls' priorities rather than of the pulls that end first
+    snakemake(tmp_path, "--cores", "1", "--resources", "docker=1", "pulls=1", "--config", f"dataset={dataset}",
               f"predictions={given}", "evaluation=docker", "min_free_disk_gb=1")
     events = client.events(since=started, until=time.time() + 1, decode=True,
                            filters={"type": "container", "event": "create"})
