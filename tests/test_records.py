@@ -1,5 +1,6 @@
 """A run's records: the set aside of those that a rerun makes again."""
 import json
+import os
 
 import pytest
 
@@ -81,3 +82,26 @@ def test_earlier_duration_is_the_longest_evaluation_of_any_run_or_of_the_gold_va
     (cache / "0123abcd" / "x-4.json").write_text("{")  # being written
     assert [earlier_duration(results, cache, i) for i in ("x-1", "x-2", "x-3", "x-4", "x-5")] == [40, 3, 61, 0, 0]
     assert earlier_duration(tmp_path / "nothing", tmp_path / "none", "x-1") == 0
+
+
+def test_an_evaluations_fault_is_that_of_the_latest_log_of_it_its_pull_or_its_gold_validation(tmp_path):
+    from scripts import common
+
+    logs = tmp_path / "logs" / "x-1"
+    logs.mkdir(parents=True)
+    written = {}
+    for at, (stage, cause) in enumerate((("evaluate", "network"), ("pull", "registry_rate_limit"),
+                                         ("validate", "docker_daemon")), start=1):
+        written[stage] = logs / f"{stage}.log"
+        written[stage].write_text(common.fault_line(cause, f"{stage} failed") + "\n")
+        os.utime(written[stage], ns=(at * 10**9, at * 10**9))
+    # the validation ran last: it stopped the evaluation, which waits for it
+    assert common.stage_log(tmp_path, "x-1", "evaluate") == written["validate"]
+    assert common.stage_fault(tmp_path, "x-1", "evaluate") == ("docker_daemon", "validate failed")
+    # the validation itself waits for the pull only
+    os.utime(written["pull"], ns=(9 * 10**9, 9 * 10**9))
+    assert common.stage_fault(tmp_path, "x-1", "validate") == ("registry_rate_limit", "pull failed")
+    os.utime(written["evaluate"], ns=(10 * 10**9, 10 * 10**9))
+    assert common.stage_fault(tmp_path, "x-1", "evaluate") == ("network", "evaluate failed")
+    assert common.stage_fault(tmp_path, "x-1", "validate") == ("registry_rate_limit", "pull failed")
+    assert common.stage_log(tmp_path, "x-2", "evaluate") is None and common.stage_fault(tmp_path, "x-2", "evaluate") is None
