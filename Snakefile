@@ -40,6 +40,7 @@ else:
     include: "rules/repair.smk"
     include: "rules/predictions.smk"
     include: "rules/images.smk"
+    include: "rules/validate.smk"
     include: "rules/evaluate.smk"
     include: "rules/summary.smk"
     include: "rules/figures.smk"
@@ -52,6 +53,10 @@ rule all:
 
 onstart:
     snakemake_patches.start(workflow, SNAKEMAKE_PATCHES)
+    if config.get("evaluation") in ("docker", "modal", "sb-cli"):
+        from scripts import forked
+
+        forked.start()  # the evaluate jobs' fork server imports the harness while the first jobs run
 
 
 onerror:

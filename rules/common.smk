@@ -76,6 +76,20 @@ def merged_reports(wildcards, sample=None):
     return [f"{RUN}/instances/{i}/{folder}evaluation.json" for i in ids]
 
 
+def validations(wildcards):
+    """Every merged instance's gold validation, with validate_gold (rules/validate.smk). With allow_partial, not
+    those whose last validation (or their image's pull ahead of it) failed on a fault of the machinery."""
+    if not config["validate_gold"]:
+        return []
+    return [
+        f"{RUN}/instances/{i}/validation.json"
+        for i in merged_ids()
+        if not config["allow_partial"]
+        or os.path.exists(f"{RUN}/instances/{i}/validation.json")
+        or not stage_fault(RUN, i, "validate")
+    ]
+
+
 def run_targets(wildcards):
     """Every file of the run. The per-instance files are requested by name because
     Snakemake does not remake a deleted intermediate file whose downstream files are
@@ -86,6 +100,7 @@ def run_targets(wildcards):
         targets += [path for name in INSTANCE_FILES for path in merged(name)(wildcards)]
     if config["evaluation"] != "none":
         targets += merged_reports(wildcards) + [f"{RUN}/evaluation.json"]  # rules/evaluate.smk
+        targets += validations(wildcards)  # rules/validate.smk
         if config["predictions"]:
             targets += merged("given_patch.sha256")(wildcards)
     for sample in (f"samples/{s}/" for s in range(2, SAMPLES + 1)):  # each sample's own files and merges

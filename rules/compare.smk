@@ -16,5 +16,7 @@ rule compare:
     params:
         runs=[model.RUN for model in MODELS],
         out=lambda wildcards, output: os.path.dirname(output.md),
+        # with validate_gold for every model: over the instances whose environment the gold patch validated
+        validated="--validated" if all(c["validate_gold"] for c in MODEL_CONFIGS) else "",
     shell:
-        "python -m scripts.compare {params.runs:q} --out {params.out:q} 2> >(tee {log:q} >&2)"
+        "python -m scripts.compare {params.runs:q} {params.validated} --out {params.out:q} 2> >(tee {log:q} >&2)"

@@ -3,7 +3,11 @@
 if config["evaluation"] != "none":
     from pathlib import Path
 
+    from snakemake.utils import format as snakemake_format
+
+    from scripts import forked
     from scripts.evaluate import patch_sha256
+    from scripts.records import earlier_duration
     from scripts.predictions import load_predictions
 
     if config["predictions"]:
@@ -20,6 +24,8 @@ if config["evaluation"] != "none":
                 ancient(config["predictions"]),
             output:
                 f"{RUN}/instances/{{id}}/given_patch.sha256",
+            # its evaluation's priority: the evaluations become ready in the order they should start in
+            priority: lambda wildcards: earlier_duration(os.path.dirname(RUN), config["validation_cache"], wildcards.id)
             params:
                 sha256=lambda wildcards: GIVEN_PATCHES.get(wildcards.id, ""),
             run:
@@ -28,17 +34,22 @@ if config["evaluation"] != "none":
     rule evaluate:
         input:
             **selection_inputs(),
+            # with validate_gold, after the instance's validation (rules/validate.smk), in the same image; ancient():
+            # a validation made again does not evaluate again
+            **({"validation": ancient(f"{RUN}/instances/{{id}}/validation.json")} if config["validate_gold"] else {}),
             # Every job reads its prediction from the merged file, which is rewritten whenever
             # any patch changes: ancient() keeps that from re-evaluating every instance. What
             # re-evaluates one instance is its own patch: patch.diff, or given_patch.sha256.
+            # the instance's image, pulled ahead (rules/images.smk)
             **({"image": f"{RUN}/instances/{{id}}/image.json"} if PULLS else {}),
             predictions=ancient(f"{RUN}/{{sample}}predictions.jsonl"),
             patch=f"{RUN}/instances/{{id}}/{{sample}}{'given_patch.sha256' if config['predictions'] else PATCH}",
-            # the instance's image, pulled ahead (rules/images.smk)
         output:
             f"{RUN}/instances/{{id}}/{{sample}}evaluation.json",
         log:
             f"{RUN}/logs/{{id}}/{{sample}}evaluate.log",
+        # longest first: the instance's longest earlier evaluation, of any run here (scripts/records.py)
+        priority: lambda wildcards: earlier_duration(os.path.dirname(RUN), config["validation_cache"], wildcards.id)
         resources:
             docker=1 if config["evaluation"] == "docker" else 0,
         params:
@@ -58,11 +69,17 @@ if config["evaluation"] != "none":
                 + f" --dataset {shlex.quote(config['dataset'])} --split {shlex.quote(config['split'])}",
                 SNAKEMAKE_PATCHES,
             ),
-        shell:
-            "python -m scripts.evaluate instance --backend {params.backend} --instances {input.instances:q}"
-            " --index {input.index:q} --predictions {input.predictions:q} --id {wildcards.id:q}"
-            " --run-id {params.run_id:q} {params.source} {params.image_record} {params.sample} {params.settings}"
-            " --out {output:q} > {log:q} 2>&1"
+        run:
+            # `shell: "python -m ... > {log} 2>&1"`, forked from a process that imported the harness once
+            forked.run_command(
+                snakemake_format(
+                    "python -m scripts.evaluate instance --backend {params.backend} --instances {input.instances:q}"
+                    " --index {input.index:q} --predictions {input.predictions:q} --id {wildcards.id:q}"
+                    " --run-id {params.run_id:q} {params.source} {params.image_record} {params.sample}"
+                    " {params.settings} --out {output:q}"
+                ),
+                log[0],
+            )
 
     rule evaluation:
         input:

@@ -9,6 +9,7 @@ rule summary:
         responses=[] if config["predictions"] else merged("response.json"),
         patches=[] if config["predictions"] else merged("patch.json"),
         evaluation=[f"{RUN}/evaluation.json"] if config["evaluation"] != "none" else [],
+        validations=validations,
     output:
         json=f"{RUN}/summary.json",
         md=f"{RUN}/summary.md",

@@ -146,14 +146,25 @@ def infrastructure_fault(log):
     return cause, message
 
 
-def stage_fault(run_dir, instance_id, stage, sample=""):
-    """infrastructure_fault of the stage's latest log of the instance; for evaluate, its image's pull's too
-    (logs/<id>/pull.log, a stage of its own that runs ahead of the evaluation), whichever was written last."""
-    logs = [Path(run_dir) / "logs" / instance_id / f"{sample}{stage}.log"]
-    if stage == "evaluate":
-        logs.append(Path(run_dir) / "logs" / instance_id / "pull.log")
+# The stages of their own that run ahead of a stage of an instance, whose faults stop it: the pull of its image
+# (rules/images.smk) and, with validate_gold, its gold validation (rules/validate.smk).
+AHEAD = {"evaluate": ("pull", "validate"), "validate": ("pull",)}
+
+
+def stage_log(run_dir, instance_id, stage, sample=""):
+    """The instance's latest log of the stage or of a stage ahead of it (AHEAD), whichever was written last;
+    None when there is none."""
+    folder = Path(run_dir) / "logs" / instance_id
+    logs = [folder / f"{sample}{stage}.log"] + [folder / f"{ahead}.log" for ahead in AHEAD.get(stage, ())]
     logs = sorted((log for log in logs if log.is_file()), key=lambda log: log.stat().st_mtime_ns)
-    return infrastructure_fault(logs[-1]) if logs else None
+    return logs[-1] if logs else None
+
+
+def stage_fault(run_dir, instance_id, stage, sample=""):
+    """infrastructure_fault of stage_log: the stage's own, or the image's pull's or the gold validation's ahead of
+    it."""
+    log = stage_log(run_dir, instance_id, stage, sample)
+    return infrastructure_fault(log) if log else None
 
 
 def sample_folder(sample):

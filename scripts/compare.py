@@ -156,10 +156,12 @@ def read_run(run_dir):
     rows = read_jsonl(run_dir / "instances.jsonl")
     repo_of = {row["instance_id"]: row["repo"] for row in rows}
     outcomes, outcome = read_outcomes(run_dir, list(repo_of), samples)
+    validations = [run_dir / "instances" / i / "validation.json" for i in repo_of]
+    validated = {path.parent.name: read_json(path)["validated"] for path in validations if path.is_file()}
     return {"dir": str(run_dir), "run_id": summary.get("run_id") or run_dir.name, "model": summary.get("model"),
             "provider": summary.get("provider"), "samples": samples, "outcome": outcome,
             "cost_usd": run_cost(summary),
-            "repo_of": repo_of, "outcomes": outcomes}
+            "repo_of": repo_of, "outcomes": outcomes, "validated": validated}
 
 
 # --- the comparison ---
@@ -205,8 +207,9 @@ def compare_pair(a, b, shared):
     return record
 
 
-def compare(runs):
-    """The comparison record of runs read by read_run, over the instances all of them share."""
+def compare(runs, validated=False):
+    """The comparison record of runs read by read_run, over the instances all of them share (validated: and
+    whose environment the gold patch validated in every run)."""
     if len(runs) < 2:
         raise CompareError(f"compare needs two or more run folders, got {len(runs)}")
     outcomes = {r["outcome"] for r in runs}
@@ -223,6 +226,17 @@ def compare(runs):
     if not shared:
         raise CompareError(f"the runs share no instance ({', '.join(r['dir'] for r in runs)}): compare runs "
                            "over the same selection (the same dataset, split and instances)")
+    broken = []
+    if validated:
+        unchecked = [r["dir"] for r in runs if not set(shared) <= set(r["validated"])]
+        if unchecked:
+            raise CompareError(f"--validated compares the instances whose environment the gold patch validated, and "
+                               f"{', '.join(unchecked)} lack(s) a gold validation of some of them: run them with "
+                               "--config validate_gold=true (validations are cached, so this evaluates only what is new)")
+        broken = [i for i in shared if not all(r["validated"][i] for r in runs)]
+        shared = [i for i in shared if i not in broken]
+        if not shared:
+            raise CompareError("the gold patch validated none of the shared instances: there is nothing to compare")
     repo_of = runs[0]["repo_of"]
     per_run = []
     for r in runs:
@@ -239,7 +253,8 @@ def compare(runs):
                 for repo in repos]
     only = {r["label"]: [i for i in shared if any(r["outcomes"][i])
                          and not any(any(o["outcomes"][i]) for o in runs if o is not r)] for r in runs}
-    return {"outcome": runs[0]["outcome"], "shared_instances": len(shared), "runs": per_run,
+    return {"outcome": runs[0]["outcome"], "shared_instances": len(shared), "validated_only": validated,
+            "environment_broken": broken, "runs": per_run,
             "pairs": [compare_pair(a, b, shared) for a, b in itertools.combinations(runs, 2)],
             "per_repo": per_repo, "only_one_resolved": only}
 
@@ -266,7 +281,11 @@ def verdict(pair, stat):
 def render_markdown(result):
     what = "resolved by the SWE-bench harness" if result["outcome"] == "resolved" else \
         "a valid patch (the runs were not evaluated: the outcome is patch validity, not resolution)"
-    lines = ["# Compare", "", f"Outcome: {what}. Over the {result['shared_instances']} instances all runs share.", "",
+    scope = " whose environment the gold patch validated" if result.get("validated_only") else ""
+    broken = result.get("environment_broken") or []
+    left_out = (f" Left out, environment broken here ({len(broken)}): {', '.join(broken)}." if broken else "")
+    lines = ["# Compare", "", f"Outcome: {what}. Over the {result['shared_instances']} instances all runs share"
+             f"{scope}.{left_out}", "",
              "## Runs", "", "| run | model | samples | pass@1 | 95% interval | solved by any sample | cost (USD) | "
              "cost per success (USD) |", "|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
@@ -372,10 +391,10 @@ def default_out_dir(run_dirs):
     return first.parent / "compare" / "-vs-".join(Path(d).name for d in run_dirs)
 
 
-def write(run_dirs, out_dir):
+def write(run_dirs, out_dir, validated=False):
     """Read the runs, write out_dir/compare.md, compare.json, compare.png and compare_repositories.png; return
     the comparison."""
-    result = compare([read_run(d) for d in run_dirs])
+    result = compare([read_run(d) for d in run_dirs], validated)
     out_dir = Path(out_dir)
     write_json_atomic(out_dir / "compare.json", result)
     write_text_atomic(out_dir / "compare.md", render_markdown(result))
@@ -387,10 +406,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, e.g. results/<run_id>")
     parser.add_argument("--out", help="folder of the report (default: <parent of the first run>/compare/<a>-vs-<b>)")
+    parser.add_argument("--validated", action="store_true",
+                        help="compare only the instances whose environment the gold patch validated (validate_gold)")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else default_out_dir(args.run_dirs)
     try:
-        write(args.run_dirs, out)
+        write(args.run_dirs, out, args.validated)
     except CompareError as e:
         sys.exit(f"compare: {e}")
     print(out / "compare.md")

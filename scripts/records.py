@@ -1,6 +1,8 @@
 """A run's records, read from its files: each stage's record of an instance, whether it is a failure for good and
 why, the stages and samples of the run, and the set aside of the records that a rerun makes again (retry_failed,
 answers cut off by a smaller output limit). Read by the status command, the run's view and the start of a run."""
+import functools
+import glob
 import time
 from pathlib import Path
 
@@ -56,7 +58,8 @@ def run_stages(run_dir):
     given = summary.get("mode") == "predictions" or any(instances.glob("*/given_patch.sha256"))
     evaluated = (summary.get("evaluation", "none") != "none" or (run_dir / "evaluation.json").is_file()
                  or any(instances.glob("*/evaluation.json")) or any((run_dir / "logs").glob("*/evaluate.log"))
-                 or (run_dir / "images" / "plan.json").is_file())  # the pulls of the images ahead of it
+                 or (run_dir / "images" / "plan.json").is_file()  # the pulls of the images ahead of it
+                 or any((run_dir / "logs").glob("*/validate.log")))  # validate_gold: validated before evaluated
     skipped = {}
     info = read_record(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     agent = "agent" in info.get("stages", ())
@@ -191,3 +194,30 @@ def cause_lines(causes):
         lines.append(f"{what} failed for one cause: {cause} ({message[:200]}). "
                      + (f"Fix: {fix}. " if fix else "") + f"A rerun retries {'it' if count == 1 else 'them'}.")
     return lines
+
+
+@functools.cache
+def validation_durations(cache):
+    """{instance_id: seconds} of the gold evaluations in the validation cache (scripts/validate.py), read once."""
+    durations = {}
+    for path in Path(cache).glob("*/*.json"):
+        try:
+            gold = read_json(path).get("gold") or {}
+        except (OSError, ValueError):  # being written, or not a record
+            continue
+        durations[path.stem] = max(durations.get(path.stem, 0), gold.get("duration_s") or 0)
+    return durations
+
+
+def earlier_duration(results, validation_cache, instance_id):
+    """Whole seconds of the longest earlier evaluation of the instance known here: the evaluation.json of every run
+    under results (every sample) and the gold evaluation in the validation cache; 0 when there is none. The
+    evaluations start longest first (rules/evaluate.smk), so that a long one does not start last."""
+    seconds = [validation_durations(str(validation_cache)).get(instance_id, 0)]
+    folder = glob.escape(str(Path(results)))
+    for path in glob.glob(f"{folder}/*/instances/{glob.escape(instance_id)}/**/evaluation.json", recursive=True):
+        try:
+            seconds.append(read_json(path).get("duration_s") or 0)
+        except (OSError, ValueError):
+            continue
+    return int(max(seconds))

@@ -150,6 +150,10 @@ def check(config):
             if config["predictions"] else ("batch=true", "asks one answer per instance", "set batch=false."))
         raise ConfigError(f"samples={config['samples']} asks each instance several times, but {setting} {takes}: "
                           f"leave samples at 1, or {way}")
+    if config.get("validate_gold") and config["evaluation"] != "docker":
+        raise ConfigError(f"validate_gold=true runs the gold and empty patches in the instance images on the Docker "
+                          f"engine, and evaluation={config['evaluation']} does not use it: set evaluation=docker, or "
+                          "leave validate_gold at false.")
     if config.get("agent") and not config["predictions"]:
         check_agent(config)
     if config["prompt_template"]:

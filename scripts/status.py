@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from scripts import costs
-from scripts.common import read_jsonl, stage_fault
+from scripts.common import read_jsonl, stage_fault, stage_log
 from scripts.predictions import not_diffs
 from scripts.records import (
     STAGE_FILES,
@@ -48,6 +48,22 @@ def sample_lines(run_dir, ids):
     return lines
 
 
+def validation_lines(run_dir, ids):
+    """With validate_gold: how many instances the gold patch validated, and those whose environment is broken
+    here (their verdicts say nothing of the model), each with why."""
+    records = {i: read_record(run_dir / "instances" / i / "validation.json") for i in ids
+               if (run_dir / "instances" / i / "validation.json").is_file()}
+    if not records:
+        return []
+    broken = [(i, r["reason"]) for i, r in sorted(records.items()) if not r["validated"]]
+    lines = ["", f"gold validation: {len(records) - len(broken)} validated, {len(broken)} environment broken here"
+             + (f", {len(ids) - len(records)} not validated yet" if len(records) < len(ids) else "")]
+    if broken:
+        lines += ["", f"Environment broken here ({len(broken)}): the gold patch does not resolve them on this machine, "
+                  "or no patch does; apart from the model's results:"] + aligned(broken)
+    return lines
+
+
 def run_status(run_dir):
     """The run's status as plain text."""
     run_dir = Path(run_dir)
@@ -74,6 +90,7 @@ def run_status(run_dir):
         lines.append(f"{stage:<10}{outcomes['done']:>7}{outcomes['failed']:>8}{outcomes['to do']:>7}"
                      + (f"   failed: {by_reason}" if by_reason else ""))
     lines += sample_lines(run_dir, ids)
+    lines += validation_lines(run_dir, ids)
     lines += spend_lines(run_dir, ids)
     run_files = ["predictions.jsonl", "evaluation.json", "summary.md", "figures"]
     lines += ["", "run files: " + ", ".join(f"{name} {'yes' if (run_dir / name).exists() else 'no'}"
@@ -91,11 +108,8 @@ def run_status(run_dir):
             failed.append((instance_id, first_failed, reason, str(path)))
         first_to_do = next((stage for stage, s in status.items() if s[0] == "to do"), None)
         if first_to_do:
-            log = run_dir / "logs" / instance_id / f"{first_to_do}.log"
-            pull_log = run_dir / "logs" / instance_id / "pull.log"
-            if first_to_do == "evaluate" and pull_log.is_file() and (
-                    not log.is_file() or pull_log.stat().st_mtime_ns > log.stat().st_mtime_ns):
-                log = pull_log  # the image's pull, ahead of the evaluation
+            # the image's pull or the gold validation ahead of an evaluation, where it was the last to run
+            log = stage_log(run_dir, instance_id, first_to_do) or run_dir / "logs" / instance_id / f"{first_to_do}.log"
             fault = stage_fault(run_dir, instance_id, first_to_do)
             if fault:
                 faults.append((instance_id, first_to_do, fault[0], f"a rerun retries it; {log}: {fault[1][:200]}"))

@@ -38,6 +38,31 @@ def instance_records(run_dir, instance_id):
     return records
 
 
+def validation(rows, run_dir, resolved_ids):
+    """With validate_gold: the instances whose environment the gold patch validated, those where it is broken
+    here (their verdicts say nothing of the model), and the resolved rate over the validated ones; None when the
+    run has no validation."""
+    records = {}
+    for row in rows:
+        path = Path(run_dir) / "instances" / row["instance_id"] / "validation.json"
+        if path.is_file():
+            records[row["instance_id"]] = read_json(path)
+    if not records:
+        return None
+    validated = sorted(i for i, r in records.items() if r["validated"])
+    resolved = sorted(i for i in validated if i in resolved_ids)
+    return {
+        "validated": len(validated),
+        "environment_broken": len(records) - len(validated),
+        "not_validated": len(rows) - len(records),
+        "resolved": len(resolved),
+        "rate": round(len(resolved) / len(validated), 4) if validated else None,
+        "broken": [{"instance_id": i, "reason": r["reason"], "resolved": i in resolved_ids,
+                    "file": f"{run_dir}/instances/{i}/validation.json"}
+                   for i, r in sorted(records.items()) if not r["validated"]],
+    }
+
+
 def missing_files(rows, records, run_dir, generated, evaluated):
     """Each selected instance that has no result yet, at its first stage without one: its job
     failed or did not run (a partial summary)."""
@@ -184,6 +209,7 @@ def summarise(rows, predictions, run_dir, run_info, evaluation=None):
             "completed": evaluation["completed_instances"],
             "by_status": evaluation["status_counts"],
         } if evaluation else None,
+        "validation": validation(rows, run_dir, resolved_ids),
         "per_repo": [{"repo": repo, "selected": n, "with_patch": with_patch[repo],
                       **({"resolved": resolved[repo], "resolved_rate": round(resolved[repo] / n, 4)} if evaluation else {})}
                      for repo, n in sorted(per_repo.items())],
@@ -271,6 +297,13 @@ def render_markdown(summary):
     if summary.get("resolution"):
         res = summary["resolution"]
         lines.append(f"- resolved: {res['resolved']} of {res['selected']} ({100 * res['rate']:.1f}%)")
+    checked = summary.get("validation")
+    if checked:
+        rate = f" ({100 * checked['rate']:.1f}%)" if checked["rate"] is not None else ""
+        lines.append(f"- over the instances whose environment the gold patch validated: {checked['resolved']} of "
+                     f"{checked['validated']}{rate}; environment broken here: {checked['environment_broken']} "
+                     "(listed apart below)" + (f"; not validated yet: {checked['not_validated']}"
+                                               if checked["not_validated"] else ""))
     if summary["latency_s"]:
         lat = summary["latency_s"]
         lines.append(f"- latency per instance: p50 {lat['p50']} s, p90 {lat['p90']} s, p99 {lat['p99']} s, "
@@ -311,6 +344,13 @@ def render_markdown(summary):
                   "|---|---|---|---|---|"]
         lines += [f"| {i['instance_id']} | {i['cost_usd']:.4f} | {i['input_tokens']}/{i['output_tokens']} | "
                   f"{i['latency_s']} | {i['attempts']} |" for i in costly]
+    if checked and checked["broken"]:
+        lines += ["", "## Environment broken here", "",
+                  "The gold patch does not resolve these instances on this machine, or they resolve with no patch: "
+                  "their verdicts say nothing of the model, and the rate over the validated instances leaves them "
+                  "out.", "", "| instance | why | the model's patch resolved | file |", "|---|---|---|---|"]
+        lines += [f"| {b['instance_id']} | {b['reason']} | {'yes' if b['resolved'] else 'no'} | {b['file']} |"
+                  for b in checked["broken"]]
     if summary["failures"]:
         lines += ["", "## Instances without a usable patch or a verdict", "", "| instance | stage | reason | file |", "|---|---|---|---|"]
         lines += [f"| {f['instance_id']} | {f['stage']} | {f['reason']} | {f['file']} |" for f in summary["failures"]]

@@ -363,3 +363,30 @@ def test_compare_reads_the_runs_the_workflow_writes(tmp_path):
     assert result["outcome"] == "resolved" and result["runs"][0]["successes"] == len(resolved)
     assert result["runs"][0]["cost_usd"] is None  # given predictions: their cost is not known
     assert result["only_one_resolved"] == {"moatless": [], "gold": sorted(set(ids) - set(resolved))}
+
+
+@pytest.mark.unit
+def test_compare_validated_leaves_out_the_environments_broken_here(tmp_path):
+    rows = lite_rows(6)
+    ids = [row["instance_id"] for row in rows]
+    a = make_run(tmp_path, "a", rows, 1, resolved=[set(ids[:3])])
+    b = make_run(tmp_path, "b", rows, 1, resolved=[set(ids[2:4])])
+    lacking = run_compare(a, b, "--validated", "--out", tmp_path / "report")
+    assert lacking.returncode == 1 and "lack(s) a gold validation" in lacking.stderr
+    assert "validate_gold=true" in lacking.stderr and not (tmp_path / "report").exists()
+    broken = {ids[0], ids[3]}  # ids[3]'s environment broken in run b alone: left out all the same
+    for run in (a, b):
+        for i in ids:
+            (run / "instances" / i / "validation.json").write_text(json.dumps(
+                {"validated": i not in broken and not (run == a and i == ids[3])}))
+    done = run_compare(a, b, "--validated", "--out", tmp_path / "report")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "report" / "compare.json").read_text())
+    assert_valid(result, "compare")
+    assert result["validated_only"] is True and result["environment_broken"] == sorted(broken)
+    assert result["shared_instances"] == 4
+    assert [r["successes"] for r in result["runs"]] == [2, 1]  # a: ids[1], ids[2]; b: ids[2]
+    assert f"Left out, environment broken here (2): {', '.join(sorted(broken))}" in (
+        tmp_path / "report" / "compare.md").read_text()
+    # without --validated every shared instance counts
+    assert compare.write([a, b], tmp_path / "all")["shared_instances"] == 6

@@ -175,3 +175,34 @@ def test_pulls_stop_before_the_disk_fills_and_nothing_evaluated_is_lost(tmp_path
     assert not images.image_exists(images.client(), images.instance_image(rows[1], namespace))
     assert not (run / "instances" / second / "image.json").exists()
     assert first.stat().st_mtime_ns == before and status(run, rows[0]["instance_id"]) == "resolved"
+
+
+@pytest.mark.workflow
+@pytest.mark.docker
+def test_gold_validation_validates_the_pulled_image_of_the_users_source_and_leaves_its_removal_to_the_evaluation(
+        tmp_path, pushed, registry_ports):
+    """validate_gold with an image_source template: the validation runs in the image the template names, after its
+    pull job and without pulling it again, keys its cache by the digest the pull recorded, and removes nothing:
+    the evaluation after it finds the image, and the clean-up removes it once the evaluation is done."""
+    storage, backend, rows = pushed
+    port = registry_ports[1]
+    template = f"127.0.0.1:{port}/{EPOCH_STYLE}"
+    row = rows[2]
+    name = template.format(arch="x86_64", id=row["instance_id"])
+    absent([name])
+    run = tmp_path / "results" / "r"
+    cache = tmp_path / "validation-cache"
+    with serve_registry(storage, backend), PacedRegistry(port, backend, limit=10, window=60) as paced:
+        result = snakemake(tmp_path, *given(tmp_path, [row]), f"image_source={template}", "min_free_disk_gb=0",
+                           "validate_gold=true", f"validation_cache={cache}")
+    assert [rule for rule in jobs_run(result) if rule in ("pull", "validate", "evaluate")] == [
+        "evaluate", "pull", "validate"]
+    assert len(paced.pulls) == 1  # the pull job's: neither the validation nor the evaluation pulled it again
+    pulled = json.loads((run / "instances" / row["instance_id"] / "image.json").read_text())
+    validation = json.loads((run / "instances" / row["instance_id"] / "validation.json").read_text())
+    assert_valid(validation, "validation")
+    assert (validation["image"], validation["digest"]) == (name, pulled["digest"])
+    assert validation["validated"] and validation["gold"]["status"] == "resolved"
+    assert validation["cache"] == str(cache / pulled["digest"].split(":", 1)[1] / f"{row['instance_id']}.json")
+    assert status(run, row["instance_id"]) == "resolved"
+    assert not images.image_exists(images.client(), name)  # removed once its evaluation was done

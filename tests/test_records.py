@@ -1,9 +1,10 @@
 """A run's records: the set aside of those that a rerun makes again."""
 import json
+import os
 
 import pytest
 
-from scripts.records import FIXES, set_aside_failures
+from scripts.records import FIXES, earlier_duration, set_aside_failures
 
 pytestmark = pytest.mark.unit
 
@@ -64,3 +65,43 @@ def test_failure_causes_groups_the_failed_instances_by_the_cause_of_their_latest
         "1 instance failed for one cause: network (Error: dial tcp: lookup registry-1.docker.io: i/o timeout). "
         f"Fix: {evaluate.FIXES['network']}. A rerun retries it."]
     assert cause_lines({}) == []
+
+
+def test_earlier_duration_is_the_longest_evaluation_of_any_run_or_of_the_gold_validation(tmp_path):
+    def write(path, record):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    write(results / "a" / "instances" / "x-1" / "evaluation.json", {"duration_s": 12.7})
+    write(results / "b" / "instances" / "x-1" / "samples" / "2" / "evaluation.json", {"duration_s": 40.2})
+    write(results / "b" / "instances" / "x-2" / "evaluation.json", {"duration_s": 3.0})
+    write(results / "b" / "instances" / "x-3" / "evaluation.json.tmp", {"duration_s": 99})
+    write(cache / "0123abcd" / "x-3.json", {"gold": {"duration_s": 61.5}})
+    write(cache / "0123abcd" / "x-2.json", {"gold": None})  # broken before any container ran
+    (cache / "0123abcd" / "x-4.json").write_text("{")  # being written
+    assert [earlier_duration(results, cache, i) for i in ("x-1", "x-2", "x-3", "x-4", "x-5")] == [40, 3, 61, 0, 0]
+    assert earlier_duration(tmp_path / "nothing", tmp_path / "none", "x-1") == 0
+
+
+def test_an_evaluations_fault_is_that_of_the_latest_log_of_it_its_pull_or_its_gold_validation(tmp_path):
+    from scripts import common
+
+    logs = tmp_path / "logs" / "x-1"
+    logs.mkdir(parents=True)
+    written = {}
+    for at, (stage, cause) in enumerate((("evaluate", "network"), ("pull", "registry_rate_limit"),
+                                         ("validate", "docker_daemon")), start=1):
+        written[stage] = logs / f"{stage}.log"
+        written[stage].write_text(common.fault_line(cause, f"{stage} failed") + "\n")
+        os.utime(written[stage], ns=(at * 10**9, at * 10**9))
+    # the validation ran last: it stopped the evaluation, which waits for it
+    assert common.stage_log(tmp_path, "x-1", "evaluate") == written["validate"]
+    assert common.stage_fault(tmp_path, "x-1", "evaluate") == ("docker_daemon", "validate failed")
+    # the validation itself waits for the pull only
+    os.utime(written["pull"], ns=(9 * 10**9, 9 * 10**9))
+    assert common.stage_fault(tmp_path, "x-1", "validate") == ("registry_rate_limit", "pull failed")
+    os.utime(written["evaluate"], ns=(10 * 10**9, 10 * 10**9))
+    assert common.stage_fault(tmp_path, "x-1", "evaluate") == ("network", "evaluate failed")
+    assert common.stage_fault(tmp_path, "x-1", "validate") == ("registry_rate_limit", "pull failed")
+    assert common.stage_log(tmp_path, "x-2", "evaluate") is None and common.stage_fault(tmp_path, "x-2", "evaluate") is None

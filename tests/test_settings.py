@@ -63,6 +63,8 @@ def test_check_accepts_hub_names_and_existing_files(tmp_path):
     ({"provider": "replay", "replay_file": "nope.jsonl"}, ["replay_file=nope.jsonl", "no such file"]),
     ({"predictions": "nope.jsonl"}, ["predictions=nope.jsonl"]),
     ({"prompt_template": "nope.yaml"}, ["prompt_template=nope.yaml"]),
+    ({"validate_gold": True, "evaluation": "modal"}, ["validate_gold=true", "evaluation=modal", "set evaluation=docker"]),
+    ({"validate_gold": True, "evaluation": "none"}, ["evaluation=none", "leave validate_gold at false"]),
 ])
 def test_check_names_the_problem(changes, words):
     with pytest.raises(settings.ConfigError) as error:

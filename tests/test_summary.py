@@ -244,3 +244,33 @@ def test_unknown_cost_and_cache_saving_are_shown(tmp_path):
     assert record["cost"]["unknown_cost_instances"] == ["a-2"] and record["cost"]["reasoning_tokens"] == 400
     text = summary.render_markdown(record)
     assert "saving 2.0850 USD" in text and "the cost of 1 answer(s) is unknown, not 0" in text and "my-model" in text
+
+
+def test_summary_lists_the_environments_broken_here_apart_with_both_rates(tmp_path):
+    rows = [{"instance_id": i, "repo": "o/a"} for i in ("a-1", "a-2", "a-3", "a-4")]
+    predictions = [{"instance_id": r["instance_id"], "model_name_or_path": "m", "model_patch": DIFF} for r in rows]
+    for instance_id, validated in (("a-1", True), ("a-2", False), ("a-3", True)):  # a-4 not validated yet
+        folder = tmp_path / "instances" / instance_id
+        folder.mkdir(parents=True)
+        (folder / "validation.json").write_text(json.dumps(
+            {"validated": validated, "reason": None if validated else "the gold patch does not resolve here (unresolved)"}))
+    evaluation = {"resolved_ids": ["a-1", "a-2"], "completed_instances": 4, "error_ids": [], "patch_failed_ids": [],
+                  "build_failed_ids": [], "timeout_ids": [],
+                  "status_counts": {"resolved": 2, "unresolved": 2, "empty_patch": 0, "patch_failed": 0,
+                                    "build_failed": 0, "timeout": 0, "error": 0}}
+    record = summary.summarise(rows, predictions, str(tmp_path), {**RUN_INFO, "mode": "predictions",
+                                                                   "evaluation": "docker"}, evaluation)
+    assert_valid(record, "summary")
+    assert record["resolution"]["rate"] == 0.5  # the official rate, over every selected instance
+    assert record["validation"] == {
+        "validated": 2, "environment_broken": 1, "not_validated": 1, "resolved": 1, "rate": 0.5,
+        "broken": [{"instance_id": "a-2", "reason": "the gold patch does not resolve here (unresolved)",
+                    "resolved": True, "file": f"{tmp_path}/instances/a-2/validation.json"}]}
+    markdown = summary.render_markdown(record)
+    assert ("- over the instances whose environment the gold patch validated: 1 of 2 (50.0%); environment broken "
+            "here: 1 (listed apart below); not validated yet: 1") in markdown
+    assert "## Environment broken here" in markdown and "| a-2 | the gold patch does not resolve here (unresolved) | yes |" in markdown
+    # without validations there is no such section
+    plain = summary.summarise(rows, predictions, str(tmp_path / "none"), {**RUN_INFO, "mode": "predictions",
+                                                                         "evaluation": "docker"}, evaluation)
+    assert plain["validation"] is None and "Environment broken" not in summary.render_markdown(plain)
