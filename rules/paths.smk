@@ -161,8 +161,11 @@ def batch_settings():
     return {"provider": config["provider"], "model": MODEL, "settings": DERIVED["api"], "poll_s": config["batch_poll"]}
 
 
-# the settings the user gave: an agent's steps send no temperature and no output limit the user did not set
-GIVEN = settings.given_keys(workflow.config_settings.overwrite_config, os.environ)
+# the settings the user gave (the command line's, and those of this model's entry of models=[...]): an agent's
+# steps send no temperature and no output limit the user did not set
+GIVEN = settings.given_keys(workflow.config_settings.overwrite_config, os.environ) | set(
+    SHARED["given"] if SHARED else ()
+)
 
 
 def agent_settings(sample):

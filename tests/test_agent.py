@@ -422,10 +422,14 @@ def test_samples_and_several_models_each_run_their_own_agents(tmp_path, row):
     with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
         dataset = write_rows(tmp_path / "rows.jsonl", [row])
         result = snakemake(tmp_path, "--config", f"dataset={dataset}", "agent=swebench", f"base_url={server.url}/v1",
-                           "provider=openai", "models=[{provider: openai, model: m}, {provider: openai, model: m2}]",
+                           "provider=openai",
+                           "models=[{provider: openai, model: m}, {provider: openai, model: m2, temperature: 0.5}]",
                            "samples=2", "prices={m: {input: 1, output: 2}, m2: {input: 1, output: 2}}",
                            "provider_prices=false", env={"OPENAI_API_KEY": "sk-test"})
         assert len(server.requests) == 4 * 5  # two models, two samples, five steps each
+        # the temperature an entry gives is sent; none where none is given
+        assert {(r["body"]["model"], r["body"].get("temperature")) for r in server.requests} == {("m", None),
+                                                                                                ("m2", 0.5)}
     assert "compare" in jobs_run(result)
     for run in ("openai-m", "openai-m2"):
         for sample in ("", "samples/2/"):
