@@ -449,6 +449,9 @@ def test_a_changed_agent_config_keeps_the_paid_trajectory_unless_overwrite(tmp_p
     with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
         agent_run(tmp_path, server, [row])
         first = (folder(tmp_path) / "trajectory.json").read_bytes()
+        # made without a temperature: one given now would ask again, so the run stops before any job
+        stopped = agent_run(tmp_path, server, [row], "temperature=0.0", check=False)
+        assert stopped.returncode != 0 and "temperature=None (now 0.0)" in stopped.stderr
         stopped = agent_run(tmp_path, server, [row], f"agent={own}", check=False)
         assert stopped.returncode != 0 and "holds answers paid for with agent='swebench'" in stopped.stderr
         assert len(server.requests) == 5  # nothing asked
