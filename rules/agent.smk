@@ -22,7 +22,7 @@ rule agent:
     params:
         # The settings that change an answer: a change makes the trajectories again (the limits do not: a trajectory
         # in progress takes the new ones, a finished one stays).
-        **settings.generate_params(config),
+        **settings.agent_params(config, GIVEN),
         agent=config["agent"],
     run:
         from scripts import agent

@@ -22,6 +22,8 @@ def model_configs(config):
         # what rules/paths.smk takes from the run of several models
         model_config["shared"] = {
             "entry": number,
+            # the settings the entry gives are given, as those of the command line (rules/paths.smk GIVEN)
+            "given": sorted(config["models"][number - 1]),
             "prep_run": folders[0],
             "ledgers": [f"{folder}/spend.jsonl" for folder in folders],
             # context=auto chooses for the run of all: the first model makes every model's contexts

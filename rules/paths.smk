@@ -161,10 +161,18 @@ def batch_settings():
     return {"provider": config["provider"], "model": MODEL, "settings": DERIVED["api"], "poll_s": config["batch_poll"]}
 
 
+# the settings the user gave (the command line's, and those of this model's entry of models=[...]): an agent's
+# steps send no temperature and no output limit the user did not set
+GIVEN = settings.given_keys(workflow.config_settings.overwrite_config, os.environ) | set(
+    SHARED["given"] if SHARED else ()
+)
+
+
 def agent_settings(sample):
     """What an agent job reads from the config ({sample}: "" or samples/<s>/)."""
     return {
         **generate_settings(sample),
+        "settings": settings.agent_request_settings(request_settings(sample), config, GIVEN),
         "agent": {
             "config": AGENT,
             "limits": {
@@ -176,6 +184,6 @@ def agent_settings(sample):
             "images": {key: config[key] for key in ("image_source", "image_namespace", "image_arch")},
             "run_id": DERIVED["run_id"],
             # what makes a trajectory (the rule's params): a saved state made otherwise is not resumed
-            "made_with": {**settings.generate_params(config), "agent": AGENT},
+            "made_with": {**settings.agent_params(config, GIVEN), "agent": AGENT},
         },
     }

@@ -6,7 +6,8 @@ if workflow.is_main_process:
 
     try:
         start.before_jobs(
-            config,
+            # an agent's answers are made with the temperature its steps send (none unless given)
+            dict(config, temperature=settings.agent_temperature(config, GIVEN)) if AGENT else config,
             os.environ,
             DERIVED,
             runs_jobs=settings.runs_jobs(sys.argv[1:]),

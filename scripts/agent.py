@@ -13,6 +13,7 @@ answer it already has again. A limit (steps, cost, wall time, format errors) is 
 or provider that fails, or the run's max_cost, fails the job and keeps the partial state.
 """
 import atexit
+import hashlib
 import os
 import re
 import shutil
@@ -87,8 +88,11 @@ def instance_image(row, image_settings):
     return make_test_spec(row, namespace=None).instance_image_key
 
 
-def container_name(run_id, instance_id, sample):
-    return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"swebench-runner-{run_id}-{instance_id}-s{sample}")
+def container_name(run_id, instance_id, sample, folder):
+    """The container of one trajectory: named by run, instance and sample, and by the folder it writes to (a
+    digest of its absolute path), so that runs of the same run_id in other folders on one engine never share it."""
+    digest = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:8]
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"swebench-runner-{run_id}-{instance_id}-s{sample}-{digest}")
 
 
 def ensure_image(image, engine):
@@ -377,7 +381,7 @@ def run_agent(row, provider, model, settings, agent, partial, log):
     image = instance_image(row, agent["images"])
     ensure_image(image, engine)
     env_config = {k: v for k, v in config.get("environment", {}).items() if k != "environment_class"}
-    env = Container(container_name(agent["run_id"], row["instance_id"], settings.get("sample", 1)),
+    env = Container(container_name(agent["run_id"], row["instance_id"], settings.get("sample", 1), partial.parent),
                     **{**env_config, "image": image, "executable": engine})
     started, started_at = time.monotonic(), now()
     try:

@@ -176,10 +176,15 @@ def refused_parameter(error):
 
 def output_limit(provider, model, settings):
     """max_output_tokens, at most the model's own limit when it is known (listed, or named by an earlier 400)."""
+    known = own_output_limit(provider, model, settings)
+    return settings["max_output_tokens"] if known is None else min(settings["max_output_tokens"], known)
+
+
+def own_output_limit(provider, model, settings):
+    """The model's own output limit (learned from a 400, or listed in output_limits.yaml); None when not known."""
     with _lock:
         learned = _learned_limits.get((provider, settings.get("base_url"), model))
-    known = learned or OUTPUT_LIMITS.get(provider, {}).get(model)
-    return settings["max_output_tokens"] if known is None else min(settings["max_output_tokens"], known)
+    return learned or OUTPUT_LIMITS.get(provider, {}).get(model)
 
 
 def learn_output_limit(provider, model, settings, limit):
@@ -409,8 +414,9 @@ def ask_tools_openai(messages, model, settings, tools, options):
     import openai
 
     request = {"model": model, "messages": [chat_message(m) for m in messages], "tools": tools, **options}
-    limit = "max_tokens" if settings.get("base_url") else "max_completion_tokens"
-    request[limit] = output_limit("openai", model, settings)
+    if settings.get("send_output_limit", True):
+        limit = "max_tokens" if settings.get("base_url") else "max_completion_tokens"
+        request[limit] = output_limit("openai", model, settings)
     if settings.get("temperature") is not None:
         request["temperature"] = settings["temperature"]
     if settings.get("reasoning_effort"):
@@ -457,6 +463,7 @@ def ask_tools_anthropic(messages, model, settings, tools, options):
     import anthropic
 
     system, converted = anthropic_messages(messages)
+    # the Messages API requires max_tokens: without send_output_limit it is the model's own limit (own_output_limit)
     request = {"model": model, "max_tokens": output_limit("anthropic", model, settings), "messages": converted,
                "tools": [{"name": t["function"]["name"], "description": t["function"]["description"],
                           "input_schema": t["function"]["parameters"]} for t in tools]}
@@ -505,8 +512,9 @@ def ask_tools_responses(messages, model, settings, tools, options):
 
     instructions, items = responses_input(messages)
     request = {"model": model, "input": items, "store": False,
-               "tools": [{"type": "function", **t["function"]} for t in tools],
-               "max_output_tokens": output_limit("openai", model, settings), **options}
+               "tools": [{"type": "function", **t["function"]} for t in tools], **options}
+    if settings.get("send_output_limit", True):
+        request["max_output_tokens"] = output_limit("openai", model, settings)
     if instructions:
         request["instructions"] = instructions
     if settings.get("temperature") is not None:

@@ -286,6 +286,38 @@ def generate_params(config):
     }
 
 
+def given_keys(cli_settings, environ):
+    """The settings the user gave: with --config or --configfile (cli_settings), or as SWEBENCH_<KEY> variables."""
+    return set(cli_settings) | {name.removeprefix("SWEBENCH_").lower() for name in environ if name.startswith("SWEBENCH_")}
+
+
+def agent_temperature(config, given):
+    """The temperature an agent's steps send: the user's, or none. mini-swe-agent's request (its swebench config
+    through litellm) sends no temperature its config does not set, so the default of config.yaml is not sent."""
+    return config["temperature"] if "temperature" in given else None
+
+
+def agent_params(config, given):
+    """The agent rule's params: generate_params with the temperature its steps send."""
+    params = generate_params(config)
+    if sends(config["provider"], "temperature"):
+        params["temperature"] = agent_temperature(config, given)
+    return params
+
+
+def agent_request_settings(api, config, given):
+    """The request settings of an agent's steps (api: the run's). As mini-swe-agent's request, no output limit is sent
+    unless the user set max_output_tokens (the Anthropic Messages API requires one: there the model's own is sent).
+    The budget reserves each step's worst case at the model's own limit (output_limits.yaml), which is what it may
+    write without one; at max_output_tokens for a model whose limit is not known."""
+    settings = dict(api, temperature=agent_temperature(config, given))
+    if "max_output_tokens" not in given:
+        settings["send_output_limit"] = False
+        settings["max_output_tokens"] = (providers.own_output_limit(config["provider"], model_name(config), api)
+                                         or config["max_output_tokens"])
+    return settings
+
+
 def database_prices(config, environ):
     """Whether the genai-prices database prices the run's model: its provider's own API serves it, or the user
     says that the server at base_url bills at the provider's prices (provider_prices). A model of another server

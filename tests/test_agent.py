@@ -73,8 +73,15 @@ def answered_steps(server):
     return sorted(r["step"] for r in server.requests_for(INSTANCE) if r["answered"])
 
 
-def containers(name_part):
-    return [c.name for c in docker.from_env().containers.list(all=True) if name_part in c.name]
+def container(here, run="openai-m"):
+    """The name of the container of the trajectory written to here (an instance's folder): only this test's."""
+    from scripts.agent import container_name
+
+    return container_name(run, here.name, 1, here)
+
+
+def containers(here):
+    return [c.name for c in docker.from_env().containers.list(all=True) if c.name == container(here)]
 
 
 @real
@@ -120,7 +127,7 @@ def test_an_agent_run_is_evaluated_by_the_harness(tmp_path, rows, fix, verdict):
     # no key in any file of the run
     for path in (tmp_path / "results").rglob("*"):
         assert not path.is_file() or b"sk-agent-test-key" not in path.read_bytes(), path
-    assert not containers(f"-{EVALUATED}-s1")  # removed when the job ended
+    assert not containers(here)  # removed when the job ended
 
 
 @real
@@ -142,7 +149,7 @@ def test_a_killed_agent_resumes_from_its_last_step_without_asking_again(tmp_path
             process.wait()
         assert answered_steps(server) == [0, 1, 2]
         assert not (folder(tmp_path) / "trajectory.json").exists()
-        assert containers(f"-{INSTANCE}-s1")  # the killed job's container is still there
+        assert containers(folder(tmp_path))  # the killed job's container is still there
         saved = json.loads(partial.read_text())
         assert saved["messages"][-1]["role"] == "assistant" and "register_hook" in saved["diff"]
         agent_run(tmp_path, server, [row], "--unlock")  # snakemake's lock, left by the killed process
@@ -158,7 +165,7 @@ def test_a_killed_agent_resumes_from_its_last_step_without_asking_again(tmp_path
     assert [m["role"] for m in trajectory["messages"]] == [
         m["role"] for m in json.loads((folder(tmp_path / "whole") / "trajectory.json").read_text())["messages"]]
     assert not partial.exists()
-    assert not containers(f"-{INSTANCE}-s1")  # the stale one removed by the rerun, its own when it ended
+    assert not containers(folder(tmp_path))  # the stale one removed by the rerun, its own when it ended
 
 
 @real
@@ -220,6 +227,8 @@ def test_anthropic_messages_carry_the_same_conversation(tmp_path, row):
         assert answered_steps(server) == [0, 1, 2, 3, 4]
         last = server.requests[-1]["body"]
     assert last["system"].startswith("You are a helpful assistant") and last["tools"][0]["name"] == "bash"
+    # the Messages API requires max_tokens: the model's own limit, here (a model not listed) max_output_tokens
+    assert last["max_tokens"] == 16384 and "temperature" not in last
     assert last["messages"][-1]["content"][0]["type"] == "tool_result"
     response = json.loads((folder(tmp_path, "anthropic-m") / "response.json").read_text())
     assert "register_hook" in response["answer"] and response["agent"]["exit_status"] == "Submitted"
@@ -310,7 +319,7 @@ def test_a_lost_container_or_provider_is_a_fault_and_the_rerun_resumes(tmp_path,
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
             time.sleep(1)
-            for name in containers(f"-{INSTANCE}-s1"):
+            for name in containers(folder(tmp_path)):
                 docker.from_env().containers.get(name).remove(force=True)
 
         import threading
@@ -367,7 +376,7 @@ def test_podman_runs_the_agents_containers(tmp_path, row):
     assert trajectory["info"]["config"]["environment"]["executable"] == "podman"
     names = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
                            check=True).stdout
-    assert f"-{INSTANCE}-s1" not in names
+    assert container(folder(tmp_path / "run")) not in names.split()
 
 
 # mini-swe-agent's own batch runner on one instance, its LitellmModel pointed at the loopback server: litellm offline
@@ -401,11 +410,11 @@ def test_minis_own_batch_runner_sends_the_same_conversation(tmp_path, row):
         ours = [r["body"] for r in server.requests]
     mini = json.loads((tmp_path / INSTANCE / f"{INSTANCE}.traj.json").read_text())
     assert mini["info"]["exit_status"] == "Submitted" and len(theirs) == len(ours) == 5
-    for mine, its in zip(ours, theirs, strict=True):  # message for message, every request of the trajectory
-        assert mine["messages"] == its["messages"]
-        assert mine["tools"] == its["tools"] and mine["parallel_tool_calls"] == its["parallel_tool_calls"]
-        # what differs: the run's output limit (which the budget's worst case needs) and temperature
-        assert set(mine) - set(its) == {"max_tokens", "temperature"} and set(its) - set(mine) == set()
+    # every request of the trajectory, whole: model, messages, tools, parallel_tool_calls, and no temperature and no
+    # output limit, which mini's swebench config does not set. litellm adds nothing to the body here that is not the
+    # model's input, so no field is left out of the comparison (its headers, user agent and key are not compared).
+    assert [r for r in theirs if set(r) != {"model", "messages", "tools", "parallel_tool_calls"}] == []
+    assert ours == theirs
 
 
 @real
@@ -413,10 +422,14 @@ def test_samples_and_several_models_each_run_their_own_agents(tmp_path, row):
     with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
         dataset = write_rows(tmp_path / "rows.jsonl", [row])
         result = snakemake(tmp_path, "--config", f"dataset={dataset}", "agent=swebench", f"base_url={server.url}/v1",
-                           "provider=openai", "models=[{provider: openai, model: m}, {provider: openai, model: m2}]",
+                           "provider=openai",
+                           "models=[{provider: openai, model: m}, {provider: openai, model: m2, temperature: 0.5}]",
                            "samples=2", "prices={m: {input: 1, output: 2}, m2: {input: 1, output: 2}}",
                            "provider_prices=false", env={"OPENAI_API_KEY": "sk-test"})
         assert len(server.requests) == 4 * 5  # two models, two samples, five steps each
+        # the temperature an entry gives is sent; none where none is given
+        assert {(r["body"]["model"], r["body"].get("temperature")) for r in server.requests} == {("m", None),
+                                                                                                ("m2", 0.5)}
     assert "compare" in jobs_run(result)
     for run in ("openai-m", "openai-m2"):
         for sample in ("", "samples/2/"):
@@ -436,6 +449,9 @@ def test_a_changed_agent_config_keeps_the_paid_trajectory_unless_overwrite(tmp_p
     with AgentServer({INSTANCE: submit_steps(apply_command(row["patch"]), TEST, FIXED)}, [row]) as server:
         agent_run(tmp_path, server, [row])
         first = (folder(tmp_path) / "trajectory.json").read_bytes()
+        # made without a temperature: one given now would ask again, so the run stops before any job
+        stopped = agent_run(tmp_path, server, [row], "temperature=0.0", check=False)
+        assert stopped.returncode != 0 and "temperature=None (now 0.0)" in stopped.stderr
         stopped = agent_run(tmp_path, server, [row], f"agent={own}", check=False)
         assert stopped.returncode != 0 and "holds answers paid for with agent='swebench'" in stopped.stderr
         assert len(server.requests) == 5  # nothing asked
@@ -495,6 +511,8 @@ def test_the_responses_api_carries_the_same_conversation(tmp_path, row):
         assert answered_steps(server) == [0, 1, 2, 3, 4]
         last = server.requests[-1]
     assert last["path"] == "/v1/responses" and last["body"]["store"] is False
+    # as mini's request: no temperature and no output limit that the user did not set
+    assert "temperature" not in last["body"] and "max_output_tokens" not in last["body"]
     assert last["body"]["instructions"].startswith("You are a helpful assistant")
     assert last["body"]["tools"][0]["name"] == "bash" and last["body"]["parallel_tool_calls"] is True
     kinds = [item.get("type") or item["role"] for item in last["body"]["input"]]

@@ -170,3 +170,28 @@ def test_context_auto_says_what_it_chose_and_why():
     # models=[...]: the first model makes every model's contexts, so a model among them gets code for all
     assert settings.context_choice(run_config(provider="gold"), ["gold", "openai"])[0] == "bm25_13K"
     assert settings.context_choice(run_config(provider="gold"), ["gold", "replay"])[0] == "none"
+
+
+@pytest.mark.parametrize("provider, model, given, expected", [
+    # nothing given: no temperature, no output limit sent, the budget at the model's own limit (above the default)
+    ("openai", "gpt-5", set(), {"temperature": None, "send_output_limit": False, "max_output_tokens": 128000}),
+    ("anthropic", "claude-3-haiku-20240307", set(), {"temperature": None, "send_output_limit": False,
+                                                     "max_output_tokens": 4096}),
+    # a model whose limit is not known: reserved at max_output_tokens
+    ("openai", "my-local-model", set(), {"temperature": None, "send_output_limit": False, "max_output_tokens": 16384}),
+    # what the user gave is sent
+    ("openai", "gpt-5", {"temperature", "max_output_tokens"}, {"temperature": 0.0, "max_output_tokens": 16384}),
+])
+def test_an_agents_steps_send_only_the_temperature_and_output_limit_the_user_gave(provider, model, given, expected):
+    config = base_config(provider=provider, model=model, temperature=0.0, max_output_tokens=16384, base_url=None)
+    api = {"temperature": 0.0, "max_output_tokens": 16384, "base_url": None, "ledger": "spend.jsonl"}
+    agent = settings.agent_request_settings(api, config, given)
+    assert {key: agent[key] for key in expected} == expected
+    assert agent["ledger"] == "spend.jsonl" and ("send_output_limit" in agent) == ("max_output_tokens" not in given)
+    params = settings.agent_params(dict(config, replay_file=None, openai_api="auto", reasoning_effort=None), given)
+    assert params["temperature"] == (0.0 if "temperature" in given or provider == "anthropic" else None)
+
+
+def test_the_settings_given_are_those_of_the_command_line_and_the_environment():
+    given = settings.given_keys({"count": 3}, {"SWEBENCH_TEMPERATURE": "0.2", "HOME": "/root"})
+    assert given == {"count", "temperature"}

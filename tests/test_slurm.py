@@ -203,3 +203,45 @@ def test_slurm_model_run_repairs_on_the_cluster_and_keeps_paid_answers(tmp_path,
     assert predictions[broken] == (run / "instances" / broken / "repair.diff").read_text()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["counts"]["patch"]["mended_by_model"] == 1 and (run / "summary.md").exists()
+
+
+@pytest.mark.docker
+@pytest.mark.real_instances
+@pytest.mark.timeout(1200)
+def test_slurm_agent_run_makes_the_trajectory_patch_and_evaluation_on_the_cluster(tmp_path, slurm):
+    """agent=swebench through profiles/slurm: the trajectory is made in a cluster job, in the real instance image on
+    the node's Docker daemon, its steps asked of the scripted loopback server; its patch is checked and evaluated on
+    the cluster too."""
+    import docker
+    import real_instances
+    from agent_server import AgentServer, apply_command, submit_steps
+
+    row = next(r for r in read_rows(LITE_TEST) if r["instance_id"] == "psf__requests-1963")
+    real_instances.ensure_instances(docker.from_env(timeout=3600), [row], tmp_path / "mirrors")
+    dataset = write_rows(tmp_path / "rows.jsonl", [row])
+    steps = submit_steps(apply_command(row["patch"]), "python -m pytest test_requests.py -x -q -k redirect 2>&1 | "
+                         "tail -3", ["requests/sessions.py"])
+    run = tmp_path / "results" / "openai-m"
+    here = run / "instances" / row["instance_id"]
+    with AgentServer({row["instance_id"]: steps}, [row]) as server:
+        config = [f"dataset={dataset}", "provider=openai", "model=m", f"base_url={server.url}/v1", "agent=swebench",
+                  "prices={m: {input: 1.0, output: 2.0}}", "provider_prices=false", "evaluation=docker",
+                  "min_free_disk_gb=1", "eval_timeout=600", "apply_check=false"]
+        log = tmp_path / "run.log"
+        with open(log, "w") as out:
+            code = finish(slurm_snakemake(tmp_path, config, out, {"OPENAI_API_KEY": "sk-test-slurm"}), 900)
+        text = log.read_text()
+        assert code == 0, text
+        assert sorted(r["step"] for r in server.requests if r["answered"]) == [0, 1, 2, 3, 4]
+    jobs = submissions(text)
+    states = slurm_states([job_id for job_id, _ in jobs])
+    kinds = [cluster_job(path) for _, path in jobs]
+    assert kinds.count("agent") == 1 and "check" in kinds and "evaluate" in kinds, jobs  # each in a cluster job
+    assert {state for state, _ in states.values()} == {"COMPLETED"}, states
+    trajectory = json.loads((here / "trajectory.json").read_text())
+    assert trajectory["info"]["exit_status"] == "Submitted" and "requests/sessions.py" in trajectory["info"]["diff"]
+    assert not (here / "agent.partial.json").exists()
+    prediction = read_rows(run / "predictions.jsonl")[0]
+    assert prediction["model_patch"] == (here / "patch.diff").read_text()
+    assert "a/requests/sessions.py" in prediction["model_patch"]
+    assert json.loads((here / "evaluation.json").read_text())["status"] == "resolved"
