@@ -139,3 +139,11 @@ def selection_inputs():
     """The selection as the per-instance jobs read it. ancient(): selecting more instances
     rewrites these files, which must not redo the instances that are already done."""
     return {"instances": ancient(INSTANCES), "index": ancient(INDEX)}
+
+
+def evaluation_priority(wildcards):
+    """The priority of an instance's evaluate job and of the jobs before it (pull, validate, given_patch): the
+    seconds of its longest earlier evaluation, so that the longest start first."""
+    from scripts.records import earlier_duration
+
+    return earlier_duration(os.path.dirname(RUN), config["validation_cache"], wildcards.id)

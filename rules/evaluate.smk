@@ -7,7 +7,6 @@ if config["evaluation"] != "none":
 
     from scripts import forked
     from scripts.evaluate import patch_sha256
-    from scripts.records import earlier_duration
     from scripts.predictions import load_predictions
 
     if config["predictions"]:
@@ -25,7 +24,7 @@ if config["evaluation"] != "none":
             output:
                 f"{RUN}/instances/{{id}}/given_patch.sha256",
             # its evaluation's priority: the evaluations become ready in the order they should start in
-            priority: lambda wildcards: earlier_duration(os.path.dirname(RUN), config["validation_cache"], wildcards.id)
+            priority: evaluation_priority
             params:
                 sha256=lambda wildcards: GIVEN_PATCHES.get(wildcards.id, ""),
             run:
@@ -49,7 +48,7 @@ if config["evaluation"] != "none":
         log:
             f"{RUN}/logs/{{id}}/{{sample}}evaluate.log",
         # longest first: the instance's longest earlier evaluation, of any run here (scripts/records.py)
-        priority: lambda wildcards: earlier_duration(os.path.dirname(RUN), config["validation_cache"], wildcards.id)
+        priority: evaluation_priority
         resources:
             docker=1 if config["evaluation"] == "docker" else 0,
         params:

@@ -2,7 +2,6 @@
 # plan of the pulls, said once per run (scripts/images.py), then one pull job per instance (scripts/evaluate.py),
 # at the registry's pace and while the disk keeps min_free_disk_gb. `--resources pulls=N` bounds the pulls at once.
 if PULLS:
-    from scripts.records import earlier_duration
 
     rule pull_plan:
         input:
@@ -30,7 +29,7 @@ if PULLS:
         log:
             f"{RUN}/logs/{{id}}/pull.log",
         # its evaluation's priority (rules/evaluate.smk): the evaluations become ready in the order they start in
-        priority: lambda wildcards: earlier_duration(os.path.dirname(RUN), config["validation_cache"], wildcards.id)
+        priority: evaluation_priority
         # a pull waits on the network and the registry's pace, not on a core
         threads: 0
         resources:

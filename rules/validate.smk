@@ -4,7 +4,6 @@ if config["validate_gold"]:
     from snakemake.utils import format as snakemake_format
 
     from scripts import forked
-    from scripts.records import earlier_duration
 
     rule validate:
         input:
@@ -15,7 +14,7 @@ if config["validate_gold"]:
             f"{RUN}/instances/{{id}}/validation.json",
         log:
             f"{RUN}/logs/{{id}}/validate.log",
-        priority: lambda wildcards: earlier_duration(os.path.dirname(RUN), config["validation_cache"], wildcards.id)
+        priority: evaluation_priority
         resources:
             docker=1,
         params:

@@ -209,6 +209,7 @@ def validation_durations(cache):
     return durations
 
 
+@functools.cache  # asked by each of an instance's pull, validate, given_patch and evaluate jobs: read once
 def earlier_duration(results, validation_cache, instance_id):
     """Whole seconds of the longest earlier evaluation of the instance known here: the evaluation.json of every run
     under results (every sample) and the gold evaluation in the validation cache; 0 when there is none. The
