@@ -52,11 +52,11 @@ rule all:
 
 
 onstart:
-    snakemake_patches.start(workflow, SNAKEMAKE_PATCHES)
-    if config.get("evaluation") in ("docker", "modal", "sb-cli"):
-        from scripts import forked
+    from scripts import forked
 
-        forked.start()  # the evaluate jobs' fork server imports the harness while the first jobs run
+    snakemake_patches.start(workflow, SNAKEMAKE_PATCHES)
+    # the jobs' fork server imports matplotlib, and the harness where evaluations run here, while the first jobs run
+    forked.start(harness=workflow.local_exec and config.get("evaluation") in ("docker", "modal", "sb-cli"))
 
 
 onerror:

@@ -18,22 +18,13 @@ def selected_ids():
 def check_evaluable(rows_path):
     """Stop before any instance's job when the harness has no specifications for some selected rows.
     Here rather than in the select job, so that a change of `evaluation` does not select again."""
-    import logging
-
     from scripts.select import SelectionError
     from scripts.select import check_evaluable as check_rows
 
-    # Importing the harness calls logging.basicConfig, which would print every log record of
-    # Snakemake's process a second time: the root logger is put back as it was.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     try:
         check_rows(read_jsonl(rows_path))
     except SelectionError as e:
         raise WorkflowError(f"Cannot evaluate: {e}")
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def merged_ids(sample=""):

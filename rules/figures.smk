@@ -1,4 +1,7 @@
 # Pictures of the run, drawn from summary.json, and shown by `snakemake --report report.html`.
+from snakemake.utils import format as snakemake_format
+
+from scripts import forked
 from scripts.summary import FIGURES as FIGURE_TITLES
 
 FIGURES = [f"{RUN}/figures/{name}.png" for name in FIGURE_TITLES]
@@ -19,5 +22,8 @@ rule figures:
     localrule: True
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
-    shell:
-        "python -m scripts.figures --summary {input:q} --out-dir {params.out_dir:q} 2> >(tee {log:q} >&2)"
+    run:
+        # `shell: "python -m ... > {log} 2>&1"`, forked from a process that imported matplotlib once
+        forked.run_command(
+            snakemake_format("python -m scripts.figures --summary {input:q} --out-dir {params.out_dir:q}"), log[0]
+        )

@@ -2,7 +2,7 @@
 
 The evaluate and validate jobs import the SWE-bench harness, about 2 s of CPU each (mostly its imports of
 `datasets` and `modal`), which a new interpreter per job (`python -m scripts.evaluate ...`) would spend again
-for every instance. Here one process (multiprocessing's fork server) imports them once, and each job is a fork
+for every instance; the figures job imports matplotlib, half a second at the end of every run. Here one process (multiprocessing's fork server) imports them once, and each job is a fork
 of it that runs the module's `main(argv)` with its output in the job's log, as the command line would. Each
 job keeps a process of its own: the harness works in the current folder (scripts/evaluate.py's
 scratch_directory), and a job is stopped by a signal.
@@ -13,8 +13,10 @@ import os
 import shlex
 import threading
 
-# what the fork server imports once, before the first fork
-PRELOAD = ["scripts.evaluate", "scripts.validate", "swebench.harness.run_evaluation", "docker"]
+# what the fork server imports once, before the first fork: the figures' drawing (matplotlib), and the harness
+# for the evaluate and validate jobs
+FIGURES = ["scripts.figures"]
+HARNESS = ["scripts.evaluate", "scripts.validate", "swebench.harness.run_evaluation", "docker"]
 _lock = threading.Lock()
 _context = None
 
@@ -23,21 +25,21 @@ class JobFailed(Exception):
     pass
 
 
-def context():
+def context(preload=FIGURES + HARNESS):
     global _context
     with _lock:  # jobs start on several threads of Snakemake's process
         if _context is None:
             _context = multiprocessing.get_context("forkserver")
-            _context.set_forkserver_preload(PRELOAD)
+            _context.set_forkserver_preload(preload)
         return _context
 
 
-def start():
-    """Start the fork server now (before the first job), so that it imports the harness while the first jobs
-    (the selection, the predictions) run."""
+def start(harness):
+    """Start the fork server now (before the first job), so that it imports what the jobs need while the first
+    jobs (the selection, the predictions) run; the harness only when this process runs evaluations (harness)."""
     from multiprocessing import forkserver
 
-    context()
+    context(FIGURES + (HARNESS if harness else []))
     forkserver.ensure_running()
 
 

@@ -10,6 +10,8 @@ slower at thousands of instances (docs/scale.md), and a change of an evaluation 
   (workflow.scheduler._executor, its pool and workers).
 - untracked params: a rule parameter that is no rerun trigger (Untracked), because Snakemake's
   record of a job's params leaves out the values it cannot represent.
+- daemon timer: the scheduler's re-evaluation timer (JobScheduler._schedule_reevalutation) as a daemon
+  thread, so that the process ends with its last job rather than up to a second later.
 """
 
 import collections.abc
@@ -71,6 +73,16 @@ def no_pipe_or_service_input(job, path):
     return False
 
 
+def schedule_reevaluation(scheduler, delay):
+    """Snakemake's JobScheduler._schedule_reevalutation, its timer a daemon thread: after each job selection
+    the scheduler starts a timer of max-jobs-per-timespan's span, and Python waits for the last one at exit."""
+    import threading
+
+    timer = threading.Timer(delay, scheduler._open_jobs.release)
+    timer.daemon = True
+    timer.start()
+
+
 EAGER = {}  # Snakemake's own attributes, as they were before the patches
 
 
@@ -82,7 +94,9 @@ def patch(workflow):
     from snakemake.scheduling.job_scheduler import JobScheduler
 
     if not EAGER:
-        EAGER.update(remaining_jobs=JobScheduler.remaining_jobs, is_pipe=Job.is_pipe_or_service_input)
+        EAGER.update(remaining_jobs=JobScheduler.remaining_jobs, is_pipe=Job.is_pipe_or_service_input,
+                     reevaluation=JobScheduler._schedule_reevalutation)
+    JobScheduler._schedule_reevalutation = schedule_reevaluation
     # Before each job selection Snakemake lists every job still to run, for a scheduler that reads
     # it; the greedy scheduler of the profiles never does (16% of the main process's CPU at 2,294
     # instances). Made when read.
@@ -124,6 +138,7 @@ def in_use(workflow, used):
         for name, used in [
             ("remaining_jobs", isinstance(remaining, property) and remaining.fget is lazy_remaining_jobs),
             ("no pipe/service lookup", Job.is_pipe_or_service_input is no_pipe_or_service_input),
+            ("daemon timer", JobScheduler._schedule_reevalutation is schedule_reevaluation),
             ("thread pool", getattr(executor, "workers", 0) > workflow.resource_settings.cores + 5),
             ("untracked params", used and workflow.persistence._serialize_param(Untracked("")) is UNREPRESENTABLE),
         ]

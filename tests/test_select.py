@@ -178,3 +178,20 @@ def test_a_rejected_selection_leaves_the_run_as_it_was(tmp_path):
     status = subprocess.run([sys.executable, "-m", "scripts.status", "--run", str(run)], cwd=PROJECT,
                             capture_output=True, text=True)
     assert status.returncode == 0 and "3" in status.stdout
+
+
+@pytest.mark.unit
+def test_the_harness_specs_are_read_without_importing_the_harness():
+    """In a new interpreter, as in Snakemake's process: the specs are the harness's own, no module of the harness
+    is left behind, and a later import of the harness is the real one."""
+    code = (
+        "import sys\n"
+        "from scripts.select import harness_specs\n"
+        "specs = harness_specs()\n"
+        "left = sorted(m for m in sys.modules if m.split('.')[0] in ('swebench', 'datasets', 'docker', 'modal'))\n"
+        "from swebench.harness.constants import MAP_REPO_VERSION_TO_SPECS\n"
+        "import swebench\n"
+        "print(left, specs == MAP_REPO_VERSION_TO_SPECS, bool(swebench.__version__), harness_specs() is MAP_REPO_VERSION_TO_SPECS)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["[]", "True", "True", "True"]

@@ -11,7 +11,7 @@ from scripts import snakemake_patches
 
 from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
 
-ALL_IN_USE = "Snakemake patches in use: remaining_jobs, no pipe/service lookup, thread pool, untracked params"
+ALL_IN_USE = "Snakemake patches in use: remaining_jobs, no pipe/service lookup, daemon timer, thread pool, untracked params"
 WARNING = "Warning: Snakemake "
 
 
@@ -41,8 +41,25 @@ def test_what_the_patches_replace_is_still_there_and_still_read():
     # the local executor's pool, which widen_thread_pool replaces, and the scheduler's resources it reads
     assert "self.pool = concurrent.futures.ThreadPoolExecutor" in inspect.getsource(local.Executor)
     assert "self.global_resources = " in inspect.getsource(job_scheduler.JobScheduler)
+    # the re-evaluation timer, which schedule_reevaluation replaces, and its call with the rate limiter's span
+    reevaluation = snakemake_patches.EAGER.get("reevaluation", job_scheduler.JobScheduler._schedule_reevalutation)
+    assert list(inspect.signature(reevaluation).parameters) == ["self", "delay"]
+    assert "self._schedule_reevalutation(self.job_rate_limiter.timespan)" in inspect.getsource(job_scheduler)
     # params Snakemake cannot represent are left out of its record of a job's params
     assert "lambda p: p is not UNREPRESENTABLE" in inspect.getsource(persistence)
+
+
+@pytest.mark.unit
+def test_the_reevaluation_timer_releases_the_scheduler_and_keeps_no_process_alive():
+    import threading
+
+    released = threading.Event()
+    scheduler = SimpleNamespace(_open_jobs=SimpleNamespace(release=released.set))
+    before = set(threading.enumerate())
+    snakemake_patches.schedule_reevaluation(scheduler, 0.2)
+    (timer,) = set(threading.enumerate()) - before
+    assert timer.daemon  # Python does not wait for it at exit
+    assert released.wait(5)
 
 
 @pytest.mark.unit
