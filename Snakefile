@@ -55,7 +55,7 @@ onstart:
     from scripts import forked
 
     snakemake_patches.start(workflow, SNAKEMAKE_PATCHES)
-    # the jobs' fork server imports matplotlib, and the harness where evaluations run here, while the first jobs run
+    # the jobs' fork server imports the summary's modules, and the harness where evaluations run here, while the first jobs run
     forked.start(harness=workflow.local_exec and config.get("evaluation") in ("docker", "modal", "sb-cli"))
 
 

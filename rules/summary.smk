@@ -1,5 +1,9 @@
 import json
 
+from snakemake.utils import format as snakemake_format
+
+from scripts import forked
+
 
 rule summary:
     input:
@@ -32,8 +36,14 @@ rule summary:
                 "context_why": CONTEXT_WHY,
             }
         ),
-    shell:
-        "python -m scripts.summary --instances {input.instances:q} --predictions {input.predictions:q}"
-        " --run-dir {params.run_dir:q} --run-info {params.run_info:q}"
-        + (" --evaluation {input.evaluation:q}" if config["evaluation"] != "none" else "")
-        + " --out-json {output.json:q} --out-md {output.md:q} 2> >(tee {log:q} >&2)"
+    run:
+        # `shell: "python -m ... > {log} 2>&1"`, forked from a process that imported it once (scripts/forked.py)
+        forked.run_command(
+            snakemake_format(
+                "python -m scripts.summary --instances {input.instances:q} --predictions {input.predictions:q}"
+                " --run-dir {params.run_dir:q} --run-info {params.run_info:q}"
+                + (" --evaluation {input.evaluation:q}" if config["evaluation"] != "none" else "")
+                + " --out-json {output.json:q} --out-md {output.md:q}"
+            ),
+            log[0],
+        )

@@ -2,8 +2,9 @@
 
 The evaluate and validate jobs import the SWE-bench harness, about 2 s of CPU each (mostly its imports of
 `datasets` and `modal`), which a new interpreter per job (`python -m scripts.evaluate ...`) would spend again
-for every instance; the figures job imports matplotlib, half a second at the end of every run. Here one process (multiprocessing's fork server) imports them once, and each job is a fork
-of it that runs the module's `main(argv)` with its output in the job's log, as the command line would. Each
+for every instance; the summary and figures jobs import matplotlib and the price tables, most of a
+second at the end of every run. Here one process (multiprocessing's fork server) imports them once, and
+each job is a fork of it that runs the module's `main(argv)` with its output in the job's log, as the command line would. Each
 job keeps a process of its own: the harness works in the current folder (scripts/evaluate.py's
 scratch_directory), and a job is stopped by a signal.
 """
@@ -13,9 +14,9 @@ import os
 import shlex
 import threading
 
-# what the fork server imports once, before the first fork: the figures' drawing (matplotlib), and the harness
-# for the evaluate and validate jobs
-FIGURES = ["scripts.figures"]
+# what the fork server imports once, before the first fork: the summary and its figures (matplotlib), and the
+# harness for the evaluate and validate jobs
+SUMMARY = ["scripts.summary", "scripts.figures"]
 HARNESS = ["scripts.evaluate", "scripts.validate", "swebench.harness.run_evaluation", "docker"]
 _lock = threading.Lock()
 _context = None
@@ -25,7 +26,7 @@ class JobFailed(Exception):
     pass
 
 
-def context(preload=FIGURES + HARNESS):
+def context(preload=SUMMARY + HARNESS):
     global _context
     with _lock:  # jobs start on several threads of Snakemake's process
         if _context is None:
@@ -39,7 +40,7 @@ def start(harness):
     jobs (the selection, the predictions) run; the harness only when this process runs evaluations (harness)."""
     from multiprocessing import forkserver
 
-    context(FIGURES + (HARNESS if harness else []))
+    context(SUMMARY + (HARNESS if harness else []))
     forkserver.ensure_running()
 
 
