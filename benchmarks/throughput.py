@@ -32,6 +32,7 @@ other):
 """
 import argparse
 import json
+import re
 import resource
 import signal
 import socket
@@ -114,15 +115,29 @@ def remove_images(client, names, ids):
     """Remove every name (tag) from the daemon, and check that the images (ids) went with their own layers."""
     import docker
 
+    refused = []
     for name in names:
         try:
             client.images.remove(name)
         except docker.errors.ImageNotFound:
             pass
+        except docker.errors.APIError as e:  # e.g. a container of it
+            refused.append(f"{name}: {e.explanation}")
     left = [n for n in [*names, *ids] if image_id(client, n)]
     if left:
         sys.exit(f"still on the daemon after their tags were removed: {', '.join(left)} (another tag or a "
-                 "container holds them: `docker image inspect` / `docker ps -a`); the pulls would not be real")
+                 f"container holds them: `docker image inspect` / `docker ps -a`{'; ' if refused else ''}"
+                 f"{'; '.join(refused)}); the pulls would not be real")
+
+
+def remove_containers(client, ids):
+    """Remove the containers of the images (ids) that this benchmark's commands left (named by its run ids, w1t1
+    ...: the harness's sweb.eval.<id>.<run id>, the workflow's with a suffix), as a Ctrl-C can: a container
+    keeps its image on the daemon."""
+    for image in ids:
+        for container in client.containers.list(all=True, filters={"ancestor": image}):
+            if re.fullmatch(r"sweb\.eval\..+\.w\d+t\d+(\.[0-9a-f]{8})?", container.name):
+                container.remove(force=True)
 
 
 def push(client, name, target):
@@ -218,6 +233,7 @@ def from_registry(client, tmp, rows, dataset, predictions, args):
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C would leave the images half restored
             print("restoring the images (Ctrl-C waits for it)", flush=True)
+            remove_containers(client, ids.values())
             restore(client, pushed, ids)
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
