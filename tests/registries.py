@@ -16,8 +16,10 @@ def serve_registry(storage, port):
     config = storage.parent / f"config-{port}.yml"
     config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {storage}\n"
                       f"http:\n  addr: 127.0.0.1:{port}\n")
+    # A session of its own: a Ctrl-C at the terminal stops the caller, not the registry, which serves until
+    # the with block ends (a benchmark pulls from it while it cleans up).
     process = subprocess.Popen(["docker-registry", "serve", str(config)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         for _ in range(100):  # until the registry answers
             try:
