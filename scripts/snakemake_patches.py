@@ -10,6 +10,8 @@ slower at thousands of instances (docs/scale.md), and a change of an evaluation 
   (workflow.scheduler._executor, its pool and workers).
 - untracked params: a rule parameter that is no rerun trigger (Untracked), because Snakemake's
   record of a job's params leaves out the values it cannot represent.
+- jobs of no core: selected while every core is taken (JobScheduler.job_selector), as a pull or a model
+  request (threads: 0) waits on the network, not on a core.
 - daemon timer: the scheduler's re-evaluation timer (JobScheduler._schedule_reevalutation) as a daemon
   thread, so that the process ends with its last job rather than up to a second later.
 """
@@ -73,6 +75,24 @@ def no_pipe_or_service_input(job, path):
     return False
 
 
+def job_selector(scheduler, jobs):
+    """Snakemake's JobScheduler.job_selector, which selects nothing while every core is taken: then it selects
+    among the jobs that take no core. Without it the image pulls of a run whose cores all evaluate (`--cores N
+    --resources docker=N`) start only when an evaluation ends, one pull ahead at most, rather than each as a
+    pull ends; and a model request waits for a core as well."""
+    select = EAGER["job_selector"]
+    if scheduler.resources["_cores"] > 0:
+        return select(scheduler, jobs)
+    coreless = [job for job in jobs if not job.scheduler_resources.get("_cores")]
+    if not coreless:
+        return []
+    scheduler.resources["_cores"] = 1  # what the selector needs to look at all; none of these jobs takes it
+    try:
+        return select(scheduler, coreless)
+    finally:
+        scheduler.resources["_cores"] = 0
+
+
 def schedule_reevaluation(scheduler, delay):
     """Snakemake's JobScheduler._schedule_reevalutation, its timer a daemon thread: after each job selection
     the scheduler starts a timer of max-jobs-per-timespan's span, and Python waits for the last one at exit."""
@@ -95,8 +115,9 @@ def patch(workflow):
 
     if not EAGER:
         EAGER.update(remaining_jobs=JobScheduler.remaining_jobs, is_pipe=Job.is_pipe_or_service_input,
-                     reevaluation=JobScheduler._schedule_reevalutation)
+                     reevaluation=JobScheduler._schedule_reevalutation, job_selector=JobScheduler.job_selector)
     JobScheduler._schedule_reevalutation = schedule_reevaluation
+    JobScheduler.job_selector = job_selector
     # Before each job selection Snakemake lists every job still to run, for a scheduler that reads
     # it; the greedy scheduler of the profiles never does (16% of the main process's CPU at 2,294
     # instances). Made when read.
@@ -138,6 +159,7 @@ def in_use(workflow, used):
         for name, used in [
             ("remaining_jobs", isinstance(remaining, property) and remaining.fget is lazy_remaining_jobs),
             ("no pipe/service lookup", Job.is_pipe_or_service_input is no_pipe_or_service_input),
+            ("jobs of no core", JobScheduler.job_selector is job_selector),
             ("daemon timer", JobScheduler._schedule_reevalutation is schedule_reevaluation),
             ("thread pool", getattr(executor, "workers", 0) > workflow.resource_settings.cores + 5),
             ("untracked params", used and workflow.persistence._serialize_param(Untracked("")) is UNREPRESENTABLE),

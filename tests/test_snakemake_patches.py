@@ -3,6 +3,8 @@ left out with a warning on another version, and left out when the setting is off
 import inspect
 import json
 import re
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +13,7 @@ from scripts import snakemake_patches
 
 from conftest import LITE_TEST, PROJECT, read_rows, snakemake, write_rows
 
-ALL_IN_USE = "Snakemake patches in use: remaining_jobs, no pipe/service lookup, daemon timer, thread pool, untracked params"
+ALL_IN_USE = "Snakemake patches in use: remaining_jobs, no pipe/service lookup, jobs of no core, daemon timer, thread pool, untracked params"
 WARNING = "Warning: Snakemake "
 
 
@@ -45,6 +47,11 @@ def test_what_the_patches_replace_is_still_there_and_still_read():
     reevaluation = snakemake_patches.EAGER.get("reevaluation", job_scheduler.JobScheduler._schedule_reevalutation)
     assert list(inspect.signature(reevaluation).parameters) == ["self", "delay"]
     assert "self._schedule_reevalutation(self.job_rate_limiter.timespan)" in inspect.getsource(job_scheduler)
+    # the job selector, which selects nothing while no core is free, and its call in the scheduler's loop
+    selector = snakemake_patches.EAGER.get("job_selector", job_scheduler.JobScheduler.job_selector)
+    assert list(inspect.signature(selector).parameters) == ["self", "jobs"]
+    assert 'if self.resources["_cores"] == 0:' in inspect.getsource(selector)
+    assert "run = self.job_selector(needrun)" in inspect.getsource(job_scheduler.JobScheduler)
     # params Snakemake cannot represent are left out of its record of a job's params
     assert "lambda p: p is not UNREPRESENTABLE" in inspect.getsource(persistence)
 
@@ -120,6 +127,48 @@ def test_pipe_lookup_is_kept_for_a_workflow_with_pipe_outputs(monkeypatch):
     # read again with a rule that has a pipe() output (each model's module reads the Snakefile anew)
     snakemake_patches.patch(SimpleNamespace(rules=[*plain.rules, SimpleNamespace(output=[pipe("b.fifo")])]))
     assert Job.is_pipe_or_service_input is original
+
+
+CORELESS = """
+import sys
+sys.path.insert(0, {project!r})
+from scripts import snakemake_patches
+
+rule all:
+    input: "busy.txt", "pull.txt"
+
+# takes the one core, and waits for pull.txt, which a job of no core makes once `ready` has run
+rule busy:
+    output: "busy.txt"
+    shell: "for i in $(seq 100); do [ -e pull.txt ] && break; sleep 0.1; done; ls pull.txt > {{output}} 2>&1 || true"
+
+rule ready:
+    output: "ready.txt"
+    threads: 0
+    shell: "sleep 1; touch {{output}}"
+
+rule pull:
+    input: "ready.txt"
+    output: "pull.txt"
+    threads: 0
+    shell: "touch {{output}}"
+
+if {patched}:
+    snakemake_patches.patch(workflow)
+"""
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("patched", [True, False])
+def test_a_job_of_no_core_starts_while_every_core_is_taken(tmp_path, patched):
+    """Snakemake selects no job while no core is free (here the one core waits for pull.txt, 10 s at most); with the
+    patch a job of no thread (a pull, a model request) starts as soon as it is ready."""
+    (tmp_path / "Snakefile").write_text(CORELESS.format(project=str(PROJECT), patched=patched))
+    subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--scheduler", "greedy"], cwd=tmp_path,
+                   check=True, capture_output=True)
+    # busy.txt: what busy saw; without the patch pull ran only after busy ended
+    assert (tmp_path / "busy.txt").read_text().strip() == ("pull.txt" if patched else
+                                                           "ls: cannot access 'pull.txt': No such file or directory")
 
 
 def gold_run(tmp_path, *args, env=None):
