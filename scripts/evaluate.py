@@ -575,11 +575,11 @@ def evaluate_instance(backend, row, prediction, logs, harness_run, timeout, imag
     elif backend == "docker":
         image_settings = {**IMAGE_DEFAULTS, **(image_settings or {})}
         name = images.image_name(row, image_settings)
-        known = use_row_grading(row) if carries_eval_script(row, name) else _known_environment(row)
+        known = use_row_grading(row) if carries_eval_script(row, name) else known_environment(row)
         status, reason, verdict = known or run_docker(row, prediction, harness_run, timeout, image_settings,
                                                       keep_images, logs, run_dir, recorded)
     elif backend == "modal":
-        status, reason, verdict = _known_environment(row) or run_modal(row, prediction, harness_run, timeout, logs)
+        status, reason, verdict = known_environment(row) or run_modal(row, prediction, harness_run, timeout, logs)
     else:
         status, reason, verdict = run_sbcli(prediction, subset, split, harness_run, api_key, logs, previous)
     return {
@@ -603,8 +603,9 @@ def _read_optional(path):
     return read_json(path) if path.is_file() else None
 
 
-def _known_environment(row):
-    """An error result when the harness has no environment for the row's repo and version."""
+def known_environment(row):
+    """None when the harness has an environment (a specification) for the row's repo and version; else the
+    (status, reason, report) of the error result that the instance gets instead of an evaluation."""
     from swebench.harness.constants import MAP_REPO_VERSION_TO_SPECS
 
     if row.get("version") not in MAP_REPO_VERSION_TO_SPECS.get(row["repo"], {}):
@@ -654,11 +655,22 @@ def merge(rows, predictions, reports, backend):
 
 # --- command line ---
 
-def _stop_on_signal(signum, frame):
-    # The harness removes its container in a `finally` that swallows the exception; the
-    # flag keeps the interrupted job from writing a report.
-    _stop_on_signal.received = signum
+def stop_on_signal(signum, frame):
+    """The handler of SIGTERM and SIGINT of a job that runs the harness (catch_stop_signals): it notes the signal in
+    stop_on_signal.received and interrupts. The harness removes its container in a `finally` that swallows the
+    interrupt; the note keeps the interrupted job from writing a report."""
+    stop_on_signal.received = signum
     raise KeyboardInterrupt
+
+
+stop_on_signal.received = None
+
+
+def catch_stop_signals():
+    """Handle SIGTERM and SIGINT with stop_on_signal, none received yet."""
+    stop_on_signal.received = None
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    signal.signal(signal.SIGINT, stop_on_signal)
 
 
 def main(argv=None):
@@ -715,9 +727,7 @@ def main(argv=None):
     if prediction is None:
         sys.exit(f"evaluate {args.id}: {args.predictions} has no prediction for it")
     harness_run = harness_run_id(args.run_id, out.parents[2]) if args.backend != "sb-cli" else args.run_id
-    _stop_on_signal.received = None
-    signal.signal(signal.SIGTERM, _stop_on_signal)
-    signal.signal(signal.SIGINT, _stop_on_signal)
+    catch_stop_signals()
     try:
         subset = sbcli_subset(args.dataset, args.split) if args.backend == "sb-cli" else None
         record = evaluate_instance(args.backend, row, prediction, out.parent / LOGS, harness_run, args.timeout,
@@ -728,8 +738,8 @@ def main(argv=None):
         sys.exit(f"evaluate {args.id}: {e}")
     except EvaluationFault as e:  # the last line of the log, which scripts.status reads
         sys.exit(f"evaluate {args.id}: nothing written; a plain rerun retries it.\n{fault_line(e.cause, e)}")
-    if _stop_on_signal.received:
-        sys.exit(f"evaluate {args.id}: stopped by signal {_stop_on_signal.received}; nothing written")
+    if stop_on_signal.received:
+        sys.exit(f"evaluate {args.id}: stopped by signal {stop_on_signal.received}; nothing written")
     write_json_atomic(out, record)
     print(f"{args.id}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
     if args.backend == "docker" and args.image_record and not args.keep_images:

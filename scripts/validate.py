@@ -20,7 +20,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -110,7 +109,7 @@ def validate(row, cache, harness_run, timeout, image_settings, image_record=None
     base = {"instance_id": row["instance_id"], "harness": harness, "row_sha256": row_sha256(row)}
     name = images.image_name(row, image_settings)
     known = evaluate.use_row_grading(row) if evaluate.carries_eval_script(row, name) else \
-        evaluate._known_environment(row)
+        evaluate.known_environment(row)
     if known:  # no environment to run: nothing to key a cache by
         return {**base, "image": None, "digest": None, "validated": False,
                 "reason": f"the harness cannot evaluate it: {known[1]}", "gold": None, "empty": None,
@@ -138,7 +137,7 @@ def validate(row, cache, harness_run, timeout, image_settings, image_record=None
     gold = run_patch(row, row["patch"], folder / row["instance_id"] / "gold", harness_run, timeout, image_settings,
                      run_dir)
     empty = run_patch(row, "", folder / row["instance_id"] / "empty", harness_run, timeout, image_settings, run_dir)
-    if getattr(evaluate._stop_on_signal, "received", None):  # the harness swallows the interrupt: no outcome
+    if evaluate.stop_on_signal.received:  # the harness swallows the interrupt: no outcome
         raise KeyboardInterrupt
     validated, reason = verdict(gold, empty)
     record = {**base, "image": image, "digest": digest, "validated": validated, "reason": reason,
@@ -165,16 +164,14 @@ def main(argv=None):
     row = read_row(args.instances, args.index, args.id)
     # containers of their own: the instance's evaluate job may run at the same time
     harness_run = evaluate.harness_run_id(f"{args.run_id}.validation", out.parents[2])
-    evaluate._stop_on_signal.received = None
-    signal.signal(signal.SIGTERM, evaluate._stop_on_signal)
-    signal.signal(signal.SIGINT, evaluate._stop_on_signal)
+    evaluate.catch_stop_signals()
     try:
         record = validate(row, os.path.abspath(args.cache), harness_run, args.timeout, images.settings_of(args),
                           args.image_record, str(out.parents[2]))
     except evaluate.EvaluationFault as e:  # the last line of the log, which scripts.status reads
         sys.exit(f"validate {args.id}: nothing written; a plain rerun retries it.\n{fault_line(e.cause, e)}")
-    if evaluate._stop_on_signal.received:
-        sys.exit(f"validate {args.id}: stopped by signal {evaluate._stop_on_signal.received}; nothing written")
+    if evaluate.stop_on_signal.received:
+        sys.exit(f"validate {args.id}: stopped by signal {evaluate.stop_on_signal.received}; nothing written")
     write_json_atomic(out, record)
     print(f"{args.id}: {'validated' if record['validated'] else 'environment broken here: ' + record['reason']}"
           + (" (cached)" if record["cached"] else ""))
