@@ -447,7 +447,8 @@ def run_docker(row, prediction, harness_run, timeout, image_settings, keep_image
                recorded=False):
     """Evaluate with the harness's run_instance in the image that image_settings name (images.image_name),
     pulled at the registry's pace when it is not on the daemon, or built here; returns (status, reason,
-    harness report). recorded: the pull stage recorded the image (its clean-up is the run's, not the harness's)."""
+    harness report). recorded: the pull stage or the validation recorded the image (its clean-up is the run's, not
+    the harness's)."""
     import docker
     import requests
     from swebench.harness.docker_build import BuildImageError, build_env_images
@@ -493,8 +494,8 @@ def run_docker(row, prediction, harness_run, timeout, image_settings, keep_image
             collect_logs(scratch, prediction, harness_run, logs)
             raise_on_fault(str(e) + "\n" + failed_builds(logs))
             return "build_failed", f"the environment could not be built: {_one_line(str(e))}", None
-        # Images that were here before are the user's; the others go unless keep_images: a pulled one that the
-        # pull stage recorded once no evaluation of the run needs it any more (release_image).
+        # Images that were here before are the user's; the others go unless keep_images: a recorded one (pulled by
+        # the pull stage, or built by the validation) once no evaluation of the run needs it any more (release_image).
         run_instance(spec, prediction, not keep_images and not image_was_there and not recorded, False, client,
                      harness_run, timeout)
         collect_logs(scratch, prediction, harness_run, logs)
@@ -686,7 +687,8 @@ def main(argv=None):
     one.add_argument("--out", required=True)
     one.add_argument("--timeout", type=int, default=1800)
     images.settings_arguments(one)
-    one.add_argument("--image-record", help="the instance's image.json, written by the pull stage (images.py)")
+    one.add_argument("--image-record", help="the instance's image.json, written by the pull stage (images.py), or "
+                     "with images built locally its validation.json, written by the validation that built the image")
     one.add_argument("--samples", type=int, default=1, help="the run's samples, which all evaluate in the image")
     one.add_argument("--sample", type=int, default=1)
     one.add_argument("--keep-images", action="store_true")

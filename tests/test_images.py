@@ -154,6 +154,34 @@ def test_another_run_that_pulled_the_image_for_the_instance_keeps_it(tmp_path):
 
 
 @pytest.mark.unit
+def test_an_image_built_locally_is_the_workflows_to_remove_and_another_models_validation_keeps_it(tmp_path):
+    """Images built locally: a validation notes each image it builds in its run's images/built.txt, which the
+    other runs beside it (the models of a run of several) read too; the evaluation's record of the image is the
+    validation's, and another model whose validation of the instance names the image keeps it until that
+    model's evaluation is written."""
+    first, second = tmp_path / "results" / "openai-a", tmp_path / "results" / "openai-b"
+    name = "sweb.eval.x86_64.a__b-1:latest"
+    assert not images.built_by_workflow(str(first), name)
+    images.note_built(str(first), name)
+    assert images.built_by_workflow(str(first), name) and images.built_by_workflow(str(second), name)
+    assert not images.built_by_workflow(str(first), "sweb.eval.x86_64.a__b-2:latest")
+    for run in (first, second):
+        (run / "instances" / "a__b-1").mkdir(parents=True)
+        (run / "instances" / "a__b-1" / "validation.json").write_text(json.dumps({"image": name, "built": True}))
+    (first / "instances" / "a__b-1" / "evaluation.json").write_text("{}")
+    messages = []
+    local = {"image_namespace": None}
+    images.release_image(first / "instances" / "a__b-1" / "validation.json", None, "a__b-1", 1, 1, local,
+                         messages.append)
+    assert messages == [f"{name} kept: 1 more evaluations need it (e.g. openai-b:a__b-1 sample a__b-1)"]
+    # an image that was on the daemon before the run is the user's
+    (first / "instances" / "a__b-1" / "validation.json").write_text(json.dumps({"image": name, "built": False}))
+    images.release_image(first / "instances" / "a__b-1" / "validation.json", None, "a__b-1", 1, 1, local,
+                         messages.append)
+    assert messages[-1] == f"{name} kept: it was on the daemon before the run"
+
+
+@pytest.mark.unit
 def test_the_head_of_a_manifest_logs_in_as_docker_login_did_and_reads_the_limit(tmp_path, monkeypatch):
     """A registry that answers 401 with a bearer challenge (as Docker Hub does): the token is asked from its
     realm with the login `docker login` stored, and the HEAD's rate-limit headers are read."""
