@@ -49,6 +49,8 @@ if config["evaluation"] != "none":
             f"{RUN}/logs/{{id}}/{{sample}}evaluate.log",
         # longest first: the instance's longest earlier evaluation, of any run here (scripts/records.py)
         priority: evaluation_priority
+        group:
+            "evaluate"  # on a cluster, one job with the validation and the pull (rules/paths.smk)
         resources:
             docker=1 if config["evaluation"] == "docker" else 0,
         params:

@@ -30,6 +30,8 @@ if PULLS:
             f"{RUN}/logs/{{id}}/pull.log",
         # its evaluation's priority (rules/evaluate.smk): the evaluations become ready in the order they start in
         priority: evaluation_priority
+        group:
+            PULL_GROUP  # on a cluster, one job with what runs in the image (rules/paths.smk)
         # a pull waits on the network and the registry's pace, not on a core
         threads: 0
         resources:

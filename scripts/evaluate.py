@@ -367,12 +367,8 @@ def pull_stage(row, settings, run_dir, out):
     except EvaluationFault as e:  # the last line of the log, which scripts.status reads
         sys.exit(f"pull {row['instance_id']}: {name} not pulled; nothing written; a plain rerun retries it.\n"
                  f"{fault_line(e.cause, e)}")
-    previous = read_json(out) if os.path.exists(out) else None
     # pulled by this run, earlier, or by another run beside it (a model of several): the workflow's to remove
-    earlier = ([previous] if previous else []) + [
-        read_json(folder / "instances" / row["instance_id"] / images.RECORD)
-        for folder in images.other_runs(run_dir, row["instance_id"], name)]
-    entry = images.record(image, name, pulled or any(e["image"] == name and e["pulled"] for e in earlier))
+    entry = images.record(image, name, pulled or images.pulled_by_workflow(run_dir, name))
     write_json_atomic(out, entry)
     log(f"{name}: {'pulled' if pulled else 'already here'}, {entry['size_bytes'] / 1e9:.2f} GB, {entry['digest']}")
 

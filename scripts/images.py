@@ -33,6 +33,8 @@ ARCHES = ("x86_64", "arm64")
 PLACEHOLDERS = ("id", "id_1776", "arch")
 # Where an instance's image was pulled to, beside its other files.
 RECORD = "image.json"
+# The run's pulls, in its folder: each registry's pace is kept from it (wait_turn).
+LEDGER = "images/pulls.jsonl"
 # The images a run built (images built locally), one name a line, in its folder (note_built).
 BUILT = "images/built.txt"
 # For tests only: the free disk (GB) to read instead of the daemon's folder's.
@@ -350,7 +352,7 @@ def pull_image(client, name, settings, run_dir, log, pull):
     registry = split(name)[0]
     check_disk(client, settings["min_free_disk_gb"], Registry(registry).download_size(name, settings["image_arch"]),
                f"the pull of {name}")
-    ledger = f"{run_dir}/images/pulls.jsonl"
+    ledger = f"{run_dir}/{LEDGER}"
     started = time.time()
     wait_turn(ledger, registry, name, settings["pull_wait"], log)
     try:
@@ -446,6 +448,14 @@ def duration(seconds):
 
 
 # --- clean-up ---
+
+def pulled_by_workflow(run_dir, name):
+    """Whether the run at run_dir, or another run beside it (results/*: the models of a run of several), pulled
+    the image name: its pull ledger (pull_image) names it. The ledger outlives a job that fails after the pull (on
+    a cluster, a group job whose evaluation fails deletes the pull's image.json too)."""
+    return any(json.loads(line)["image"] == name for path in Path(run_dir).parent.glob(f"*/{LEDGER}")
+               for line in path.read_text(encoding="utf-8").splitlines() if line)
+
 
 def note_built(run_dir, name):
     """Note in the run's list of the images it built (images built locally) that it built name: its evaluations'
