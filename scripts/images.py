@@ -453,8 +453,11 @@ def pulled_by_workflow(run_dir, name):
     """Whether the run at run_dir, or another run beside it (results/*: the models of a run of several), pulled
     the image name: its pull ledger (pull_image) names it. The ledger outlives a job that fails after the pull (on
     a cluster, a group job whose evaluation fails deletes the pull's image.json too)."""
-    return any(json.loads(line)["image"] == name for path in Path(run_dir).parent.glob(f"*/{LEDGER}")
-               for line in path.read_text(encoding="utf-8").splitlines() if line)
+    for path in Path(run_dir).parent.glob(f"*/{LEDGER}"):
+        with locked(path):  # pulls beside it write the ledger
+            if any(entry["image"] == name for entry in map(json.loads, path.read_text(encoding="utf-8").splitlines())):
+                return True
+    return False
 
 
 def note_built(run_dir, name):
