@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 import fixture_repos
 from conftest import LITE_TEST, PROJECT, read_rows, write_rows
@@ -83,6 +84,13 @@ def cluster_job(log_path):
 def submissions(text):
     """[(SLURM job id, SLURM log)] of the jobs that snakemake submitted, in order."""
     return SUBMITTED.findall(text)
+
+
+def slurm_job(job_id):
+    """What SLURM holds of a job (scontrol show job), as {field: value}."""
+    out = subprocess.run(["scontrol", "--oneliner", "show", "job", job_id], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(field.split("=", 1) for field in out.split() if "=" in field)
 
 
 def stages_run(slurm_log):
@@ -306,6 +314,16 @@ def test_slurm_pulls_an_image_in_the_cluster_job_that_validates_and_evaluates_in
     evaluating = [path for _, path in jobs if cluster_job(path) == "evaluate"]
     assert sorted(stages_run(path) for path in evaluating) == [
         [("evaluate", i), ("pull", i), ("validate", i)] for i in ids], [stages_run(path) for _, path in jobs]
+    # what each asked SLURM for: the largest memory of its stages, and the sum of their runtimes (profiles/slurm)
+    wanted = yaml.safe_load((PROJECT / "profiles" / "slurm" / "config.yaml").read_text())["set-resources"]
+    stages = ("pull", "validate", "evaluate")
+    minutes = sum(wanted[stage]["runtime"] for stage in stages)
+    memory = max(wanted[stage]["mem_mb"] for stage in stages)
+    for job_id, path in jobs:
+        if cluster_job(path) == "evaluate":
+            job = slurm_job(job_id)
+            assert job["TimeLimit"] == f"{minutes // 60:02d}:{minutes % 60:02d}:00", job
+            assert (job["MinMemoryNode"], job["NumCPUs"]) == (f"{memory}M", "1"), job
     # the pulls are the pull stage's alone: neither the validation nor the evaluation pulled again
     assert sorted(repository for _, repository in paced.pulls) == sorted(
         name.split("/", 1)[1].rsplit(":", 1)[0] for name in names)
