@@ -246,7 +246,8 @@ def test_slurm_agent_run_makes_the_trajectory_patch_and_evaluation_on_the_cluste
                   "min_free_disk_gb=1", "eval_timeout=600", "apply_check=false"]
         log = tmp_path / "run.log"
         with open(log, "w") as out:
-            code = finish(slurm_snakemake(tmp_path, config, out, {"OPENAI_API_KEY": "sk-test-slurm"}), 900)
+            code = finish(slurm_snakemake(tmp_path, config, out, {"OPENAI_API_KEY": "sk-test-slurm"},
+                                          ["--slurm-keep-successful-logs"]), 900)
         text = log.read_text()
         assert code == 0, text
         assert sorted(r["step"] for r in server.requests if r["answered"]) == [0, 1, 2, 3, 4]
@@ -254,6 +255,9 @@ def test_slurm_agent_run_makes_the_trajectory_patch_and_evaluation_on_the_cluste
     states = slurm_states([job_id for job_id, _ in jobs])
     kinds = [cluster_job(path) for _, path in jobs]
     assert kinds.count("agent") == 1 and "check" in kinds and "evaluate" in kinds, jobs  # each in a cluster job
+    # the image's pull ran in the trajectory's job, on its node (the image is there: the pull only records it)
+    assert [stages_run(path) for _, path in jobs if cluster_job(path) == "agent"] == [
+        [("agent", row["instance_id"]), ("pull", row["instance_id"])]]
     assert {state for state, _ in states.values()} == {"COMPLETED"}, states
     trajectory = json.loads((here / "trajectory.json").read_text())
     assert trajectory["info"]["exit_status"] == "Submitted" and "requests/sessions.py" in trajectory["info"]["diff"]
