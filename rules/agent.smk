@@ -14,6 +14,8 @@ rule agent:
     log:
         f"{RUN}/logs/{{id}}/{{sample}}agent.log",
     priority: 3
+    group:
+        PULL_GROUP  # on a cluster, one job with the image's pull, which it follows (rules/paths.smk)
     threads: 0
     # docker: the agent's container counts as an evaluation's does (--resources docker=N); api: its requests
     resources:

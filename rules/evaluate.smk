@@ -49,13 +49,20 @@ if config["evaluation"] != "none":
             f"{RUN}/logs/{{id}}/{{sample}}evaluate.log",
         # longest first: the instance's longest earlier evaluation, of any run here (scripts/records.py)
         priority: evaluation_priority
+        group:
+            "evaluate"  # on a cluster, one job with the validation and the pull (rules/paths.smk)
         resources:
             docker=1 if config["evaluation"] == "docker" else 0,
         params:
             backend=config["evaluation"],
             # the image: another source is another evaluation
             source=lambda wildcards: IMAGE_SOURCE,  # a function: the template's braces are no wildcards
-            image_record=lambda wildcards, input: f"--image-record {shlex.quote(input.image)}" if PULLS else "",
+            # the image's record: its pull's, or with images built locally the validation's that built it
+            image_record=lambda wildcards, input: (
+                f"--image-record {shlex.quote(input.image if PULLS else input.validation)}"
+                if PULLS or config["validate_gold"]
+                else ""
+            ),
             sample=lambda wildcards: f"--sample {sample_number(wildcards.sample)} --samples {SAMPLES}",
             # names the harness's containers: each sample its own (sample 1 as with one sample)
             run_id=lambda wildcards: DERIVED["run_id"]

@@ -1,6 +1,7 @@
 # The instance images, pulled ahead of their evaluations (evaluation=docker with prebuilt images): first the
 # plan of the pulls, said once per run (scripts/images.py), then one pull job per instance (scripts/evaluate.py),
 # at the registry's pace and while the disk keeps min_free_disk_gb. `--resources pulls=N` bounds the pulls at once.
+# On a cluster a pull is the first stage of the group job that runs in its image (PULL_GROUP, rules/paths.smk).
 if PULLS:
 
     rule pull_plan:
@@ -30,6 +31,8 @@ if PULLS:
             f"{RUN}/logs/{{id}}/pull.log",
         # its evaluation's priority (rules/evaluate.smk): the evaluations become ready in the order they start in
         priority: evaluation_priority
+        group:
+            PULL_GROUP  # on a cluster, one job with what runs in the image (rules/paths.smk)
         # a pull waits on the network and the registry's pace, not on a core
         threads: 0
         resources:

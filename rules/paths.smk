@@ -96,6 +96,13 @@ IMAGE_SOURCE = (
     f" --namespace={shlex.quote(config['image_namespace'] or '')} --arch {config['image_arch']}"
 )
 IMAGE_ARGUMENTS = f"{IMAGE_SOURCE} --min-free-disk-gb {config['min_free_disk_gb']} --pull-wait {config['pull_wait']}"
+# On a cluster (profiles/slurm; Snakemake ignores groups on a workstation) an instance's pull is one group job with
+# the stages that run in its image, so that they find it on the node that pulled it (docs/clusters.md): its
+# validation and evaluations ("evaluate"). With an agent, its trajectory ("agent") instead, alone of the instance's
+# samples: a paid stage ends its group, since Snakemake deletes the outputs of every job of a group job that fails,
+# and the evaluations cannot join it (between them lie the patch and the merged predictions); they are a group
+# job of their own with the validation.
+PULL_GROUP = ("agent" if SAMPLES == 1 else None) if AGENT else "evaluate"
 
 # With batch=true, the batch job's mark that every instance still without an answer was asked (rules/batch.smk).
 BATCH_DONE = (

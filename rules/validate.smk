@@ -15,6 +15,8 @@ if config["validate_gold"]:
         log:
             f"{RUN}/logs/{{id}}/validate.log",
         priority: evaluation_priority
+        group:
+            "evaluate"  # on a cluster, one job with the evaluations, and the pull (rules/paths.smk)
         resources:
             docker=1,
         params:

@@ -367,12 +367,8 @@ def pull_stage(row, settings, run_dir, out):
     except EvaluationFault as e:  # the last line of the log, which scripts.status reads
         sys.exit(f"pull {row['instance_id']}: {name} not pulled; nothing written; a plain rerun retries it.\n"
                  f"{fault_line(e.cause, e)}")
-    previous = read_json(out) if os.path.exists(out) else None
     # pulled by this run, earlier, or by another run beside it (a model of several): the workflow's to remove
-    earlier = ([previous] if previous else []) + [
-        read_json(folder / "instances" / row["instance_id"] / images.RECORD)
-        for folder in images.other_runs(run_dir, row["instance_id"], name)]
-    entry = images.record(image, name, pulled or any(e["image"] == name and e["pulled"] for e in earlier))
+    entry = images.record(image, name, pulled or images.pulled_by_workflow(run_dir, name))
     write_json_atomic(out, entry)
     log(f"{name}: {'pulled' if pulled else 'already here'}, {entry['size_bytes'] / 1e9:.2f} GB, {entry['digest']}")
 
@@ -447,7 +443,8 @@ def run_docker(row, prediction, harness_run, timeout, image_settings, keep_image
                recorded=False):
     """Evaluate with the harness's run_instance in the image that image_settings name (images.image_name),
     pulled at the registry's pace when it is not on the daemon, or built here; returns (status, reason,
-    harness report). recorded: the pull stage recorded the image (its clean-up is the run's, not the harness's)."""
+    harness report). recorded: the pull stage or the validation recorded the image (its clean-up is the run's, not
+    the harness's)."""
     import docker
     import requests
     from swebench.harness.docker_build import BuildImageError, build_env_images
@@ -493,8 +490,8 @@ def run_docker(row, prediction, harness_run, timeout, image_settings, keep_image
             collect_logs(scratch, prediction, harness_run, logs)
             raise_on_fault(str(e) + "\n" + failed_builds(logs))
             return "build_failed", f"the environment could not be built: {_one_line(str(e))}", None
-        # Images that were here before are the user's; the others go unless keep_images: a pulled one that the
-        # pull stage recorded once no evaluation of the run needs it any more (release_image).
+        # Images that were here before are the user's; the others go unless keep_images: a recorded one (pulled by
+        # the pull stage, or built by the validation) once no evaluation of the run needs it any more (release_image).
         run_instance(spec, prediction, not keep_images and not image_was_there and not recorded, False, client,
                      harness_run, timeout)
         collect_logs(scratch, prediction, harness_run, logs)
@@ -575,11 +572,11 @@ def evaluate_instance(backend, row, prediction, logs, harness_run, timeout, imag
     elif backend == "docker":
         image_settings = {**IMAGE_DEFAULTS, **(image_settings or {})}
         name = images.image_name(row, image_settings)
-        known = use_row_grading(row) if carries_eval_script(row, name) else _known_environment(row)
+        known = use_row_grading(row) if carries_eval_script(row, name) else known_environment(row)
         status, reason, verdict = known or run_docker(row, prediction, harness_run, timeout, image_settings,
                                                       keep_images, logs, run_dir, recorded)
     elif backend == "modal":
-        status, reason, verdict = _known_environment(row) or run_modal(row, prediction, harness_run, timeout, logs)
+        status, reason, verdict = known_environment(row) or run_modal(row, prediction, harness_run, timeout, logs)
     else:
         status, reason, verdict = run_sbcli(prediction, subset, split, harness_run, api_key, logs, previous)
     return {
@@ -603,8 +600,9 @@ def _read_optional(path):
     return read_json(path) if path.is_file() else None
 
 
-def _known_environment(row):
-    """An error result when the harness has no environment for the row's repo and version."""
+def known_environment(row):
+    """None when the harness has an environment (a specification) for the row's repo and version; else the
+    (status, reason, report) of the error result that the instance gets instead of an evaluation."""
     from swebench.harness.constants import MAP_REPO_VERSION_TO_SPECS
 
     if row.get("version") not in MAP_REPO_VERSION_TO_SPECS.get(row["repo"], {}):
@@ -654,11 +652,22 @@ def merge(rows, predictions, reports, backend):
 
 # --- command line ---
 
-def _stop_on_signal(signum, frame):
-    # The harness removes its container in a `finally` that swallows the exception; the
-    # flag keeps the interrupted job from writing a report.
-    _stop_on_signal.received = signum
+def stop_on_signal(signum, frame):
+    """The handler of SIGTERM and SIGINT of a job that runs the harness (catch_stop_signals): it notes the signal in
+    stop_on_signal.received and interrupts. The harness removes its container in a `finally` that swallows the
+    interrupt; the note keeps the interrupted job from writing a report."""
+    stop_on_signal.received = signum
     raise KeyboardInterrupt
+
+
+stop_on_signal.received = None
+
+
+def catch_stop_signals():
+    """Handle SIGTERM and SIGINT with stop_on_signal, none received yet."""
+    stop_on_signal.received = None
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    signal.signal(signal.SIGINT, stop_on_signal)
 
 
 def main(argv=None):
@@ -674,7 +683,8 @@ def main(argv=None):
     one.add_argument("--out", required=True)
     one.add_argument("--timeout", type=int, default=1800)
     images.settings_arguments(one)
-    one.add_argument("--image-record", help="the instance's image.json, written by the pull stage (images.py)")
+    one.add_argument("--image-record", help="the instance's image.json, written by the pull stage (images.py), or "
+                     "with images built locally its validation.json, written by the validation that built the image")
     one.add_argument("--samples", type=int, default=1, help="the run's samples, which all evaluate in the image")
     one.add_argument("--sample", type=int, default=1)
     one.add_argument("--keep-images", action="store_true")
@@ -715,9 +725,7 @@ def main(argv=None):
     if prediction is None:
         sys.exit(f"evaluate {args.id}: {args.predictions} has no prediction for it")
     harness_run = harness_run_id(args.run_id, out.parents[2]) if args.backend != "sb-cli" else args.run_id
-    _stop_on_signal.received = None
-    signal.signal(signal.SIGTERM, _stop_on_signal)
-    signal.signal(signal.SIGINT, _stop_on_signal)
+    catch_stop_signals()
     try:
         subset = sbcli_subset(args.dataset, args.split) if args.backend == "sb-cli" else None
         record = evaluate_instance(args.backend, row, prediction, out.parent / LOGS, harness_run, args.timeout,
@@ -728,8 +736,8 @@ def main(argv=None):
         sys.exit(f"evaluate {args.id}: {e}")
     except EvaluationFault as e:  # the last line of the log, which scripts.status reads
         sys.exit(f"evaluate {args.id}: nothing written; a plain rerun retries it.\n{fault_line(e.cause, e)}")
-    if _stop_on_signal.received:
-        sys.exit(f"evaluate {args.id}: stopped by signal {_stop_on_signal.received}; nothing written")
+    if stop_on_signal.received:
+        sys.exit(f"evaluate {args.id}: stopped by signal {stop_on_signal.received}; nothing written")
     write_json_atomic(out, record)
     print(f"{args.id}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
     if args.backend == "docker" and args.image_record and not args.keep_images:

@@ -5,8 +5,8 @@
 a run pulls, their size where the registry tells it, the free disk and how long the pulls take at the
 registry's limit. `pull_image` pulls one image (for scripts/evaluate.py's pull stage, which writes the
 instance's image.json, and its evaluations): at the registry's pace, read from its `ratelimit-limit` /
-`ratelimit-remaining` headers, and only while the disk keeps min_free_disk_gb. `release_image` removes it
-once no evaluation of the run needs it.
+`ratelimit-remaining` headers, and only while the disk keeps min_free_disk_gb. `release_image` removes it, or an
+image the run built (`note_built`), once no evaluation of the run needs it.
 """
 import argparse
 import contextlib
@@ -33,6 +33,10 @@ ARCHES = ("x86_64", "arm64")
 PLACEHOLDERS = ("id", "id_1776", "arch")
 # Where an instance's image was pulled to, beside its other files.
 RECORD = "image.json"
+# The run's pulls, in its folder: each registry's pace is kept from it (wait_turn).
+LEDGER = "images/pulls.jsonl"
+# The images a run built (images built locally), one name a line, in its folder (note_built).
+BUILT = "images/built.txt"
 # For tests only: the free disk (GB) to read instead of the daemon's folder's.
 FREE_DISK_VARIABLE = "SWEBENCH_RUNNER_FREE_DISK_GB"
 MANIFESTS = ", ".join([
@@ -119,9 +123,10 @@ def image_name(row, settings):
 
 
 def names_each_instance(settings):
-    """Whether every instance has an image of its own (else some may share one)."""
+    """Whether every instance has an image of its own (else some may share one): so has each of those built locally,
+    the harness's instance image."""
     pattern = template(settings)
-    return pattern not in (None, ROW) and bool(re.search(r"{id(_1776)?}", pattern))
+    return pattern is None or (pattern != ROW and bool(re.search(r"{id(_1776)?}", pattern)))
 
 
 def split(name):
@@ -347,7 +352,7 @@ def pull_image(client, name, settings, run_dir, log, pull):
     registry = split(name)[0]
     check_disk(client, settings["min_free_disk_gb"], Registry(registry).download_size(name, settings["image_arch"]),
                f"the pull of {name}")
-    ledger = f"{run_dir}/images/pulls.jsonl"
+    ledger = f"{run_dir}/{LEDGER}"
     started = time.time()
     wait_turn(ledger, registry, name, settings["pull_wait"], log)
     try:
@@ -444,28 +449,57 @@ def duration(seconds):
 
 # --- clean-up ---
 
-def other_runs(run_dir, instance_id, name):
+def pulled_by_workflow(run_dir, name):
+    """Whether the run at run_dir, or another run beside it (results/*: the models of a run of several), pulled
+    the image name: its pull ledger (pull_image) names it. The ledger outlives a job that fails after the pull (on
+    a cluster, a group job whose evaluation fails deletes the pull's image.json too)."""
+    for path in Path(run_dir).parent.glob(f"*/{LEDGER}"):
+        with locked(path):  # pulls beside it write the ledger
+            if any(entry["image"] == name for entry in map(json.loads, path.read_text(encoding="utf-8").splitlines())):
+                return True
+    return False
+
+
+def note_built(run_dir, name):
+    """Note in the run's list of the images it built (images built locally) that it built name: its evaluations'
+    clean-up removes it. The list outlives a job that fails after the build, so that its rerun, which finds the
+    image on the daemon, still knows it for the run's."""
+    path = Path(run_dir) / BUILT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(name + "\n")
+
+
+def built_by_workflow(run_dir, name):
+    """Whether the run at run_dir, or another run beside it (results/*: the models of a run of several), built the
+    image name here (note_built)."""
+    return any(name in path.read_text(encoding="utf-8").split() for path in Path(run_dir).parent.glob(f"*/{BUILT}"))
+
+
+def other_runs(run_dir, instance_id, name, record=RECORD):
     """The other run folders beside run_dir (results/*: the models of a run of several, other runs) whose
-    pull of the instance recorded the image name."""
+    record of the instance's image (record: the pull's image.json, or validation.json for an image built locally)
+    names the image name."""
     runs = []
     for folder in sorted(Path(run_dir).parent.iterdir()):
-        record_path = folder / "instances" / instance_id / RECORD
+        record_path = folder / "instances" / instance_id / record
         if folder != Path(run_dir) and record_path.is_file() and read_json(record_path)["image"] == name:
             runs.append(folder)
     return runs
 
 
-def pending_users(name, instance_id, sample, samples, run_dir, ids, settings):
+def pending_users(name, instance_id, sample, samples, run_dir, ids, settings, record=RECORD):
     """The evaluations (instance, sample) other than this one that still need the image name: their
     evaluation.json is not written yet. Of this run: the instance's samples, and the instances that share the
-    image; of the other runs beside it that pulled it for the instance: their first sample and the others begun."""
+    image; of the other runs beside it whose record (image.json, or validation.json) of the instance names it:
+    their first sample and the others begun."""
     others = [instance_id]
     if not names_each_instance(settings):  # images that instances may share
-        others += [i for i in ids if i != instance_id and os.path.exists(f"{run_dir}/instances/{i}/{RECORD}")
-                   and read_json(f"{run_dir}/instances/{i}/{RECORD}")["image"] == name]
+        others += [i for i in ids if i != instance_id and os.path.exists(f"{run_dir}/instances/{i}/{record}")
+                   and read_json(f"{run_dir}/instances/{i}/{record}")["image"] == name]
     waiting = [(i, s) for i in others for s in range(1, samples + 1) if (i, s) != (instance_id, sample)
                and not os.path.exists(f"{run_dir}/instances/{i}/{sample_folder(s)}evaluation.json")]
-    for folder in other_runs(run_dir, instance_id, name):
+    for folder in other_runs(run_dir, instance_id, name, record):
         instance = folder / "instances" / instance_id
         begun = [instance] + sorted((instance / "samples").glob("*"))
         waiting += [(f"{folder.name}:{instance_id}", where.name) for where in begun
@@ -475,17 +509,21 @@ def pending_users(name, instance_id, sample, samples, run_dir, ids, settings):
 
 def release_image(record_path, index, instance_id, sample, samples, settings, log):
     """Remove the image of the instance's record once its evaluations are done (keep_images=false): only an
-    image this run pulled, and only when no evaluation of the run still needs it. A failure to remove is
+    image this run pulled (the pull's image.json) or built (images built locally: the validation's
+    validation.json), and only when no evaluation of the run still needs it. A failure to remove is
     no failure of the evaluation, which is written."""
     import docker
 
     entry = read_json(record_path)
-    if not entry["pulled"]:
+    if not entry["image"]:  # no image: the harness has no environment for the instance
+        return
+    if not (entry.get("pulled") or entry.get("built")):
         log(f"{entry['image']} kept: it was on the daemon before the run")
         return
     run_dir = str(Path(record_path).parents[2])
     ids = [] if names_each_instance(settings) else list(read_json(index))
-    waiting = pending_users(entry["image"], instance_id, sample, samples, run_dir, ids, settings)
+    waiting = pending_users(entry["image"], instance_id, sample, samples, run_dir, ids, settings,
+                            Path(record_path).name)
     if waiting:
         log(f"{entry['image']} kept: {len(waiting)} more evaluations need it (e.g. {waiting[0][0]} sample "
             f"{waiting[0][1]})")

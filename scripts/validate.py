@@ -9,7 +9,8 @@ runs, under the digest of the image (<cache>/<digest>/<id>.json, the harness's l
 instead of evaluating again. The run's own copy is instances/<id>/validation.json
 (schemas/validation.schema.json). The image is the one the settings name (scripts/images.py's image_name), the
 pull stage's (its instances/<id>/image.json gives the digest), or built here when images are built locally;
-validation removes none: the evaluation after it needs it, and the evaluations' clean-up removes it.
+validation removes none: the evaluation after it needs it, and the evaluations' clean-up removes it, a pulled one
+as its image.json says, one built here as validation.json's `built` says (keep_images=false).
 
 A fault of the machinery (daemon, registry, network, disk) is no outcome: the job fails, nothing
 is written or cached, and a plain rerun retries it.
@@ -20,7 +21,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -47,10 +47,11 @@ def local_digest(client, name):
         return None
 
 
-def build_image(client, row, arch, scratch):
+def build_image(client, row, arch, scratch, run_dir):
     """The harness's instance image of row built here (images built locally: no image name), as the evaluation
-    would build it; (its name, its id). A failed build is left to run_docker, which builds again and records it
-    or raises its fault: the id is then None."""
+    would build it, unless the daemon has it; (its name, its id). An image built is noted as the run's
+    (images.note_built). A failed build is left to run_docker, which builds again and records it or raises its
+    fault: the id is then None."""
     import requests
     from swebench.harness.docker_build import build_instance_images
     from swebench.harness.test_spec.test_spec import make_test_spec
@@ -65,6 +66,8 @@ def build_image(client, row, arch, scratch):
     if local_digest(client, image) is None:
         with evaluate.scratch_directory(scratch):  # the harness writes its build logs under the working directory
             build_instance_images(client, [row], False, 1, None, spec.instance_image_tag, spec.env_image_tag)
+        if run_dir and local_digest(client, image) is not None:
+            images.note_built(run_dir, image)
     return image, local_digest(client, image)
 
 
@@ -110,11 +113,11 @@ def validate(row, cache, harness_run, timeout, image_settings, image_record=None
     base = {"instance_id": row["instance_id"], "harness": harness, "row_sha256": row_sha256(row)}
     name = images.image_name(row, image_settings)
     known = evaluate.use_row_grading(row) if evaluate.carries_eval_script(row, name) else \
-        evaluate._known_environment(row)
+        evaluate.known_environment(row)
     if known:  # no environment to run: nothing to key a cache by
         return {**base, "image": None, "digest": None, "validated": False,
                 "reason": f"the harness cannot evaluate it: {known[1]}", "gold": None, "empty": None,
-                "validated_at": now(), "cache": None, "cached": False}
+                "validated_at": now(), "cache": None, "cached": False, "built": False}
     if name:  # pulled by the pull stage (rules/images.smk): its record names the image and its digest
         if image_record is None:
             raise ValueError(f"the image {name} of {row['instance_id']} is pulled by the pull stage: give its "
@@ -126,26 +129,28 @@ def validate(row, cache, harness_run, timeout, image_settings, image_record=None
     else:
         try:
             client = docker.from_env(timeout=evaluate.DOCKER_TIMEOUT)
-            image, digest = build_image(client, row, image_settings["image_arch"], cache)
+            image, digest = build_image(client, row, image_settings["image_arch"], cache, run_dir)
         except (docker.errors.DockerException, requests.RequestException) as e:
             raise evaluate.fault("docker_daemon", str(e)) from e
+    # built by this run or one beside it (not kept in the cache: another run may find it on the daemon before it)
+    built = bool(name is None and digest and run_dir and images.built_by_workflow(run_dir, image))
     folder = Path(cache) / (digest.split(":", 1)[-1] if digest else "unbuilt")
     path = folder / f"{row['instance_id']}.json"
     if digest and path.is_file():
         record = read_json(path)
         if record.get("row_sha256") == base["row_sha256"]:
-            return {**record, "cached": True}
+            return {**record, "cached": True, "built": built}
     gold = run_patch(row, row["patch"], folder / row["instance_id"] / "gold", harness_run, timeout, image_settings,
                      run_dir)
     empty = run_patch(row, "", folder / row["instance_id"] / "empty", harness_run, timeout, image_settings, run_dir)
-    if getattr(evaluate._stop_on_signal, "received", None):  # the harness swallows the interrupt: no outcome
+    if evaluate.stop_on_signal.received:  # the harness swallows the interrupt: no outcome
         raise KeyboardInterrupt
     validated, reason = verdict(gold, empty)
     record = {**base, "image": image, "digest": digest, "validated": validated, "reason": reason,
               "gold": gold, "empty": empty, "validated_at": now(), "cache": str(path) if digest else None}
     if digest:
         write_json_atomic(path, record)
-    return {**record, "cached": False}
+    return {**record, "cached": False, "built": built}
 
 
 def main(argv=None):
@@ -165,16 +170,14 @@ def main(argv=None):
     row = read_row(args.instances, args.index, args.id)
     # containers of their own: the instance's evaluate job may run at the same time
     harness_run = evaluate.harness_run_id(f"{args.run_id}.validation", out.parents[2])
-    evaluate._stop_on_signal.received = None
-    signal.signal(signal.SIGTERM, evaluate._stop_on_signal)
-    signal.signal(signal.SIGINT, evaluate._stop_on_signal)
+    evaluate.catch_stop_signals()
     try:
         record = validate(row, os.path.abspath(args.cache), harness_run, args.timeout, images.settings_of(args),
                           args.image_record, str(out.parents[2]))
     except evaluate.EvaluationFault as e:  # the last line of the log, which scripts.status reads
         sys.exit(f"validate {args.id}: nothing written; a plain rerun retries it.\n{fault_line(e.cause, e)}")
-    if evaluate._stop_on_signal.received:
-        sys.exit(f"validate {args.id}: stopped by signal {evaluate._stop_on_signal.received}; nothing written")
+    if evaluate.stop_on_signal.received:
+        sys.exit(f"validate {args.id}: stopped by signal {evaluate.stop_on_signal.received}; nothing written")
     write_json_atomic(out, record)
     print(f"{args.id}: {'validated' if record['validated'] else 'environment broken here: ' + record['reason']}"
           + (" (cached)" if record["cached"] else ""))

@@ -182,14 +182,20 @@ def testbed_tarball(repo):
     return buffer.getvalue()
 
 
-def ensure_testbed_image(host=None):
-    """The image with /testbed, built once per content by Docker and copied to the engine at
-    host when that is another; returns (image name, base_commit)."""
-    docker_client = client()
+def ensure_env_image(docker_client):
+    """The environment image of the test images, built once per content; its name."""
     ensure_base(docker_client)
     env_tag = "swebench-runner-test/env:" + hashlib.sha256((ENV_DOCKERFILE + ACTIVATE).encode()).hexdigest()[:12]
     if not image_exists(docker_client, env_tag):
         build(docker_client, {"Dockerfile": ENV_DOCKERFILE, "activate": ACTIVATE}, env_tag)
+    return env_tag
+
+
+def ensure_testbed_image(host=None):
+    """The image with /testbed, built once per content by Docker and copied to the engine at
+    host when that is another; returns (image name, base_commit)."""
+    docker_client = client()
+    env_tag = ensure_env_image(docker_client)
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "testbed"
         base_commit = make_repository(repo)
@@ -200,6 +206,31 @@ def ensure_testbed_image(host=None):
     if host:
         copy_image(testbed_tag, host)
     return testbed_tag, base_commit
+
+
+def ensure_harness_build(row_):
+    """Make the harness's own build of row_'s instance image (images built locally: image_namespace empty) work
+    offline: its base and environment images are the test's, under the names the harness gives them, and git in
+    the environment takes a mirror of the test repository in the image for https://github.com/<repo>, which the
+    harness's setup_repo.sh clones. Returns the name the harness builds the instance image under."""
+    from swebench.harness.test_spec.test_spec import make_test_spec
+
+    spec = make_test_spec(row_, namespace=None)
+    docker_client = client()
+    env_tag = ensure_env_image(docker_client)
+    docker_client.images.get(BASE_IMAGE).tag(*spec.base_image_key.rsplit(":", 1))
+    if not image_exists(docker_client, spec.env_image_key):
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = Path(tmp) / "mirror"
+            make_repository(repo)
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                tar.add(repo, arcname="mirror")
+            # setup_repo.sh echoes conda's CONDA_DEFAULT_ENV under `set -u`
+            dockerfile = (f"FROM {env_tag}\nADD mirror.tar /\nENV CONDA_DEFAULT_ENV=testbed\n"
+                          f"RUN git config --system url./mirror.insteadOf https://github.com/{row_['repo']}\n")
+            build(docker_client, {"Dockerfile": dockerfile, "mirror.tar": buffer.getvalue()}, spec.env_image_key)
+    return spec.instance_image_key
 
 
 def copy_image(name, host):

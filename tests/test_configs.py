@@ -30,7 +30,8 @@ JOBS = {
                       "figures"},
     "anthropic_batch": {"context", "prompt", "estimate", "batch", "generate", "patch", "repair", "predictions",
                         "summary", "figures"},
-    "predictions": {"pull_plan", "pull", "given_patch", "predictions", "evaluate", "evaluation", "summary", "figures"},
+    "predictions": {"pull_plan", "pull", "validate", "given_patch", "predictions", "evaluate", "evaluation", "summary",
+                    "figures"},
     "models": {"model1_context", "model1_prompt", "model2_prompt", "estimate", "compare"} | {
         f"model{k}_{rule}" for k in (1, 2) for rule in ("generate", "patch", "repair", "predictions", "summary",
                                                        "figures")},
@@ -90,7 +91,8 @@ def test_a_configuration_lints_clean_and_plans_its_run_on_a_workstation_and_on_s
     rules = snakemake(workdir, config, "--list-rules")
     assert rules.returncode == 0, rules.stderr
     selects = [rule for rule in rules.stdout.split() if rule.endswith("select")]
-    made = snakemake(workdir, config, "--cores", "1", "--until", *selects, "--config", "evaluation=none")
+    made = snakemake(workdir, config, "--cores", "1", "--until", *selects, "--config", "evaluation=none",
+                     "validate_gold=false")
     assert made.returncode == 0, made.stderr
 
     texts = []
@@ -119,5 +121,8 @@ def test_the_slurm_profile_names_rules_and_groups_the_workflow_has(workdir):
         rules |= set(listed.stdout.split())
     for path in (PROJECT / "rules").glob("*.smk"):
         groups |= set(re.findall(r"^\s+group:\n\s+\"(\w+)\"", path.read_text(), re.M))
+    # the group of the image's pull, and the stages in its image, by the run's settings
+    pull_group = re.search(r"^PULL_GROUP = (.*)$", (PROJECT / "rules" / "paths.smk").read_text(), re.M).group(1)
+    groups |= set(re.findall(r"\"(\w+)\"", pull_group))
     assert set(profile["set-threads"]) | set(profile["set-resources"]) <= rules
-    assert set(profile["group-components"]) == groups == {"prepare", "check"}
+    assert set(profile["group-components"]) == groups == {"prepare", "check", "evaluate", "agent"}

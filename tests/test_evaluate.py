@@ -304,6 +304,52 @@ def test_harness_run_id_differs_between_run_folders(tmp_path):
     assert first != second and first.startswith("gold.") and "/" not in first
 
 
+@pytest.mark.unit
+def test_known_environment_is_none_for_a_specified_repo_version_and_an_error_result_otherwise():
+    assert evaluate.known_environment({"repo": "psf/requests", "version": "2.0"}) is None
+    status, reason, report = evaluate.known_environment({"repo": "psf/requests", "version": "0.0"})
+    assert (status, report) == ("error", None)
+    assert reason.endswith("has no environment for repo psf/requests version 0.0")
+
+
+def swallowing_harness(signum):
+    """A stand-in for the harness's run_instance, run in place of a validation's run_patch: it receives signum, as
+    a job stopped by Snakemake or SLURM does, and swallows the interrupt as the harness's `finally` does."""
+    def run_patch(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signum)
+        except KeyboardInterrupt:
+            pass
+        return {"status": "resolved", "reason": None, "duration_s": 0, "failed_tests": None, "logs": None}
+    return run_patch
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_that_the_harness_swallows_ends_a_validation_with_nothing_cached(tmp_path, monkeypatch,
+                                                                                        signum):
+    import signal
+
+    from scripts import images, validate
+
+    row = {"instance_id": "psf__requests-2317", "repo": "psf/requests", "version": "2.0", "patch": "diff\n"}
+    name = images.image_name(row, evaluate.IMAGE_DEFAULTS)
+    record = tmp_path / "image.json"
+    record.write_text(json.dumps({"image": name, "digest": "sha256:abc"}))
+    monkeypatch.setattr(validate, "run_patch", swallowing_harness(getattr(signal, signum)))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        evaluate.catch_stop_signals()
+        assert evaluate.stop_on_signal.received is None
+        with pytest.raises(KeyboardInterrupt):
+            validate.validate(row, tmp_path / "cache", "r.1", 60, {}, record)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    assert evaluate.stop_on_signal.received == getattr(signal, signum)
+    assert not (tmp_path / "cache").exists()  # no outcome cached
+
+
 # --- how an evaluation ends: the harness's own logs and docker-py's own exceptions, per cause ---
 
 def daemon_error(status, message, path="images/create?tag=latest&fromImage=127.0.0.1%3A5000%2Fswebench%2Fx"):

@@ -1,6 +1,7 @@
 """scripts/images.py without Docker: the names of the images, the pace of the pulls, the plan's words and the
 clean-up's rule."""
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -151,6 +152,62 @@ def test_another_run_that_pulled_the_image_for_the_instance_keeps_it(tmp_path):
     (second / "instances" / "a__b-1" / "evaluation.json").unlink()
     (second / "instances" / "a__b-1" / "image.json").write_text(json.dumps({"image": "y", "pulled": True}))
     assert images.pending_users("x", "a__b-1", 1, 1, str(first), [], each) == []
+
+
+@pytest.mark.unit
+def test_a_pull_that_finds_an_image_its_run_pulled_before_records_it_as_the_workflows(tmp_path, monkeypatch):
+    """The pull's image.json can be gone while the image is still on the daemon (on a cluster, a group job whose
+    evaluation failed deletes the outputs of all its jobs): the run's pull ledger, or that of a run beside it, still
+    says that the workflow pulled it, so that its evaluations' clean-up removes it."""
+    import docker
+
+    from scripts import evaluate
+
+    row = {"instance_id": "a__b-1"}
+    settings = {**evaluate.IMAGE_DEFAULTS, "image_source": "127.0.0.1:5000/{id}:latest"}
+    name = images.image_name(row, settings)
+    image = SimpleNamespace(id="sha256:1", attrs={"RepoDigests": [f"{name.rsplit(':', 1)[0]}@sha256:2"], "Size": 9})
+    daemon = SimpleNamespace(images=SimpleNamespace(get=lambda wanted: image))
+    monkeypatch.setattr(docker, "from_env", lambda **kwargs: daemon)
+    first, second = tmp_path / "results" / "a", tmp_path / "results" / "b"
+    out = first / "instances" / "a__b-1" / "image.json"
+    out.parent.mkdir(parents=True)
+    evaluate.pull_stage(row, settings, str(first), str(out))
+    assert json.loads(out.read_text())["pulled"] is False  # on the daemon before any run pulled it
+    (second / "images").mkdir(parents=True)
+    (second / "images" / "pulls.jsonl").write_text(json.dumps({"registry": "127.0.0.1:5000", "image": name, "at": 1.0,
+                                                    "done": True}) + "\n")
+    evaluate.pull_stage(row, settings, str(first), str(out))
+    record = json.loads(out.read_text())
+    assert record["pulled"] is True and record["digest"] == "sha256:2"
+
+
+@pytest.mark.unit
+def test_an_image_built_locally_is_the_workflows_to_remove_and_another_models_validation_keeps_it(tmp_path):
+    """Images built locally: a validation notes each image it builds in its run's images/built.txt, which the
+    other runs beside it (the models of a run of several) read too; the evaluation's record of the image is the
+    validation's, and another model whose validation of the instance names the image keeps it until that
+    model's evaluation is written."""
+    first, second = tmp_path / "results" / "openai-a", tmp_path / "results" / "openai-b"
+    name = "sweb.eval.x86_64.a__b-1:latest"
+    assert not images.built_by_workflow(str(first), name)
+    images.note_built(str(first), name)
+    assert images.built_by_workflow(str(first), name) and images.built_by_workflow(str(second), name)
+    assert not images.built_by_workflow(str(first), "sweb.eval.x86_64.a__b-2:latest")
+    for run in (first, second):
+        (run / "instances" / "a__b-1").mkdir(parents=True)
+        (run / "instances" / "a__b-1" / "validation.json").write_text(json.dumps({"image": name, "built": True}))
+    (first / "instances" / "a__b-1" / "evaluation.json").write_text("{}")
+    messages = []
+    local = {"image_namespace": None}
+    images.release_image(first / "instances" / "a__b-1" / "validation.json", None, "a__b-1", 1, 1, local,
+                         messages.append)
+    assert messages == [f"{name} kept: 1 more evaluations need it (e.g. openai-b:a__b-1 sample a__b-1)"]
+    # an image that was on the daemon before the run is the user's
+    (first / "instances" / "a__b-1" / "validation.json").write_text(json.dumps({"image": name, "built": False}))
+    images.release_image(first / "instances" / "a__b-1" / "validation.json", None, "a__b-1", 1, 1, local,
+                         messages.append)
+    assert messages[-1] == f"{name} kept: it was on the daemon before the run"
 
 
 @pytest.mark.unit

@@ -11,8 +11,10 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 import fixture_repos
 from conftest import LITE_TEST, PROJECT, read_rows, write_rows
@@ -44,14 +46,15 @@ def slurm():
         pytest.fail(f"SLURM does not take jobs (sinfo: {(state.stdout + state.stderr).strip()!r}): run `{SETUP}`.")
 
 
-def slurm_snakemake(workdir, config, out, env=None):
-    """Start snakemake with the SLURM profile and config (--config items), its output going to the file out."""
+def slurm_snakemake(workdir, config, out, env=None, options=()):
+    """Start snakemake with the SLURM profile, options and config (--config items), its output going to the file
+    out."""
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"), "--directory", str(workdir),
         "--workflow-profile", str(PROJECT / "profiles" / "slurm"),
         # Poll squeue every few seconds rather than the profile's 40 s: the jobs here are short.
         "--slurm-init-seconds-before-status-checks", "2",
-        "--config", *config,
+        *options, "--config", *config,
     ]
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("SWEBENCH_")}, **(env or {})}
     return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir)
@@ -81,6 +84,20 @@ def cluster_job(log_path):
 def submissions(text):
     """[(SLURM job id, SLURM log)] of the jobs that snakemake submitted, in order."""
     return SUBMITTED.findall(text)
+
+
+def slurm_job(job_id):
+    """What SLURM holds of a job (scontrol show job), as {field: value}."""
+    out = subprocess.run(["scontrol", "--oneliner", "show", "job", job_id], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
+
+def stages_run(slurm_log):
+    """[(rule, instance id)] of the jobs that ran in one cluster job, from the log SLURM wrote of it: the output
+    of the Snakemake that ran them (a group job's), or of the one job."""
+    blocks = re.findall(r"^\s*rule (\w+):\n((?:\s+\w+: .*\n)*)", Path(slurm_log).read_text(), re.M)
+    return sorted((rule, re.search(r"wildcards: id=([^,\s]+)", lines).group(1)) for rule, lines in blocks)
 
 
 def test_slurm_run_cancel_and_rerun(tmp_path, slurm):
@@ -229,7 +246,8 @@ def test_slurm_agent_run_makes_the_trajectory_patch_and_evaluation_on_the_cluste
                   "min_free_disk_gb=1", "eval_timeout=600", "apply_check=false"]
         log = tmp_path / "run.log"
         with open(log, "w") as out:
-            code = finish(slurm_snakemake(tmp_path, config, out, {"OPENAI_API_KEY": "sk-test-slurm"}), 900)
+            code = finish(slurm_snakemake(tmp_path, config, out, {"OPENAI_API_KEY": "sk-test-slurm"},
+                                          ["--slurm-keep-successful-logs"]), 900)
         text = log.read_text()
         assert code == 0, text
         assert sorted(r["step"] for r in server.requests if r["answered"]) == [0, 1, 2, 3, 4]
@@ -237,6 +255,9 @@ def test_slurm_agent_run_makes_the_trajectory_patch_and_evaluation_on_the_cluste
     states = slurm_states([job_id for job_id, _ in jobs])
     kinds = [cluster_job(path) for _, path in jobs]
     assert kinds.count("agent") == 1 and "check" in kinds and "evaluate" in kinds, jobs  # each in a cluster job
+    # the image's pull ran in the trajectory's job, on its node (the image is there: the pull only records it)
+    assert [stages_run(path) for _, path in jobs if cluster_job(path) == "agent"] == [
+        [("agent", row["instance_id"]), ("pull", row["instance_id"])]]
     assert {state for state, _ in states.values()} == {"COMPLETED"}, states
     trajectory = json.loads((here / "trajectory.json").read_text())
     assert trajectory["info"]["exit_status"] == "Submitted" and "requests/sessions.py" in trajectory["info"]["diff"]
@@ -245,3 +266,78 @@ def test_slurm_agent_run_makes_the_trajectory_patch_and_evaluation_on_the_cluste
     assert prediction["model_patch"] == (here / "patch.diff").read_text()
     assert "a/requests/sessions.py" in prediction["model_patch"]
     assert json.loads((here / "evaluation.json").read_text())["status"] == "resolved"
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(900)
+def test_slurm_pulls_an_image_in_the_cluster_job_that_validates_and_evaluates_in_it(tmp_path, slurm, registry_ports):
+    """Given predictions evaluated in Docker with gold validation, each image pulled from a loopback registry
+    (Debian's docker-registry, behind the stand-in of Docker Hub's rate limit that counts the pulls): each
+    instance's pull, validation and evaluation run in one SLURM job, as the log SLURM wrote of the job shows, so
+    on the node that pulled the image; the validation and the evaluation find it there (each image is pulled
+    once), and the evaluation's clean-up removes it."""
+    import swebench_images as images
+    from registries import PacedRegistry, serve_registry
+
+    backend, port = registry_ports
+    tag, base_commit = images.ensure_testbed_image()
+    rows = [images.row(i, base_commit) for i in ("psf__requests-90041", "psf__requests-90042")]
+    ids = [r["instance_id"] for r in rows]
+    namespace = f"127.0.0.1:{port}/swebench"
+    names = [images.instance_image(row, namespace) for row in rows]
+    client = images.client()
+    with serve_registry(tmp_path / "registry", backend):
+        for row in rows:  # an image of its own per instance: the daemon reads each one's manifest from the registry
+            container = client.containers.create(tag, command="true")
+            own = container.commit(changes=f"LABEL instance={row['instance_id']}")
+            container.remove()
+            pushed = images.instance_image(row, f"127.0.0.1:{backend}/swebench")
+            own.tag(*pushed.rsplit(":", 1))
+            errors = [line["error"] for line in client.images.push(*pushed.rsplit(":", 1), stream=True, decode=True)
+                      if "error" in line]
+            assert not errors, errors
+            client.images.remove(own.id, force=True)
+        for name in names:
+            if images.image_exists(client, name):
+                client.images.remove(name, force=True)
+        dataset = write_rows(tmp_path / "rows.jsonl", rows)
+        given = write_rows(tmp_path / "preds.jsonl", [{"instance_id": i, "model_name_or_path": "m",
+                                                       "model_patch": images.GOLD_PATCH} for i in ids])
+        config = [f"dataset={dataset}", f"predictions={given}", "evaluation=docker", f"image_namespace={namespace}",
+                  "validate_gold=true", f"validation_cache={tmp_path / 'cache'}", "min_free_disk_gb=0"]
+        log = tmp_path / "run.log"
+        with PacedRegistry(port, backend, limit=100, window=60) as paced, open(log, "w") as out:
+            code = finish(slurm_snakemake(tmp_path, config, out, options=["--slurm-keep-successful-logs"]), 600)
+    text = log.read_text()
+    assert code == 0, text
+    jobs = submissions(text)
+    states = slurm_states([job_id for job_id, _ in jobs])
+    assert {state for state, _ in states.values()} == {"COMPLETED"}, states
+    # each instance's given_patch (a job of its own) and one `evaluate` group job, which ran its three stages
+    assert sorted(cluster_job(path) for _, path in jobs) == ["evaluate", "evaluate", "given", "given"], jobs
+    evaluating = [path for _, path in jobs if cluster_job(path) == "evaluate"]
+    assert sorted(stages_run(path) for path in evaluating) == [
+        [("evaluate", i), ("pull", i), ("validate", i)] for i in ids], [stages_run(path) for _, path in jobs]
+    # what each asked SLURM for: the largest memory of its stages, and the sum of their runtimes (profiles/slurm)
+    wanted = yaml.safe_load((PROJECT / "profiles" / "slurm" / "config.yaml").read_text())["set-resources"]
+    stages = ("pull", "validate", "evaluate")
+    minutes = sum(wanted[stage]["runtime"] for stage in stages)
+    memory = max(wanted[stage]["mem_mb"] for stage in stages)
+    for job_id, path in jobs:
+        if cluster_job(path) == "evaluate":
+            job = slurm_job(job_id)
+            assert job["TimeLimit"] == f"{minutes // 60:02d}:{minutes % 60:02d}:00", job
+            assert (job["MinMemoryNode"], job["NumCPUs"]) == (f"{memory}M", "1"), job
+    # the pulls are the pull stage's alone: neither the validation nor the evaluation pulled again
+    assert sorted(repository for _, repository in paced.pulls) == sorted(
+        name.split("/", 1)[1].rsplit(":", 1)[0] for name in names)
+    run = tmp_path / "results" / "predictions-preds"
+    for instance_id, name in zip(ids, names, strict=True):
+        here = run / "instances" / instance_id
+        pulled = json.loads((here / "image.json").read_text())
+        assert (pulled["image"], pulled["pulled"]) == (name, True)
+        validation = json.loads((here / "validation.json").read_text())
+        assert (validation["image"], validation["digest"], validation["validated"]) == (name, pulled["digest"], True)
+        assert json.loads((here / "evaluation.json").read_text())["status"] == "resolved"
+        assert f"{name} removed: its evaluations are done" in (run / "logs" / instance_id / "evaluate.log").read_text()
+        assert not images.image_exists(client, name)

@@ -13,7 +13,7 @@ import pytest
 from scripts.evaluate import harness_run_id
 
 import swebench_images as images
-from conftest import LITE_TEST, PROJECT, jobs_run, read_rows, snakemake, write_rows
+from conftest import LITE_TEST, PROJECT, assert_valid, jobs_run, read_rows, snakemake, write_rows
 
 pytestmark = [pytest.mark.docker, pytest.mark.workflow]
 
@@ -72,3 +72,43 @@ def test_evaluations_start_longest_first_by_the_durations_of_an_earlier_run(tmp_
     harness_run = harness_run_id("predictions-preds", tmp_path / "results" / "predictions-preds")
     created = [e["Actor"]["Attributes"]["name"] for e in events if harness_run in e["Actor"]["Attributes"]["name"]]
     assert created == [f"sweb.eval.{i}.{harness_run}" for i in sorted(earlier, key=earlier.get, reverse=True)]
+
+
+def test_an_image_the_validation_built_is_removed_once_evaluated_and_one_that_was_here_stays(tmp_path):
+    """Images built locally (image_namespace empty) with validate_gold: the validation builds the first instance's
+    image with the harness, its evaluation runs in it, and with keep_images=false the evaluation's clean-up removes
+    it, as it removes a pulled one. The second instance's image was on the daemon before the run: it stays."""
+    tag, base_commit = images.ensure_testbed_image()
+    rows = [images.row(i, base_commit) for i in ("psf__requests-90031", "psf__requests-90032")]
+    built, users = [images.ensure_harness_build(row) for row in rows]
+    client = docker.from_env()
+    for name in (built, users):
+        if images.image_exists(client, name):
+            client.images.remove(name)
+    client.images.get(tag).tag(*users.rsplit(":", 1))  # the user's own image of the second instance
+    dataset = write_rows(tmp_path / "rows.jsonl", rows)
+    given = write_rows(tmp_path / "preds.jsonl", [{"instance_id": r["instance_id"], "model_name_or_path": "m",
+                                                   "model_patch": images.GOLD_PATCH} for r in rows])
+    run = tmp_path / "results" / "predictions-preds"
+    try:
+        result = snakemake(tmp_path, "--config", f"dataset={dataset}", f"predictions={given}", "evaluation=docker",
+                           "image_namespace=", "validate_gold=true", f"validation_cache={tmp_path / 'cache'}",
+                           "min_free_disk_gb=0")
+        assert sorted(jobs_run(result)).count("validate") == 2
+        validations = [json.loads((run / "instances" / r["instance_id"] / "validation.json").read_text())
+                       for r in rows]
+        for validation in validations:
+            assert_valid(validation, "validation")
+        assert [(v["image"], v["validated"], v["built"]) for v in validations] == [(built, True, True),
+                                                                                  (users, True, False)]
+        for row in rows:
+            evaluation = json.loads((run / "instances" / row["instance_id"] / "evaluation.json").read_text())
+            assert evaluation["status"] == "resolved"
+        assert not images.image_exists(client, built)  # removed once its evaluation was done
+        assert images.image_exists(client, users)
+        assert f"{built} removed: its evaluations are done" in (run / "logs" / rows[0]["instance_id"] /
+                                                                "evaluate.log").read_text()
+    finally:
+        for name in (built, users):
+            if images.image_exists(client, name):
+                client.images.remove(name)
