@@ -4,7 +4,7 @@ On the real psf/requests rows of SWE-bench Lite (their instance images are built
 ../shared/data by tests/real_instances.py, or taken from the daemon when it has them), with the gold patch
 each, it times, with W workers, in turns:
   harness:  python -m swebench.harness.run_evaluation --max_workers W, on the same rows and predictions;
-  workflow: snakemake --cores W --resources docker=W --config predictions=... evaluation=docker, a whole run
+  workflow: snakemake --cores W --resources docker=W pulls=W --config predictions=... evaluation=docker, a whole run
             in a new run folder (select, the merged predictions, the evaluations, evaluation.json, the
             summary and its figures); from the second turn on, the evaluations start longest first, by the
             durations of the earlier turns' runs in the same working folder;
@@ -23,9 +23,9 @@ other):
             pull); after it, each image must be back on the daemon, pulled: the harness pulls each in its
             worker before the evaluation (--cache_level instance keeps it), the workflow in its pull jobs,
             ahead of the evaluations (keep_images=true keeps them; each instance's image.json says pulled).
-            The workflow gets --resources docker=W pulls=W: as many pulls at once as the harness's W workers
-            make (the command line's --resources replaces the profile's list, pulls=2 with it, and a
-            resource it does not name is not bounded). At the end, whatever happens (Ctrl-C too), the
+            The workflow's --resources pulls=W (in both modes) allows as many pulls at once as the harness's
+            W workers make (the command line's --resources replaces the profile's list, pulls=2 with it,
+            and a resource it does not name is not bounded). At the end, whatever happens (Ctrl-C too), the
             images are pulled back under their swebench/... names, the same image IDs as before.
 
     .venv/bin/python benchmarks/throughput.py [--workers 1 2] [--turns 3] [--images daemon registry]
@@ -78,7 +78,7 @@ def harness(folder, dataset, predictions, workers, run_id, namespace=None):
 
 
 def workflow(workdir, dataset, predictions, workers, run_id, namespace=None):
-    resources = [f"docker={workers}"] + ([f"pulls={workers}"] if namespace else [])
+    resources = [f"docker={workers}", f"pulls={workers}"]
     settings = [f"image_namespace={namespace}", "keep_images=true"] if namespace else []
     seconds, cpu = timed([sys.executable, "-m", "snakemake", "--snakefile", str(PROJECT / "Snakefile"),
                           "--directory", str(workdir), "--cores", str(workers), "--resources", *resources,
