@@ -182,3 +182,29 @@ def instance_id_of(path):
     """The instance id of a per-instance file: instances/<id>/<file> or instances/<id>/samples/<s>/<file>."""
     folder = Path(path).parent
     return folder.parent.parent.name if folder.parent.name == "samples" else folder.name
+
+
+def harness_specs():
+    """The harness's MAP_REPO_VERSION_TO_SPECS, without importing the harness: `swebench/__init__.py` imports all
+    of it (datasets, docker, modal), a second of CPU in Snakemake's process, where the selection is checked before
+    the first evaluation can start. Its constants are plain modules: they are imported under stand-ins of their
+    two parent packages, which are then taken away, so that a later `import swebench` imports the real ones."""
+    import importlib.util
+    import types
+
+    if "swebench" in sys.modules:
+        return sys.modules["swebench"].harness.constants.MAP_REPO_VERSION_TO_SPECS
+    root = importlib.util.find_spec("swebench").submodule_search_locations[0]
+    for name, folder in [("swebench", root), ("swebench.harness", os.path.join(root, "harness"))]:
+        sys.modules[name] = types.ModuleType(name)
+        sys.modules[name].__path__ = [folder]
+    try:
+        return importlib.import_module("swebench.harness.constants").MAP_REPO_VERSION_TO_SPECS
+    finally:
+        for name in [n for n in sys.modules if n == "swebench" or n.startswith("swebench.")]:
+            del sys.modules[name]
+
+
+def known_to_harness(row):
+    """Whether the harness has specifications (environment, test command) for the row's repository and version."""
+    return row.get("version") in harness_specs().get(row["repo"], {})

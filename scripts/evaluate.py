@@ -33,6 +33,7 @@ from scripts import images
 from scripts.common import (
     fault_line,
     find_jsonl_row,
+    known_to_harness,
     now,
     read_json,
     read_jsonl,
@@ -603,9 +604,7 @@ def _read_optional(path):
 def known_environment(row):
     """None when the harness has an environment (a specification) for the row's repo and version; else the
     (status, reason, report) of the error result that the instance gets instead of an evaluation."""
-    from swebench.harness.constants import MAP_REPO_VERSION_TO_SPECS
-
-    if row.get("version") not in MAP_REPO_VERSION_TO_SPECS.get(row["repo"], {}):
+    if not known_to_harness(row):
         return ("error", f"the harness (swebench {importlib.metadata.version('swebench')}) has no environment for "
                 f"repo {row['repo']} version {row.get('version')}", None)
     return None

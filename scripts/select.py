@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from scripts.common import open_atomic, read_json, write_json_atomic
+from scripts.common import known_to_harness, open_atomic, read_json, write_json_atomic
 from scripts.settings import HUB_NAMES, instance_list, is_dataset_path
 
 REQUIRED_FIELDS = ("instance_id", "repo", "base_commit", "problem_statement")
@@ -144,34 +144,12 @@ def select(rows, instances=None, id_filter=None, shuffle=False, seed=0, count=No
     return chosen
 
 
-def harness_specs():
-    """The harness's MAP_REPO_VERSION_TO_SPECS, without importing the harness: `swebench/__init__.py` imports all
-    of it (datasets, docker, modal), a second of CPU in Snakemake's process, where the selection is checked before
-    the first evaluation can start. Its constants are plain modules: they are imported under stand-ins of their
-    two parent packages, which are then taken away, so that a later `import swebench` imports the real ones."""
-    import importlib.util
-    import types
-
-    if "swebench" in sys.modules:
-        return sys.modules["swebench"].harness.constants.MAP_REPO_VERSION_TO_SPECS
-    root = importlib.util.find_spec("swebench").submodule_search_locations[0]
-    for name, folder in [("swebench", root), ("swebench.harness", os.path.join(root, "harness"))]:
-        sys.modules[name] = types.ModuleType(name)
-        sys.modules[name].__path__ = [folder]
-    try:
-        return importlib.import_module("swebench.harness.constants").MAP_REPO_VERSION_TO_SPECS
-    finally:
-        for name in [n for n in sys.modules if n == "swebench" or n.startswith("swebench.")]:
-            del sys.modules[name]
-
-
 def check_evaluable(rows):
     """Stop when the SWE-bench harness has no specifications (environment, test command) for some
     rows' repository and version: evaluation=docker or modal could not evaluate them."""
     import importlib.metadata
 
-    specs = harness_specs()
-    unknown = [r for r in rows if r.get("version") not in specs.get(r["repo"], {})]
+    unknown = [r for r in rows if not known_to_harness(r)]
     if unknown:
         names = ", ".join(f"{r['instance_id']} ({r['repo']} {r.get('version')})" for r in unknown[:10])
         raise SelectionError(

@@ -186,7 +186,7 @@ def test_the_harness_specs_are_read_without_importing_the_harness():
     is left behind, and a later import of the harness is the real one."""
     code = (
         "import sys\n"
-        "from scripts.select import harness_specs\n"
+        "from scripts.common import harness_specs\n"
         "specs = harness_specs()\n"
         "left = sorted(m for m in sys.modules if m.split('.')[0] in ('swebench', 'datasets', 'docker', 'modal'))\n"
         "from swebench.harness.constants import MAP_REPO_VERSION_TO_SPECS\n"
