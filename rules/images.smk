@@ -3,9 +3,6 @@
 # at the registry's pace and while the disk keeps min_free_disk_gb. `--resources pulls=N` bounds the pulls at once.
 # On a cluster a pull is the first stage of the group job that runs in its image (PULL_GROUP, rules/paths.smk).
 if PULLS:
-    from snakemake.utils import format as snakemake_format
-
-    from scripts import forked
 
     rule pull_plan:
         input:
@@ -47,13 +44,6 @@ if PULLS:
             settings=snakemake_patches.untracked(
                 f"--min-free-disk-gb {config['min_free_disk_gb']} --pull-wait {config['pull_wait']}", SNAKEMAKE_PATCHES
             ),
-        run:
-            # `shell: "python -m ... > {log} 2>&1"`, forked from a process that imported it once (scripts/forked.py)
-            forked.run_command(
-                snakemake_format(
-                    "python -m scripts.evaluate pull --instances {input.instances:q} --index {input.index:q}"
-                    " --id {wildcards.id:q} --run-dir {params.run_dir:q} {params.source} {params.settings}"
-                    " --out {output:q}"
-                ),
-                log[0],
-            )
+        shell:
+            "python -m scripts.evaluate pull --instances {input.instances:q} --index {input.index:q} --id {wildcards.id:q}"
+            " --run-dir {params.run_dir:q} {params.source} {params.settings} --out {output:q} > {log:q} 2>&1"

@@ -2,7 +2,7 @@
 
 The evaluate and validate jobs import the SWE-bench harness, about 2 s of CPU each (mostly its imports of
 `datasets` and `modal`), which a new interpreter per job (`python -m scripts.evaluate ...`) would spend again
-for every instance (a pull job, the Docker client: a quarter of a second); the summary and figures jobs import matplotlib and the price tables, most of a
+for every instance; the summary and figures jobs import matplotlib and the price tables, most of a
 second at the end of every run. Here one process (multiprocessing's fork server) imports them once, and
 each job is a fork of it that runs the module's `main(argv)` with its output in the job's log, as the command line would. Each
 job keeps a process of its own: the harness works in the current folder (scripts/evaluate.py's
